@@ -1,0 +1,380 @@
+//! The command line: clap definitions, turned into validated requests for the library before any work
+//! starts. Help, man page and shell completions all come from this one definition.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::image::build::{BuildEvent, BuildRequest, build};
+use crate::plan::{PlanInput, plan};
+use crate::profile::{Catalog, Profile};
+use crate::size::{Human, parse_size};
+
+/// Exit status for a failed operation.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit status for invalid input or usage.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "boardsmith",
+    version,
+    about = "Build bootable SD-card and disk images for ARM boards, write them to cards, and boot them",
+    long_about = None,
+    after_help = "Exit status: 0 success, 1 the operation failed, 2 invalid usage or input."
+)]
+pub struct Cli {
+    /// Directory of your own board profiles (searched before the embedded ones)
+    #[arg(long, global = true, env = "BOARDSMITH_BOARDS", value_name = "DIR")]
+    pub boards_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List board profiles (embedded ones and those in --boards-dir)
+    Boards {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a resolved profile and its byte layout: where every byte of the image goes
+    Show(ShowArgs),
+    /// Build BOARD.img with its .bmap, .sha256 and .md5 from a profile and a root filesystem
+    Build(BuildArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Board name or path to a profile .toml
+    pub board: String,
+    /// Print JSON (profile and layout)
+    #[arg(long)]
+    pub json: bool,
+    /// Image size, e.g. 2GiB (overrides the profile's table.size)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Root filesystem (directory or .tar) to size the layout from
+    #[arg(long, value_name = "DIR|TAR")]
+    pub rootfs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Board name or path to a profile .toml
+    pub board: String,
+    /// Root filesystem: a directory or an uncompressed .tar
+    #[arg(long, value_name = "DIR|TAR")]
+    pub rootfs: PathBuf,
+    /// Output directory
+    #[arg(
+        short = 'o',
+        long = "out",
+        value_name = "OUTDIR",
+        default_value = "out"
+    )]
+    pub out: PathBuf,
+    /// Image size, e.g. 2GiB (overrides the profile's table.size; default sizes the root from its content)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Text appended to the kernel command line
+    #[arg(long, value_name = "ARGS")]
+    pub cmdline_append: Option<String>,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    Auto,
+    Bar,
+    Plain,
+    None,
+}
+
+/// An error reported at the edge, with the exit status it maps to.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_USAGE,
+            message: message.into(),
+        }
+    }
+    fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_FAILURE,
+            message: message.into(),
+        }
+    }
+}
+
+fn report_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn load(catalog: &Catalog, board: &str) -> Result<Profile, Failure> {
+    catalog
+        .load(board)
+        .map_err(|e| Failure::usage(report_chain(&e)))
+}
+
+fn parse_size_arg(s: Option<&str>) -> Result<Option<u64>, Failure> {
+    s.map(|s| parse_size(s).map_err(|e| Failure::usage(format!("--size: {e}"))))
+        .transpose()
+}
+
+fn epoch() -> Result<u64, Failure> {
+    crate::ids::source_date_epoch().map_err(Failure::usage)
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let catalog = Catalog::new(cli.boards_dir.clone());
+    match cli.command {
+        Command::Boards { json } => {
+            let boards = catalog
+                .list()
+                .map_err(|e| Failure::usage(report_chain(&e)))?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&boards).unwrap_or_default()
+                );
+            } else {
+                for b in boards {
+                    let _ = writeln!(out, "{:<20} {:<6} {}", b.name, b.arch, b.description);
+                }
+            }
+            Ok(())
+        }
+        Command::Show(args) => show(&catalog, args),
+        Command::Build(args) => build_cmd(&catalog, args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "boardsmith",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            man.render(&mut std::io::stdout())
+                .map_err(|e| Failure::failed(e.to_string()))
+        }
+    }
+}
+
+fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
+    let profile = load(catalog, &args.board)?;
+    let image_size = parse_size_arg(args.size.as_deref())?;
+    let mut input = PlanInput {
+        image_size,
+        epoch: epoch()?,
+        ..Default::default()
+    };
+    if let Some(r) = &args.rootfs {
+        let tree =
+            crate::image::tree::RootTree::open(r).map_err(|e| Failure::usage(report_chain(&e)))?;
+        let stats = tree.stats().map_err(|e| Failure::usage(report_chain(&e)))?;
+        input.fill_content = Some(crate::image::ext4::auto_size(&stats));
+        if let Some(b) = &profile.bootloader
+            && let Ok(Some(data)) = tree.read(&b.path.value)
+        {
+            input.blob_size = Some(data.len() as u64);
+        }
+    }
+    let layout =
+        plan(&profile, &input).map_err(|e| Failure::usage(format!("invalid layout: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let v = serde_json::json!({ "profile": profile, "layout": layout });
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let _ = writeln!(out, "{} — {}", profile.name, profile.description);
+    let files: Vec<&str> = profile.sources.iter().map(|s| s.name.as_str()).collect();
+    let _ = writeln!(out, "profile: {}", files.join(" <- "));
+    let _ = writeln!(
+        out,
+        "arch: {}, console: {}",
+        profile.arch.debian(),
+        profile.console
+    );
+    let k = &profile.kernel;
+    let _ = writeln!(
+        out,
+        "kernel: {} ({}) from {}{}",
+        k.image.file_name(),
+        if k.package.is_empty() {
+            "-"
+        } else {
+            &k.package
+        },
+        k.path,
+        k.dtb
+            .as_ref()
+            .map(|d| format!(", device tree {d}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "command line: {}",
+        crate::image::build::kernel_cmdline(&profile, &layout, None)
+    );
+    if let Some(b) = &profile.bootloader {
+        let _ = writeln!(
+            out,
+            "bootloader: {} at byte {} ({})",
+            b.path.value,
+            b.offset.value,
+            Human(b.offset.value)
+        );
+    }
+    let methods: Vec<String> = profile
+        .boot
+        .methods
+        .iter()
+        .map(|m| format!("{m:?}").to_lowercase())
+        .collect();
+    if !methods.is_empty() {
+        let _ = writeln!(out, "boot configuration: {}", methods.join(", "));
+    }
+    let _ = writeln!(out);
+    let _ = write!(out, "{layout}");
+    Ok(())
+}
+
+struct Progress {
+    mode: ProgressMode,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(mode: ProgressMode) -> Progress {
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        };
+        let bar = (mode == ProgressMode::Bar).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        });
+        Progress { mode, bar }
+    }
+
+    fn event(&self, e: BuildEvent<'_>) {
+        match (self.mode, e) {
+            (ProgressMode::Bar, BuildEvent::Phase(p)) => {
+                if let Some(b) = &self.bar {
+                    b.set_message(p.to_string());
+                }
+            }
+            (ProgressMode::Plain, BuildEvent::Phase(p)) => eprintln!("boardsmith: {p}"),
+            _ => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
+    let profile = load(catalog, &args.board)?;
+    let req = BuildRequest {
+        rootfs: args.rootfs,
+        out_dir: args.out,
+        image_size: parse_size_arg(args.size.as_deref())?,
+        epoch: epoch()?,
+        cmdline_append: args.cmdline_append,
+    };
+    let progress = Progress::new(args.progress);
+    let result = build(&profile, &req, &|e| progress.event(e));
+    progress.finish();
+    let report = result.map_err(|e| Failure {
+        code: if e.is_input_error() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILURE
+        },
+        message: report_chain(&e),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        eprintln!(
+            "built {} ({}, {} mapped) in {:.1} s\n  bmap   {}\n  sha256 {}  {}\n  md5    {}  {}",
+            report.image.display(),
+            Human(report.image_size),
+            Human(report.mapped_bytes),
+            report.seconds,
+            report.bmap.display(),
+            report.sha256,
+            report.sha256_file.display(),
+            report.md5,
+            report.md5_file.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! `boardsmith build`: profile + root filesystem tree → `BOARD.img`, `.bmap`, `.sha256`, `.md5`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::bmap::{Bmap, BmapRange, ChecksumType};
+use super::bootconfig::{self, BootFiles};
+use super::ext4::{self, Ext4Error, Mke2fs};
+use super::fat::{self, FatError, FatFile, FatKind, FatOptions, FatSummary, FileData};
+use super::sink::ImageSink;
+use super::tree::{ContentStats, RootTree, TreeError};
+use crate::checksum::{ImageDigest, digest_image};
+use crate::output::{PendingFile, sync_dir, write_atomic};
+use crate::plan::{Layout, PlanError, PlanInput, PlannedPartition, plan};
+use crate::profile::{BootMethod, Fs, Profile, Role};
+use crate::size::Human;
+
+pub const BMAP_BLOCK: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error("no {what} matching `{pattern}` in the root filesystem {rootfs}{hint}")]
+    NotInRootfs {
+        what: &'static str,
+        pattern: String,
+        rootfs: PathBuf,
+        hint: String,
+    },
+    #[error(
+        "bootloader blob {path} does not carry the expected magic {magic:?} at byte {offset}; is it the right file for this board?"
+    )]
+    BadMagic {
+        path: String,
+        magic: String,
+        offset: u64,
+    },
+    #[error("invalid layout: {0}")]
+    Plan(#[from] PlanError),
+    #[error("boot partition `{partition}`: {source}")]
+    Fat {
+        partition: String,
+        #[source]
+        source: FatError,
+    },
+    #[error(transparent)]
+    Ext4(#[from] Ext4Error),
+    #[error("{what} is {size} bytes but partition `{partition}` holds {capacity}: {} too large", Human(size - capacity))]
+    SourceTooLarge {
+        what: String,
+        partition: String,
+        size: u64,
+        capacity: u64,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// True when the user's input (profile, rootfs, options) is at fault rather than the machine.
+    pub fn is_input_error(&self) -> bool {
+        !matches!(
+            self,
+            BuildError::Io { .. }
+                | BuildError::Ext4(Ext4Error::Failed { .. } | Ext4Error::Spawn(_))
+        )
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub rootfs: PathBuf,
+    pub out_dir: PathBuf,
+    /// Overrides the profile's table.size.
+    pub image_size: Option<u64>,
+    pub epoch: u64,
+    /// Appended to the kernel command line.
+    pub cmdline_append: Option<String>,
+}
+
+/// Progress events for the front end.
+#[derive(Debug, Clone)]
+pub enum BuildEvent<'a> {
+    Phase(&'a str),
+    Hashing { done: u64, total: u64 },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub board: String,
+    pub image: PathBuf,
+    pub bmap: PathBuf,
+    pub sha256_file: PathBuf,
+    pub md5_file: PathBuf,
+    pub image_size: u64,
+    pub mapped_bytes: u64,
+    pub sha256: String,
+    pub md5: String,
+    pub kernel: String,
+    pub cmdline: String,
+    pub rootfs: ContentStats,
+    pub fat: Option<FatSummary>,
+    pub seconds: f64,
+    pub layout: Layout,
+}
+
+/// Boot files found in the root filesystem.
+struct Found {
+    kernel: (String, FileData),
+    initrd: Option<(String, FileData)>,
+    dtb: Option<(String, FileData)>,
+    blob: Option<(String, Vec<u8>)>,
+    raw_sources: Vec<(usize, String, FileData)>,
+}
+
+fn version_suffix<'a>(path: &'a str, prefix_pattern: &str) -> &'a str {
+    // `boot/vmlinuz-*` on `boot/vmlinuz-6.1.0-9-armmp` → `6.1.0-9-armmp`
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let pat = prefix_pattern.rsplit('/').next().unwrap_or(prefix_pattern);
+    match pat.split_once('*') {
+        Some((pre, post))
+            if base.starts_with(pre)
+                && base.ends_with(post)
+                && base.len() >= pre.len() + post.len() =>
+        {
+            &base[pre.len()..base.len() - post.len()]
+        }
+        _ => "",
+    }
+}
+
+/// Among matches, the one carrying the kernel's version if any, else the highest version.
+fn pick(matches: Vec<String>, pattern: &str, version: &str) -> Option<String> {
+    if !version.is_empty()
+        && let Some(m) = matches
+            .iter()
+            .find(|m| version_suffix(m, pattern) == version)
+    {
+        return Some(m.clone());
+    }
+    matches.into_iter().last()
+}
+
+fn find_boot_files(profile: &Profile, tree: &RootTree) -> Result<Found, BuildError> {
+    let missing = |what, pattern: &str, hint: &str| BuildError::NotInRootfs {
+        what,
+        pattern: pattern.to_string(),
+        rootfs: tree.path().to_path_buf(),
+        hint: hint.to_string(),
+    };
+    let k = &profile.kernel;
+    let kernels: Vec<String> = tree
+        .glob(&k.path)?
+        .into_iter()
+        .filter(|p| tree.is_file(p).unwrap_or(false))
+        .collect();
+    let kernel_hint = if k.package.is_empty() {
+        String::new()
+    } else {
+        format!("; install the kernel package ({}) into it", k.package)
+    };
+    let kernel_path = kernels
+        .last()
+        .cloned()
+        .ok_or_else(|| missing("kernel", &k.path, &kernel_hint))?;
+    let version = version_suffix(&kernel_path, &k.path).to_string();
+    let kernel = (
+        kernel_path.clone(),
+        tree.file_data(&kernel_path)?
+            .ok_or_else(|| missing("kernel", &k.path, ""))?,
+    );
+
+    let initrd = match &k.initrd {
+        None => None,
+        Some(pat) => {
+            let m: Vec<String> = tree
+                .glob(pat)?
+                .into_iter()
+                .filter(|p| tree.is_file(p).unwrap_or(false))
+                .collect();
+            let p = pick(m, pat, &version).ok_or_else(|| {
+                missing(
+                    "initrd",
+                    pat,
+                    "; generate one (update-initramfs) or remove kernel.initrd from the profile",
+                )
+            })?;
+            let d = tree
+                .file_data(&p)?
+                .ok_or_else(|| missing("initrd", pat, ""))?;
+            Some((p, d))
+        }
+    };
+
+    let dtb = match &k.dtb {
+        None => None,
+        Some(name) => {
+            let dirs = tree.glob(&k.dtb_dir)?;
+            let dir = pick(dirs, &k.dtb_dir, &version);
+            let pattern = format!("{}/{name}", k.dtb_dir);
+            let path = dir.map(|d| format!("{d}/{name}"));
+            match path
+                .as_deref()
+                .map(|p| tree.file_data(p))
+                .transpose()?
+                .flatten()
+            {
+                Some(d) => Some((path.unwrap_or_default(), d)),
+                None => {
+                    return Err(missing(
+                        "device tree",
+                        &pattern,
+                        "; the kernel package ships DTBs there",
+                    ));
+                }
+            }
+        }
+    };
+
+    let blob = match &profile.bootloader {
+        None => None,
+        Some(b) => {
+            let hint = match &b.package {
+                Some(p) => format!("; install the bootloader package ({p}) into it"),
+                None => String::new(),
+            };
+            let data = tree
+                .read(&b.path.value)?
+                .ok_or_else(|| missing("bootloader blob", &b.path.value, &hint))?;
+            if let Some(m) = &b.magic {
+                let at = m.offset as usize;
+                if data.get(at..at + m.text.len()) != Some(m.text.as_bytes()) {
+                    return Err(BuildError::BadMagic {
+                        path: b.path.value.clone(),
+                        magic: m.text.clone(),
+                        offset: m.offset,
+                    });
+                }
+            }
+            Some((b.path.value.clone(), data))
+        }
+    };
+
+    let mut raw_sources = Vec::new();
+    for (i, p) in profile.partitions.iter().enumerate() {
+        if let Some(src) = &p.source {
+            let d = tree.file_data(&src.value)?.ok_or_else(|| {
+                missing(
+                    "partition source",
+                    &src.value,
+                    &format!(" (named by partition `{}` at {})", p.name.value, src.at()),
+                )
+            })?;
+            raw_sources.push((i, src.value.clone(), d));
+        }
+    }
+    Ok(Found {
+        kernel,
+        initrd,
+        dtb,
+        blob,
+        raw_sources,
+    })
+}
+
+/// The kernel command line for this layout.
+pub fn kernel_cmdline(profile: &Profile, layout: &Layout, append: Option<&str>) -> String {
+    let root = layout
+        .partition(Role::Root)
+        .map(|p| format!("PARTUUID={}", p.partuuid))
+        .unwrap_or_else(|| "/dev/root".into());
+    let mut cmd = profile
+        .kernel
+        .cmdline
+        .value
+        .replace("{console}", &profile.console)
+        .replace("{root}", &root);
+    if let Some(v) = &profile.display.video {
+        cmd.push_str(&format!(" video={v}"));
+    }
+    if let Some(a) = append
+        && !a.trim().is_empty()
+    {
+        cmd.push(' ');
+        cmd.push_str(a.trim());
+    }
+    cmd
+}
+
+fn boot_partition_files(
+    profile: &Profile,
+    found: &Found,
+    cmdline: &str,
+    epoch: u64,
+) -> Vec<FatFile> {
+    let kernel_name = profile.kernel.image.file_name().to_string();
+    let mut files = vec![FatFile {
+        path: kernel_name.clone(),
+        data: found.kernel.1.clone(),
+    }];
+    let initrd = found.initrd.as_ref().map(|(_, d)| {
+        files.push(FatFile {
+            path: "initrd.img".into(),
+            data: d.clone(),
+        });
+        "initrd.img".to_string()
+    });
+    let fdt = found.dtb.as_ref().map(|(_, d)| {
+        let p = format!(
+            "dtbs/{}",
+            profile.kernel.dtb.as_deref().unwrap_or("board.dtb")
+        );
+        files.push(FatFile {
+            path: p.clone(),
+            data: d.clone(),
+        });
+        p
+    });
+    let boot = BootFiles {
+        kernel: kernel_name,
+        initrd,
+        fdt: if profile.boot.extlinux_fdt {
+            fdt.clone()
+        } else {
+            None
+        },
+        image: profile.kernel.image,
+        cmdline: cmdline.to_string(),
+        label: if profile.description.is_empty() {
+            profile.name.clone()
+        } else {
+            profile.description.clone()
+        },
+    };
+    for m in &profile.boot.methods {
+        match m {
+            BootMethod::Extlinux => files.push(FatFile {
+                path: "extlinux/extlinux.conf".into(),
+                data: FileData::Bytes(bootconfig::extlinux_conf(&boot).into_bytes()),
+            }),
+            BootMethod::BootScr => {
+                let script = bootconfig::boot_cmd(&BootFiles {
+                    fdt: fdt.clone(),
+                    ..boot.clone()
+                });
+                let arm64 = profile.arch == crate::profile::Arch::Arm64;
+                let scr = bootconfig::script_uimage(
+                    script.as_bytes(),
+                    "boardsmith boot script",
+                    epoch as u32,
+                    arm64,
+                );
+                files.push(FatFile {
+                    path: "boot.cmd".into(),
+                    data: FileData::Bytes(script.into_bytes()),
+                });
+                files.push(FatFile {
+                    path: "boot.scr".into(),
+                    data: FileData::Bytes(scr),
+                });
+            }
+        }
+    }
+    files
+}
+
+/// Paths of the four outputs for a board in a directory.
+pub fn output_paths(out_dir: &Path, board: &str) -> [PathBuf; 4] {
+    let img = out_dir.join(format!("{board}.img"));
+    [
+        img.clone(),
+        out_dir.join(format!("{board}.img.bmap")),
+        out_dir.join(format!("{board}.img.sha256")),
+        out_dir.join(format!("{board}.img.md5")),
+    ]
+}
+
+pub fn build(
+    profile: &Profile,
+    req: &BuildRequest,
+    on: &dyn Fn(BuildEvent<'_>),
+) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    on(BuildEvent::Phase("reading the root filesystem"));
+    let tree = RootTree::open(&req.rootfs)?;
+    let found = find_boot_files(profile, &tree)?;
+    let stats = tree.stats()?;
+    if profile.partition(Role::Root).is_some() {
+        ext4::check_mke2fs()?;
+    }
+
+    let layout = plan(
+        profile,
+        &PlanInput {
+            image_size: req.image_size,
+            fill_content: Some(ext4::auto_size(&stats)),
+            blob_size: found.blob.as_ref().map(|(_, b)| b.len() as u64),
+            epoch: req.epoch,
+        },
+    )?;
+    let cmdline = kernel_cmdline(profile, &layout, req.cmdline_append.as_deref());
+
+    std::fs::create_dir_all(&req.out_dir)
+        .map_err(io(format!("creating {}", req.out_dir.display())))?;
+    let [img_path, bmap_path, sha_path, md5_path] = output_paths(&req.out_dir, &profile.name);
+    let (pending_img, file) =
+        PendingFile::create(&img_path).map_err(io(format!("creating {}", img_path.display())))?;
+    let work = tempdir_in(&req.out_dir, &profile.name).map_err(io("creating a work directory"))?;
+    let mut sink = ImageSink::new(file, layout.image_size).map_err(io("sizing the image file"))?;
+
+    on(BuildEvent::Phase("writing the partition table"));
+    if let Some(mbr) = layout.mbr() {
+        let mut sector = [0u8; 512];
+        mbr.encode_into(&mut sector);
+        sink.write_at(0, &sector).map_err(io("writing the MBR"))?;
+    }
+    if let Some(gpt) = layout.gpt() {
+        for (off, bytes) in gpt.encode() {
+            sink.write_at(off, &bytes).map_err(io("writing the GPT"))?;
+        }
+    }
+    if let (Some((_, data)), Some(b)) = (&found.blob, &layout.bootloader) {
+        on(BuildEvent::Phase("writing the bootloader"));
+        sink.write_at(b.offset, data)
+            .map_err(io("writing the bootloader blob"))?;
+    }
+
+    let mut fat_summary = None;
+    for part in &layout.partitions {
+        let profile_part = profile
+            .partitions
+            .iter()
+            .find(|p| p.name.value == part.name);
+        match (part.role, part.fs) {
+            (Role::Boot, _) => {
+                on(BuildEvent::Phase("writing the boot partition"));
+                let files = boot_partition_files(profile, &found, &cmdline, req.epoch);
+                fat_summary = Some(write_fat(&mut sink, part, req.epoch, &files)?);
+            }
+            (Role::Root, _) => {
+                on(BuildEvent::Phase("writing the root filesystem (mke2fs -d)"));
+                // mke2fs writes through its own descriptor; flush ours first.
+                sink.file().sync_data().map_err(io("syncing the image"))?;
+                Mke2fs {
+                    image: pending_img.temp_path(),
+                    offset: part.start,
+                    size: part.size,
+                    source: &req.rootfs,
+                    label: part.label.as_deref(),
+                    uuid: part.fs_uuid,
+                    hash_seed: crate::ids::Ids::new(&profile.name, req.epoch)
+                        .guid("ext4 hash seed"),
+                    epoch: req.epoch,
+                    partition: &part.name,
+                    workdir: work.path(),
+                    stats,
+                }
+                .run()?;
+                sink.record_external(part.start, part.end())
+                    .map_err(io("mapping the root filesystem"))?;
+            }
+            (_, Fs::Raw) => {
+                let idx = profile
+                    .partitions
+                    .iter()
+                    .position(|p| p.name.value == part.name);
+                if let Some((_, src, data)) =
+                    found.raw_sources.iter().find(|(i, _, _)| Some(*i) == idx)
+                {
+                    if data.len() > part.size {
+                        return Err(BuildError::SourceTooLarge {
+                            what: format!("{src} (from the root filesystem)"),
+                            partition: part.name.clone(),
+                            size: data.len(),
+                            capacity: part.size,
+                        });
+                    }
+                    on(BuildEvent::Phase("writing raw partitions"));
+                    let bytes = match data {
+                        FileData::Bytes(b) => b.clone(),
+                        FileData::Path(p, _) => {
+                            std::fs::read(p).map_err(io(format!("reading {}", p.display())))?
+                        }
+                    };
+                    sink.write_at(part.start, &bytes)
+                        .map_err(io("writing a raw partition"))?;
+                }
+            }
+            (_, Fs::Vfat | Fs::Fat16 | Fs::Fat32) => {
+                write_fat(&mut sink, part, req.epoch, &[])?;
+            }
+            (_, Fs::Ext4) => {
+                let empty = work.path().join("empty");
+                std::fs::create_dir_all(&empty).map_err(io("creating an empty directory"))?;
+                Mke2fs {
+                    image: pending_img.temp_path(),
+                    offset: part.start,
+                    size: part.size,
+                    source: &empty,
+                    label: part.label.as_deref(),
+                    uuid: part.fs_uuid,
+                    hash_seed: part.fs_uuid,
+                    epoch: req.epoch,
+                    partition: &part.name,
+                    workdir: work.path(),
+                    stats: ContentStats::default(),
+                }
+                .run()?;
+                sink.record_external(part.start, part.end())
+                    .map_err(io("mapping a filesystem"))?;
+            }
+            (_, Fs::None) => {}
+        }
+        let _ = profile_part;
+    }
+    sink.file().sync_all().map_err(io("syncing the image"))?;
+
+    on(BuildEvent::Phase("hashing (bmap, sha256, md5)"));
+    let (file, written) = sink.into_parts();
+    let blocks = written.to_blocks(BMAP_BLOCK, layout.image_size);
+    let ranges: Vec<(u64, u64)> = blocks.iter().collect();
+    let data = crate::sparse::data_extents(&file, 0, layout.image_size)
+        .map_err(io("reading the image layout"))?;
+    let digest: ImageDigest =
+        digest_image(&file, layout.image_size, &data, &ranges).map_err(io("hashing the image"))?;
+    let bmap = Bmap {
+        image_size: layout.image_size,
+        block_size: BMAP_BLOCK,
+        checksum_type: ChecksumType::Sha256,
+        ranges: ranges
+            .iter()
+            .zip(&digest.range_sha256)
+            .map(|(&(s, e), h)| BmapRange {
+                first: s / BMAP_BLOCK,
+                last: e.div_ceil(BMAP_BLOCK) - 1,
+                checksum: Some(h.clone()),
+            })
+            .collect(),
+    };
+    drop(file);
+
+    on(BuildEvent::Phase("writing bmap and checksums"));
+    let img_name = format!("{}.img", profile.name);
+    let pending_bmap = write_atomic(&bmap_path, bmap.to_xml().as_bytes())
+        .map_err(io(format!("writing {}", bmap_path.display())))?;
+    let pending_sha = write_atomic(
+        &sha_path,
+        format!("{}  {img_name}\n", digest.sha256).as_bytes(),
+    )
+    .map_err(io(format!("writing {}", sha_path.display())))?;
+    let pending_md5 = write_atomic(
+        &md5_path,
+        format!("{}  {img_name}\n", digest.md5).as_bytes(),
+    )
+    .map_err(io(format!("writing {}", md5_path.display())))?;
+    // The image is renamed last: its presence under the final name means everything is there.
+    for p in [pending_bmap, pending_sha, pending_md5, pending_img] {
+        let dest = p.dest().display().to_string();
+        p.commit().map_err(io(format!("renaming to {dest}")))?;
+    }
+    sync_dir(&req.out_dir).map_err(io("syncing the output directory"))?;
+
+    Ok(BuildReport {
+        board: profile.name.clone(),
+        image: img_path,
+        bmap: bmap_path,
+        sha256_file: sha_path,
+        md5_file: md5_path,
+        image_size: layout.image_size,
+        mapped_bytes: bmap.mapped_blocks() * BMAP_BLOCK,
+        sha256: digest.sha256,
+        md5: digest.md5,
+        kernel: found.kernel.0,
+        cmdline,
+        rootfs: stats,
+        fat: fat_summary,
+        seconds: started.elapsed().as_secs_f64(),
+        layout,
+    })
+}
+
+fn write_fat(
+    sink: &mut ImageSink,
+    part: &PlannedPartition,
+    epoch: u64,
+    files: &[FatFile],
+) -> Result<FatSummary, BuildError> {
+    let kind = match part.fs {
+        Fs::Fat16 => Some(FatKind::Fat16),
+        Fs::Fat32 => Some(FatKind::Fat32),
+        _ => None,
+    };
+    let opts = FatOptions {
+        size: part.size,
+        kind,
+        label: part
+            .label
+            .clone()
+            .unwrap_or_else(|| part.name.to_uppercase()),
+        volume_id: part.fat_volume_id,
+        timestamp: epoch,
+        hidden_sectors: (part.start / 512) as u32,
+    };
+    fat::write(sink, part.start, &opts, files).map_err(|source| BuildError::Fat {
+        partition: part.name.clone(),
+        source,
+    })
+}
+
+/// A private work directory next to the outputs, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir_in(dir: &Path, board: &str) -> std::io::Result<WorkDir> {
+    let p = dir.join(format!(".{board}.work-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir(&p)?;
+    Ok(WorkDir(p))
+}

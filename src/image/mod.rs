@@ -1,0 +1,11 @@
+//! Image assembly: partition tables, raw blobs, filesystems, boot configuration, block map and sums.
+
+pub mod bmap;
+pub mod bootconfig;
+pub mod build;
+pub mod ext4;
+pub mod fat;
+pub mod gpt;
+pub mod mbr;
+pub mod sink;
+pub mod tree;

@@ -1,0 +1,15 @@
+//! boardsmith: bootable SD-card and disk images for ARM boards, from board profiles.
+//!
+//! The modules follow the data: [`profile`] → [`plan`] → [`image`]. The library knows nothing of the
+//! command line; [`cli`] turns arguments into validated requests for it.
+
+pub mod checksum;
+pub mod cli;
+pub mod embedded;
+pub mod ids;
+pub mod image;
+pub mod output;
+pub mod plan;
+pub mod profile;
+pub mod size;
+pub mod sparse;

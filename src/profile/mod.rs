@@ -1,0 +1,1282 @@
+//! Board profiles: `boards/*.toml` (embedded in the binary, or given by path), resolved through their
+//! `extends` chain into one validated [`Profile`]. Every error names file, line, column and field.
+
+mod raw;
+pub mod source;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::size::parse_size;
+use raw::{RawAttributes, RawPartition, RawProfile, SizeValue};
+pub use source::{Loc, Origin, SourceFile};
+
+/// Why a profile could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(
+        "no board profile named `{name}`; known boards: {known}. Pass a path to a .toml file for your own profile"
+    )]
+    UnknownBoard { name: String, known: String },
+    #[error("cannot read profile {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{at}: {message}")]
+    Syntax { at: String, message: String },
+    #[error("{at}: `{field}`: {message}")]
+    Invalid {
+        at: String,
+        field: String,
+        message: String,
+    },
+    #[error(
+        "{file}: `{field}` is required but neither this profile nor the profiles it extends set it"
+    )]
+    Missing { file: String, field: String },
+    #[error("{at}: `extends` forms a cycle: {chain}")]
+    Cycle { at: String, chain: String },
+}
+
+impl ProfileError {
+    fn invalid<T>(loc: &Loc<T>, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ProfileError::Invalid {
+            at: loc.at(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Armhf,
+    Arm64,
+}
+
+impl Arch {
+    /// Debian architecture name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::Armhf => "armhf",
+            Arch::Arm64 => "arm64",
+        }
+    }
+    /// The kernel's ARCH= value.
+    pub fn kernel_arch(self) -> &'static str {
+        match self {
+            Arch::Armhf => "arm",
+            Arch::Arm64 => "arm64",
+        }
+    }
+    /// Debian's cross-compiler prefix for this architecture.
+    pub fn cross_compile(self) -> &'static str {
+        match self {
+            Arch::Armhf => "arm-linux-gnueabihf-",
+            Arch::Arm64 => "aarch64-linux-gnu-",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KernelImage {
+    #[serde(rename = "zImage")]
+    ZImage,
+    Image,
+}
+
+impl KernelImage {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            KernelImage::ZImage => "zImage",
+            KernelImage::Image => "Image",
+        }
+    }
+    /// U-Boot command that boots this image type.
+    pub fn boot_command(self) -> &'static str {
+        match self {
+            KernelImage::ZImage => "bootz",
+            KernelImage::Image => "booti",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Kernel {
+    pub package: String,
+    pub image: KernelImage,
+    /// Glob (`*` only) of the kernel inside the root filesystem, e.g. `boot/vmlinuz-*`.
+    pub path: String,
+    pub initrd: Option<String>,
+    pub dtb_dir: String,
+    pub dtb: Option<String>,
+    /// Template; `{console}` and `{root}` are substituted.
+    #[serde(serialize_with = "ser_loc")]
+    pub cmdline: Loc<String>,
+    pub defconfig: String,
+    pub fragments: Vec<String>,
+    pub initramfs_modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Magic {
+    pub offset: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootloader {
+    pub package: Option<String>,
+    #[serde(serialize_with = "ser_loc")]
+    pub path: Loc<String>,
+    #[serde(serialize_with = "ser_loc")]
+    pub offset: Loc<u64>,
+    pub max_size: Option<u64>,
+    pub magic: Option<Magic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableKind {
+    Mbr,
+    Gpt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSize {
+    Auto,
+    Bytes(u64),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Table {
+    pub kind: TableKind,
+    #[serde(serialize_with = "ser_loc")]
+    pub alignment: Loc<u64>,
+    #[serde(serialize_with = "ser_loc")]
+    pub size: Loc<ImageSize>,
+    pub disk_signature: Option<u32>,
+    #[serde(serialize_with = "ser_loc")]
+    pub gpt_entries: Loc<u32>,
+    #[serde(serialize_with = "ser_loc")]
+    pub gpt_entries_offset: Loc<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// FAT partition holding kernel, device trees, initrd and boot configuration.
+    Boot,
+    /// The root filesystem.
+    Root,
+    /// Raw partition filled from a file (`source`), e.g. a ChromeOS kernel blob.
+    Kernel,
+    /// Formatted but empty (or untouched when `fs = "none"`).
+    Data,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fs {
+    /// FAT16 or FAT32, whichever the partition size gives a valid cluster count for.
+    Vfat,
+    Fat16,
+    Fat32,
+    Ext4,
+    /// Raw bytes from `source`.
+    Raw,
+    /// Left untouched.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartSize {
+    Fill,
+    Bytes(u64),
+}
+
+/// Partition table entry fields for the profile's table type.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "table", rename_all = "lowercase")]
+pub enum PartitionType {
+    Mbr {
+        type_byte: u8,
+        bootable: bool,
+    },
+    Gpt {
+        type_guid: crate::image::gpt::Guid,
+        name: String,
+        attributes: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Partition {
+    #[serde(serialize_with = "ser_loc")]
+    pub name: Loc<String>,
+    pub role: Role,
+    pub fs: Fs,
+    #[serde(serialize_with = "ser_loc")]
+    pub size: Loc<PartSize>,
+    #[serde(serialize_with = "ser_opt_loc")]
+    pub offset: Option<Loc<u64>>,
+    #[serde(serialize_with = "ser_loc")]
+    pub align: Loc<u64>,
+    pub label: Option<String>,
+    pub kind: PartitionType,
+    #[serde(serialize_with = "ser_opt_loc")]
+    pub source: Option<Loc<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BootMethod {
+    #[serde(rename = "extlinux")]
+    Extlinux,
+    #[serde(rename = "boot.scr")]
+    BootScr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootConfig {
+    pub methods: Vec<BootMethod>,
+    pub extlinux_fdt: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Display {
+    pub video: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Emulator {
+    pub system: String,
+    pub machine: String,
+    pub cpu: Option<String>,
+    pub memory: String,
+    /// `sd` or `virtio`.
+    pub drive: String,
+    pub firmware: Option<String>,
+    pub size_power_of_two: bool,
+    pub extra_args: Vec<String>,
+}
+
+/// A resolved, validated board profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub arch: Arch,
+    pub console: String,
+    pub kernel: Kernel,
+    pub bootloader: Option<Bootloader>,
+    pub table: Table,
+    pub partitions: Vec<Partition>,
+    pub boot: BootConfig,
+    pub display: Display,
+    pub emulator: Option<Emulator>,
+    /// Files this profile was resolved from, the board's own file first.
+    #[serde(serialize_with = "ser_sources")]
+    pub sources: Vec<Arc<SourceFile>>,
+}
+
+fn ser_loc<T: Serialize, S: serde::Serializer>(v: &Loc<T>, s: S) -> Result<S::Ok, S::Error> {
+    v.value.serialize(s)
+}
+fn ser_opt_loc<T: Serialize, S: serde::Serializer>(
+    v: &Option<Loc<T>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(|l| &l.value).serialize(s)
+}
+fn ser_sources<S: serde::Serializer>(v: &[Arc<SourceFile>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|f| f.name.as_str()))
+}
+
+impl Profile {
+    /// The partition with the given role, if any (the first one).
+    pub fn partition(&self, role: Role) -> Option<(usize, &Partition)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.role == role)
+    }
+
+    /// A stable digest of the files this profile came from (part of the reproducible-id seed).
+    pub fn source_digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for f in &self.sources {
+            h.update(f.text.as_bytes());
+            h.update([0]);
+        }
+        h.finalize().into()
+    }
+}
+
+/// Where profiles come from: the embedded set, optionally preceded by a directory of the user's.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub boards_dir: Option<PathBuf>,
+}
+
+/// One entry of `boardsmith boards`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardEntry {
+    pub name: String,
+    pub description: String,
+    pub arch: String,
+    pub source: String,
+}
+
+impl Catalog {
+    pub fn new(boards_dir: Option<PathBuf>) -> Self {
+        Catalog { boards_dir }
+    }
+
+    /// Loads a board by name or by path to a `.toml` file.
+    pub fn load(&self, board: &str) -> Result<Profile, ProfileError> {
+        let file = self.find_board(board)?;
+        resolve(file, self)
+    }
+
+    fn find_board(&self, board: &str) -> Result<Arc<SourceFile>, ProfileError> {
+        if board.contains('/') || board.ends_with(".toml") {
+            return read_disk(Path::new(board));
+        }
+        if let Some(dir) = &self.boards_dir {
+            let p = dir.join(format!("{board}.toml"));
+            if p.is_file() {
+                return read_disk(&p);
+            }
+        }
+        let embedded = format!("boards/{board}.toml");
+        if let Some(data) = crate::embedded::get(&embedded) {
+            return Ok(embedded_file(&embedded, data));
+        }
+        let known = self
+            .list()
+            .map(|l| l.into_iter().map(|b| b.name).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        Err(ProfileError::UnknownBoard {
+            name: board.to_string(),
+            known,
+        })
+    }
+
+    fn find_base(&self, name: &str, from: &SourceFile) -> Result<Arc<SourceFile>, ProfileError> {
+        if name.contains('/') || name.ends_with(".toml") {
+            let base_dir = from
+                .path
+                .as_deref()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."));
+            return read_disk(&base_dir.join(name));
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = from.path.as_deref().and_then(Path::parent) {
+            dirs.push(dir.join("base"));
+            dirs.push(dir.to_path_buf());
+        }
+        if let Some(dir) = &self.boards_dir {
+            dirs.push(dir.join("base"));
+        }
+        for dir in dirs {
+            let p = dir.join(format!("{name}.toml"));
+            if p.is_file() {
+                return read_disk(&p);
+            }
+        }
+        let embedded = format!("boards/base/{name}.toml");
+        match crate::embedded::get(&embedded) {
+            Some(data) => Ok(embedded_file(&embedded, data)),
+            None => Err(ProfileError::UnknownBoard {
+                name: format!("base/{name}"),
+                known: crate::embedded::list("boards/base")
+                    .map(|(p, _)| stem(p))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Every board: the user's directory first, then embedded ones it does not shadow.
+    pub fn list(&self) -> Result<Vec<BoardEntry>, ProfileError> {
+        let mut names: Vec<(String, Arc<SourceFile>)> = Vec::new();
+        if let Some(dir) = &self.boards_dir {
+            let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let mut paths: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+                .collect();
+            paths.sort();
+            for p in paths {
+                names.push((stem(&p.to_string_lossy()), read_disk(&p)?));
+            }
+        }
+        for (path, data) in crate::embedded::list("boards") {
+            let name = stem(path);
+            if !names.iter().any(|(n, _)| *n == name) {
+                names.push((name, embedded_file(path, data)));
+            }
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        names
+            .into_iter()
+            .map(|(name, file)| {
+                let source = file.name.clone();
+                let p = resolve(file, self)?;
+                Ok(BoardEntry {
+                    name,
+                    description: p.description,
+                    arch: p.arch.debian().to_string(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
+fn stem(path: &str) -> String {
+    Path::new(path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn read_disk(path: &Path) -> Result<Arc<SourceFile>, ProfileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Arc::new(SourceFile {
+        name: path.display().to_string(),
+        path: Some(path.to_path_buf()),
+        text,
+    }))
+}
+
+fn embedded_file(path: &str, data: &[u8]) -> Arc<SourceFile> {
+    Arc::new(SourceFile {
+        name: format!("embedded:{path}"),
+        path: None,
+        text: String::from_utf8_lossy(data).into_owned(),
+    })
+}
+
+fn parse_file(file: &Arc<SourceFile>) -> Result<RawProfile, ProfileError> {
+    source::parse_with_origin::<RawProfile>(file).map_err(|e| {
+        let at = match e.span() {
+            Some(span) => {
+                let (l, c) = file.line_col(span.start);
+                format!("{}:{l}:{c}", file.name)
+            }
+            None => file.name.clone(),
+        };
+        ProfileError::Syntax {
+            at,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+/// Later layers (the board) override earlier ones (its bases) field by field.
+macro_rules! overlay {
+    ($dst:expr, $src:expr, [$($f:ident),* $(,)?]) => {
+        $( if $src.$f.is_some() { $dst.$f = $src.$f; } )*
+    };
+}
+
+fn merge(base: &mut RawProfile, top: RawProfile) {
+    overlay!(
+        base,
+        top,
+        [name, description, arch, console, partitions, emulator]
+    );
+    overlay!(
+        base.kernel,
+        top.kernel,
+        [
+            package,
+            image,
+            path,
+            initrd,
+            dtb_dir,
+            dtb,
+            cmdline,
+            defconfig,
+            fragments,
+            initramfs_modules
+        ]
+    );
+    match (&mut base.bootloader, top.bootloader) {
+        (Some(b), Some(t)) => {
+            overlay!(b, t, [package, path, offset, max_size, magic]);
+        }
+        (b @ None, t) => *b = t,
+        (Some(_), None) => {}
+    }
+    overlay!(
+        base.table,
+        top.table,
+        [
+            kind,
+            alignment,
+            size,
+            disk_signature,
+            gpt_entries,
+            gpt_entries_offset
+        ]
+    );
+    overlay!(base.boot, top.boot, [methods, extlinux_fdt]);
+    overlay!(base.display, top.display, [video]);
+}
+
+fn resolve(board: Arc<SourceFile>, catalog: &Catalog) -> Result<Profile, ProfileError> {
+    // Walk the extends chain: board, its base, the base's base…
+    let mut chain: Vec<(Arc<SourceFile>, RawProfile)> = Vec::new();
+    let mut current = board;
+    loop {
+        let raw = parse_file(&current)?;
+        let next = raw.extends.clone();
+        chain.push((current.clone(), raw));
+        let Some(ext) = next else { break };
+        let base = catalog.find_base(&ext.value, &current)?;
+        if chain.iter().any(|(f, _)| f.name == base.name) || chain.len() > 16 {
+            let names: Vec<&str> = chain.iter().map(|(f, _)| f.name.as_str()).collect();
+            return Err(ProfileError::Cycle {
+                at: ext.at(),
+                chain: format!("{} -> {}", names.join(" -> "), base.name),
+            });
+        }
+        current = base;
+    }
+    let sources: Vec<Arc<SourceFile>> = chain.iter().map(|(f, _)| f.clone()).collect();
+    let board_file = sources[0].clone();
+    let mut layers = chain.into_iter().rev().map(|(_, r)| r);
+    let mut merged = layers.next().unwrap_or_default();
+    for layer in layers {
+        merge(&mut merged, layer);
+    }
+    validate(merged, &board_file, sources)
+}
+
+fn size_of(v: &Loc<SizeValue>, field: &str) -> Result<u64, ProfileError> {
+    match &v.value {
+        SizeValue::Bytes(n) => u64::try_from(*n)
+            .map_err(|_| ProfileError::invalid(v, field, "a size cannot be negative")),
+        SizeValue::Text(s) => {
+            parse_size(s).map_err(|e| ProfileError::invalid(v, field, e.to_string()))
+        }
+    }
+}
+
+fn loc_size(v: &Loc<SizeValue>, field: &str) -> Result<Loc<u64>, ProfileError> {
+    Ok(Loc {
+        value: size_of(v, field)?,
+        origin: v.origin.clone(),
+    })
+}
+
+fn required<T>(v: Option<Loc<T>>, file: &SourceFile, field: &str) -> Result<Loc<T>, ProfileError> {
+    v.ok_or_else(|| ProfileError::Missing {
+        file: file.name.clone(),
+        field: field.to_string(),
+    })
+}
+
+fn one_of<'a, T: Copy>(
+    v: &Loc<String>,
+    field: &str,
+    options: &'a [(&'a str, T)],
+) -> Result<T, ProfileError> {
+    options
+        .iter()
+        .find(|(n, _)| *n == v.value)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            ProfileError::invalid(
+                v,
+                field,
+                format!(
+                    "unknown value \"{}\"; expected one of {}",
+                    v.value,
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+fn validate(
+    raw: RawProfile,
+    file: &Arc<SourceFile>,
+    sources: Vec<Arc<SourceFile>>,
+) -> Result<Profile, ProfileError> {
+    let name = match raw.name {
+        Some(n) => n.value,
+        None => file
+            .path
+            .as_deref()
+            .map(|p| stem(&p.to_string_lossy()))
+            .unwrap_or_else(|| stem(file.name.trim_start_matches("embedded:"))),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(ProfileError::Invalid {
+            at: file.name.clone(),
+            field: "name".into(),
+            message: format!(
+                "board name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.' (it names output files)"
+            ),
+        });
+    }
+    let arch_loc = required(raw.arch, file, "arch")?;
+    let arch = one_of(
+        &arch_loc,
+        "arch",
+        &[("armhf", Arch::Armhf), ("arm64", Arch::Arm64)],
+    )?;
+    let console = required(raw.console, file, "console")?.value;
+
+    let k = raw.kernel;
+    let image_loc = required(k.image, file, "kernel.image")?;
+    let image = one_of(
+        &image_loc,
+        "kernel.image",
+        &[
+            ("zImage", KernelImage::ZImage),
+            ("Image", KernelImage::Image),
+        ],
+    )?;
+    let kernel = Kernel {
+        package: k.package.map(|v| v.value).unwrap_or_default(),
+        image,
+        path: required(k.path, file, "kernel.path")?.value,
+        initrd: k.initrd.map(|v| v.value),
+        dtb_dir: k.dtb_dir.map(|v| v.value).unwrap_or_default(),
+        dtb: k.dtb.map(|v| v.value),
+        cmdline: k
+            .cmdline
+            .unwrap_or_else(|| Loc::builtin("console={console} root={root} rootwait".into())),
+        defconfig: k
+            .defconfig
+            .map(|v| v.value)
+            .unwrap_or_else(|| "defconfig".into()),
+        fragments: k.fragments.map(|v| v.value).unwrap_or_default(),
+        initramfs_modules: k.initramfs_modules.map(|v| v.value).unwrap_or_default(),
+    };
+    if kernel.dtb.is_some() && kernel.dtb_dir.is_empty() {
+        return Err(ProfileError::Missing {
+            file: file.name.clone(),
+            field: "kernel.dtb_dir".into(),
+        });
+    }
+
+    let bootloader = match raw.bootloader {
+        None => None,
+        Some(b) => {
+            let offset = loc_size(
+                &required(b.offset, file, "bootloader.offset")?,
+                "bootloader.offset",
+            )?;
+            if offset.value % 512 != 0 {
+                return Err(ProfileError::invalid(
+                    &offset,
+                    "bootloader.offset",
+                    format!("{} is not a multiple of the 512-byte sector", offset.value),
+                ));
+            }
+            Some(Bootloader {
+                package: b.package.map(|v| v.value),
+                path: required(b.path, file, "bootloader.path")?,
+                offset,
+                max_size: b
+                    .max_size
+                    .as_ref()
+                    .map(|v| size_of(v, "bootloader.max_size"))
+                    .transpose()?,
+                magic: b.magic.map(|m| Magic {
+                    offset: m.value.offset,
+                    text: m.value.text,
+                }),
+            })
+        }
+    };
+
+    let t = raw.table;
+    let kind_loc = required(t.kind, file, "table.type")?;
+    let kind = one_of(
+        &kind_loc,
+        "table.type",
+        &[("mbr", TableKind::Mbr), ("gpt", TableKind::Gpt)],
+    )?;
+    let alignment = match t.alignment {
+        Some(a) => loc_size(&a, "table.alignment")?,
+        None => Loc::builtin(crate::size::MIB),
+    };
+    if alignment.value == 0 || alignment.value % 512 != 0 {
+        return Err(ProfileError::invalid(
+            &alignment,
+            "table.alignment",
+            "must be a non-zero multiple of 512 bytes (1MiB is the usual choice for SD cards)",
+        ));
+    }
+    let size = match t.size {
+        None => Loc::builtin(ImageSize::Auto),
+        Some(s) => match &s.value {
+            SizeValue::Text(text) if text == "auto" => Loc {
+                value: ImageSize::Auto,
+                origin: s.origin.clone(),
+            },
+            _ => Loc {
+                value: ImageSize::Bytes(size_of(&s, "table.size")?),
+                origin: s.origin.clone(),
+            },
+        },
+    };
+    let gpt_fields_on_mbr = [
+        t.gpt_entries
+            .as_ref()
+            .map(|l| (l.at(), "table.gpt_entries")),
+        t.gpt_entries_offset
+            .as_ref()
+            .map(|l| (l.at(), "table.gpt_entries_offset")),
+    ];
+    if kind == TableKind::Mbr {
+        if let Some((at, field)) = gpt_fields_on_mbr.into_iter().flatten().next() {
+            return Err(ProfileError::Invalid {
+                at,
+                field: field.into(),
+                message:
+                    "is a GPT setting but table.type is \"mbr\"; remove it or use type = \"gpt\""
+                        .into(),
+            });
+        }
+    } else if let Some(sig) = &t.disk_signature {
+        return Err(ProfileError::invalid(
+            sig,
+            "table.disk_signature",
+            "is an MBR setting but table.type is \"gpt\" (GPT disks have a GUID, derived reproducibly)",
+        ));
+    }
+    let gpt_entries = t.gpt_entries.unwrap_or_else(|| Loc::builtin(128));
+    if !(1..=1024).contains(&gpt_entries.value) {
+        return Err(ProfileError::invalid(
+            &gpt_entries,
+            "table.gpt_entries",
+            "must be between 1 and 1024 (128 is the UEFI default)",
+        ));
+    }
+    let gpt_entries_offset = match t.gpt_entries_offset {
+        Some(o) => loc_size(&o, "table.gpt_entries_offset")?,
+        None => Loc::builtin(1024),
+    };
+    if gpt_entries_offset.value % 512 != 0 || gpt_entries_offset.value < 1024 {
+        return Err(ProfileError::invalid(
+            &gpt_entries_offset,
+            "table.gpt_entries_offset",
+            "must be a multiple of 512 at or after byte 1024 (sector 2, right after the GPT header)",
+        ));
+    }
+    let table = Table {
+        kind,
+        alignment,
+        size,
+        disk_signature: t.disk_signature.map(|v| v.value),
+        gpt_entries,
+        gpt_entries_offset,
+    };
+
+    let raw_parts = required(raw.partitions, file, "partition")?;
+    if raw_parts.value.is_empty() {
+        return Err(ProfileError::invalid(
+            &raw_parts,
+            "partition",
+            "at least one partition is needed",
+        ));
+    }
+    let mut partitions = Vec::new();
+    for (i, p) in raw_parts.value.into_iter().enumerate() {
+        partitions.push(validate_partition(p, i, &table)?);
+    }
+    for (i, p) in partitions.iter().enumerate() {
+        if let Some(q) = partitions[..i]
+            .iter()
+            .find(|q| q.name.value == p.name.value)
+        {
+            return Err(ProfileError::invalid(
+                &p.name,
+                format!("partition[{i}].name"),
+                format!("duplicate partition name; already used at {}", q.name.at()),
+            ));
+        }
+    }
+    let fills = partitions
+        .iter()
+        .filter(|p| p.size.value == PartSize::Fill)
+        .count();
+    if fills > 1 {
+        let second = partitions
+            .iter()
+            .filter(|p| p.size.value == PartSize::Fill)
+            .nth(1);
+        if let Some(p) = second {
+            return Err(ProfileError::invalid(
+                &p.size,
+                "size",
+                "only one partition can use size = \"fill\"",
+            ));
+        }
+    }
+    for role in [Role::Boot, Role::Root] {
+        let mut same = partitions.iter().filter(|p| p.role == role);
+        if let (Some(_), Some(second)) = (same.next(), same.next()) {
+            return Err(ProfileError::invalid(
+                &second.name,
+                "role",
+                format!("only one partition can have role = \"{}\"", role_name(role)),
+            ));
+        }
+    }
+
+    let methods = match raw.boot.methods {
+        None => Vec::new(),
+        Some(m) => {
+            let mut out = Vec::new();
+            for name in &m.value {
+                let loc = Loc {
+                    value: name.clone(),
+                    origin: m.origin.clone(),
+                };
+                out.push(one_of(
+                    &loc,
+                    "boot.methods",
+                    &[
+                        ("extlinux", BootMethod::Extlinux),
+                        ("boot.scr", BootMethod::BootScr),
+                    ],
+                )?);
+            }
+            out
+        }
+    };
+    if !methods.is_empty() && !partitions.iter().any(|p| p.role == Role::Boot) {
+        return Err(ProfileError::Missing {
+            file: file.name.clone(),
+            field:
+                "a partition with role = \"boot\" (boot.methods needs somewhere to write its files)"
+                    .into(),
+        });
+    }
+    let boot = BootConfig {
+        methods,
+        extlinux_fdt: raw.boot.extlinux_fdt.map(|v| v.value).unwrap_or(true),
+    };
+
+    let emulator = match raw.emulator {
+        None => None,
+        Some(e) => Some(Emulator {
+            system: required(e.system, file, "emulator.system")?.value,
+            machine: required(e.machine, file, "emulator.machine")?.value,
+            cpu: e.cpu.map(|v| v.value),
+            memory: e.memory.map(|v| v.value).unwrap_or_else(|| "1G".into()),
+            drive: {
+                let d = e.drive.unwrap_or_else(|| Loc::builtin("virtio".into()));
+                one_of(&d, "emulator.drive", &[("sd", "sd"), ("virtio", "virtio")])?.to_string()
+            },
+            firmware: e.firmware.map(|v| v.value),
+            size_power_of_two: e.size_power_of_two.map(|v| v.value).unwrap_or(false),
+            extra_args: e.extra_args.map(|v| v.value).unwrap_or_default(),
+        }),
+    };
+
+    Ok(Profile {
+        name,
+        description: raw.description.map(|v| v.value).unwrap_or_default(),
+        arch,
+        console,
+        kernel,
+        bootloader,
+        table,
+        partitions,
+        boot,
+        display: Display {
+            video: raw.display.video.map(|v| v.value),
+        },
+        emulator,
+        sources,
+    })
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Boot => "boot",
+        Role::Root => "root",
+        Role::Kernel => "kernel",
+        Role::Data => "data",
+    }
+}
+
+fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partition, ProfileError> {
+    let field = |f: &str| format!("partition[{i}].{f}");
+    let role = match &p.role {
+        Some(r) => one_of(
+            r,
+            &field("role"),
+            &[
+                ("boot", Role::Boot),
+                ("root", Role::Root),
+                ("kernel", Role::Kernel),
+                ("data", Role::Data),
+            ],
+        )?,
+        None => Role::Data,
+    };
+    let fs = match &p.fs {
+        Some(f) => one_of(
+            f,
+            &field("fs"),
+            &[
+                ("vfat", Fs::Vfat),
+                ("fat16", Fs::Fat16),
+                ("fat32", Fs::Fat32),
+                ("ext4", Fs::Ext4),
+                ("raw", Fs::Raw),
+                ("none", Fs::None),
+            ],
+        )?,
+        None => match role {
+            Role::Boot => Fs::Vfat,
+            Role::Root => Fs::Ext4,
+            Role::Kernel => Fs::Raw,
+            Role::Data => Fs::None,
+        },
+    };
+    let role_fs_ok = match role {
+        Role::Boot => matches!(fs, Fs::Vfat | Fs::Fat16 | Fs::Fat32),
+        Role::Root => fs == Fs::Ext4,
+        Role::Kernel => fs == Fs::Raw,
+        Role::Data => fs != Fs::Raw || p.source.is_some(),
+    };
+    if !role_fs_ok {
+        let at = p.fs.as_ref().map(|l| l.at()).unwrap_or_else(|| p.name.at());
+        return Err(ProfileError::Invalid {
+            at,
+            field: field("fs"),
+            message: format!(
+                "a partition with role \"{}\" cannot use this filesystem (boot: vfat/fat16/fat32, root: ext4, kernel: raw with `source`)",
+                role_name(role)
+            ),
+        });
+    }
+    if fs == Fs::Raw && p.source.is_none() {
+        return Err(ProfileError::invalid(
+            &p.name,
+            field("source"),
+            "a raw partition needs `source`, the file (inside the root filesystem tree) that fills it",
+        ));
+    }
+    let size = match &p.size.value {
+        SizeValue::Text(s) if s == "fill" => Loc {
+            value: PartSize::Fill,
+            origin: p.size.origin.clone(),
+        },
+        _ => {
+            let n = size_of(&p.size, &field("size"))?;
+            if n == 0 || n % 512 != 0 {
+                return Err(ProfileError::invalid(
+                    &p.size,
+                    field("size"),
+                    format!("{n} bytes is not a positive multiple of the 512-byte sector"),
+                ));
+            }
+            Loc {
+                value: PartSize::Bytes(n),
+                origin: p.size.origin.clone(),
+            }
+        }
+    };
+    let offset = p
+        .offset
+        .as_ref()
+        .map(|o| loc_size(o, &field("offset")))
+        .transpose()?;
+    let align = match &p.align {
+        Some(a) => loc_size(a, &field("align"))?,
+        None => table.alignment.clone(),
+    };
+    if align.value == 0 || align.value % 512 != 0 {
+        return Err(ProfileError::invalid(
+            &align,
+            field("align"),
+            "must be a non-zero multiple of 512 bytes",
+        ));
+    }
+
+    let gpt_only = [
+        p.gpt_type.as_ref().map(|l| (l.at(), "gpt_type")),
+        p.gpt_name.as_ref().map(|l| (l.at(), "gpt_name")),
+        p.attributes.as_ref().map(|l| (l.at(), "attributes")),
+    ];
+    let mbr_only = [
+        p.mbr_type.as_ref().map(|l| (l.at(), "mbr_type")),
+        p.bootable.as_ref().map(|l| (l.at(), "bootable")),
+    ];
+    let kind = match table.kind {
+        TableKind::Mbr => {
+            if let Some((at, f)) = gpt_only.into_iter().flatten().next() {
+                return Err(ProfileError::Invalid {
+                    at,
+                    field: field(f),
+                    message: "is a GPT field but table.type is \"mbr\"; use mbr_type/bootable, or switch the table to gpt".into(),
+                });
+            }
+            let type_byte = match &p.mbr_type {
+                Some(t) => u8::try_from(t.value).ok().filter(|b| *b != 0).ok_or_else(|| {
+                    ProfileError::invalid(t, field("mbr_type"), "must be a partition type byte between 0x01 and 0xff, e.g. 0x0c (FAT32 LBA) or 0x83 (Linux)")
+                })?,
+                None => match fs {
+                    Fs::Vfat | Fs::Fat32 => 0x0c,
+                    Fs::Fat16 => 0x0e,
+                    _ => 0x83,
+                },
+            };
+            PartitionType::Mbr {
+                type_byte,
+                bootable: p.bootable.map(|b| b.value).unwrap_or(false),
+            }
+        }
+        TableKind::Gpt => {
+            if let Some((at, f)) = mbr_only.into_iter().flatten().next() {
+                return Err(ProfileError::Invalid {
+                    at,
+                    field: field(f),
+                    message: "is an MBR field but table.type is \"gpt\"; use gpt_type and attributes (legacy_boot = true marks a GPT partition bootable)".into(),
+                });
+            }
+            let type_guid = match &p.gpt_type {
+                Some(t) => crate::image::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
+                    ProfileError::invalid(t, field("gpt_type"), "is neither a known type name (linux, esp, basic-data, chromeos-kernel, chromeos-root, chromeos-reserved) nor a GUID like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+                })?,
+                None => match fs {
+                    Fs::Vfat | Fs::Fat16 | Fs::Fat32 => crate::image::gpt::BASIC_DATA,
+                    _ => crate::image::gpt::LINUX_FS,
+                },
+            };
+            let attributes = match &p.attributes {
+                Some(a) => attribute_bits(&a.value)
+                    .map_err(|m| ProfileError::invalid(a, field("attributes"), m))?,
+                None => 0,
+            };
+            let name = p
+                .gpt_name
+                .as_ref()
+                .map(|n| n.value.clone())
+                .unwrap_or_else(|| p.name.value.clone());
+            if name.encode_utf16().count() > 36 {
+                let at = p
+                    .gpt_name
+                    .as_ref()
+                    .map(|l| l.at())
+                    .unwrap_or_else(|| p.name.at());
+                return Err(ProfileError::Invalid {
+                    at,
+                    field: field("gpt_name"),
+                    message: "GPT partition names hold at most 36 UTF-16 code units".into(),
+                });
+            }
+            PartitionType::Gpt {
+                type_guid,
+                name,
+                attributes,
+            }
+        }
+    };
+    Ok(Partition {
+        name: p.name,
+        role,
+        fs,
+        size,
+        offset,
+        align,
+        label: p.label.map(|l| l.value),
+        kind,
+        source: p.source,
+    })
+}
+
+/// GPT attribute bits: 0 required, 2 legacy BIOS bootable, ChromeOS 48–51 priority, 52–55 tries, 56 successful.
+pub fn attribute_bits(a: &RawAttributes) -> Result<u64, String> {
+    let mut bits = 0u64;
+    if a.required == Some(true) {
+        bits |= 1;
+    }
+    if a.legacy_boot == Some(true) {
+        bits |= 1 << 2;
+    }
+    if let Some(p) = a.priority {
+        if !(0..=15).contains(&p) {
+            return Err(format!(
+                "priority {p} does not fit its 4 bits (48–51): use 0–15"
+            ));
+        }
+        bits |= (p as u64) << 48;
+    }
+    if let Some(t) = a.tries {
+        if !(0..=15).contains(&t) {
+            return Err(format!(
+                "tries {t} does not fit its 4 bits (52–55): use 0–15"
+            ));
+        }
+        bits |= (t as u64) << 52;
+    }
+    if a.successful == Some(true) {
+        bits |= 1 << 56;
+    }
+    for &b in a.bits.iter().flatten() {
+        if !(0..=63).contains(&b) {
+            return Err(format!("attribute bit {b} is outside 0–63"));
+        }
+        bits |= 1 << b;
+    }
+    Ok(bits)
+}
+
+impl fmt::Display for TableKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TableKind::Mbr => "mbr",
+            TableKind::Gpt => "gpt",
+        })
+    }
+}
+
+impl fmt::Display for Fs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fs::Vfat => "vfat",
+            Fs::Fat16 => "fat16",
+            Fs::Fat32 => "fat32",
+            Fs::Ext4 => "ext4",
+            Fs::Raw => "raw",
+            Fs::None => "none",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Profile, ProfileError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, text).unwrap();
+        Catalog::default().load(p.to_str().unwrap())
+    }
+
+    #[test]
+    fn every_embedded_board_resolves() {
+        let boards = Catalog::default().list().unwrap();
+        let names: Vec<&str> = boards.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["armv8-foundation", "chromebook-snow", "cubieboard", "mk802"]
+        );
+    }
+
+    #[test]
+    fn a10_boards_share_the_soc_base() {
+        let c = Catalog::default();
+        let cb = c.load("cubieboard").unwrap();
+        let mk = c.load("mk802").unwrap();
+        assert_eq!(cb.bootloader.as_ref().unwrap().offset.value, 8192);
+        assert_eq!(mk.bootloader.as_ref().unwrap().offset.value, 8192);
+        assert_eq!(cb.sources.len(), 2);
+        assert!(cb.sources[1].name.ends_with("base/allwinner-a10.toml"));
+        assert_eq!(cb.kernel.dtb.as_deref(), Some("sun4i-a10-cubieboard.dtb"));
+        assert_eq!(mk.kernel.dtb.as_deref(), Some("sun4i-a10-mk802.dtb"));
+    }
+
+    #[test]
+    fn chromebook_attributes() {
+        let p = Catalog::default().load("chromebook-snow").unwrap();
+        let PartitionType::Gpt { attributes, .. } = p.partitions[0].kind else {
+            panic!()
+        };
+        assert_eq!((attributes >> 48) & 0xf, 10);
+        assert_eq!((attributes >> 52) & 0xf, 5);
+        assert_eq!((attributes >> 56) & 1, 1);
+    }
+
+    const MINIMAL: &str = "arch = \"armhf\"\nconsole = \"ttyS0\"\n[kernel]\nimage = \"zImage\"\npath = \"boot/vmlinuz-*\"\n[table]\ntype = \"mbr\"\n";
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let text =
+            format!("{MINIMAL}[[partition]]\nname = \"root\"\nsize = \"fill\"\ncolour = \"red\"\n");
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains("t.toml:11:1"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_size_names_field_and_position() {
+        let text = format!("{MINIMAL}[[partition]]\nname = \"root\"\nsize = \"12 parsecs\"\n");
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains("t.toml:10:8"), "{e}");
+        assert!(e.contains("partition[0].size"), "{e}");
+        assert!(e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn gpt_field_on_mbr_is_rejected() {
+        let text = format!(
+            "{MINIMAL}[[partition]]\nname = \"root\"\nsize = \"fill\"\ngpt_type = \"linux\"\n"
+        );
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("partition[0].gpt_type") && e.contains("GPT field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn attribute_out_of_range_is_rejected() {
+        let text = "arch = \"armhf\"\nconsole = \"ttyS0\"\n[kernel]\nimage = \"zImage\"\npath = \"k\"\n[table]\ntype = \"gpt\"\n[[partition]]\nname = \"K\"\nsize = \"16MiB\"\nrole = \"kernel\"\nsource = \"x\"\nattributes = { priority = 16 }\n";
+        let e = load_text(text).unwrap_err().to_string();
+        assert!(e.contains("priority 16") && e.contains("48–51"), "{e}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = load_text("arch = \"armhf\"\n").unwrap_err().to_string();
+        assert!(e.contains("console"), "{e}");
+    }
+
+    #[test]
+    fn extends_cycle_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), "extends = \"b.toml\"\n").unwrap();
+        std::fs::write(dir.path().join("b.toml"), "extends = \"a.toml\"\n").unwrap();
+        let e = Catalog::default()
+            .load(dir.path().join("a.toml").to_str().unwrap())
+            .unwrap_err();
+        assert!(matches!(e, ProfileError::Cycle { .. }), "{e}");
+    }
+}

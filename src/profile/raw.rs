@@ -1,0 +1,138 @@
+//! The profile file format exactly as written: every field optional (a file may be a base or extend one),
+//! unknown keys rejected, every value tagged with where it was written.
+
+use serde::Deserialize;
+
+use super::source::Loc;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    /// Name of a base profile (boards/base/NAME.toml, or a path relative to this file).
+    pub extends: Option<Loc<String>>,
+    pub name: Option<Loc<String>>,
+    pub description: Option<Loc<String>>,
+    pub arch: Option<Loc<String>>,
+    pub console: Option<Loc<String>>,
+    #[serde(default)]
+    pub kernel: RawKernel,
+    pub bootloader: Option<RawBootloader>,
+    #[serde(default)]
+    pub table: RawTable,
+    #[serde(rename = "partition")]
+    pub partitions: Option<Loc<Vec<RawPartition>>>,
+    #[serde(default)]
+    pub boot: RawBoot,
+    #[serde(default)]
+    pub display: RawDisplay,
+    pub emulator: Option<RawEmulator>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKernel {
+    pub package: Option<Loc<String>>,
+    pub image: Option<Loc<String>>,
+    pub path: Option<Loc<String>>,
+    pub initrd: Option<Loc<String>>,
+    pub dtb_dir: Option<Loc<String>>,
+    pub dtb: Option<Loc<String>>,
+    pub cmdline: Option<Loc<String>>,
+    pub defconfig: Option<Loc<String>>,
+    pub fragments: Option<Loc<Vec<String>>>,
+    pub initramfs_modules: Option<Loc<Vec<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBootloader {
+    pub package: Option<Loc<String>>,
+    pub path: Option<Loc<String>>,
+    pub offset: Option<Loc<SizeValue>>,
+    pub max_size: Option<Loc<SizeValue>>,
+    pub magic: Option<Loc<RawMagic>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMagic {
+    pub offset: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    #[serde(rename = "type")]
+    pub kind: Option<Loc<String>>,
+    pub alignment: Option<Loc<SizeValue>>,
+    /// Whole image size, or "auto" to size the `fill` partition from the root filesystem.
+    pub size: Option<Loc<SizeValue>>,
+    pub disk_signature: Option<Loc<u32>>,
+    pub gpt_entries: Option<Loc<u32>>,
+    pub gpt_entries_offset: Option<Loc<SizeValue>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPartition {
+    pub name: Loc<String>,
+    pub role: Option<Loc<String>>,
+    pub fs: Option<Loc<String>>,
+    pub size: Loc<SizeValue>,
+    pub offset: Option<Loc<SizeValue>>,
+    pub align: Option<Loc<SizeValue>>,
+    pub label: Option<Loc<String>>,
+    pub mbr_type: Option<Loc<i64>>,
+    pub bootable: Option<Loc<bool>>,
+    pub gpt_type: Option<Loc<String>>,
+    pub gpt_name: Option<Loc<String>>,
+    pub attributes: Option<Loc<RawAttributes>>,
+    pub source: Option<Loc<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttributes {
+    pub required: Option<bool>,
+    pub legacy_boot: Option<bool>,
+    pub priority: Option<i64>,
+    pub tries: Option<i64>,
+    pub successful: Option<bool>,
+    /// Further raw attribute bit numbers (0–63) to set.
+    pub bits: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBoot {
+    pub methods: Option<Loc<Vec<String>>>,
+    pub extlinux_fdt: Option<Loc<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDisplay {
+    pub video: Option<Loc<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmulator {
+    pub system: Option<Loc<String>>,
+    pub machine: Option<Loc<String>>,
+    pub cpu: Option<Loc<String>>,
+    pub memory: Option<Loc<String>>,
+    pub drive: Option<Loc<String>>,
+    pub firmware: Option<Loc<String>>,
+    pub size_power_of_two: Option<Loc<bool>>,
+    pub extra_args: Option<Loc<Vec<String>>>,
+}
+
+/// A size as TOML allows it: a string with a unit, or an integer number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
