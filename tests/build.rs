@@ -1,0 +1,692 @@
+//! `boardsmith build` end to end: every board from a generated rootfs, each artefact checked with a tool
+//! nobody here wrote (sfdisk, sgdisk, cgpt, fsck.fat, mtools, e2fsck, debugfs, mkimage, bmaptool, sha256sum,
+//! md5sum), golden partition-table dumps, reproducibility, and a must-fail case per validation rule.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+
+struct Built {
+    _dir: tempfile::TempDir,
+    rootfs: PathBuf,
+    out: PathBuf,
+    image: PathBuf,
+    report: Value,
+}
+
+fn build_board(board: &str, tarball: bool) -> Built {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_rootfs(dir.path(), board);
+    let rootfs = if tarball {
+        make_tarball(&tree)
+    } else {
+        tree.clone()
+    };
+    let out = dir.path().join("out");
+    let o = run(boardsmith()
+        .args(["build", board, "--json", "--progress", "none", "--rootfs"])
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&out));
+    assert!(
+        o.status.success(),
+        "build {board} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).expect("--json prints a JSON report");
+    Built {
+        image: out.join(format!("{board}.img")),
+        _dir: dir,
+        rootfs: tree,
+        out,
+        report,
+    }
+}
+
+fn partition<'a>(b: &'a Built, role: &str) -> &'a Value {
+    b.report["layout"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} partition in the report"))
+}
+
+fn offset_of(p: &Value) -> u64 {
+    p["start"].as_u64().unwrap()
+}
+
+fn golden_dump(board: &str, image: &Path) {
+    let dump = tool("sfdisk", &["--dump", image.to_str().unwrap()]);
+    let dump = dump.replace(image.to_str().unwrap(), "IMAGE");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{board}.sfdisk"));
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&golden, &dump).unwrap();
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+        panic!(
+            "missing {}; run with BLESS=1 to create it",
+            golden.display()
+        )
+    });
+    assert_eq!(
+        dump,
+        expected,
+        "sfdisk --dump of {board} differs from {}",
+        golden.display()
+    );
+}
+
+fn check_table(board: &str, b: &Built) {
+    let img = b.image.to_str().unwrap();
+    if b.report["layout"]["table"]["type"] == "mbr" {
+        let v = tool("sfdisk", &["--verify", img]);
+        assert!(v.contains("No errors detected"), "{v}");
+    } else {
+        let v = tool("sgdisk", &["-v", img]);
+        assert!(v.contains("No problems found"), "{v}");
+    }
+    golden_dump(board, &b.image);
+}
+
+fn check_boot_partition(board: &str, b: &Built) {
+    let f = board_files(board);
+    let boot = partition(b, "boot");
+    let (start, size) = (offset_of(boot), boot["size"].as_u64().unwrap());
+    let fat = b.out.join("boot.fat");
+    extract(&b.image, start, size, &fat);
+    let fsck = tool("fsck.fat", &["-n", fat.to_str().unwrap()]);
+    assert!(
+        !fsck.contains("differ") && !fsck.contains("Free cluster"),
+        "{fsck}"
+    );
+
+    let img_at = format!("{}@@{start}", b.image.display());
+    let listing = tool("mdir", &["-/", "-i", &img_at, "::"]);
+    for name in ["zImage", "Image", "initrd.img", "extlinux.conf"] {
+        if name == "zImage" && board == "armv8-foundation"
+            || name == "Image" && board != "armv8-foundation"
+        {
+            continue;
+        }
+        assert!(
+            listing.contains(name),
+            "{name} missing from the FAT listing:\n{listing}"
+        );
+    }
+    let get = |path: &str| -> Vec<u8> {
+        let dest = b.out.join("fat-file");
+        let _ = std::fs::remove_file(&dest);
+        tool(
+            "mcopy",
+            &[
+                "-n",
+                "-i",
+                &img_at,
+                &format!("::{path}"),
+                dest.to_str().unwrap(),
+            ],
+        );
+        std::fs::read(&dest).unwrap()
+    };
+    let kernel_name = if board == "armv8-foundation" {
+        "Image"
+    } else {
+        "zImage"
+    };
+    assert_eq!(
+        get(kernel_name),
+        std::fs::read(b.rootfs.join(format!("boot/vmlinuz-{KVER}"))).unwrap()
+    );
+    assert_eq!(
+        get("initrd.img"),
+        std::fs::read(b.rootfs.join(format!("boot/initrd.img-{KVER}"))).unwrap()
+    );
+    let dtb = f.dtb.unwrap();
+    assert_eq!(
+        get(&format!("dtbs/{dtb}")),
+        std::fs::read(b.rootfs.join(format!("usr/lib/linux-image-{KVER}/{dtb}"))).unwrap()
+    );
+    let root_partuuid = partition(b, "root")["partuuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let extlinux = String::from_utf8(get("extlinux/extlinux.conf")).unwrap();
+    assert!(
+        extlinux.contains(&format!("root=PARTUUID={root_partuuid}")),
+        "{extlinux}"
+    );
+    assert!(
+        extlinux.contains(&format!("linux /{kernel_name}")),
+        "{extlinux}"
+    );
+    if board == "armv8-foundation" {
+        assert!(
+            !extlinux.contains("fdt "),
+            "QEMU virt supplies its own device tree:\n{extlinux}"
+        );
+    } else {
+        let scr = b.out.join("boot.scr");
+        std::fs::write(&scr, get("boot.scr")).unwrap();
+        let l = tool("mkimage", &["-l", scr.to_str().unwrap()]);
+        assert!(l.contains("Script"), "{l}");
+        let cmd = String::from_utf8(get("boot.cmd")).unwrap();
+        assert!(
+            cmd.contains(&format!("root=PARTUUID={root_partuuid}")),
+            "{cmd}"
+        );
+    }
+}
+
+fn check_root_partition(b: &Built) {
+    let root = partition(b, "root");
+    let dev = format!("{}?offset={}", b.image.display(), offset_of(root));
+    let fsck = tool("e2fsck", &["-fn", &dev]);
+    assert!(fsck.contains("Pass 5"), "{fsck}");
+    let debugfs = |req: &str| tool("debugfs", &["-R", req, &dev]);
+    let shadow = debugfs("stat /etc/shadow");
+    assert!(shadow.contains("Mode:  0600"), "{shadow}");
+    let owned = debugfs("stat /home/user/owned");
+    assert!(
+        owned.contains("User:  1000") && owned.contains("Group:  1000"),
+        "{owned}"
+    );
+    let nested = debugfs("cat \"/home/user/dir with spaces/nested/deeper/file name.txt\"");
+    assert!(nested.contains("hello from a nested file"), "{nested}");
+    let link = debugfs("stat /vmlinuz");
+    assert!(
+        link.contains(&format!("Fast link dest: \"boot/vmlinuz-{KVER}\"")),
+        "{link}"
+    );
+    let stats = debugfs("stats");
+    assert!(
+        stats.contains("Filesystem volume name:   rootfs"),
+        "{stats}"
+    );
+}
+
+fn check_sums_and_bmap(b: &Built) {
+    let out = b.out.to_str().unwrap();
+    let name = b.image.file_name().unwrap().to_str().unwrap();
+    let check = |prog: &str, file: &str| {
+        let o = run(std::process::Command::new(prog)
+            .current_dir(out)
+            .args(["-c", file]));
+        assert!(
+            o.status.success(),
+            "{prog} -c {file}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    };
+    check("sha256sum", &format!("{name}.sha256"));
+    check("md5sum", &format!("{name}.md5"));
+    let copy = b.out.join("bmaptool-copy.img");
+    tool(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            &format!("{out}/{name}.bmap"),
+            b.image.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(sha256_file(&copy), b.report["sha256"].as_str().unwrap());
+    // The image stays sparse: allocated space is close to what the bmap maps. mke2fs allocates the journal
+    // as unwritten (zero-reading) extents, which SEEK_DATA reports as holes: they count in du, not in the map.
+    let du: u64 = tool("du", &["-B1", b.image.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mapped = b.report["mapped_bytes"].as_u64().unwrap();
+    assert!(
+        du <= mapped + (8 << 20),
+        "allocated {du} bytes, mapped {mapped}"
+    );
+    assert!(du < b.report["image_size"].as_u64().unwrap());
+}
+
+fn check_everything(board: &str, tarball: bool) {
+    let b = build_board(board, tarball);
+    check_table(board, &b);
+    if let Some(u) = board_files(board).uboot {
+        // The SPL blob at 8 KiB is byte-identical and did not disturb the table (checked above).
+        let blob = std::fs::read(b.rootfs.join(u)).unwrap();
+        let img = std::fs::read(&b.image).unwrap();
+        assert_eq!(&img[8192..8192 + blob.len()], &blob[..]);
+    }
+    if board != "chromebook-snow" {
+        check_boot_partition(board, &b);
+    }
+    check_root_partition(&b);
+    check_sums_and_bmap(&b);
+    if board == "chromebook-snow" {
+        let cgpt = tool("cgpt", &["show", b.image.to_str().unwrap()]);
+        assert!(cgpt.contains("ChromeOS kernel"), "{cgpt}");
+        assert!(
+            cgpt.contains("priority=10")
+                && cgpt.contains("tries=5")
+                && cgpt.contains("successful=1"),
+            "{cgpt}"
+        );
+        let kern = partition(&b, "kernel");
+        let blob = std::fs::read(b.rootfs.join("boot/vmlinux.kpart")).unwrap();
+        let img = std::fs::read(&b.image).unwrap();
+        let at = offset_of(kern) as usize;
+        assert_eq!(&img[at..at + blob.len()], &blob[..]);
+    }
+}
+
+#[test]
+fn cubieboard_image_checks_out() {
+    check_everything("cubieboard", false);
+}
+
+#[test]
+fn mk802_image_checks_out() {
+    check_everything("mk802", false);
+}
+
+#[test]
+fn chromebook_snow_image_checks_out() {
+    check_everything("chromebook-snow", false);
+}
+
+#[test]
+fn armv8_foundation_image_checks_out() {
+    check_everything("armv8-foundation", false);
+}
+
+#[test]
+fn tarball_rootfs_keeps_owners_and_modes() {
+    check_everything("cubieboard", true);
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let a = build_board("armv8-foundation", false);
+    let b = build_board("armv8-foundation", false);
+    assert_eq!(sha256_file(&a.image), sha256_file(&b.image));
+    let bmap = |x: &Built| sha256_file(&x.out.join("armv8-foundation.img.bmap"));
+    assert_eq!(bmap(&a), bmap(&b));
+    assert_eq!(a.report["sha256"], b.report["sha256"]);
+}
+
+#[test]
+fn another_epoch_gives_other_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let show = |epoch: &str| -> Value {
+        let o = run(boardsmith().env("SOURCE_DATE_EPOCH", epoch).args([
+            "show",
+            "cubieboard",
+            "--json",
+        ]));
+        assert!(o.status.success());
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (a, b) = (show("1700000000"), show("1700000001"));
+    assert_ne!(
+        a["layout"]["table"]["disk_signature"],
+        b["layout"]["table"]["disk_signature"]
+    );
+    drop(dir);
+}
+
+// ---------- must-fail cases: one per validation rule, each with a clear message and no final outputs ----------
+
+struct Failed {
+    code: i32,
+    stderr: String,
+}
+
+fn build_expecting_failure(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Failed {
+    let o = run(boardsmith()
+        .args(["build", board, "--progress", "none", "--rootfs"])
+        .arg(rootfs)
+        .arg("-o")
+        .arg(out)
+        .args(extra));
+    assert!(!o.status.success(), "build unexpectedly succeeded");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "nothing is reported on stdout on failure"
+    );
+    // Nothing that looks finished is left behind.
+    if out.exists() {
+        let left: Vec<_> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "files left in {}: {left:?}", out.display());
+    }
+    Failed {
+        code: o.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn profile_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const A10_HEAD: &str = "extends = \"allwinner-a10\"\nname = \"testboard\"\n[kernel]\ndtb = \"sun4i-a10-cubieboard.dtb\"\n[bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n";
+
+#[test]
+fn overlapping_partitions_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "overlap.toml",
+        &format!(
+            "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\nmbr_type = 0x0c\n[[partition]]\nname = \"root\"\nrole = \"root\"\noffset = \"32MiB\"\nsize = \"fill\"\n"
+        ),
+    );
+    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(f.stderr.contains("partition 1 `boot` (bytes 1048576..68157440) overlaps partition 2 `root` (bytes 33554432.."), "{}", f.stderr);
+}
+
+#[test]
+fn spl_over_gpt_entry_array_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "gpt-a10.toml",
+        &format!(
+            "{A10_HEAD}[table]\ntype = \"gpt\"\n[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+        ),
+    );
+    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr
+            .contains("GPT entry array (128 entries) (bytes 1024..17408) overlaps bootloader blob"),
+        "{}",
+        f.stderr
+    );
+    assert!(f.stderr.contains("(bytes 8192..548204)"), "{}", f.stderr);
+}
+
+#[test]
+fn moved_gpt_entry_array_makes_room_for_the_spl() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "gpt-a10-moved.toml",
+        &format!(
+            "{A10_HEAD}[table]\ntype = \"gpt\"\ngpt_entries_offset = \"1008KiB\"\n[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    let o = run(boardsmith()
+        .args([
+            "build",
+            p.to_str().unwrap(),
+            "--progress",
+            "none",
+            "--rootfs",
+        ])
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = tool(
+        "sgdisk",
+        &["-v", out.join("testboard.img").to_str().unwrap()],
+    );
+    assert!(v.contains("No problems found"), "{v}");
+}
+
+#[test]
+fn partition_past_the_end_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let f = build_expecting_failure(
+        "cubieboard",
+        &rootfs,
+        &dir.path().join("out"),
+        &["--size", "100MiB"],
+    );
+    assert_eq!(f.code, 2);
+    assert!(f.stderr.contains("partition `boot` (bytes 1048576..135266304) extends past the end of the usable image (104857600 bytes"), "{}", f.stderr);
+}
+
+#[test]
+fn rootfs_larger_than_its_partition_fails_saying_by_how_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    std::fs::write(rootfs.join("big.bin"), pseudo_random(9, 60 << 20)).unwrap();
+    let f = build_expecting_failure(
+        "cubieboard",
+        &rootfs,
+        &dir.path().join("out"),
+        &["--size", "160MiB"],
+    );
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr
+            .contains("partition `root` holds 31 MiB: it is short by about"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn unknown_profile_key_fails_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "typo.toml",
+        &format!("{A10_HEAD}[display]\nvideo = \"x\"\nresolution = \"720p\"\n"),
+    );
+    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr
+            .contains("typo.toml:9:1: unknown field `resolution`"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn bad_size_string_fails_with_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "size.toml",
+        &format!("{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64 megs\"\n"),
+    );
+    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr.contains(
+            "size.toml:10:8: `partition[0].size`: invalid size \"64 megs\": unknown unit"
+        ),
+        "{}",
+        f.stderr
+    );
+    let f = build_expecting_failure(
+        "cubieboard",
+        &rootfs,
+        &dir.path().join("out"),
+        &["--size", "lots"],
+    );
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr.contains("--size: invalid size \"lots\""),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn missing_rootfs_path_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = build_expecting_failure(
+        "cubieboard",
+        &dir.path().join("nope"),
+        &dir.path().join("out"),
+        &[],
+    );
+    assert_eq!(f.code, 2);
+    assert!(f.stderr.contains("nope does not exist"), "{}", f.stderr);
+}
+
+#[test]
+fn kernel_missing_from_rootfs_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    std::fs::remove_file(rootfs.join(format!("boot/vmlinuz-{KVER}"))).unwrap();
+    let f = build_expecting_failure("cubieboard", &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr.contains("no kernel matching `boot/vmlinuz-*`")
+            && f.stderr.contains("linux-image-armmp"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn bootloader_missing_from_rootfs_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    std::fs::remove_file(rootfs.join(board_files("cubieboard").uboot.unwrap())).unwrap();
+    let f = build_expecting_failure("cubieboard", &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(
+        f.stderr.contains(
+            "no bootloader blob matching `usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin`"
+        ) && f.stderr.contains("u-boot-sunxi"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn bootloader_without_egon_magic_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    std::fs::write(
+        rootfs.join(board_files("cubieboard").uboot.unwrap()),
+        pseudo_random(7, 4096),
+    )
+    .unwrap();
+    let f = build_expecting_failure("cubieboard", &rootfs, &dir.path().join("out"), &[]);
+    assert_eq!(f.code, 2);
+    assert!(f.stderr.contains("\"eGON.BT0\" at byte 4"), "{}", f.stderr);
+}
+
+#[test]
+fn boot_files_larger_than_the_boot_partition_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "smallboot.toml",
+        &format!(
+            "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"4MiB\"\nmbr_type = 0x0e\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+        ),
+    );
+    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
+    assert!(
+        f.stderr
+            .contains("boot partition `boot`: the boot files need")
+            && f.stderr.contains("enlarge the boot partition by at least"),
+        "{}",
+        f.stderr
+    );
+}
+
+#[test]
+fn unknown_board_fails_listing_known_ones() {
+    let o = run(boardsmith().args(["show", "raspberry"]));
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("no board profile named `raspberry`")
+            && e.contains("cubieboard")
+            && e.contains("mk802"),
+        "{e}"
+    );
+}
+
+// ---------- show and boards ----------
+
+#[test]
+fn boards_lists_the_embedded_profiles() {
+    let o = run(boardsmith().args(["boards", "--json"]));
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["armv8-foundation", "chromebook-snow", "cubieboard", "mk802"]
+    );
+}
+
+#[test]
+fn user_boards_dir_adds_and_shadows_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    profile_file(
+        dir.path(),
+        "myboard.toml",
+        &format!("description = \"mine\"\n{A10_HEAD}").replace("name = \"testboard\"\n", ""),
+    );
+    let o = run(boardsmith()
+        .env("BOARDSMITH_BOARDS", dir.path())
+        .args(["boards"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("myboard") && text.contains("cubieboard"),
+        "{text}"
+    );
+}
+
+#[test]
+fn show_accounts_for_every_byte() {
+    let o = run(boardsmith().args(["show", "cubieboard", "--json", "--size", "1GiB"]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut pos = 0;
+    for r in v["layout"]["regions"].as_array().unwrap() {
+        assert_eq!(r["start"].as_u64().unwrap(), pos);
+        pos = r["end"].as_u64().unwrap();
+    }
+    assert_eq!(pos, 1 << 30);
+    let text = String::from_utf8_lossy(&run(boardsmith().args(["show", "cubieboard"])).stdout)
+        .into_owned();
+    assert!(
+        text.contains("bootloader blob usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin")
+            && text.contains("(may grow to byte 1048576)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_man_and_completions_come_from_one_definition() {
+    let help = String::from_utf8(run(boardsmith().arg("--help")).stdout).unwrap();
+    assert!(help.contains("build") && help.contains("show"));
+    let man = String::from_utf8(run(boardsmith().arg("man")).stdout).unwrap();
+    assert!(man.contains(".TH boardsmith"));
+    let bash = String::from_utf8(run(boardsmith().args(["completions", "bash"])).stdout).unwrap();
+    assert!(bash.contains("_boardsmith"));
+}
