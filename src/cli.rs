@@ -90,6 +90,12 @@ pub struct BuildArgs {
     /// Text appended to the kernel command line
     #[arg(long, value_name = "ARGS")]
     pub cmdline_append: Option<String>,
+    /// vboot keyblock for the ChromeOS kernel partition (overrides the profile's [vboot] keyblock)
+    #[arg(long, value_name = "FILE")]
+    pub vboot_keyblock: Option<PathBuf>,
+    /// vboot private key (.vbprivk) signing the kernel partition (overrides the profile's)
+    #[arg(long, value_name = "FILE")]
+    pub vboot_signprivate: Option<PathBuf>,
     /// Print a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
@@ -235,6 +241,19 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     }
     let layout =
         plan(&profile, &input).map_err(|e| Failure::usage(format!("invalid layout: {e}")))?;
+    let blob = match &args.rootfs {
+        Some(r) => {
+            crate::image::build::kernel_blob_size(&profile, r, &input).map_err(|e| Failure {
+                code: if e.is_input_error() {
+                    EXIT_USAGE
+                } else {
+                    EXIT_FAILURE
+                },
+                message: report_chain(&e),
+            })?
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({ "profile": profile, "layout": layout });
@@ -293,6 +312,20 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     if !methods.is_empty() {
         let _ = writeln!(out, "boot configuration: {}", methods.join(", "));
     }
+    if let Some((part, size, capacity)) = blob {
+        let _ = writeln!(
+            out,
+            "kernel blob: {size} bytes ({}) of partition `{part}` ({}), {:.0}% used",
+            Human(size),
+            Human(capacity),
+            size as f64 * 100.0 / capacity.max(1) as f64
+        );
+    } else if profile.vboot.is_some() {
+        let _ = writeln!(
+            out,
+            "kernel blob: signed at build time (pass --rootfs to see its size against its partition)"
+        );
+    }
     let _ = writeln!(out);
     let _ = write!(out, "{layout}");
     Ok(())
@@ -345,6 +378,8 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         image_size: parse_size_arg(args.size.as_deref())?,
         epoch: epoch()?,
         cmdline_append: args.cmdline_append,
+        vboot_keyblock: args.vboot_keyblock,
+        vboot_signprivate: args.vboot_signprivate,
     };
     let progress = Progress::new(args.progress);
     let result = build(&profile, &req, &|e| progress.event(e));

@@ -274,11 +274,24 @@ fn check_everything(board: &str, tarball: bool) {
                 && cgpt.contains("successful=1"),
             "{cgpt}"
         );
+        // KERN-A holds a vboot kernel blob that verifies (tests/chromebook.rs checks it in depth).
         let kern = partition(&b, "kernel");
-        let blob = std::fs::read(b.rootfs.join("boot/vmlinux.kpart")).unwrap();
-        let img = std::fs::read(&b.image).unwrap();
-        let at = offset_of(kern) as usize;
-        assert_eq!(&img[at..at + blob.len()], &blob[..]);
+        let kpart = b.out.join("kern-a.bin");
+        extract(
+            &b.image,
+            offset_of(kern),
+            kern["size"].as_u64().unwrap(),
+            &kpart,
+        );
+        tool(
+            "vbutil_kernel",
+            &[
+                "--verify",
+                kpart.to_str().unwrap(),
+                "--signpubkey",
+                "/usr/share/vboot/devkeys/kernel_subkey.vbpubk",
+            ],
+        );
     }
 }
 

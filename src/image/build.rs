@@ -11,6 +11,7 @@ use super::ext4::{self, Ext4Error, Mke2fs};
 use super::fat::{self, FatError, FatFile, FatKind, FatOptions, FatSummary, FileData};
 use super::sink::ImageSink;
 use super::tree::{ContentStats, RootTree, TreeError};
+use super::vboot::{self, KernelBlob, Keys, VbootError};
 use crate::checksum::{ImageDigest, digest_image};
 use crate::output::{PendingFile, sync_dir, write_atomic};
 use crate::plan::{Layout, PlanError, PlanInput, PlannedPartition, plan};
@@ -48,6 +49,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Ext4(#[from] Ext4Error),
+    #[error("signing the kernel partition: {0}")]
+    Vboot(#[from] VbootError),
     #[error("{what} is {size} bytes but partition `{partition}` holds {capacity}: {} too large", Human(size - capacity))]
     SourceTooLarge {
         what: String,
@@ -70,6 +73,7 @@ impl BuildError {
             self,
             BuildError::Io { .. }
                 | BuildError::Ext4(Ext4Error::Failed { .. } | Ext4Error::Spawn(_))
+                | BuildError::Vboot(VbootError::ToolFailed { .. } | VbootError::Io { .. })
         )
     }
 }
@@ -89,6 +93,9 @@ pub struct BuildRequest {
     pub epoch: u64,
     /// Appended to the kernel command line.
     pub cmdline_append: Option<String>,
+    /// Override the profile's vboot keyblock and signing key.
+    pub vboot_keyblock: Option<PathBuf>,
+    pub vboot_signprivate: Option<PathBuf>,
 }
 
 /// Progress events for the front end.
@@ -113,6 +120,8 @@ pub struct BuildReport {
     pub cmdline: String,
     pub rootfs: ContentStats,
     pub fat: Option<FatSummary>,
+    /// Size of the signed kernel blob, when the board has one.
+    pub kernel_blob_bytes: Option<u64>,
     pub seconds: f64,
     pub layout: Layout,
 }
@@ -412,6 +421,16 @@ pub fn build(
         },
     )?;
     let cmdline = kernel_cmdline(profile, &layout, req.cmdline_append.as_deref());
+    let vboot_keys = profile.vboot.as_ref().map(|v| {
+        Keys::from_profile(
+            v,
+            req.vboot_keyblock.as_deref(),
+            req.vboot_signprivate.as_deref(),
+        )
+    });
+    if let Some(k) = &vboot_keys {
+        k.check()?;
+    }
 
     std::fs::create_dir_all(&req.out_dir)
         .map_err(io(format!("creating {}", req.out_dir.display())))?;
@@ -420,6 +439,29 @@ pub fn build(
         PendingFile::create(&img_path).map_err(io(format!("creating {}", img_path.display())))?;
     let work = tempdir_in(&req.out_dir, &profile.name).map_err(io("creating a work directory"))?;
     let mut sink = ImageSink::new(file, layout.image_size).map_err(io("sizing the image file"))?;
+    let needs_blob = layout.partitions.iter().any(|p| {
+        p.role == Role::Kernel
+            && !found
+                .raw_sources
+                .iter()
+                .any(|(i, _, _)| *i == (p.number - 1) as usize)
+    });
+    let kernel_blob = match (&vboot_keys, needs_blob) {
+        (Some(keys), true) => {
+            on(BuildEvent::Phase(
+                "signing the kernel partition (mkimage, vbutil_kernel)",
+            ));
+            Some(make_kernel_blob(
+                profile,
+                &found,
+                &cmdline,
+                keys,
+                req.epoch,
+                work.path(),
+            )?)
+        }
+        _ => None,
+    };
 
     on(BuildEvent::Phase("writing the partition table"));
     if let Some(mbr) = layout.mbr() {
@@ -440,10 +482,6 @@ pub fn build(
 
     let mut fat_summary = None;
     for part in &layout.partitions {
-        let profile_part = profile
-            .partitions
-            .iter()
-            .find(|p| p.name.value == part.name);
         match (part.role, part.fs) {
             (Role::Boot, _) => {
                 on(BuildEvent::Phase("writing the boot partition"));
@@ -473,31 +511,33 @@ pub fn build(
                     .map_err(io("mapping the root filesystem"))?;
             }
             (_, Fs::Raw) => {
-                let idx = profile
-                    .partitions
-                    .iter()
-                    .position(|p| p.name.value == part.name);
-                if let Some((_, src, data)) =
-                    found.raw_sources.iter().find(|(i, _, _)| Some(*i) == idx)
-                {
-                    if data.len() > part.size {
-                        return Err(BuildError::SourceTooLarge {
-                            what: format!("{src} (from the root filesystem)"),
-                            partition: part.name.clone(),
-                            size: data.len(),
-                            capacity: part.size,
-                        });
+                let index = (part.number - 1) as usize;
+                let (what, bytes) = match found.raw_sources.iter().find(|(i, _, _)| *i == index) {
+                    Some((_, src, FileData::Bytes(b))) => {
+                        (format!("{src} (from the root filesystem)"), b.clone())
                     }
-                    on(BuildEvent::Phase("writing raw partitions"));
-                    let bytes = match data {
-                        FileData::Bytes(b) => b.clone(),
-                        FileData::Path(p, _) => {
-                            std::fs::read(p).map_err(io(format!("reading {}", p.display())))?
+                    Some((_, src, FileData::Path(p, _))) => (
+                        format!("{src} (from the root filesystem)"),
+                        std::fs::read(p).map_err(io(format!("reading {}", p.display())))?,
+                    ),
+                    None => match &kernel_blob {
+                        Some(b) if part.role == Role::Kernel => {
+                            ("the signed kernel blob".to_string(), b.clone())
                         }
-                    };
-                    sink.write_at(part.start, &bytes)
-                        .map_err(io("writing a raw partition"))?;
+                        _ => continue,
+                    },
+                };
+                if bytes.len() as u64 > part.size {
+                    return Err(BuildError::SourceTooLarge {
+                        what,
+                        partition: part.name.clone(),
+                        size: bytes.len() as u64,
+                        capacity: part.size,
+                    });
                 }
+                on(BuildEvent::Phase("writing raw partitions"));
+                sink.write_at(part.start, &bytes)
+                    .map_err(io("writing a raw partition"))?;
             }
             (_, Fs::Vfat | Fs::Fat16 | Fs::Fat32) => {
                 write_fat(&mut sink, part, req.epoch, &[])?;
@@ -524,7 +564,6 @@ pub fn build(
             }
             (_, Fs::None) => {}
         }
-        let _ = profile_part;
     }
     sink.file().sync_all().map_err(io("syncing the image"))?;
 
@@ -587,9 +626,66 @@ pub fn build(
         cmdline,
         rootfs: stats,
         fat: fat_summary,
+        kernel_blob_bytes: kernel_blob.as_ref().map(|b| b.len() as u64),
         seconds: started.elapsed().as_secs_f64(),
         layout,
     })
+}
+
+fn make_kernel_blob(
+    profile: &Profile,
+    found: &Found,
+    cmdline: &str,
+    keys: &Keys,
+    epoch: u64,
+    work: &Path,
+) -> Result<Vec<u8>, BuildError> {
+    let dtb = found
+        .dtb
+        .as_ref()
+        .map(|(_, d)| (profile.kernel.dtb.as_deref().unwrap_or("board.dtb"), d));
+    let blob = KernelBlob {
+        kernel: &found.kernel.1,
+        dtb,
+        initrd: found.initrd.as_ref().map(|(_, d)| d),
+        cmdline,
+        description: &profile.description,
+        arch: profile.arch.kernel_arch(),
+        epoch,
+    };
+    Ok(vboot::build_blob(&blob, keys, work)?)
+}
+
+/// For `show --rootfs`: the signed kernel blob's size and the partition that holds it, if the board has one.
+pub fn kernel_blob_size(
+    profile: &Profile,
+    rootfs: &Path,
+    input: &PlanInput,
+) -> Result<Option<(String, u64, u64)>, BuildError> {
+    let Some(v) = &profile.vboot else {
+        return Ok(None);
+    };
+    let Some(part) = profile
+        .partitions
+        .iter()
+        .find(|p| p.role == Role::Kernel && p.source.is_none())
+    else {
+        return Ok(None);
+    };
+    let tree = RootTree::open(rootfs)?;
+    let found = find_boot_files(profile, &tree)?;
+    let layout = plan(profile, input)?;
+    let cmdline = kernel_cmdline(profile, &layout, None);
+    let keys = Keys::from_profile(v, None, None);
+    let work = tempdir_in(&std::env::temp_dir(), &profile.name)
+        .map_err(io("creating a work directory"))?;
+    let blob = make_kernel_blob(profile, &found, &cmdline, &keys, input.epoch, work.path())?;
+    let capacity = layout
+        .partitions
+        .iter()
+        .find(|p| p.name == part.name.value)
+        .map_or(0, |p| p.size);
+    Ok(Some((part.name.value.clone(), blob.len() as u64, capacity)))
 }
 
 fn write_fat(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::size::parse_size;
-use raw::{RawAttributes, RawPartition, RawProfile, SizeValue};
+use raw::{RawAttributes, RawPartition, RawProfile, RawVboot, SizeValue};
 pub use source::{Loc, Origin, SourceFile};
 
 /// Why a profile could not be loaded.
@@ -268,6 +268,16 @@ pub struct Emulator {
     pub extra_args: Vec<String>,
 }
 
+/// ChromeOS verified-boot signing of kernel partitions (role "kernel" without `source`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Vboot {
+    pub keyblock: PathBuf,
+    pub signprivate: PathBuf,
+    pub subkey: Option<PathBuf>,
+    pub version: u32,
+    pub load_address: u32,
+}
+
 /// A resolved, validated board profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
@@ -282,6 +292,7 @@ pub struct Profile {
     pub boot: BootConfig,
     pub display: Display,
     pub emulator: Option<Emulator>,
+    pub vboot: Option<Vboot>,
     /// Files this profile was resolved from, the board's own file first.
     #[serde(serialize_with = "ser_sources")]
     pub sources: Vec<Arc<SourceFile>>,
@@ -502,7 +513,15 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
     overlay!(
         base,
         top,
-        [name, description, arch, console, partitions, emulator]
+        [
+            name,
+            description,
+            arch,
+            console,
+            partitions,
+            emulator,
+            vboot
+        ]
     );
     overlay!(
         base.kernel,
@@ -905,6 +924,19 @@ fn validate(
         }),
     };
 
+    let vboot = raw.vboot.map(validate_vboot).transpose()?;
+    if let Some(k) = partitions
+        .iter()
+        .find(|p| p.role == Role::Kernel && p.source.is_none())
+        && vboot.is_none()
+    {
+        return Err(ProfileError::invalid(
+            &k.name,
+            "source",
+            "a kernel partition needs `source` (a prebuilt blob in the root filesystem) or a [vboot] section to build and sign one",
+        ));
+    }
+
     Ok(Profile {
         name,
         description: raw.description.map(|v| v.value).unwrap_or_default(),
@@ -919,7 +951,36 @@ fn validate(
             video: raw.display.video.map(|v| v.value),
         },
         emulator,
+        vboot,
         sources,
+    })
+}
+
+const DEVKEYS: &str = "/usr/share/vboot/devkeys";
+
+fn validate_vboot(v: RawVboot) -> Result<Vboot, ProfileError> {
+    let path = |l: Option<Loc<String>>, default: &str| {
+        l.map(|l| PathBuf::from(l.value))
+            .unwrap_or_else(|| Path::new(DEVKEYS).join(default))
+    };
+    let version = match v.version {
+        Some(l) => u32::try_from(l.value).map_err(|_| {
+            ProfileError::invalid(&l, "vboot.version", "must be between 0 and 4294967295")
+        })?,
+        None => 1,
+    };
+    let load_address = match v.load_address {
+        Some(l) => u32::try_from(l.value).map_err(|_| {
+            ProfileError::invalid(&l, "vboot.load_address", "must be a 32-bit address")
+        })?,
+        None => 0,
+    };
+    Ok(Vboot {
+        keyblock: path(v.keyblock, "kernel.keyblock"),
+        signprivate: path(v.signprivate, "kernel_data_key.vbprivk"),
+        subkey: Some(path(v.subkey, "kernel_subkey.vbpubk")),
+        version,
+        load_address,
     })
 }
 
@@ -984,7 +1045,7 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
             ),
         });
     }
-    if fs == Fs::Raw && p.source.is_none() {
+    if fs == Fs::Raw && p.source.is_none() && role != Role::Kernel {
         return Err(ProfileError::invalid(
             &p.name,
             field("source"),

@@ -26,6 +26,7 @@ pub struct RawProfile {
     #[serde(default)]
     pub display: RawDisplay,
     pub emulator: Option<RawEmulator>,
+    pub vboot: Option<RawVboot>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,4 +136,17 @@ pub struct RawEmulator {
 pub enum SizeValue {
     Bytes(i64),
     Text(String),
+}
+
+/// ChromeOS verified boot: how the kernel partition's blob is signed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVboot {
+    pub keyblock: Option<Loc<String>>,
+    pub signprivate: Option<Loc<String>>,
+    /// Public key the firmware checks the keyblock with (used to verify the blob after signing).
+    pub subkey: Option<Loc<String>>,
+    pub version: Option<Loc<i64>>,
+    /// Load and entry address of the kernel in the FIT image.
+    pub load_address: Option<Loc<i64>>,
 }

@@ -64,7 +64,6 @@ pub const KVER: &str = "6.1.0-99-test";
 pub struct BoardFiles {
     pub dtb: Option<&'static str>,
     pub uboot: Option<&'static str>,
-    pub kpart: bool,
 }
 
 pub fn board_files(board: &str) -> BoardFiles {
@@ -72,22 +71,18 @@ pub fn board_files(board: &str) -> BoardFiles {
         "cubieboard" => BoardFiles {
             dtb: Some("sun4i-a10-cubieboard.dtb"),
             uboot: Some("usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin"),
-            kpart: false,
         },
         "mk802" => BoardFiles {
             dtb: Some("sun4i-a10-mk802.dtb"),
             uboot: Some("usr/lib/u-boot/Mini-X/u-boot-sunxi-with-spl.bin"),
-            kpart: false,
         },
         "chromebook-snow" => BoardFiles {
             dtb: Some("exynos5250-snow.dtb"),
             uboot: None,
-            kpart: true,
         },
         "armv8-foundation" => BoardFiles {
             dtb: Some("arm/foundation-v8-gicv3-psci.dtb"),
             uboot: None,
-            kpart: false,
         },
         other => panic!("no fixture layout for {other}"),
     }
@@ -124,9 +119,6 @@ pub fn make_rootfs(dir: &Path, board: &str) -> PathBuf {
         blob.extend_from_slice(b"eGON.BT0");
         blob.extend(pseudo_random(4, 540_000));
         w(u, &blob);
-    }
-    if f.kpart {
-        w("boot/vmlinux.kpart", &pseudo_random(5, 4_000_000));
     }
     w(
         "home/user/dir with spaces/nested/deeper/file name.txt",
