@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::image::batch::{RootfsSource, build_all};
 use crate::image::build::{BuildEvent, BuildRequest, build};
 use crate::plan::{PlanInput, plan};
 use crate::profile::{Catalog, Profile};
@@ -45,6 +46,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Build BOARD.img with its .bmap, .sha256 and .md5 from a profile and a root filesystem
     Build(BuildArgs),
+    /// Compress a built image into release artefacts with SHA256SUMS, MD5SUMS, a JSON manifest and notes
+    Release(ReleaseArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -72,10 +75,20 @@ pub struct ShowArgs {
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Board name or path to a profile .toml
-    pub board: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub board: Option<String>,
     /// Root filesystem: a directory or an uncompressed .tar
-    #[arg(long, value_name = "DIR|TAR")]
-    pub rootfs: PathBuf,
+    #[arg(long, value_name = "DIR|TAR", required_unless_present = "rootfs_dir")]
+    pub rootfs: Option<PathBuf>,
+    /// Build every board (embedded and --boards-dir), continuing past failures; writes OUTDIR/build-summary.json
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: directory holding each board's root filesystem as BOARD.tar or BOARD/
+    #[arg(long, value_name = "DIR", requires = "all", conflicts_with = "rootfs")]
+    pub rootfs_dir: Option<PathBuf>,
+    /// With --all: boards built at the same time
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "all")]
+    pub jobs: usize,
     /// Output directory
     #[arg(
         short = 'o',
@@ -97,6 +110,47 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub vboot_signprivate: Option<PathBuf>,
     /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+#[derive(Args, Debug)]
+pub struct ReleaseArgs {
+    /// Board name or path to a profile .toml
+    pub board: String,
+    /// The built image (default: out/BOARD.img; its .bmap and .sha256 must be beside it)
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Release directory (default: release/BOARD)
+    #[arg(short = 'o', long = "out", value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Formats to produce, comma-separated: xz, zst, 7z
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "xz,zst,7z",
+        value_delimiter = ','
+    )]
+    pub compress: Vec<String>,
+    /// xz preset (0-9)
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub xz_level: u32,
+    /// xz block size: blocks decode independently, so writers can decode on several threads
+    #[arg(long, default_value = "16MiB", value_name = "SIZE")]
+    pub xz_block: String,
+    /// zstd level (1-19)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: i32,
+    /// 7z (LZMA2) level (0-9)
+    #[arg(long = "7z-level", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub sevenz_level: u32,
+    /// Compression threads (default: all cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
+    /// Print the release manifest as JSON on stdout
     #[arg(long)]
     pub json: bool,
     /// Progress display
@@ -203,6 +257,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Show(args) => show(&catalog, args),
         Command::Build(args) => build_cmd(&catalog, args),
+        Command::Release(args) => release_cmd(&catalog, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -370,17 +425,81 @@ impl Progress {
     }
 }
 
+fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Result<(), Failure> {
+    let source = match (&args.rootfs_dir, &args.rootfs) {
+        (Some(d), _) => RootfsSource::PerBoardIn(d.clone()),
+        (None, Some(r)) => RootfsSource::Shared(r.clone()),
+        (None, None) => {
+            return Err(Failure::usage(
+                "--all needs --rootfs-dir DIR (BOARD.tar or BOARD/ per board) or --rootfs",
+            ));
+        }
+    };
+    let quiet = args.progress == ProgressMode::None;
+    let summary = build_all(catalog, &source, &req.out_dir, &req, args.jobs, &|r| {
+        if !quiet {
+            eprintln!(
+                "boardsmith: {} {} ({:.1} s)",
+                if r.ok { "built" } else { "FAILED" },
+                r.board,
+                r.seconds
+            );
+        }
+    })
+    .map_err(|e| Failure::usage(report_chain(&e)))?;
+    std::fs::create_dir_all(&req.out_dir)
+        .map_err(|e| Failure::failed(format!("creating {}: {e}", req.out_dir.display())))?;
+    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    let summary_path = req.out_dir.join("build-summary.json");
+    crate::output::write_atomic(&summary_path, format!("{json}\n").as_bytes())
+        .and_then(|p| p.commit())
+        .map_err(|e| Failure::failed(format!("writing {}: {e}", summary_path.display())))?;
+    if args.json {
+        println!("{json}");
+    }
+    let mut table = format!("{:<20} {:<7} {:>8}  result\n", "board", "status", "seconds");
+    for b in &summary.boards {
+        let result = match (&b.image, &b.error) {
+            (Some(i), _) => i.display().to_string(),
+            (_, Some(e)) => e.clone(),
+            _ => String::new(),
+        };
+        table.push_str(&format!(
+            "{:<20} {:<7} {:>8.1}  {result}\n",
+            b.board,
+            if b.ok { "ok" } else { "FAILED" },
+            b.seconds
+        ));
+    }
+    eprint!("{table}");
+    if summary.failed > 0 {
+        return Err(Failure::failed(format!(
+            "{} of {} boards failed (summary in {})",
+            summary.failed,
+            summary.boards.len(),
+            summary_path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
-    let profile = load(catalog, &args.board)?;
     let req = BuildRequest {
-        rootfs: args.rootfs,
-        out_dir: args.out,
+        rootfs: args.rootfs.clone().unwrap_or_default(),
+        out_dir: args.out.clone(),
         image_size: parse_size_arg(args.size.as_deref())?,
         epoch: epoch()?,
-        cmdline_append: args.cmdline_append,
-        vboot_keyblock: args.vboot_keyblock,
-        vboot_signprivate: args.vboot_signprivate,
+        cmdline_append: args.cmdline_append.clone(),
+        vboot_keyblock: args.vboot_keyblock.clone(),
+        vboot_signprivate: args.vboot_signprivate.clone(),
     };
+    if args.all {
+        return build_all_cmd(catalog, args, req);
+    }
+    let Some(board) = args.board.as_deref() else {
+        return Err(Failure::usage("name a board, or use --all"));
+    };
+    let profile = load(catalog, board)?;
     let progress = Progress::new(args.progress);
     let result = build(&profile, &req, &|e| progress.event(e));
     progress.finish();
@@ -392,7 +511,12 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         },
         message: report_chain(&e),
     })?;
-    if args.json {
+    print_build_report(&report, args.json);
+    Ok(())
+}
+
+fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
+    if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -409,6 +533,108 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
             report.sha256_file.display(),
             report.md5,
             report.md5_file.display()
+        );
+    }
+}
+
+fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
+    use crate::release::{Format, ReleaseEvent, ReleaseRequest, Settings, release};
+    let profile = load(catalog, &args.board)?;
+    let mut formats = Vec::new();
+    for f in &args.compress {
+        let fmt = Format::parse(f.trim()).ok_or_else(|| {
+            Failure::usage(format!(
+                "--compress: unknown format {f:?}; use xz, zst or 7z"
+            ))
+        })?;
+        if !formats.contains(&fmt) {
+            formats.push(fmt);
+        }
+    }
+    let xz_block =
+        parse_size(&args.xz_block).map_err(|e| Failure::usage(format!("--xz-block: {e}")))?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let req = ReleaseRequest {
+        image: args.image.clone().unwrap_or_else(|| {
+            crate::release::default_image(std::path::Path::new("out"), &profile.name)
+        }),
+        out_dir: args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("release").join(&profile.name)),
+        formats,
+        settings: Settings {
+            threads,
+            xz_level: args.xz_level,
+            xz_block,
+            zstd_level: args.zstd_level,
+            sevenz_level: args.sevenz_level,
+            epoch: epoch()?,
+        },
+    };
+    let mode = match args.progress {
+        ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
+        ProgressMode::Auto => ProgressMode::Plain,
+        m => m,
+    };
+    let bar = (mode == ProgressMode::Bar).then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let result = release(&profile, &req, &|e| match (&bar, e) {
+        (Some(b), ReleaseEvent::Artefact(name)) => {
+            b.set_message(name.to_string());
+            b.set_position(0);
+        }
+        (Some(b), ReleaseEvent::Bytes { done, total }) => {
+            b.set_length(total);
+            b.set_position(done);
+        }
+        (None, ReleaseEvent::Artefact(name)) if mode == ProgressMode::Plain => {
+            eprintln!("boardsmith: writing {name}")
+        }
+        _ => {}
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let manifest = result.map_err(|e| Failure {
+        code: if e.is_input_error() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILURE
+        },
+        message: report_chain(&e),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&manifest).unwrap_or_default()
+        );
+    } else {
+        for a in &manifest.artefacts {
+            eprintln!(
+                "  {:<32} {:>12}  {}",
+                a.name,
+                Human(a.digest.size).to_string(),
+                a.digest.sha256
+            );
+        }
+        eprintln!(
+            "release notes: {}",
+            req.out_dir
+                .join(format!("{}-release.md", profile.name))
+                .display()
         );
     }
     Ok(())

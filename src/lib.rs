@@ -11,5 +11,7 @@ pub mod image;
 pub mod output;
 pub mod plan;
 pub mod profile;
+pub mod release;
 pub mod size;
 pub mod sparse;
+pub mod time;

@@ -363,26 +363,13 @@ fn lfn_checksum(short: &[u8; 11]) -> u8 {
 
 /// DOS date and time words for a Unix timestamp (UTC), clamped to the FAT range 1980..2107.
 fn dos_datetime(ts: u64) -> (u16, u16) {
-    let days = ts / 86400;
-    let secs = ts % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, hh, mm, ss) = crate::time::civil(ts);
     if y < 1980 {
         return (0x21, 0); // 1980-01-01 00:00:00
     }
     let y = (y - 1980).min(127) as u16;
     let date = (y << 9) | ((m as u16) << 5) | d as u16;
-    let time = (((secs / 3600) as u16) << 11)
-        | ((((secs / 60) % 60) as u16) << 5)
-        | ((secs % 60) / 2) as u16;
+    let time = ((hh as u16) << 11) | ((mm as u16) << 5) | (ss / 2) as u16;
     (date, time)
 }
 

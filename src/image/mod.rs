@@ -1,5 +1,6 @@
 //! Image assembly: partition tables, raw blobs, filesystems, boot configuration, block map and sums.
 
+pub mod batch;
 pub mod bmap;
 pub mod bootconfig;
 pub mod build;

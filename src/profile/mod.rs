@@ -278,6 +278,14 @@ pub struct Vboot {
     pub load_address: u32,
 }
 
+/// Changelog, known issues and console notes for release notes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReleaseText {
+    pub changelog: Vec<String>,
+    pub known_issues: Vec<String>,
+    pub console_notes: Option<String>,
+}
+
 /// A resolved, validated board profile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
@@ -293,6 +301,7 @@ pub struct Profile {
     pub display: Display,
     pub emulator: Option<Emulator>,
     pub vboot: Option<Vboot>,
+    pub release: ReleaseText,
     /// Files this profile was resolved from, the board's own file first.
     #[serde(serialize_with = "ser_sources")]
     pub sources: Vec<Arc<SourceFile>>,
@@ -418,9 +427,10 @@ impl Catalog {
         }
     }
 
-    /// Every board: the user's directory first, then embedded ones it does not shadow.
-    pub fn list(&self) -> Result<Vec<BoardEntry>, ProfileError> {
-        let mut names: Vec<(String, Arc<SourceFile>)> = Vec::new();
+    /// Every board's name and file, unresolved: the user's directory first, then embedded ones it does not
+    /// shadow. Loading each may still fail (see [`Catalog::load`]).
+    pub fn names(&self) -> Result<Vec<(String, String)>, ProfileError> {
+        let mut names: Vec<(String, String)> = Vec::new();
         if let Some(dir) = &self.boards_dir {
             let entries = std::fs::read_dir(dir).map_err(|source| ProfileError::Read {
                 path: dir.clone(),
@@ -433,21 +443,25 @@ impl Catalog {
                 .collect();
             paths.sort();
             for p in paths {
-                names.push((stem(&p.to_string_lossy()), read_disk(&p)?));
+                names.push((stem(&p.to_string_lossy()), p.display().to_string()));
             }
         }
-        for (path, data) in crate::embedded::list("boards") {
+        for (path, _) in crate::embedded::list("boards") {
             let name = stem(path);
             if !names.iter().any(|(n, _)| *n == name) {
-                names.push((name, embedded_file(path, data)));
+                names.push((name, format!("embedded:{path}")));
             }
         }
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        names
+        names.sort();
+        Ok(names)
+    }
+
+    /// Every board, resolved. The first profile that fails to resolve is the error.
+    pub fn list(&self) -> Result<Vec<BoardEntry>, ProfileError> {
+        self.names()?
             .into_iter()
-            .map(|(name, file)| {
-                let source = file.name.clone();
-                let p = resolve(file, self)?;
+            .map(|(name, source)| {
+                let p = self.load(&name)?;
                 Ok(BoardEntry {
                     name,
                     description: p.description,
@@ -560,6 +574,11 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
     );
     overlay!(base.boot, top.boot, [methods, extlinux_fdt]);
     overlay!(base.display, top.display, [video]);
+    overlay!(
+        base.release,
+        top.release,
+        [changelog, known_issues, console_notes]
+    );
 }
 
 fn resolve(board: Arc<SourceFile>, catalog: &Catalog) -> Result<Profile, ProfileError> {
@@ -952,6 +971,15 @@ fn validate(
         },
         emulator,
         vboot,
+        release: ReleaseText {
+            changelog: raw.release.changelog.map(|v| v.value).unwrap_or_default(),
+            known_issues: raw
+                .release
+                .known_issues
+                .map(|v| v.value)
+                .unwrap_or_default(),
+            console_notes: raw.release.console_notes.map(|v| v.value),
+        },
         sources,
     })
 }

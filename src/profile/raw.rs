@@ -27,6 +27,8 @@ pub struct RawProfile {
     pub display: RawDisplay,
     pub emulator: Option<RawEmulator>,
     pub vboot: Option<RawVboot>,
+    #[serde(default)]
+    pub release: RawRelease,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,4 +151,14 @@ pub struct RawVboot {
     pub version: Option<Loc<i64>>,
     /// Load and entry address of the kernel in the FIT image.
     pub load_address: Option<Loc<i64>>,
+}
+
+/// Text for release notes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelease {
+    pub changelog: Option<Loc<Vec<String>>>,
+    pub known_issues: Option<Loc<Vec<String>>>,
+    /// How to reach the console and log in, in the notes.
+    pub console_notes: Option<Loc<String>>,
 }

@@ -1,0 +1,331 @@
+//! Release notes (Markdown) and the kernel-option report they contain: every option of the board's kernel
+//! config fragments, the device it enables (the fragment's comment above it), and whether the image's
+//! kernel (its /boot/config-*) really has it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::ReleaseManifest;
+use crate::profile::Profile;
+use crate::size::Human;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OptionReport {
+    pub symbol: String,
+    pub requested: String,
+    pub description: Option<String>,
+    /// `y`, `m`, `not set`, or None when the image carries no kernel config.
+    pub in_image: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FragmentReport {
+    pub name: String,
+    pub found: bool,
+    pub options: Vec<OptionReport>,
+}
+
+/// Options of a fragment with the comment that precedes each (its human description).
+fn fragment_options(text: &str) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut comment: Option<String> = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() {
+            comment = None;
+        } else if let Some(sym) = l
+            .strip_prefix("# ")
+            .and_then(|r| r.strip_suffix(" is not set"))
+            .filter(|s| s.starts_with("CONFIG_"))
+        {
+            out.push((sym.to_string(), "n".to_string(), comment.take()));
+        } else if let Some(c) = l.strip_prefix('#') {
+            let c = c.trim();
+            if !c.is_empty() {
+                comment = Some(c.to_string());
+            }
+        } else if let Some((sym, val)) = l.split_once('=') {
+            let (val, trailing) = match val.split_once(" #") {
+                Some((v, t)) => (v.trim(), Some(t.trim().to_string())),
+                None => (val.trim(), None),
+            };
+            out.push((
+                sym.trim().to_string(),
+                val.to_string(),
+                trailing.or_else(|| comment.clone()),
+            ));
+        }
+    }
+    out
+}
+
+fn kernel_config_values(config: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for line in config.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            m.insert(k.to_string(), v.to_string());
+        } else if let Some(sym) = line
+            .strip_prefix("# ")
+            .and_then(|r| r.strip_suffix(" is not set"))
+        {
+            m.insert(sym.to_string(), "n".to_string());
+        }
+    }
+    m
+}
+
+pub fn fragment_reports(
+    profile: &Profile,
+    features: &[String],
+    config: Option<&str>,
+) -> Vec<FragmentReport> {
+    let values = config.map(kernel_config_values);
+    let mut names: Vec<String> = profile.kernel.fragments.clone();
+    for f in features {
+        if !names.contains(f)
+            && crate::embedded::get(&format!("kernel-configs/{f}.config")).is_some()
+        {
+            names.push(f.clone());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let text = crate::embedded::get(&format!("kernel-configs/{name}.config"))
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            let options = text
+                .as_deref()
+                .map(fragment_options)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(symbol, requested, description)| OptionReport {
+                    in_image: values
+                        .as_ref()
+                        .map(|v| match v.get(&symbol).map(String::as_str) {
+                            None | Some("n") => "not set".to_string(),
+                            Some(x) => x.to_string(),
+                        }),
+                    symbol,
+                    requested,
+                    description,
+                })
+                .collect();
+            FragmentReport {
+                found: text.is_some(),
+                name,
+                options,
+            }
+        })
+        .collect()
+}
+
+pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
+    let mut s = String::new();
+    let title = if m.description.is_empty() {
+        m.board.clone()
+    } else {
+        m.description.clone()
+    };
+    let _ = writeln!(s, "# {title}: boardsmith image `{}`\n", m.board);
+    let _ = writeln!(
+        s,
+        "Built from {} with SOURCE_DATE_EPOCH={} ({}); the same inputs rebuild these files byte for byte.\n",
+        m.profile_files
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(" ← "),
+        m.source_date_epoch,
+        crate::time::utc(m.source_date_epoch)
+    );
+
+    s.push_str("## Downloads\n\n| file | size | SHA-256 | MD5 |\n|---|---:|---|---|\n");
+    for a in &m.artefacts {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} ({} bytes) | `{}` | `{}` |",
+            a.name,
+            Human(a.digest.size),
+            a.digest.size,
+            a.digest.sha256,
+            a.digest.md5
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nUncompressed image `{}`: {} bytes, SHA-256 `{}`, MD5 `{}`.\nCheck the downloads with `sha256sum -c SHA256SUMS` or `md5sum -c MD5SUMS`.\n",
+        m.image.name, m.image.digest.size, m.image.digest.sha256, m.image.digest.md5
+    );
+
+    s.push_str("## Install\n\n");
+    let first = m
+        .artefacts
+        .iter()
+        .find(|a| a.kind != "bmap")
+        .map_or(m.image.name.clone(), |a| a.name.clone());
+    let bmap = format!("{}.bmap", m.image.name);
+    if profile.name.starts_with("chromebook") {
+        s.push_str("Write the image to an SD card or USB stick (replace `/dev/sdX` with your card; everything on it is lost),\ngrowing the root filesystem to the card's size and verifying what was written:\n\n");
+    } else {
+        s.push_str("Write the image to an SD card (replace `/dev/sdX` with your card; everything on it is lost), growing the\nroot filesystem to the card's size and verifying what was written:\n\n");
+    }
+    let _ = writeln!(
+        s,
+        "    boardsmith write {first} /dev/sdX --bmap {bmap} --grow\n"
+    );
+    let _ = writeln!(
+        s,
+        "With bmaptool instead: `bmaptool copy --bmap {bmap} {first} /dev/sdX` (no growing).\n"
+    );
+
+    s.push_str("## Console and login\n\n");
+    let (dev, speed) = profile
+        .console
+        .split_once(',')
+        .unwrap_or((profile.console.as_str(), "115200"));
+    let speed: String = speed.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let _ = writeln!(
+        s,
+        "The kernel console is `{dev}` at {speed} baud (8N1), e.g. `picocom -b {speed} /dev/ttyUSB0` on a USB serial adapter."
+    );
+    if let Some(n) = &profile.release.console_notes {
+        let _ = writeln!(s, "{n}");
+    }
+    if let Some(mf) = &m.facts.manifest {
+        if let Some(u) = &mf.user {
+            let _ = writeln!(
+                s,
+                "Log in as `{u}` with the password chosen at build time; root is locked, use `sudo`."
+            );
+        }
+        if let Some(h) = &mf.hostname {
+            let _ = writeln!(s, "The hostname is `{h}`.");
+        }
+    }
+    s.push('\n');
+
+    s.push_str("## What is inside\n\n");
+    let f = &m.facts;
+    let _ = writeln!(
+        s,
+        "- Kernel: {}{}",
+        f.kernel_release.as_deref().unwrap_or("unknown"),
+        f.kernel_package
+            .as_ref()
+            .map(|v| format!(" (package `{}` {v})", profile.kernel.package))
+            .unwrap_or_default()
+    );
+    if let Some(u) = &f.uboot {
+        let pkg = profile
+            .bootloader
+            .as_ref()
+            .and_then(|b| b.package.clone())
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "- Bootloader: {u}{}",
+            f.bootloader_package
+                .as_ref()
+                .map(|v| format!(" (package `{pkg}` {v})"))
+                .unwrap_or_default()
+        );
+    }
+    if m.features.is_empty() {
+        s.push_str("- Root filesystem features: none recorded\n");
+    } else {
+        let _ = writeln!(s, "- Root filesystem features: {}", m.features.join(", "));
+    }
+    if let Some(port) = f.manifest.as_ref().and_then(|mf| mf.droidmote_port) {
+        let _ = writeln!(
+            s,
+            "- droidmote remote-control server: started with the X11 session, listening on port {port}"
+        );
+    }
+    if let Some(suite) = f.manifest.as_ref().and_then(|mf| mf.suite.clone()) {
+        let _ = writeln!(s, "- Debian {suite}");
+    }
+    s.push('\n');
+
+    if !m.kernel_fragments.is_empty() {
+        s.push_str("### Kernel options\n\n");
+        if f.kernel_config.is_none() {
+            s.push_str("The image carries no /boot/config-*, so the options below are what was requested, not checked.\n\n");
+        }
+        for fr in &m.kernel_fragments {
+            let _ = writeln!(
+                s,
+                "`{}`{}:\n",
+                fr.name,
+                if fr.found {
+                    ""
+                } else {
+                    " (fragment not found)"
+                }
+            );
+            if fr.options.is_empty() {
+                continue;
+            }
+            s.push_str("| option | enables | requested | in this kernel |\n|---|---|---|---|\n");
+            for o in &fr.options {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {} | {} |",
+                    o.symbol,
+                    o.description.as_deref().unwrap_or(""),
+                    o.requested,
+                    match o.in_image.as_deref() {
+                        Some("y") => "built in",
+                        Some("m") => "module",
+                        Some("not set") => "**missing**",
+                        Some(other) => other,
+                        None => "unknown",
+                    }
+                );
+            }
+            s.push('\n');
+        }
+    }
+
+    s.push_str("## Changelog\n\n");
+    if m.changelog.is_empty() {
+        s.push_str("- (none recorded in the profile)\n");
+    }
+    for c in &m.changelog {
+        let _ = writeln!(s, "- {c}");
+    }
+    s.push_str("\n## Known issues\n\n");
+    if m.known_issues.is_empty() {
+        s.push_str("- (none recorded in the profile)\n");
+    }
+    for k in &m.known_issues {
+        let _ = writeln!(s, "- {k}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_comments_describe_options() {
+        let text = "# USB network adapters\nCONFIG_USBNET=m\n\n# ASIX AX88172/AX88772 USB 2.0 Ethernet\nCONFIG_USB_NET_AX8817X=m\nCONFIG_USB_NET_DM9601=m # Davicom DM9601\n# CONFIG_USB_NET_FOO is not set\n";
+        let o = fragment_options(text);
+        assert_eq!(
+            o[0],
+            (
+                "CONFIG_USBNET".into(),
+                "m".into(),
+                Some("USB network adapters".into())
+            )
+        );
+        assert_eq!(
+            o[1].2.as_deref(),
+            Some("ASIX AX88172/AX88772 USB 2.0 Ethernet")
+        );
+        assert_eq!(o[2].2.as_deref(), Some("Davicom DM9601"));
+        assert_eq!(o[3], ("CONFIG_USB_NET_FOO".into(), "n".into(), None));
+    }
+}

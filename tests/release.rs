@@ -1,0 +1,261 @@
+//! `boardsmith release` and `boardsmith build --all`: artefacts checked with xz, zstd, 7z, sha256sum and
+//! md5sum; reproducibility; release notes computed from the image; a batch with a broken profile.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// A cubieboard image whose rootfs carries a kernel config and a rootfs manifest, like a real build's.
+fn built_image(dir: &Path) -> PathBuf {
+    let rootfs = make_rootfs(dir, "cubieboard");
+    std::fs::write(
+        rootfs.join(format!("boot/config-{KVER}")),
+        "CONFIG_INPUT_UINPUT=m\nCONFIG_USB_NET_AX8817X=m\nCONFIG_USB_NET_DM9601=y\n# CONFIG_USB_NET_ZAURUS is not set\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(rootfs.join("etc/boardsmith")).unwrap();
+    std::fs::write(
+        rootfs.join("etc/boardsmith/manifest.json"),
+        r#"{"features": ["xfce", "droidmote"], "droidmote_port": 2303, "user": "debian", "hostname": "cubie"}"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = run(boardsmith()
+        .args(["build", "cubieboard", "--progress", "none", "--rootfs"])
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out.join("cubieboard.img")
+}
+
+fn release(image: &Path, out: &Path) -> Value {
+    let o = run(boardsmith()
+        .args([
+            "release",
+            "cubieboard",
+            "--json",
+            "--progress",
+            "none",
+            "--xz-level",
+            "1",
+            "--zstd-level",
+            "3",
+            "--7z-level",
+            "1",
+            "--image",
+        ])
+        .arg(image)
+        .arg("-o")
+        .arg(out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn sh(cmd: &str) -> String {
+    let o = run(Command::new("sh").args(["-c", cmd]));
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn artefacts_test_clean_and_decompress_to_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = built_image(dir.path());
+    let rel = dir.path().join("release");
+    let manifest = release(&image, &rel);
+    let r = rel.to_str().unwrap();
+    sh(&format!(
+        "cd {r} && sha256sum -c SHA256SUMS && md5sum -c MD5SUMS"
+    ));
+    sh(&format!(
+        "xz -t {r}/cubieboard.img.xz && zstd -q -t {r}/cubieboard.img.zst && 7z t {r}/cubieboard.img.7z"
+    ));
+    let want = sha256_file(&image);
+    assert_eq!(manifest["image"]["sha256"], want.as_str());
+    for cmd in [
+        format!("xz -dc -T2 {r}/cubieboard.img.xz"),
+        format!("zstd -q -dc {r}/cubieboard.img.zst"),
+        format!("7z x -so {r}/cubieboard.img.7z"),
+    ] {
+        let got = sh(&format!("{cmd} | sha256sum"));
+        assert!(got.starts_with(&want), "{cmd} gives {got}, want {want}");
+    }
+    // xz in several independent blocks, so writers can decode on several threads.
+    let blocks = sh(&format!(
+        "xz -lv {r}/cubieboard.img.xz | awk '/Blocks:/ {{ print $2 }}'"
+    ));
+    assert!(
+        blocks.trim().parse::<u32>().unwrap() > 1,
+        "xz blocks: {blocks}"
+    );
+    // The block map rides along and its own checksum still verifies with bmaptool.
+    let copy = dir.path().join("copy.img");
+    sh(&format!(
+        "bmaptool copy --bmap {r}/cubieboard.img.bmap {} {}",
+        image.display(),
+        copy.display()
+    ));
+    assert_eq!(sha256_file(&copy), want);
+}
+
+#[test]
+fn two_release_runs_are_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = built_image(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    release(&image, &a);
+    release(&image, &b);
+    for name in [
+        "cubieboard.img.xz",
+        "cubieboard.img.zst",
+        "cubieboard.img.7z",
+        "cubieboard.img.bmap",
+        "SHA256SUMS",
+        "MD5SUMS",
+        "cubieboard-release.json",
+        "cubieboard-release.md",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(name)).unwrap(),
+            std::fs::read(b.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+}
+
+#[test]
+fn notes_describe_what_is_in_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = built_image(dir.path());
+    let rel = dir.path().join("release");
+    let manifest = release(&image, &rel);
+    let notes = std::fs::read_to_string(rel.join("cubieboard-release.md")).unwrap();
+    // Every artefact with its real size and sum.
+    for a in manifest["artefacts"].as_array().unwrap() {
+        let name = a["name"].as_str().unwrap();
+        let sum = sha256_file(&rel.join(name));
+        assert!(
+            notes.contains(&format!("`{name}`")) && notes.contains(&sum),
+            "{name} {sum} missing:\n{notes}"
+        );
+        assert!(notes.contains(&a["size"].as_u64().unwrap().to_string()));
+    }
+    assert!(
+        notes.contains(
+            "boardsmith write cubieboard.img.xz /dev/sdX --bmap cubieboard.img.bmap --grow"
+        ),
+        "{notes}"
+    );
+    assert!(notes.contains("`ttyS0` at 115200 baud"), "{notes}");
+    assert!(notes.contains(&format!("Kernel: {KVER}")), "{notes}");
+    assert!(notes.contains("listening on port 2303"), "{notes}");
+    assert!(notes.contains("xfce, droidmote"), "{notes}");
+    assert!(notes.contains("Log in as `debian`"), "{notes}");
+    assert_eq!(
+        manifest["facts"]["uboot"],
+        Value::Null,
+        "the fixture's blob has no U-Boot version string"
+    );
+}
+
+#[test]
+fn release_without_an_image_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(boardsmith()
+        .args(["release", "cubieboard", "--image"])
+        .arg(dir.path().join("none.img"))
+        .arg("-o")
+        .arg(dir.path().join("r")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("build it first"));
+    assert!(!dir.path().join("r").join("SHA256SUMS").exists());
+}
+
+#[test]
+fn release_refuses_an_image_changed_after_its_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = built_image(dir.path());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"tampered", 4 << 20).unwrap();
+    let rel = dir.path().join("release");
+    let o = run(boardsmith()
+        .args(["release", "cubieboard", "--image"])
+        .arg(&image)
+        .arg("-o")
+        .arg(&rel));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("changed after the build"));
+    assert!(!rel.join("cubieboard.img.xz").exists() && !rel.join("SHA256SUMS").exists());
+}
+
+#[test]
+fn unknown_compression_format_is_rejected() {
+    let o = run(boardsmith().args(["release", "cubieboard", "--compress", "xz,rar"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown format \"rar\""));
+}
+
+#[test]
+fn build_all_continues_past_a_broken_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("roots");
+    std::fs::create_dir_all(&roots).unwrap();
+    for b in ["armv8-foundation", "chromebook-snow", "cubieboard", "mk802"] {
+        let tree = make_rootfs(&roots, b);
+        std::fs::rename(tree, roots.join(b)).unwrap();
+    }
+    let boards = dir.path().join("boards");
+    std::fs::create_dir_all(&boards).unwrap();
+    std::fs::write(
+        boards.join("broken.toml"),
+        "extends = \"allwinner-a10\"\n[kernel\ndtb = 1\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run(boardsmith()
+        .env("BOARDSMITH_BOARDS", &boards)
+        .args([
+            "build",
+            "--all",
+            "--jobs",
+            "2",
+            "--progress",
+            "none",
+            "--rootfs-dir",
+        ])
+        .arg(&roots)
+        .arg("-o")
+        .arg(&out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("1 of 5 boards failed"), "{err}");
+    assert!(
+        err.contains("broken") && err.contains("FAILED") && err.contains("broken.toml:2"),
+        "{err}"
+    );
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("build-summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["failed"], 1);
+    for b in summary["boards"].as_array().unwrap() {
+        let name = b["board"].as_str().unwrap();
+        assert_eq!(b["ok"], name != "broken", "{b}");
+        if name != "broken" {
+            assert!(
+                out.join(format!("{name}.img")).is_file()
+                    && out.join(format!("{name}.img.bmap")).is_file()
+            );
+        }
+    }
+}
