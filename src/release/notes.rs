@@ -54,7 +54,7 @@ fn fragment_options(text: &str) -> Vec<(String, String, Option<String>)> {
             out.push((
                 sym.trim().to_string(),
                 val.to_string(),
-                trailing.or_else(|| comment.clone()),
+                trailing.or_else(|| comment.take()),
             ));
         }
     }
