@@ -703,3 +703,53 @@ fn help_man_and_completions_come_from_one_definition() {
     let bash = String::from_utf8(run(boardsmith().args(["completions", "bash"])).stdout).unwrap();
     assert!(bash.contains("_boardsmith"));
 }
+
+#[test]
+fn fat32_boot_partition_is_fsck_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let p = profile_file(
+        dir.path(),
+        "fat32.toml",
+        &format!(
+            "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nfs = \"fat32\"\nsize = \"300MiB\"\nlabel = \"FIRMWARE\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    let o = run(boardsmith()
+        .args([
+            "build",
+            p.to_str().unwrap(),
+            "--json",
+            "--progress",
+            "none",
+            "--rootfs",
+        ])
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&out));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["fat"]["geometry"]["kind"], "Fat32");
+    let image = out.join("testboard.img");
+    let fat = out.join("boot.fat");
+    extract(&image, 1 << 20, 300 << 20, &fat);
+    let fsck = tool("fsck.fat", &["-n", "-v", fat.to_str().unwrap()]);
+    assert!(fsck.contains("32 bit entries"), "{fsck}");
+    assert!(
+        !fsck.contains("differ") && !fsck.contains("Free cluster"),
+        "{fsck}"
+    );
+    let img_at = format!("{}@@{}", image.display(), 1 << 20);
+    let label = tool("mlabel", &["-s", "-i", &img_at, "::"]);
+    assert!(label.contains("FIRMWARE"), "{label}");
+    let dest = out.join("z");
+    tool(
+        "mcopy",
+        &["-n", "-i", &img_at, "::zImage", dest.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read(dest).unwrap(),
+        std::fs::read(rootfs.join(format!("boot/vmlinuz-{KVER}"))).unwrap()
+    );
+}
