@@ -48,6 +48,11 @@ pub enum Command {
     Build(BuildArgs),
     /// Compress a built image into release artefacts with SHA256SUMS, MD5SUMS, a JSON manifest and notes
     Release(ReleaseArgs),
+    /// Merge the board's kernel config fragments; with --kernel-src, run the kernel's Kconfig and check
+    /// that every requested symbol survives
+    Kconfig(KconfigArgs),
+    /// Cross-build the board's kernel (defconfig + checked fragments) into a staging tree for `build --rootfs`
+    Kernel(KernelArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -258,6 +263,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Show(args) => show(&catalog, args),
         Command::Build(args) => build_cmd(&catalog, args),
         Command::Release(args) => release_cmd(&catalog, args),
+        Command::Kconfig(args) => kconfig_cmd(&catalog, args),
+        Command::Kernel(args) => kernel_cmd(&catalog, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -637,5 +644,319 @@ fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
                 .display()
         );
     }
+    Ok(())
+}
+
+// ---- kernel configuration and build ----
+
+#[derive(Args, Debug)]
+pub struct KernelCommon {
+    /// Extra fragment after the profile's: an embedded name (see kernel-configs/) or a path
+    #[arg(long = "fragment", value_name = "NAME|FILE")]
+    pub fragments: Vec<String>,
+    /// Work directory for kernel build directories (default $XDG_CACHE_HOME/boardsmith or ~/.cache/boardsmith)
+    #[arg(long, env = "BOARDSMITH_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Also report redundant fragment assignments (and, for `kernel`, every kept symbol)
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KconfigArgs {
+    /// Board name or path to a profile .toml
+    pub board: String,
+    /// Write the merged fragment to FILE (default: stdout, unless --kernel-src)
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Kernel source tree: run its Kconfig (defconfig + fragments, olddefconfig) in a build directory
+    /// under the work directory and check every requested symbol; exit 1 if one did not survive
+    #[arg(long, value_name = "DIR")]
+    pub kernel_src: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: KernelCommon,
+}
+
+#[derive(Args, Debug)]
+pub struct KernelArgs {
+    /// Board name or path to a profile .toml
+    pub board: String,
+    /// Kernel source tree (never written to)
+    #[arg(long, value_name = "DIR")]
+    pub kernel_src: PathBuf,
+    /// Staging tree to install into (default out/BOARD-kernel)
+    #[arg(short = 'o', long = "out", value_name = "STAGING")]
+    pub out: Option<PathBuf>,
+    /// Parallel make jobs (default: number of CPUs)
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Full build log (default: kernel-build.log in the build directory)
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Progress display
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    #[command(flatten)]
+    pub common: KernelCommon,
+}
+
+fn kconfig_failure(e: crate::kconfig::KconfigError) -> Failure {
+    Failure {
+        code: if e.is_input_error() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILURE
+        },
+        message: report_chain(&e),
+    }
+}
+
+/// Loads the board and merges its fragments, printing override warnings (and redundancies with -v).
+fn merged_fragments(
+    catalog: &Catalog,
+    board: &str,
+    common: &KernelCommon,
+) -> Result<(Profile, crate::kconfig::merge::Merged), Failure> {
+    use crate::kconfig::{locate, merge};
+    let profile = load(catalog, board)?;
+    let refs = locate::refs_for(&profile, &common.fragments);
+    let fragments = locate::load_all(&refs).map_err(|e| kconfig_failure(e.into()))?;
+    let merged = merge::merge(&fragments);
+    for n in merged.overrides() {
+        eprintln!("warning: {n}");
+    }
+    if common.verbose {
+        for n in merged.redundancies() {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok((profile, merged))
+}
+
+fn work_dir(common: &KernelCommon) -> PathBuf {
+    common
+        .work_dir
+        .clone()
+        .unwrap_or_else(crate::kconfig::kbuild::default_work_dir)
+}
+
+fn print_check(c: &crate::kconfig::configure::Configured, all: bool, out: &mut dyn Write) {
+    use crate::kconfig::check::Status;
+    let r = &c.report;
+    for o in &r.defconfig_overrides {
+        eprintln!("warning: {o}");
+    }
+    let _ = writeln!(
+        out,
+        "{}: linux {} ARCH={} {} + fragments ({})",
+        c.board,
+        c.kernel_version,
+        c.arch,
+        c.defconfig,
+        c.build_dir.display()
+    );
+    for s in &r.symbols {
+        if all || s.status != Status::Kept {
+            let _ = writeln!(out, "{s}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} requested: {} kept, {} optional not kept, {} failed; .config: {}; log: {}",
+        r.symbols.len(),
+        r.count(Status::Kept),
+        r.count(Status::Optional),
+        r.count(Status::Failed),
+        c.config.display(),
+        c.log.display()
+    );
+}
+
+fn check_failure(c: &crate::kconfig::configure::Configured) -> Failure {
+    let n = c.report.count(crate::kconfig::check::Status::Failed);
+    Failure::failed(format!(
+        "{n} requested kernel config symbol(s) did not survive Kconfig for {} (lines marked FAILED); \
+         fix the fragments or mark a symbol optional with `# boardsmith: optional` on the line before it",
+        c.board
+    ))
+}
+
+fn kconfig_cmd(catalog: &Catalog, args: KconfigArgs) -> Result<(), Failure> {
+    use crate::kconfig::configure::{ConfigureRequest, Event, configure};
+    let (profile, merged) = merged_fragments(catalog, &args.board, &args.common)?;
+    let text = merged.render(&format!(
+        "kernel config fragment for {} ({})",
+        profile.name, profile.kernel.defconfig
+    ));
+    if let Some(out) = &args.out {
+        let pending = crate::output::write_atomic(out, text.as_bytes())
+            .map_err(|e| Failure::failed(format!("cannot write {}: {e}", out.display())))?;
+        pending
+            .commit()
+            .map_err(|e| Failure::failed(format!("cannot write {}: {e}", out.display())))?;
+    }
+    let Some(src) = &args.kernel_src else {
+        if args.common.json {
+            let entries: Vec<serde_json::Value> = merged
+                .entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "symbol": e.entry.symbol,
+                        "value": e.entry.value,
+                        "at": merged.at(e),
+                        "optional": e.entry.optional,
+                    })
+                })
+                .collect();
+            let v = serde_json::json!({
+                "board": profile.name,
+                "defconfig": profile.kernel.defconfig,
+                "fragments": merged.fragments.iter().map(|(n, o)| serde_json::json!({"name": n, "origin": o})).collect::<Vec<_>>(),
+                "entries": entries,
+                "notes": merged.notes,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else if args.out.is_none() {
+            print!("{text}");
+        }
+        return Ok(());
+    };
+    let work = work_dir(&args.common);
+    let req = ConfigureRequest {
+        profile: &profile,
+        kernel_src: src,
+        work_dir: &work,
+        log: None,
+        log_name: "kconfig.log",
+    };
+    let (configured, _kb) = configure(&req, &merged, &|e| match e {
+        Event::Phase(p) => eprintln!("boardsmith: {p}"),
+        Event::Waiting(p) => eprintln!(
+            "boardsmith: waiting for another boardsmith using {}",
+            p.display()
+        ),
+        Event::Step { .. } => {}
+    })
+    .map_err(kconfig_failure)?;
+    if args.common.json {
+        let v = serde_json::json!({ "check": configured, "merge_notes": merged.notes });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print_check(&configured, true, &mut std::io::stdout().lock());
+    }
+    if configured.report.passed() {
+        Ok(())
+    } else {
+        Err(check_failure(&configured))
+    }
+}
+
+impl Progress {
+    fn kernel_event(&self, e: crate::kconfig::configure::Event<'_>) {
+        use crate::kconfig::configure::Event;
+        let msg = match e {
+            Event::Phase(p) => p.to_string(),
+            Event::Waiting(p) => format!("waiting for another boardsmith using {}", p.display()),
+            Event::Step { count, line } => {
+                match (self.mode, &self.bar) {
+                    (ProgressMode::Bar, Some(b)) => b.set_message(format!("[{count}] {line}")),
+                    (ProgressMode::Plain, _) if count % 500 == 0 => {
+                        eprintln!("boardsmith: {count} build steps, now {line}")
+                    }
+                    _ => {}
+                }
+                return;
+            }
+        };
+        match (self.mode, &self.bar) {
+            (ProgressMode::Bar, Some(b)) => b.println(format!("boardsmith: {msg}")),
+            (ProgressMode::Plain, _) => eprintln!("boardsmith: {msg}"),
+            _ => {}
+        }
+    }
+}
+
+fn kernel_cmd(catalog: &Catalog, args: KernelArgs) -> Result<(), Failure> {
+    use crate::kconfig::configure::{ConfigureRequest, configure};
+    use crate::kconfig::kernel_build::{BuildRequest, build, check_destination};
+    let (profile, merged) = merged_fragments(catalog, &args.board, &args.common)?;
+    let staging = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-kernel", profile.name)));
+    check_destination(&staging).map_err(kconfig_failure)?;
+    if args.jobs == Some(0) {
+        return Err(Failure::usage("--jobs must be at least 1"));
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let work = work_dir(&args.common);
+    let progress = Progress::new(args.progress);
+    let req = ConfigureRequest {
+        profile: &profile,
+        kernel_src: &args.kernel_src,
+        work_dir: &work,
+        log: args.log.as_deref(),
+        log_name: "kernel-build.log",
+    };
+    let configured = configure(&req, &merged, &|e| progress.kernel_event(e));
+    let (configured, kb) = match configured {
+        Ok(c) => c,
+        Err(e) => {
+            progress.finish();
+            return Err(kconfig_failure(e));
+        }
+    };
+    if let Some(b) = &progress.bar {
+        b.suspend(|| print_check(&configured, args.common.verbose, &mut std::io::stderr()));
+    } else {
+        print_check(&configured, args.common.verbose, &mut std::io::stderr());
+    }
+    if !configured.report.passed() {
+        progress.finish();
+        return Err(check_failure(&configured));
+    }
+    let result = build(
+        &profile,
+        &kb,
+        &configured,
+        &BuildRequest {
+            staging: &staging,
+            jobs,
+        },
+        &|e| progress.kernel_event(e),
+    );
+    progress.finish();
+    let report = result.map_err(kconfig_failure)?;
+    if args.common.json {
+        let v = serde_json::json!({ "check": configured, "build": report });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    eprintln!(
+        "installed linux {} for {} into {} in {:.0} s: {}, {} device trees{}, {} modules{}\n  log {}",
+        report.release,
+        report.board,
+        report.staging.display(),
+        report.seconds,
+        report.kernel,
+        report.dtbs,
+        report
+            .dtb_dir
+            .as_deref()
+            .map(|d| format!(" in {d}"))
+            .unwrap_or_default(),
+        report.modules,
+        report
+            .modules_dir
+            .as_deref()
+            .map(|d| format!(" in {d}"))
+            .unwrap_or_default(),
+        report.log.display()
+    );
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod embedded;
 pub mod ids;
 pub mod image;
+pub mod kconfig;
 pub mod output;
 pub mod plan;
 pub mod profile;

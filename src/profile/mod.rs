@@ -121,6 +121,9 @@ pub struct Kernel {
     pub cmdline: Loc<String>,
     pub defconfig: String,
     pub fragments: Vec<String>,
+    /// Where `kernel.fragments` was written (relative fragment paths resolve against that file).
+    #[serde(skip)]
+    pub fragments_origin: Option<Origin>,
     pub initramfs_modules: Vec<String>,
 }
 
@@ -715,6 +718,7 @@ fn validate(
             .defconfig
             .map(|v| v.value)
             .unwrap_or_else(|| "defconfig".into()),
+        fragments_origin: k.fragments.as_ref().and_then(|v| v.origin.clone()),
         fragments: k.fragments.map(|v| v.value).unwrap_or_default(),
         initramfs_modules: k.initramfs_modules.map(|v| v.value).unwrap_or_default(),
     };
