@@ -111,7 +111,7 @@ pub fn refs_for(profile: &Profile, extra: &[String]) -> Vec<FragmentRef> {
         .collect();
     refs.extend(extra.iter().map(|n| FragmentRef {
         name: n.clone(),
-        base: PathBuf::from("."),
+        base: PathBuf::new(),
         at: "--fragment".into(),
     }));
     refs
