@@ -341,12 +341,12 @@ fn kconfig_reader_agrees_with_kconfig() {
                 problems.push(format!("{name}: in .config but unknown to the reader"));
                 continue;
             };
-            let type_ok = match (value, info.ty) {
-                (Value::Tri(_), Some(SymType::Bool | SymType::Tristate)) => true,
-                (Value::Str(_), Some(SymType::String)) => true,
-                (Value::Number(_), Some(SymType::Int | SymType::Hex)) => true,
-                _ => false,
-            };
+            let type_ok = matches!(
+                (value, info.ty),
+                (Value::Tri(_), Some(SymType::Bool | SymType::Tristate))
+                    | (Value::Str(_), Some(SymType::String))
+                    | (Value::Number(_), Some(SymType::Int | SymType::Hex))
+            );
             if !type_ok {
                 problems.push(format!("{name}: value {value} but type {:?}", info.ty));
             }
