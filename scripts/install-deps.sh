@@ -36,5 +36,5 @@ $SUDO apt-get install -y --no-install-recommends \
   xz-utils zstd gzip bzip2 p7zip-full cpio libarchive13 \
   mmdebstrap debootstrap qemu-user-static binfmt-support arch-test \
   u-boot-qemu python3 busybox-static \
-  bc bison flex libssl-dev libelf-dev kmod \
+  bc bison flex libssl-dev libelf-dev kmod perl \
   gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu
