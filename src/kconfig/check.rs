@@ -276,7 +276,7 @@ pub fn explain(
         Some(need) => raised(db, env, symbol, ty, defs, need, act_t),
         None => {
             // String/number symbols: unmet dependencies or a hidden prompt make Kconfig drop the value.
-            let r = visibility_reasons(db, env, ty, defs, Tri::Y);
+            let r = visibility_reasons(env, ty, defs, Tri::Y);
             if !r.is_empty() {
                 return r;
             }
@@ -335,7 +335,6 @@ fn best_visibility(
 
 /// Reasons the symbol's prompt is not visible at level `need` (empty when it is).
 fn visibility_reasons(
-    db: &KconfigDb,
     env: &ConfigEnv<'_>,
     ty: Option<SymType>,
     defs: &[Def],
@@ -400,7 +399,6 @@ fn visibility_reasons(
             d.at
         ));
     }
-    let _ = db;
     out
 }
 
@@ -442,7 +440,7 @@ fn lowered(
             selector_list(db, env, symbol)
         )];
     }
-    let r = visibility_reasons(db, env, ty, defs, need);
+    let r = visibility_reasons(env, ty, defs, need);
     if !r.is_empty() {
         return r;
     }
@@ -506,7 +504,7 @@ fn raised(
         return vec!["CONFIG_MODULES is not set, so m becomes y".into()];
     }
     // A hidden prompt: the default applies.
-    let hidden = visibility_reasons(db, env, ty, defs, Tri::M);
+    let hidden = visibility_reasons(env, ty, defs, Tri::M);
     let no_prompt = defs.iter().all(|d| d.prompts.is_empty());
     if no_prompt || !hidden.is_empty() {
         let mut r = if no_prompt {
