@@ -654,6 +654,9 @@ pub struct KernelCommon {
     /// Extra fragment after the profile's: an embedded name (see kernel-configs/) or a path
     #[arg(long = "fragment", value_name = "NAME|FILE")]
     pub fragments: Vec<String>,
+    /// Root filesystem feature the kernel must support: adds kernel-configs/FEATURE.config if there is one
+    #[arg(long = "feature", value_name = "FEATURE")]
+    pub features: Vec<String>,
     /// Work directory for kernel build directories (default $XDG_CACHE_HOME/boardsmith or ~/.cache/boardsmith)
     #[arg(long, env = "BOARDSMITH_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
@@ -722,7 +725,9 @@ fn merged_fragments(
 ) -> Result<(Profile, crate::kconfig::merge::Merged), Failure> {
     use crate::kconfig::{locate, merge};
     let profile = load(catalog, board)?;
-    let refs = locate::refs_for(&profile, &common.fragments);
+    let mut extra = locate::feature_fragments(&profile, &common.features);
+    extra.extend(common.fragments.iter().cloned());
+    let refs = locate::refs_for(&profile, &extra);
     let fragments = locate::load_all(&refs).map_err(|e| kconfig_failure(e.into()))?;
     let merged = merge::merge(&fragments);
     for n in merged.overrides() {

@@ -135,6 +135,40 @@ fn out_file_equals_stdout_and_round_trips() {
     assert_eq!(names, vec!["merged.config"]);
 }
 
+#[test]
+fn features_add_their_fragments_once() {
+    // The fixture board has uinput but not usb-audio; `wifi` has no fragment.
+    let out = bs()
+        .args(["kconfig", &fixture("board.toml"), "--json"])
+        .args([
+            "--feature",
+            "usb-audio",
+            "--feature",
+            "uinput",
+            "--feature",
+            "wifi",
+        ])
+        .args(["--feature", "usb-audio"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names: Vec<&str> = v["fragments"]
+        .as_array()
+        .expect("fragments")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["frag/base.config", "frag/net.config", "uinput", "usb-audio"]
+    );
+}
+
 fn fragment_file(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("test.config");
     std::fs::write(&p, text).expect("write fragment");

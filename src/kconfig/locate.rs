@@ -117,6 +117,20 @@ pub fn refs_for(profile: &Profile, extra: &[String]) -> Vec<FragmentRef> {
     refs
 }
 
+/// The fragments rootfs features require: a feature needs the embedded fragment of the same name, if
+/// there is one (the rule the release notes use too). Features already covered by the profile's
+/// fragments, and features without a fragment, add nothing.
+pub fn feature_fragments(profile: &Profile, features: &[String]) -> Vec<String> {
+    let known = embedded_names();
+    let mut out: Vec<String> = Vec::new();
+    for f in features {
+        if known.contains(f) && !profile.kernel.fragments.contains(f) && !out.contains(f) {
+            out.push(f.clone());
+        }
+    }
+    out
+}
+
 /// Loads every referenced fragment, in order.
 pub fn load_all(refs: &[FragmentRef]) -> Result<Vec<Fragment>, LocateError> {
     refs.iter().map(load).collect()
