@@ -754,6 +754,14 @@ fn print_check(c: &crate::kconfig::configure::Configured, all: bool, out: &mut d
     for o in &r.defconfig_overrides {
         eprintln!("warning: {o}");
     }
+    if !c.kconfig_reader_warnings.is_empty() {
+        eprintln!(
+            "warning: boardsmith's Kconfig reader skipped {} line(s) of this tree it did not understand \
+             (listed in {}); reasons given for failures may be incomplete",
+            c.kconfig_reader_warnings.len(),
+            c.log.display()
+        );
+    }
     let _ = writeln!(
         out,
         "{}: linux {} ARCH={} {} + fragments ({})",

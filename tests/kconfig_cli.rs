@@ -392,6 +392,43 @@ fn kernel_refuses_a_foreign_staging_directory_before_building() {
         .stderr(predicate::str::contains("--kernel-src"));
 }
 
+#[test]
+fn a_failing_make_reports_its_output_and_log() {
+    // A tree that passes the up-front checks but whose Makefile fails: the error carries make's last
+    // lines and the log's path, and the exit status is 1.
+    let tree = fake_tree(&[]);
+    std::fs::write(
+        tree.path().join("Makefile"),
+        "%:\n\t@echo kaboom from $@ >&2; exit 3\n",
+    )
+    .expect("write");
+    let work = tempfile::tempdir().expect("work");
+    let out = bs()
+        .args(["kconfig", "cubieboard", "--kernel-src"])
+        .arg(tree.path())
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sunxi_defconfig` failed (exit status: 2)"),
+        "{err}"
+    );
+    assert!(err.contains("  kaboom from sunxi_defconfig"), "{err}");
+    let log = err
+        .lines()
+        .find_map(|l| l.strip_prefix("full log: "))
+        .expect("log path");
+    let text = std::fs::read_to_string(log).expect("log");
+    assert!(
+        text.contains("$ make -C ") && text.contains("kaboom"),
+        "{text}"
+    );
+    assert!(Path::new(log).starts_with(work.path().canonicalize().expect("work")));
+}
+
 fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(tool))
