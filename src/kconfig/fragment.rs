@@ -33,6 +33,8 @@ pub struct Entry {
     pub line: usize,
     /// `Some(reason)` (possibly empty) when marked with [`OPTIONAL_MARKER`].
     pub optional: Option<String>,
+    /// The comment block directly above (the marker aside): what the option enables, for release notes.
+    pub description: Option<String>,
 }
 
 /// A parsed fragment.
@@ -61,6 +63,7 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Fragment, ParseErro
     let mut entries = Vec::new();
     // Line and reason of a marker waiting for its assignment.
     let mut pending: Option<(usize, String, String)> = None;
+    let mut comment: Option<String> = None;
     for (i, raw) in text.split('\n').enumerate() {
         let line_no = i + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -86,13 +89,21 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Fragment, ParseErro
             });
         }
         match parsed {
-            Line::Blank | Line::Comment => {}
+            Line::Blank => comment = None,
+            // A comment block (consecutive lines) describes the assignment right after it.
+            Line::Comment(text) => {
+                comment = Some(match comment.take() {
+                    Some(block) => format!("{block} {text}"),
+                    None => text,
+                })
+            }
             Line::Optional(reason) => pending = Some((line_no, line.to_string(), reason)),
             Line::Assignment(symbol, value) => entries.push(Entry {
                 symbol,
                 value,
                 line: line_no,
                 optional: pending.take().map(|(_, _, reason)| reason),
+                description: comment.take(),
             }),
         }
     }
@@ -116,7 +127,7 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Fragment, ParseErro
 
 enum Line {
     Blank,
-    Comment,
+    Comment(String),
     Optional(String),
     Assignment(String, Value),
 }
@@ -212,7 +223,7 @@ fn parse_comment(line: &str, rest: &str) -> Result<Line, (usize, String)> {
             ));
         }
     }
-    Ok(Line::Comment)
+    Ok(Line::Comment(rest.trim().to_string()))
 }
 
 /// Parses what follows `=`; errors carry a 0-based column offset into `text`.
@@ -291,6 +302,27 @@ pub fn render_entry(e: &Entry, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comment_blocks_describe_the_next_assignment() {
+        let f = parse(
+            "t",
+            "t",
+            "# USB networking\nCONFIG_USBNET=m\nCONFIG_PLAIN=y\n\n# QF9700: a vendor\n# driver\n# boardsmith: optional not in mainline\nCONFIG_QF9700=m\n# stale\n\nCONFIG_X=y\n",
+        )
+        .unwrap();
+        let d: Vec<Option<&str>> = f.entries.iter().map(|e| e.description.as_deref()).collect();
+        assert_eq!(
+            d,
+            [
+                Some("USB networking"),
+                None,
+                Some("QF9700: a vendor driver"),
+                None
+            ]
+        );
+        assert_eq!(f.entries[2].optional.as_deref(), Some("not in mainline"));
+    }
 
     fn p(text: &str) -> Result<Fragment, ParseError> {
         parse("t", "t.config", text)

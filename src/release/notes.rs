@@ -27,40 +27,6 @@ pub struct FragmentReport {
     pub options: Vec<OptionReport>,
 }
 
-/// Options of a fragment with the comment that precedes each (its human description).
-fn fragment_options(text: &str) -> Vec<(String, String, Option<String>)> {
-    let mut out = Vec::new();
-    let mut comment: Option<String> = None;
-    for line in text.lines() {
-        let l = line.trim();
-        if l.is_empty() {
-            comment = None;
-        } else if let Some(sym) = l
-            .strip_prefix("# ")
-            .and_then(|r| r.strip_suffix(" is not set"))
-            .filter(|s| s.starts_with("CONFIG_"))
-        {
-            out.push((sym.to_string(), "n".to_string(), comment.take()));
-        } else if let Some(c) = l.strip_prefix('#') {
-            let c = c.trim();
-            if !c.is_empty() {
-                comment = Some(c.to_string());
-            }
-        } else if let Some((sym, val)) = l.split_once('=') {
-            let (val, trailing) = match val.split_once(" #") {
-                Some((v, t)) => (v.trim(), Some(t.trim().to_string())),
-                None => (val.trim(), None),
-            };
-            out.push((
-                sym.trim().to_string(),
-                val.to_string(),
-                trailing.or_else(|| comment.take()),
-            ));
-        }
-    }
-    out
-}
-
 fn kernel_config_values(config: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     for line in config.lines() {
@@ -81,42 +47,39 @@ pub fn fragment_reports(
     features: &[String],
     config: Option<&str>,
 ) -> Vec<FragmentReport> {
+    use crate::kconfig::locate;
     let values = config.map(kernel_config_values);
-    let mut names: Vec<String> = profile.kernel.fragments.clone();
-    for f in features {
-        if !names.contains(f)
-            && crate::embedded::get(&format!("kernel-configs/{f}.config")).is_some()
-        {
-            names.push(f.clone());
-        }
-    }
-    names
-        .into_iter()
-        .map(|name| {
-            let text = crate::embedded::get(&format!("kernel-configs/{name}.config"))
-                .map(|b| String::from_utf8_lossy(b).into_owned());
-            let options = text
-                .as_deref()
-                .map(fragment_options)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(symbol, requested, description)| OptionReport {
-                    in_image: values
-                        .as_ref()
-                        .map(|v| match v.get(&symbol).map(String::as_str) {
-                            None | Some("n") => "not set".to_string(),
-                            Some(x) => x.to_string(),
-                        }),
-                    symbol,
-                    requested,
-                    description,
-                })
-                .collect();
-            FragmentReport {
-                found: text.is_some(),
-                name,
-                options,
-            }
+    let extra = locate::feature_fragments(profile, features);
+    locate::refs_for(profile, &extra)
+        .iter()
+        .map(|r| match locate::load(r) {
+            Err(_) => FragmentReport {
+                name: r.name.clone(),
+                found: false,
+                options: Vec::new(),
+            },
+            Ok(fragment) => FragmentReport {
+                name: r.name.clone(),
+                found: true,
+                options: fragment
+                    .entries
+                    .into_iter()
+                    .map(|e| {
+                        let symbol = format!("CONFIG_{}", e.symbol);
+                        OptionReport {
+                            in_image: values.as_ref().map(|v| {
+                                match v.get(&symbol).map(String::as_str) {
+                                    None | Some("n") => "not set".to_string(),
+                                    Some(x) => x.to_string(),
+                                }
+                            }),
+                            requested: e.value.config_text(),
+                            description: e.description,
+                            symbol,
+                        }
+                    })
+                    .collect(),
+            },
         })
         .collect()
 }
@@ -310,22 +273,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fragment_comments_describe_options() {
-        let text = "# USB network adapters\nCONFIG_USBNET=m\n\n# ASIX AX88172/AX88772 USB 2.0 Ethernet\nCONFIG_USB_NET_AX8817X=m\nCONFIG_USB_NET_DM9601=m # Davicom DM9601\n# CONFIG_USB_NET_FOO is not set\n";
-        let o = fragment_options(text);
-        assert_eq!(
-            o[0],
-            (
-                "CONFIG_USBNET".into(),
-                "m".into(),
-                Some("USB network adapters".into())
-            )
-        );
-        assert_eq!(
-            o[1].2.as_deref(),
-            Some("ASIX AX88172/AX88772 USB 2.0 Ethernet")
-        );
-        assert_eq!(o[2].2.as_deref(), Some("Davicom DM9601"));
-        assert_eq!(o[3], ("CONFIG_USB_NET_FOO".into(), "n".into(), None));
+    fn kernel_config_values_read_both_spellings() {
+        let v = kernel_config_values("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x\"\n");
+        assert_eq!(v["CONFIG_A"], "y");
+        assert_eq!(v["CONFIG_B"], "n");
+        assert_eq!(v["CONFIG_C"], "\"x\"");
     }
 }
