@@ -96,15 +96,18 @@ partuuid() { # partition block name -> its PARTUUID (MBR: disksig-NN; GPT: entry
     printf '%s-%02x' "$($bb hexdump -s 440 -n 4 -e '1/4 "%08x"' /dev/$disk)" "$n"
   fi
 }
+# Wait for the root device up to rootdelay= seconds (default 20): a wrong root fails in bounded time.
+limit=$($bb sed -n 's/.*rootdelay=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
+end=$(( $($bb date +%s) + ${limit:-20} ))
 root=""
-i=0
-while [ -z "$root" ] && [ $i -lt 100 ]; do
+while [ -z "$root" ]; do
   for p in /sys/class/block/*; do
     p=${p##*/}
     [ -e /sys/class/block/$p/partition ] || continue
     [ "$(partuuid $p)" = "$want" ] && root=/dev/$p
   done
-  [ -n "$root" ] || { $bb sleep 0.2; i=$((i + 1)); }
+  [ -n "$root" ] || [ "$($bb date +%s)" -lt "$end" ] || break
+  [ -n "$root" ] || $bb sleep 0.2
 done
 if [ -z "$root" ]; then
   echo "boardsmith-initramfs: root PARTUUID=$want not found; block devices: $($bb ls /sys/class/block | $bb tr '\n' ' ')"

@@ -53,6 +53,13 @@ pub enum Command {
     Kconfig(KconfigArgs),
     /// Cross-build the board's kernel (defconfig + checked fragments) into a staging tree for `build --rootfs`
     Kernel(KernelArgs),
+    /// Boot an image in the board's emulator (QEMU) and watch its serial console for a pattern
+    #[command(
+        after_help = "Exit status: 0 the pattern appeared; 1 it did not (timeout, or the console showed the boot failing: \
+no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...); 2 invalid usage or input; \
+128+N when stopped by signal N (QEMU is stopped first)."
+    )]
+    Boot(BootArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -163,6 +170,33 @@ pub struct ReleaseArgs {
     pub progress: ProgressMode,
 }
 
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// The image to boot (never modified: QEMU runs on a snapshot or a temporary padded copy)
+    pub image: PathBuf,
+    /// Board name or path to a profile .toml (default: the image's file name, e.g. out/cubieboard.img)
+    #[arg(long, value_name = "BOARD")]
+    pub board: Option<String>,
+    /// Regular expression awaited on the serial console, matched line by line
+    #[arg(long, value_name = "REGEX", default_value = crate::boot::DEFAULT_EXPECT)]
+    pub expect: String,
+    /// Seconds to wait for the pattern
+    #[arg(long, value_name = "S", default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Write the serial console (as text) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Hand the console to the user (Ctrl-A x quits QEMU, Ctrl-A c its monitor); no pattern is awaited
+    #[arg(long, conflicts_with_all = ["json"])]
+    pub interactive: bool,
+    /// Print a JSON result on stdout (the console goes to stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// Do not echo the console (the log still gets it)
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     Auto,
@@ -265,6 +299,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Release(args) => release_cmd(&catalog, args),
         Command::Kconfig(args) => kconfig_cmd(&catalog, args),
         Command::Kernel(args) => kernel_cmd(&catalog, args),
+        Command::Boot(args) => boot_cmd(&catalog, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -541,6 +576,12 @@ fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
             report.md5,
             report.md5_file.display()
         );
+        if let Some(f) = &report.fvp_script {
+            eprintln!("  fvp    {} (launches the image on Arm's FVP)", f.display());
+        }
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
     }
 }
 
@@ -972,4 +1013,108 @@ fn kernel_cmd(catalog: &Catalog, args: KernelArgs) -> Result<(), Failure> {
         report.log.display()
     );
     Ok(())
+}
+
+/// The board for `boot`: --board, or the image's file name when it names a profile.
+fn boot_board(catalog: &Catalog, args: &BootArgs) -> Result<Profile, Failure> {
+    if let Some(b) = &args.board {
+        return load(catalog, b);
+    }
+    let stem = args
+        .image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match catalog.load(&stem) {
+        Ok(p) if !stem.is_empty() => Ok(p),
+        _ => Err(Failure::usage(format!(
+            "{} does not name a board profile; pass --board BOARD",
+            args.image.display()
+        ))),
+    }
+}
+
+fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
+    use crate::boot::{BootError, BootEvent, BootRequest, boot};
+    let profile = boot_board(catalog, &args)?;
+    let expect =
+        regex::Regex::new(&args.expect).map_err(|e| Failure::usage(format!("--expect: {e}")))?;
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 1e7) {
+        return Err(Failure::usage(format!(
+            "--timeout: {} is not a positive number of seconds",
+            args.timeout
+        )));
+    }
+    let req = BootRequest {
+        image: args.image.clone(),
+        expect,
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        log: args.log.clone(),
+        interactive: args.interactive,
+    };
+    let (json, quiet) = (args.json, args.quiet);
+    let mut on = |e: BootEvent<'_>| match e {
+        BootEvent::Starting { command } => {
+            if !quiet {
+                eprintln!("boardsmith: {}", command.join(" "));
+            }
+            if args.interactive {
+                eprintln!(
+                    "boardsmith: console handed over; Ctrl-A x quits QEMU, Ctrl-A c switches to its monitor"
+                );
+            }
+        }
+        BootEvent::Padding { to } => {
+            if !quiet {
+                eprintln!(
+                    "boardsmith: the emulated SD card must be a power of two: booting a temporary copy padded to {}",
+                    Human(to)
+                );
+            }
+        }
+        BootEvent::Console(line) => {
+            if !quiet {
+                // A closed stdout (`| head`) must not stop the boot, so write errors are ignored.
+                if json {
+                    let _ = writeln!(std::io::stderr().lock(), "{line}");
+                } else {
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                }
+            }
+        }
+        BootEvent::Emulator(line) => {
+            let _ = writeln!(std::io::stderr().lock(), "qemu: {line}");
+        }
+    };
+    match boot(&profile, &req, &mut on) {
+        Ok(report) => {
+            if json {
+                let v = serde_json::json!({ "result": "booted", "report": report });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if let Some(m) = &report.matched {
+                eprintln!(
+                    "boardsmith: {} booted to /{}/ in {:.1} s: {m}",
+                    report.image.display(),
+                    args.expect,
+                    report.seconds
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let code = match &e {
+                BootError::Interrupted { signal, .. } => 128 + signal,
+                e if e.is_input_error() => EXIT_USAGE,
+                _ => EXIT_FAILURE,
+            };
+            if json && let BootError::Failed(f) = &e {
+                let v = serde_json::json!({ "result": "failed", "failure": f });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Err(Failure {
+                code,
+                message: report_chain(&e),
+            })
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! boardsmith: bootable SD-card and disk images for ARM boards, from board profiles.
 //!
-//! The modules follow the data: [`profile`] → [`plan`] → [`image`]. The library knows nothing of the
+//! The modules follow the data: [`profile`] → [`plan`] → [`image`] → [`boot`]. The library knows nothing of the
 //! command line; [`cli`] turns arguments into validated requests for it.
 
+pub mod boot;
 pub mod checksum;
 pub mod cli;
 pub mod embedded;

@@ -1,5 +1,6 @@
 //! `boardsmith build`: profile + root filesystem tree → `BOARD.img`, `.bmap`, `.sha256`, `.md5`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,11 +12,12 @@ use super::ext4::{self, Ext4Error, Mke2fs};
 use super::fat::{self, FatError, FatFile, FatKind, FatOptions, FatSummary, FileData};
 use super::sink::ImageSink;
 use super::tree::{ContentStats, RootTree, TreeError};
+use super::ubootenv::Env;
 use super::vboot::{self, KernelBlob, Keys, VbootError};
 use crate::checksum::{ImageDigest, digest_image};
 use crate::output::{PendingFile, sync_dir, write_atomic};
 use crate::plan::{Layout, PlanError, PlanInput, PlannedPartition, plan};
-use crate::profile::{BootMethod, Fs, Profile, Role};
+use crate::profile::{BootMethod, Fs, KernelImage, Profile, Role};
 use crate::size::Human;
 
 pub const BMAP_BLOCK: u64 = 4096;
@@ -57,6 +59,12 @@ pub enum BuildError {
         partition: String,
         size: u64,
         capacity: u64,
+    },
+    #[error("{path}: {source}")]
+    UbootEnv {
+        path: String,
+        #[source]
+        source: super::ubootenv::EnvError,
     },
     #[error("{context}: {source}")]
     Io {
@@ -122,6 +130,10 @@ pub struct BuildReport {
     pub fat: Option<FatSummary>,
     /// Size of the signed kernel blob, when the board has one.
     pub kernel_blob_bytes: Option<u64>,
+    /// Launch script for Arm's FVP (profiles with an `[fvp]` section).
+    pub fvp_script: Option<PathBuf>,
+    /// Things the build did differently from what the profile asked, and why.
+    pub warnings: Vec<String>,
     pub seconds: f64,
     pub layout: Layout,
 }
@@ -186,10 +198,13 @@ fn find_boot_files(profile: &Profile, tree: &RootTree) -> Result<Found, BuildErr
         .cloned()
         .ok_or_else(|| missing("kernel", &k.path, &kernel_hint))?;
     let version = version_suffix(&kernel_path, &k.path).to_string();
+    let kernel_data = tree
+        .file_data(&kernel_path)?
+        .ok_or_else(|| missing("kernel", &k.path, ""))?;
     let kernel = (
         kernel_path.clone(),
-        tree.file_data(&kernel_path)?
-            .ok_or_else(|| missing("kernel", &k.path, ""))?,
+        kernel_for_boot(k.image, kernel_data)
+            .map_err(io(format!("reading the kernel {kernel_path}")))?,
     );
 
     let initrd = match &k.initrd {
@@ -285,6 +300,35 @@ fn find_boot_files(profile: &Profile, tree: &RootTree) -> Result<Found, BuildErr
     })
 }
 
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The kernel as the boot partition needs it. U-Boot's `booti` takes only an uncompressed arm64 `Image`,
+/// while distributions may ship `vmlinuz` gzip-compressed (Ubuntu's is; Debian's is an uncompressed
+/// EFI-stub Image): a gzip `Image` is decompressed. A `zImage` decompresses itself and is copied as is.
+fn kernel_for_boot(image: KernelImage, data: FileData) -> std::io::Result<FileData> {
+    if image != KernelImage::Image {
+        return Ok(data);
+    }
+    let head: Vec<u8> = match &data {
+        FileData::Bytes(b) => b.iter().take(2).copied().collect(),
+        FileData::Path(p, _) => {
+            let mut h = Vec::with_capacity(2);
+            std::io::Read::take(std::fs::File::open(p)?, 2).read_to_end(&mut h)?;
+            h
+        }
+    };
+    if head != GZIP_MAGIC {
+        return Ok(data);
+    }
+    let compressed = match data {
+        FileData::Bytes(b) => b,
+        FileData::Path(p, _) => std::fs::read(p)?,
+    };
+    let mut out = Vec::with_capacity(compressed.len() * 3);
+    flate2::read::MultiGzDecoder::new(compressed.as_slice()).read_to_end(&mut out)?;
+    Ok(FileData::Bytes(out))
+}
+
 /// The kernel command line for this layout.
 pub fn kernel_cmdline(profile: &Profile, layout: &Layout, append: Option<&str>) -> String {
     let root = layout
@@ -309,12 +353,52 @@ pub fn kernel_cmdline(profile: &Profile, layout: &Layout, append: Option<&str>) 
     cmd
 }
 
+/// The U-Boot environment file the profile asks for: the blob's default environment with `set` applied.
+/// A blob without a recognisable default environment (compressed U-Boot, or not U-Boot) gets no file:
+/// U-Boot then boots with its built-in environment, only slower; the build says so in a warning.
+fn uboot_env_file(
+    profile: &Profile,
+    found: &Found,
+    warnings: &mut Vec<String>,
+) -> Result<Option<FatFile>, BuildError> {
+    let (Some(b), Some((path, blob))) = (&profile.bootloader, &found.blob) else {
+        return Ok(None);
+    };
+    let Some(spec) = &b.env else {
+        return Ok(None);
+    };
+    let err = |source| BuildError::UbootEnv {
+        path: path.clone(),
+        source,
+    };
+    let mut env = match Env::find_default(blob) {
+        Ok(env) => env,
+        Err(e @ super::ubootenv::EnvError::NotFound) => {
+            warnings.push(format!(
+                "{path}: {e}; {} not written, U-Boot will use its built-in environment",
+                spec.file
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(err(e)),
+    };
+    for (k, v) in &spec.set {
+        env.set(k, v);
+    }
+    let data = env.encode(spec.size as usize).map_err(err)?;
+    Ok(Some(FatFile {
+        path: spec.file.clone(),
+        data: FileData::Bytes(data),
+    }))
+}
+
 fn boot_partition_files(
     profile: &Profile,
     found: &Found,
     cmdline: &str,
     epoch: u64,
-) -> Vec<FatFile> {
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FatFile>, BuildError> {
     let kernel_name = profile.kernel.image.file_name().to_string();
     let mut files = vec![FatFile {
         path: kernel_name.clone(),
@@ -383,7 +467,13 @@ fn boot_partition_files(
             }
         }
     }
-    files
+    files.extend(uboot_env_file(profile, found, warnings)?);
+    Ok(files)
+}
+
+/// The FVP launch script's path for a board in a directory.
+pub fn fvp_script_path(out_dir: &Path, board: &str) -> PathBuf {
+    out_dir.join(format!("{board}.fvp.sh"))
 }
 
 /// Paths of the four outputs for a board in a directory.
@@ -481,11 +571,13 @@ pub fn build(
     }
 
     let mut fat_summary = None;
+    let mut warnings = Vec::new();
     for part in &layout.partitions {
         match (part.role, part.fs) {
             (Role::Boot, _) => {
                 on(BuildEvent::Phase("writing the boot partition"));
-                let files = boot_partition_files(profile, &found, &cmdline, req.epoch);
+                let files =
+                    boot_partition_files(profile, &found, &cmdline, req.epoch, &mut warnings)?;
                 fat_summary = Some(write_fat(&mut sink, part, req.epoch, &files)?);
             }
             (Role::Root, _) => {
@@ -606,7 +698,42 @@ pub fn build(
     )
     .map_err(io(format!("writing {}", md5_path.display())))?;
     // The image is renamed last: its presence under the final name means everything is there.
-    for p in [pending_bmap, pending_sha, pending_md5, pending_img] {
+    let fvp_path = fvp_script_path(&req.out_dir, &profile.name);
+    let fvp_pending = match &profile.fvp {
+        None => None,
+        Some(fvp) => {
+            let kernel = profile.kernel.image.file_name();
+            let dtb = found
+                .dtb
+                .as_ref()
+                .and(profile.kernel.dtb.as_ref())
+                .map(|d| format!("dtbs/{d}"));
+            let script = super::fvp::launch_script(
+                fvp,
+                &super::fvp::FvpImage {
+                    image: &img_name,
+                    boot_offset: layout.partition(Role::Boot).map(|p| p.start),
+                    kernel,
+                    initrd: found.initrd.as_ref().map(|_| "initrd.img"),
+                    dtb: dtb.as_deref(),
+                    cmdline: &cmdline,
+                },
+            );
+            let pending = write_atomic(&fvp_path, script.as_bytes())
+                .map_err(io(format!("writing {}", fvp_path.display())))?;
+            std::fs::set_permissions(
+                pending.temp_path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .map_err(io(format!("making {} executable", fvp_path.display())))?;
+            Some(pending)
+        }
+    };
+    let fvp_script = fvp_pending.as_ref().map(|p| p.dest().to_path_buf());
+    let mut pending = vec![pending_bmap, pending_sha, pending_md5];
+    pending.extend(fvp_pending);
+    pending.push(pending_img);
+    for p in pending {
         let dest = p.dest().display().to_string();
         p.commit().map_err(io(format!("renaming to {dest}")))?;
     }
@@ -627,6 +754,8 @@ pub fn build(
         rootfs: stats,
         fat: fat_summary,
         kernel_blob_bytes: kernel_blob.as_ref().map(|b| b.len() as u64),
+        fvp_script,
+        warnings,
         seconds: started.elapsed().as_secs_f64(),
         layout,
     })
@@ -736,4 +865,61 @@ fn tempdir_in(dir: &Path, board: &str) -> std::io::Result<WorkDir> {
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir(&p)?;
     Ok(WorkDir(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn bytes(d: FileData) -> Vec<u8> {
+        match d {
+            FileData::Bytes(b) => b,
+            FileData::Path(p, _) => std::fs::read(p).unwrap(),
+        }
+    }
+
+    #[test]
+    fn gzip_arm64_image_is_decompressed() {
+        // An arm64 Image header carries "ARM\x64" at byte 56.
+        let mut image = vec![0u8; 4096];
+        image[56..60].copy_from_slice(b"ARM\x64");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&image).unwrap();
+        let packed = gz.finish().unwrap();
+        assert_eq!(packed[..2], GZIP_MAGIC);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinuz");
+        std::fs::write(&path, &packed).unwrap();
+        let from_file = kernel_for_boot(
+            KernelImage::Image,
+            FileData::Path(path, packed.len() as u64),
+        )
+        .unwrap();
+        assert_eq!(bytes(from_file), image);
+        let from_bytes = kernel_for_boot(KernelImage::Image, FileData::Bytes(packed)).unwrap();
+        assert_eq!(bytes(from_bytes), image);
+    }
+
+    #[test]
+    fn uncompressed_image_and_zimage_are_kept() {
+        let raw = b"MZ\x40\xfa not compressed".to_vec();
+        assert_eq!(
+            bytes(kernel_for_boot(KernelImage::Image, FileData::Bytes(raw.clone())).unwrap()),
+            raw
+        );
+        // A zImage decompresses itself: never touched, even if it starts like gzip.
+        let gz_like = vec![0x1f, 0x8b, 0, 0];
+        assert_eq!(
+            bytes(kernel_for_boot(KernelImage::ZImage, FileData::Bytes(gz_like.clone())).unwrap()),
+            gz_like
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_image_is_an_error() {
+        let bad = vec![0x1f, 0x8b, 8, 0, 1, 2, 3];
+        assert!(kernel_for_boot(KernelImage::Image, FileData::Bytes(bad)).is_err());
+    }
 }

@@ -142,6 +142,29 @@ pub struct Bootloader {
     pub offset: Loc<u64>,
     pub max_size: Option<u64>,
     pub magic: Option<Magic>,
+    /// A U-Boot environment file written to the boot partition.
+    pub env: Option<UbootEnvSpec>,
+}
+
+/// `[bootloader.env]`: U-Boot's environment as a file on the boot partition (CONFIG_ENV_IS_IN_FAT). U-Boot
+/// loads only that file when its CRC is valid, so it holds the whole default environment (extracted from
+/// the bootloader blob) with `set` applied; an empty value removes a variable.
+#[derive(Debug, Clone, Serialize)]
+pub struct UbootEnvSpec {
+    /// Path on the boot partition (U-Boot's CONFIG_ENV_FAT_FILE).
+    pub file: String,
+    /// U-Boot's CONFIG_ENV_SIZE: the file's exact size, CRC32 included.
+    pub size: u64,
+    pub set: Vec<(String, String)>,
+}
+
+/// `[fvp]`: Arm's Fixed Virtual Platform model for this board; `build` writes a launch script for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fvp {
+    /// The model's executable, e.g. `Foundation_Platform`.
+    pub model: String,
+    /// Arguments before `--image` and `--block-device`.
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -305,6 +328,7 @@ pub struct Profile {
     pub emulator: Option<Emulator>,
     pub vboot: Option<Vboot>,
     pub release: ReleaseText,
+    pub fvp: Option<Fvp>,
     /// Files this profile was resolved from, the board's own file first.
     #[serde(serialize_with = "ser_sources")]
     pub sources: Vec<Arc<SourceFile>>,
@@ -537,7 +561,8 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
             console,
             partitions,
             emulator,
-            vboot
+            vboot,
+            fvp
         ]
     );
     overlay!(
@@ -558,7 +583,7 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
     );
     match (&mut base.bootloader, top.bootloader) {
         (Some(b), Some(t)) => {
-            overlay!(b, t, [package, path, offset, max_size, magic]);
+            overlay!(b, t, [package, path, offset, max_size, magic, env]);
         }
         (b @ None, t) => *b = t,
         (Some(_), None) => {}
@@ -756,6 +781,7 @@ fn validate(
                     offset: m.value.offset,
                     text: m.value.text,
                 }),
+                env: b.env.map(|e| validate_uboot_env(&e)).transpose()?,
             })
         }
     };
@@ -959,6 +985,13 @@ fn validate(
             "a kernel partition needs `source` (a prebuilt blob in the root filesystem) or a [vboot] section to build and sign one",
         ));
     }
+    let fvp = match raw.fvp {
+        None => None,
+        Some(f) => Some(Fvp {
+            model: required(f.model, file, "fvp.model")?.value,
+            args: f.args.map(|v| v.value).unwrap_or_default(),
+        }),
+    };
 
     Ok(Profile {
         name,
@@ -984,6 +1017,7 @@ fn validate(
                 .unwrap_or_default(),
             console_notes: raw.release.console_notes.map(|v| v.value),
         },
+        fvp,
         sources,
     })
 }
@@ -1014,6 +1048,43 @@ fn validate_vboot(v: RawVboot) -> Result<Vboot, ProfileError> {
         version,
         load_address,
     })
+}
+
+fn validate_uboot_env(e: &Loc<raw::RawUbootEnv>) -> Result<UbootEnvSpec, ProfileError> {
+    let field = "bootloader.env";
+    let file = e.value.file.clone().unwrap_or_else(|| "uboot.env".into());
+    if file.is_empty() || file.starts_with('/') || file.split('/').any(|c| c == "..") {
+        return Err(ProfileError::invalid(
+            e,
+            format!("{field}.file"),
+            format!("{file:?} must be a relative path on the boot partition"),
+        ));
+    }
+    let size_loc = Loc {
+        value: e.value.size.clone(),
+        origin: e.origin.clone(),
+    };
+    let size = size_of(&size_loc, &format!("{field}.size"))?;
+    if !(512..=16 * crate::size::MIB).contains(&size) {
+        return Err(ProfileError::invalid(
+            e,
+            format!("{field}.size"),
+            format!("{size} bytes is not a plausible U-Boot CONFIG_ENV_SIZE (512 B to 16 MiB)"),
+        ));
+    }
+    let mut set = Vec::new();
+    for (k, v) in &e.value.set {
+        let name_ok = !k.is_empty() && k.chars().all(|c| c.is_ascii_graphic() && c != '=');
+        if !name_ok || v.contains(['\0', '\n']) {
+            return Err(ProfileError::invalid(
+                e,
+                format!("{field}.set.{k}"),
+                "variable names are printable ASCII without '='; values are one line",
+            ));
+        }
+        set.push((k.clone(), v.clone()));
+    }
+    Ok(UbootEnvSpec { file, size, set })
 }
 
 pub fn role_name(role: Role) -> &'static str {

@@ -29,6 +29,7 @@ pub struct RawProfile {
     pub vboot: Option<RawVboot>,
     #[serde(default)]
     pub release: RawRelease,
+    pub fvp: Option<RawFvp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +55,17 @@ pub struct RawBootloader {
     pub offset: Option<Loc<SizeValue>>,
     pub max_size: Option<Loc<SizeValue>>,
     pub magic: Option<Loc<RawMagic>>,
+    pub env: Option<Loc<RawUbootEnv>>,
+}
+
+/// `[bootloader.env]`: a U-Boot environment file for the boot partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUbootEnv {
+    pub file: Option<String>,
+    pub size: SizeValue,
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +142,14 @@ pub struct RawEmulator {
     pub firmware: Option<Loc<String>>,
     pub size_power_of_two: Option<Loc<bool>>,
     pub extra_args: Option<Loc<Vec<String>>>,
+}
+
+/// `[fvp]`: Arm's Fixed Virtual Platform that runs this image; `build` writes a launch script for it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFvp {
+    pub model: Option<Loc<String>>,
+    pub args: Option<Loc<Vec<String>>>,
 }
 
 /// A size as TOML allows it: a string with a unit, or an integer number of bytes.

@@ -1,0 +1,550 @@
+//! End-to-end boots with the real binary: Debian's kernel, device trees and U-Boot (fetched as Debian
+//! packages by scripts/minimal-rootfs.sh) → `boardsmith build` → `boardsmith boot` in QEMU, to the marker
+//! the root filesystem's own init prints. Also the failures `boot` must name, stop signals, and the
+//! interactive console. These are the slow tests (a boot takes 5–30 s under TCG).
+//!
+//! Every boardsmith started here carries a unique BOARDSMITH_TEST_TAG in its environment, which QEMU
+//! inherits; after each run no process may carry it any more (other QEMUs on the machine are ignored).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_boardsmith");
+const MARKER: &str = "BOARDSMITH-ROOT-OK";
+const TAG_VAR: &str = "BOARDSMITH_TEST_TAG";
+/// Generous: a boot that works takes 5–30 s here, but the machine is shared.
+const BOOT_TIMEOUT: &str = "240";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn work_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("boot-e2e");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(work_dir()).unwrap()
+}
+
+/// The board's minimal root filesystem tarball, assembled once per test run (downloads are cached in
+/// .cache/debs). Built one at a time: the script shares its download cache.
+fn rootfs(board: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(board) {
+        return p.clone();
+    }
+    let out = work_dir().join(format!("rootfs-{board}"));
+    let status = Command::new(repo().join("scripts/minimal-rootfs.sh"))
+        .arg(board)
+        .arg(&out)
+        .env("BOARDSMITH", BIN)
+        .status()
+        .unwrap();
+    assert!(status.success(), "minimal-rootfs.sh {board} failed");
+    let tar = PathBuf::from(format!("{}.tar", out.display()));
+    built.insert(board.to_string(), tar.clone());
+    tar
+}
+
+/// The board's image built from its minimal root filesystem, once per test run and shared by the tests
+/// that boot it unchanged (booting never modifies it; each such test checks that).
+fn shared_image(board: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(board) {
+        return p.clone();
+    }
+    let dir = work_dir().join(format!("image-{board}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let image = build(board, board, &dir, &[]);
+    built.insert(board.to_string(), image.clone());
+    image
+}
+
+/// `boardsmith build BOARD` from `rootfs_board`'s root filesystem into `dir`; returns the image.
+fn build(board: &str, rootfs_board: &str, dir: &Path, extra: &[&str]) -> PathBuf {
+    let out = Command::new(BIN)
+        .args(["build", board, "--progress", "none", "--rootfs"])
+        .arg(rootfs(rootfs_board))
+        .arg("-o")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build {board} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = Path::new(board)
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    dir.join(format!("{name}.img"))
+}
+
+fn new_tag() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Processes whose environment carries the tag (QEMU inherits boardsmith's environment).
+fn tagged(tag: &str) -> Vec<String> {
+    let needle = format!("{TAG_VAR}={tag}\0");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            found.push(format!("{name} {}", comm.trim()));
+        }
+    }
+    found
+}
+
+/// Waits (bounded) for every tagged process to be gone; returns those still there.
+fn wait_untagged(tag: &str, limit: Duration) -> Vec<String> {
+    let until = Instant::now() + limit;
+    loop {
+        let left = tagged(tag);
+        if left.is_empty() || Instant::now() >= until {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+struct Booted {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    log: String,
+}
+
+/// Runs `boardsmith boot IMAGE ARGS --log` and checks that no QEMU it started is left behind and that
+/// the image's sha256 did not change.
+fn boot(image: &Path, args: &[&str]) -> Booted {
+    let tag = new_tag();
+    let log = work_dir().join(format!("boot-{tag}.log"));
+    let before = sha256(image);
+    let out: Output = Command::new(BIN)
+        .arg("boot")
+        .arg(image)
+        .args(args)
+        .arg("--log")
+        .arg(&log)
+        .env(TAG_VAR, &tag)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // boardsmith reaps QEMU before it exits: nothing may be left, without waiting.
+    assert_eq!(tagged(&tag), Vec::<String>::new(), "QEMU left behind");
+    assert_eq!(sha256(image), before, "booting changed the image");
+    Booted {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        log: {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let _ = std::fs::remove_file(&log);
+            text
+        },
+    }
+}
+
+fn boots_to_marker(board: &str) -> (PathBuf, Booted) {
+    let image = shared_image(board);
+    let dir = image.parent().unwrap().to_path_buf();
+    let b = boot(&image, &["--expect", MARKER, "--timeout", BOOT_TIMEOUT]);
+    assert!(
+        b.status.success(),
+        "{board} did not boot: {}\n{}",
+        b.stderr,
+        b.log
+    );
+    assert!(b.stdout.contains(MARKER), "console not on stdout");
+    assert!(b.log.contains(MARKER), "console not in the log");
+    assert!(b.stderr.contains(&format!("booted to /{MARKER}/")));
+    // The published checksum still describes the image.
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{board}.img.sha256"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    (dir, b)
+}
+
+/// U-Boot accepted boardsmith's uboot.env (no "bad CRC") and booted without delay or USB scan.
+fn assert_uboot_env_used(b: &Booted) {
+    assert!(
+        b.log.contains("Loading Environment from FAT... OK"),
+        "U-Boot did not load uboot.env:\n{}",
+        b.log
+    );
+    assert!(b.log.contains("Hit any key to stop autoboot:  0"));
+    assert!(
+        !b.log.contains("starting USB..."),
+        "preboot still starts USB"
+    );
+}
+
+#[test]
+fn cubieboard_boots_to_the_root_marker() {
+    let (_dir, b) = boots_to_marker("cubieboard");
+    assert_uboot_env_used(&b);
+    assert!(b.log.contains("Model: Cubietech Cubieboard"));
+}
+
+#[test]
+fn mk802_boots_to_the_root_marker() {
+    let (_dir, b) = boots_to_marker("mk802");
+    assert_uboot_env_used(&b);
+    // Debian's Mini-X U-Boot build, on QEMU's cubieboard machine (same SoC).
+    assert!(b.log.contains("Model: PineRiver Mini X-Plus"));
+}
+
+#[test]
+fn armv8_foundation_boots_to_the_root_marker() {
+    let (dir, b) = boots_to_marker("armv8-foundation");
+    assert!(b.log.contains("(/dev/vda2)"), "root is not the virtio disk");
+    // The FVP launch script next to the image: valid sh, the image as the model's block device.
+    let script = dir.join("armv8-foundation.fvp.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("--block-device=\"$here\"/'armv8-foundation.img'"));
+    let meta = std::fs::metadata(&script).unwrap();
+    assert_ne!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111,
+        0
+    );
+    assert!(
+        Command::new("sh")
+            .arg("-n")
+            .arg(&script)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Without an .axf it prints its instructions and exits 2.
+    let out = Command::new(&script).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boot-wrapper"));
+}
+
+#[test]
+fn image_without_bootloader_blob_reports_no_spl_output() {
+    let dir = tempdir();
+    let image = dir.path().join("cubieboard.img");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(shared_image("cubieboard"))
+        .arg(&image)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The SPL lives from byte 8192 up to the first partition (1 MiB).
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap();
+    f.write_all_at(&vec![0u8; 1024 * 1024 - 8192], 8192)
+        .unwrap();
+    drop(f);
+    let b = boot(&image, &["--expect", MARKER, "--timeout", "20"]);
+    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
+    assert!(b.stderr.contains("no SPL output"), "{}", b.stderr);
+    assert!(b.stderr.contains("(timeout)"));
+    assert!(b.stderr.contains("the serial console printed nothing"));
+}
+
+#[test]
+fn boot_partition_without_boot_config_reports_the_uboot_stage() {
+    let dir = tempdir();
+    let profile = dir.path().join("cubieboard-noconfig.toml");
+    std::fs::write(
+        &profile,
+        "# Cubieboard whose boot partition carries no extlinux.conf or boot.scr.\n\
+         extends = \"allwinner-a10\"\n\
+         [kernel]\ndtb = \"sun4i-a10-cubieboard.dtb\"\n\
+         [bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n\
+         [boot]\nmethods = []\n",
+    )
+    .unwrap();
+    let profile = profile.to_string_lossy().into_owned();
+    let image = build(&profile, "cubieboard", dir.path(), &[]);
+    let b = boot(
+        &image,
+        &[
+            "--board",
+            &profile,
+            "--expect",
+            MARKER,
+            "--timeout",
+            BOOT_TIMEOUT,
+        ],
+    );
+    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
+    assert!(
+        b.stderr.contains("U-Boot found no boot config"),
+        "{}",
+        b.stderr
+    );
+    assert!(
+        !b.stderr.contains("(timeout)"),
+        "should fail at U-Boot's prompt"
+    );
+    assert!(
+        b.stderr.contains("| =>"),
+        "last lines show the prompt: {}",
+        b.stderr
+    );
+}
+
+#[test]
+fn wrong_root_on_the_command_line_reports_root_not_mounted() {
+    let dir = tempdir();
+    let image = build(
+        "armv8-foundation",
+        "armv8-foundation",
+        dir.path(),
+        &[
+            "--cmdline-append",
+            "root=PARTUUID=00000000-0000-0000-0000-000000000000 rootdelay=3",
+        ],
+    );
+    let b = boot(&image, &["--expect", MARKER, "--timeout", BOOT_TIMEOUT]);
+    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
+    assert!(b.stderr.contains("root not mounted"), "{}", b.stderr);
+    assert!(
+        !b.stderr.contains("(timeout)"),
+        "should fail when the initramfs gives up"
+    );
+    assert!(
+        b.stderr
+            .contains("PARTUUID=00000000-0000-0000-0000-000000000000 not found")
+    );
+}
+
+/// Polls (bounded) until `path` contains `text`.
+fn wait_for_text(path: &Path, text: &str, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(text)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn stop_signals_end_qemu() {
+    let dir = tempdir();
+    let image = shared_image("armv8-foundation");
+    for (sig, name) in [
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGKILL, "SIGKILL"),
+    ] {
+        let tag = new_tag();
+        let log = dir.path().join(format!("{name}.log"));
+        let child = Command::new(BIN)
+            .arg("boot")
+            .arg(&image)
+            .args([
+                "--expect",
+                "NEVER-PRINTED",
+                "--timeout",
+                "600",
+                "-q",
+                "--log",
+            ])
+            .arg(&log)
+            .env(TAG_VAR, &tag)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_for_text(&log, "U-Boot", Duration::from_secs(120)),
+            "{name}: QEMU never printed"
+        );
+        assert!(tagged(&tag).iter().any(|p| p.contains("qemu-system")));
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = child.wait_with_output().unwrap();
+        if sig == libc::SIGKILL {
+            // boardsmith had no chance to clean up: QEMU's parent-death signal ends it.
+            assert_eq!(out.status.signal(), Some(libc::SIGKILL));
+            assert_eq!(
+                wait_untagged(&tag, Duration::from_secs(30)),
+                Vec::<String>::new()
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(128 + sig), "{name}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&format!("interrupted by {name}")), "{err}");
+            assert_eq!(
+                tagged(&tag),
+                Vec::<String>::new(),
+                "{name}: QEMU left behind"
+            );
+        }
+    }
+}
+
+#[test]
+fn interactive_hands_over_the_console() {
+    let dir = tempdir();
+    let image = shared_image("armv8-foundation");
+    let tag = new_tag();
+    let log = dir.path().join("interactive.log");
+    let mut child = Command::new(BIN)
+        .arg("boot")
+        .arg(&image)
+        .args(["--interactive", "--log"])
+        .arg(&log)
+        .env(TAG_VAR, &tag)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_text(&log, MARKER, Duration::from_secs(240)),
+        "the interactive session's log never showed the marker"
+    );
+    // Type a command into the guest's shell, then quit QEMU with its escape (Ctrl-A x).
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo typed-$((6*7))\n").unwrap();
+    assert!(wait_for_text(&log, "typed-42", Duration::from_secs(60)));
+    stdin.write_all(b"\x01x").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("typed-42"));
+    assert_eq!(tagged(&tag), Vec::<String>::new());
+}
+
+#[test]
+fn uboot_env_is_what_mkenvimage_makes() {
+    // U-Boot's own tool, given the same variables, must produce the same bytes (CRC, layout, padding).
+    let dir = tempdir();
+    let image = shared_image("cubieboard");
+    let env = dir.path().join("uboot.env");
+    let st = Command::new("mcopy")
+        .arg("-n")
+        .arg("-i")
+        .arg(format!("{}@@1048576", image.display()))
+        .arg("::/uboot.env")
+        .arg(&env)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bytes = std::fs::read(&env).unwrap();
+    assert_eq!(bytes.len(), 64 * 1024);
+    let end = bytes[4..].windows(2).position(|w| w == [0, 0]).unwrap() + 4;
+    let text: Vec<&str> = std::str::from_utf8(&bytes[4..end])
+        .unwrap()
+        .split('\0')
+        .collect();
+    assert!(text.contains(&"bootdelay=0"));
+    assert!(text.contains(&"bootcmd=run distro_bootcmd"));
+    assert!(!text.iter().any(|l| l.starts_with("preboot=")));
+    let txt = dir.path().join("env.txt");
+    std::fs::write(&txt, text.join("\n") + "\n").unwrap();
+    let made = dir.path().join("made.env");
+    let st = Command::new("mkenvimage")
+        .args(["-s", "0x10000", "-p", "0", "-o"])
+        .arg(&made)
+        .arg(&txt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(&made).unwrap(), bytes);
+}
+
+// ---- input errors: exit 2 before QEMU starts (fast) ----
+
+fn boardsmith(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn boot_rejects_bad_input_with_exit_2() {
+    let dir = tempdir();
+    let img = dir.path().join("some.img");
+    std::fs::write(&img, vec![0u8; 4096]).unwrap();
+    let img_s = img.to_string_lossy().into_owned();
+
+    let out = boardsmith(&["boot", &img_s, "--board", "chromebook-snow"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no [emulator] section"));
+
+    let out = boardsmith(&["boot", &img_s]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --board"));
+
+    let out = boardsmith(&["boot", &img_s, "--board", "cubieboard", "--expect", "("]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--expect"));
+
+    let out = boardsmith(&["boot", &img_s, "--board", "cubieboard", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let missing = dir.path().join("cubieboard.img");
+    let out = boardsmith(&["boot", &missing.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cubieboard.img"));
+}
