@@ -34,7 +34,15 @@ $SUDO apt-get install -y --no-install-recommends \
   cgpt vboot-kernel-utils vboot-utils \
   bmap-tools genimage hyperfine \
   xz-utils zstd gzip bzip2 p7zip-full cpio libarchive13 \
-  mmdebstrap debootstrap qemu-user-static binfmt-support arch-test \
+  mmdebstrap debootstrap qemu-user-static binfmt-support arch-test openssl \
   u-boot-qemu python3 busybox-static \
   bc bison flex libssl-dev libelf-dev kmod perl \
   gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu
+
+# Foreign-architecture chroots (boardsmith rootfs) run ARM programs through qemu-user: binfmt_misc must be
+# mounted and the QEMU handlers registered (a fresh container often has it unmounted).
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || echo "could not mount binfmt_misc" >&2
+fi
+$SUDO update-binfmts --enable qemu-arm >/dev/null 2>&1 || true
+$SUDO update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true

@@ -60,6 +60,8 @@ no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...)
 128+N when stopped by signal N (QEMU is stopped first)."
     )]
     Boot(BootArgs),
+    /// Build a root filesystem for BOARD from Debian packages (mmdebstrap) or a prebuilt tarball
+    Rootfs(RootfsArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -89,8 +91,9 @@ pub struct BuildArgs {
     /// Board name or path to a profile .toml
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub board: Option<String>,
-    /// Root filesystem: a directory or an uncompressed .tar
-    #[arg(long, value_name = "DIR|TAR", required_unless_present = "rootfs_dir")]
+    /// Root filesystem: a directory or an uncompressed .tar (default: build one first, as
+    /// `boardsmith rootfs` does, into OUTDIR/BOARD.rootfs.tar)
+    #[arg(long, value_name = "DIR|TAR")]
     pub rootfs: Option<PathBuf>,
     /// Build every board (embedded and --boards-dir), continuing past failures; writes OUTDIR/build-summary.json
     #[arg(long)]
@@ -127,6 +130,8 @@ pub struct BuildArgs {
     /// Progress display
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    #[command(flatten)]
+    pub rootfs_options: RootfsOptions,
 }
 
 #[derive(Args, Debug)]
@@ -195,6 +200,125 @@ pub struct BootArgs {
     /// Do not echo the console (the log still gets it)
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RootfsArgs {
+    /// Board name or path to a profile .toml
+    pub board: String,
+    /// Output: NAME.tar (a reproducible tarball) or a directory (needs root)
+    #[arg(short = 'o', long = "out", value_name = "OUT.tar|DIR")]
+    pub out: PathBuf,
+    /// Print a JSON report on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Progress display
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    #[command(flatten)]
+    pub options: RootfsOptions,
+}
+
+/// How mmdebstrap gets root inside the chroot.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmdebstrapMode {
+    /// Own mount namespace: nothing stays mounted if the build is killed
+    Unshare,
+    /// Plain chroot (needs root)
+    Root,
+}
+
+/// Root filesystem options, shared by `rootfs` and `build` (without --rootfs).
+#[derive(Args, Debug, Clone)]
+pub struct RootfsOptions {
+    /// Add a feature (repeatable): xfce, droidmote, usb-net, usb-audio, bluetooth, ssh, wifi
+    #[arg(long = "feature", value_name = "F")]
+    pub features: Vec<String>,
+    /// Leave out a feature the board profile turns on by default (repeatable)
+    #[arg(long = "no-feature", value_name = "F")]
+    pub no_features: Vec<String>,
+    /// Package cache (downloaded .debs and indexes); a second build downloads no package
+    /// [default: $XDG_CACHE_HOME/boardsmith/apt]
+    #[arg(long, value_name = "DIR", env = "BOARDSMITH_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Debian mirror (overrides the profile's rootfs.mirror)
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Security archive ('' for none)
+    #[arg(long, value_name = "URL")]
+    pub security_mirror: Option<String>,
+    /// Debian suite (overrides the profile's rootfs.suite)
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+    /// Install from snapshot.debian.org at this time (e.g. 20250101T000000Z): the same packages every time
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub snapshot: Option<String>,
+    /// mmdebstrap mode
+    #[arg(long, value_enum, default_value_t = MmdebstrapMode::Unshare)]
+    pub mode: MmdebstrapMode,
+    /// Host name (default: the profile's, else the board name)
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Name of the default user (default: debian)
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Log the default user into the desktop at boot (xfce)
+    #[arg(long)]
+    pub autologin: bool,
+    /// The default user's password as a crypt(3) hash (`mkpasswd -m yescrypt`); without it (or
+    /// --password-stdin) you are asked on the terminal
+    #[arg(
+        long,
+        value_name = "HASH",
+        env = "BOARDSMITH_PASSWORD_HASH",
+        hide_env_values = true
+    )]
+    pub password_hash: Option<String>,
+    /// Read the default user's password from the first line of standard input (hashed, never shown)
+    #[arg(long, conflicts_with = "password_hash")]
+    pub password_stdin: bool,
+    /// A feature setting, e.g. --set droidmote_port=2400 (repeatable)
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// DroidMote server binary for the board's architecture (path or http(s) URL)
+    #[arg(long, value_name = "PATH|URL")]
+    pub droidmote_binary: Option<String>,
+    /// sha256 of the DroidMote binary (required with --droidmote-binary)
+    #[arg(long, value_name = "HEX")]
+    pub droidmote_sha256: Option<String>,
+    /// DroidMote port [default: 2303]
+    #[arg(long, value_name = "PORT")]
+    pub droidmote_port: Option<u16>,
+    /// DroidMote password (visible to other local users while boardsmith runs: prefer
+    /// BOARDSMITH_DROIDMOTE_PASSWORD or the prompt)
+    #[arg(long, value_name = "PASSWORD")]
+    pub droidmote_password: Option<String>,
+    /// Start from a prebuilt root filesystem tarball (.tar, .tar.gz/.xz/.zst/.bz2; path or URL)
+    /// instead of Debian packages
+    #[arg(long, value_name = "PATH|URL")]
+    pub rootfs_tarball: Option<String>,
+    /// sha256 of --rootfs-tarball
+    #[arg(long, value_name = "HEX", requires = "rootfs_tarball")]
+    pub sha256: Option<String>,
+    /// binfmt_misc directory to check for QEMU handlers
+    #[arg(long, value_name = "DIR", env = "BOARDSMITH_BINFMT_DIR", hide = true)]
+    pub binfmt_dir: Option<PathBuf>,
+}
+
+impl RootfsOptions {
+    fn is_used(&self) -> bool {
+        !self.features.is_empty()
+            || !self.no_features.is_empty()
+            || self.rootfs_tarball.is_some()
+            || self.droidmote_binary.is_some()
+            || self.mirror.is_some()
+            || self.suite.is_some()
+            || self.snapshot.is_some()
+            || self.hostname.is_some()
+            || self.user.is_some()
+            || !self.set.is_empty()
+            || self.password_stdin
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,6 +424,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Kconfig(args) => kconfig_cmd(&catalog, args),
         Command::Kernel(args) => kernel_cmd(&catalog, args),
         Command::Boot(args) => boot_cmd(&catalog, args),
+        Command::Rootfs(args) => rootfs_cmd(&catalog, args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -460,6 +585,17 @@ impl Progress {
         }
     }
 
+    fn phase(&self, p: &str) {
+        self.event(BuildEvent::Phase(p));
+    }
+
+    fn warn(&self, w: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("warning: {w}")),
+            None => eprintln!("warning: {w}"),
+        }
+    }
+
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -525,6 +661,137 @@ fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Resul
     Ok(())
 }
 
+/// Turns the shared rootfs options into a request for the library.
+fn rootfs_request(
+    o: &RootfsOptions,
+    out: PathBuf,
+    epoch: u64,
+) -> Result<crate::rootfs::RootfsRequest, Failure> {
+    use crate::rootfs::{ArtifactSource, Password, RootfsRequest, Selection};
+    let mut req = RootfsRequest::new(out, epoch);
+    req.selection = Selection {
+        add: o.features.clone(),
+        remove: o.no_features.clone(),
+    };
+    if let Some(c) = &o.cache {
+        req.cache = c.clone();
+    }
+    req.mirror = o.mirror.clone();
+    req.security_mirror = o.security_mirror.clone();
+    req.suite = o.suite.clone();
+    req.snapshot = o.snapshot.clone();
+    req.mode = match o.mode {
+        MmdebstrapMode::Unshare => crate::rootfs::mmdebstrap::Mode::Unshare,
+        MmdebstrapMode::Root => crate::rootfs::mmdebstrap::Mode::Root,
+    };
+    req.hostname = o.hostname.clone();
+    req.user = o.user.clone();
+    req.autologin = o.autologin.then_some(true);
+    req.password = match (&o.password_hash, o.password_stdin) {
+        (Some(h), _) => Some(Password::Hash(h.trim().to_string())),
+        (None, true) => Some(Password::Plain(
+            crate::rootfs::users::read_stdin_line()
+                .map_err(|e| Failure::usage(format!("--password-stdin: {e}")))?,
+        )),
+        (None, false) => None,
+    };
+    for kv in &o.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--set {kv}: expected NAME=VALUE")))?;
+        req.settings.insert(k.trim().to_string(), v.to_string());
+    }
+    if let Some(p) = o.droidmote_port {
+        req.settings.insert("droidmote_port".into(), p.to_string());
+    }
+    if let Some(p) = &o.droidmote_password {
+        req.settings.insert("droidmote_password".into(), p.clone());
+    }
+    if o.droidmote_binary.is_some() || o.droidmote_sha256.is_some() {
+        req.artifacts.insert(
+            "droidmote".into(),
+            ArtifactSource {
+                source: o.droidmote_binary.clone(),
+                sha256: o.droidmote_sha256.clone(),
+            },
+        );
+    }
+    if o.rootfs_tarball.is_some() {
+        req.tarball = Some(ArtifactSource {
+            source: o.rootfs_tarball.clone(),
+            sha256: o.sha256.clone(),
+        });
+    }
+    if let Some(d) = &o.binfmt_dir {
+        req.binfmt_dir = d.clone();
+    }
+    req.interactive = !o.password_stdin && crate::rootfs::users::can_prompt();
+    Ok(req)
+}
+
+fn run_rootfs(
+    profile: &Profile,
+    req: &crate::rootfs::RootfsRequest,
+    progress: &Progress,
+) -> Result<crate::rootfs::RootfsReport, Failure> {
+    use crate::rootfs::RootfsEvent;
+    crate::rootfs::build_rootfs(profile, req, &|e| match e {
+        RootfsEvent::Phase(p) => progress.phase(p),
+        RootfsEvent::Warning(w) => progress.warn(w),
+    })
+    .map_err(|e| Failure {
+        code: if e.is_input_error() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILURE
+        },
+        message: report_chain(&e),
+    })
+}
+
+fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
+    let profile = load(catalog, &args.board)?;
+    let req = rootfs_request(&args.options, args.out.clone(), epoch()?)?;
+    let progress = Progress::new(args.progress);
+    let result = run_rootfs(&profile, &req, &progress);
+    progress.finish();
+    let report = result?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        eprintln!(
+            "built {} ({}, {} {}) in {:.0} s\n  features  {}\n  kernel    {}\n  user      {} (uid {}, groups {})\n  fstab     {}\n  packages  {} downloaded ({}), {} index files fetched",
+            report.output.display(),
+            report.format,
+            report.arch,
+            Human(report.size_bytes),
+            report.seconds,
+            if report.features.is_empty() {
+                "none".to_string()
+            } else {
+                report.features.join(", ")
+            },
+            report.boot.kernel,
+            report.user.name,
+            report.user.uid,
+            report.user.groups.join(","),
+            report
+                .fstab
+                .iter()
+                .map(|e| format!("{} {}", e.spec, e.mount))
+                .collect::<Vec<_>>()
+                .join(", "),
+            report.downloads.packages,
+            Human(report.downloads.package_bytes),
+            report.downloads.indexes,
+        );
+    }
+    Ok(())
+}
+
 fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
@@ -542,6 +809,23 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         return Err(Failure::usage("name a board, or use --all"));
     };
     let profile = load(catalog, board)?;
+    let mut req = req;
+    match &args.rootfs {
+        Some(_) if args.rootfs_options.is_used() => {
+            return Err(Failure::usage(
+                "--rootfs takes a finished root filesystem; root filesystem options (--feature, --rootfs-tarball, ...) apply only when build makes one (leave out --rootfs)",
+            ));
+        }
+        Some(_) => {}
+        None => {
+            let out = args.out.join(format!("{}.rootfs.tar", profile.name));
+            let rreq = rootfs_request(&args.rootfs_options, out, req.epoch)?;
+            let progress = Progress::new(args.progress);
+            let result = run_rootfs(&profile, &rreq, &progress);
+            progress.finish();
+            req.rootfs = result?.output;
+        }
+    }
     let progress = Progress::new(args.progress);
     let result = build(&profile, &req, &|e| progress.event(e));
     progress.finish();

@@ -14,6 +14,7 @@ pub mod output;
 pub mod plan;
 pub mod profile;
 pub mod release;
+pub mod rootfs;
 pub mod size;
 pub mod sparse;
 pub mod time;

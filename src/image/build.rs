@@ -66,6 +66,10 @@ pub enum BuildError {
         #[source]
         source: super::ubootenv::EnvError,
     },
+    #[error(
+        "the root filesystem's /etc/fstab mounts / from `{found}`, but this image's root partition is {expected}: the root filesystem was built for another plan (another SOURCE_DATE_EPOCH or profile); rebuild it with the same SOURCE_DATE_EPOCH"
+    )]
+    FstabMismatch { found: String, expected: String },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -329,6 +333,31 @@ fn kernel_for_boot(image: KernelImage, data: FileData) -> std::io::Result<FileDa
     Ok(FileData::Bytes(out))
 }
 
+/// A root filesystem whose fstab names a root partition must name this layout's (see `rootfs::fstab`).
+fn check_fstab(text: &str, layout: &Layout) -> Result<(), BuildError> {
+    use crate::rootfs::fstab;
+    if fstab::root_matches(text, layout) == Some(false) {
+        let found = fstab::parse(text)
+            .into_iter()
+            .find(|(_, m)| m == "/")
+            .map(|(s, _)| s)
+            .unwrap_or_default();
+        let expected = layout
+            .partition(Role::Root)
+            .map(|p| {
+                let label = p
+                    .label
+                    .as_ref()
+                    .map(|l| format!(" or LABEL={l}"))
+                    .unwrap_or_default();
+                format!("PARTUUID={}{label}", p.partuuid)
+            })
+            .unwrap_or_default();
+        return Err(BuildError::FstabMismatch { found, expected });
+    }
+    Ok(())
+}
+
 /// The kernel command line for this layout.
 pub fn kernel_cmdline(profile: &Profile, layout: &Layout, append: Option<&str>) -> String {
     let root = layout
@@ -520,6 +549,9 @@ pub fn build(
     });
     if let Some(k) = &vboot_keys {
         k.check()?;
+    }
+    if let Some(fstab) = tree.read("etc/fstab")? {
+        check_fstab(&String::from_utf8_lossy(&fstab), &layout)?;
     }
 
     std::fs::create_dir_all(&req.out_dir)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::size::parse_size;
+pub use raw::RawRootfs;
 use raw::{RawAttributes, RawPartition, RawProfile, RawVboot, SizeValue};
 pub use source::{Loc, Origin, SourceFile};
 
@@ -329,6 +330,9 @@ pub struct Profile {
     pub vboot: Option<Vboot>,
     pub release: ReleaseText,
     pub fvp: Option<Fvp>,
+    /// `[rootfs]` as written (merged along `extends`); validated by the rootfs module against its recipes.
+    #[serde(skip)]
+    pub rootfs: RawRootfs,
     /// Files this profile was resolved from, the board's own file first.
     #[serde(serialize_with = "ser_sources")]
     pub sources: Vec<Arc<SourceFile>>,
@@ -607,6 +611,31 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
         top.release,
         [changelog, known_issues, console_notes]
     );
+    match (&mut base.rootfs, top.rootfs) {
+        (Some(b), Some(t)) => {
+            overlay!(
+                b,
+                t,
+                [
+                    suite,
+                    mirror,
+                    security_mirror,
+                    components,
+                    packages,
+                    features,
+                    hostname,
+                    user,
+                    password_hash,
+                    locale,
+                    timezone,
+                    fstab,
+                    autologin
+                ]
+            );
+        }
+        (b @ None, t) => *b = t,
+        (Some(_), None) => {}
+    }
 }
 
 fn resolve(board: Arc<SourceFile>, catalog: &Catalog) -> Result<Profile, ProfileError> {
@@ -1018,6 +1047,7 @@ fn validate(
             console_notes: raw.release.console_notes.map(|v| v.value),
         },
         fvp,
+        rootfs: raw.rootfs.unwrap_or_default(),
         sources,
     })
 }

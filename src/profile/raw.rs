@@ -30,6 +30,7 @@ pub struct RawProfile {
     #[serde(default)]
     pub release: RawRelease,
     pub fvp: Option<RawFvp>,
+    pub rootfs: Option<RawRootfs>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,4 +182,26 @@ pub struct RawRelease {
     pub known_issues: Option<Loc<Vec<String>>>,
     /// How to reach the console and log in, in the notes.
     pub console_notes: Option<Loc<String>>,
+}
+
+/// `[rootfs]`: what `boardsmith rootfs` puts on this board (defaults in rootfs/base.toml).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRootfs {
+    pub suite: Option<Loc<String>>,
+    pub mirror: Option<Loc<String>>,
+    pub security_mirror: Option<Loc<String>>,
+    pub components: Option<Loc<Vec<String>>>,
+    /// Packages added to the recipe's (firmware, board tools).
+    pub packages: Option<Loc<Vec<String>>>,
+    /// Features built by default (`--no-feature` removes one).
+    pub features: Option<Loc<Vec<String>>>,
+    pub hostname: Option<Loc<String>>,
+    pub user: Option<Loc<String>>,
+    pub password_hash: Option<Loc<String>>,
+    pub locale: Option<Loc<String>>,
+    pub timezone: Option<Loc<String>>,
+    /// How fstab names partitions: "partuuid" or "label".
+    pub fstab: Option<Loc<String>>,
+    pub autologin: Option<Loc<bool>>,
 }

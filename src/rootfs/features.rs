@@ -1,0 +1,712 @@
+//! Which features a build gets (the profile's defaults, `--feature`, `--no-feature`, and what features
+//! require), checked against the board (kernel config fragments), and merged with the base recipe and
+//! the profile's `[rootfs]` into one [`Recipe`].
+
+use std::collections::BTreeSet;
+
+use super::recipe::{self, RawCheck, RawFile, RecipeError, RecipeFile, parse_mode};
+use crate::profile::Profile;
+use crate::profile::source::Loc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("{at}: unknown feature `{name}`; known features: {known}")]
+    Unknown {
+        name: String,
+        at: String,
+        known: String,
+    },
+    #[error(
+        "feature `{feature}` needs feature `{required}`, which {why}; drop --no-feature {required} or the feature that needs it"
+    )]
+    Conflict {
+        feature: String,
+        required: String,
+        why: String,
+    },
+    #[error(
+        "feature `{feature}` needs the kernel config fragment `{fragment}`, but board `{board}` does not build its kernel with it ({at}: kernel.fragments = [{have}]); add \"{fragment}\" to kernel.fragments in the board profile, or build without --feature {feature}"
+    )]
+    KernelFragment {
+        feature: String,
+        fragment: String,
+        board: String,
+        at: String,
+        have: String,
+    },
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+}
+
+/// How /etc/fstab names partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FstabNaming {
+    Partuuid,
+    Label,
+}
+
+#[derive(Debug, Clone)]
+pub enum FileBody {
+    Text(String),
+    Symlink(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    pub path: String,
+    pub body: FileBody,
+    pub mode: u32,
+    pub owner_user: bool,
+    pub group: Option<String>,
+    pub template: bool,
+    pub when_autologin: bool,
+    pub at: String,
+    pub feature: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingKind {
+    Text,
+    Port,
+    Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct SettingSpec {
+    pub name: String,
+    pub description: String,
+    pub kind: SettingKind,
+    pub default: Option<String>,
+    pub env: Option<String>,
+    pub prompt: Option<String>,
+    pub feature: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArtifactSpec {
+    pub name: String,
+    pub description: String,
+    pub dest: String,
+    pub mode: u32,
+    pub feature: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckSpec {
+    Path {
+        path: String,
+        executable: bool,
+        contains: Option<String>,
+    },
+    Enabled(String),
+    Package(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub spec: CheckSpec,
+    pub at: String,
+    pub feature: String,
+}
+
+/// Base + profile + features, ready to build.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub features: Vec<String>,
+    pub suite: String,
+    pub mirror: String,
+    pub security_mirror: Option<String>,
+    pub components: Vec<String>,
+    pub variant: String,
+    pub packages: Vec<String>,
+    pub apt_options: Vec<String>,
+    pub dpkg_options: Vec<String>,
+    pub hostname: String,
+    pub user: String,
+    pub password_hash: Option<Loc<String>>,
+    pub locale: String,
+    pub timezone: String,
+    pub fstab: FstabNaming,
+    pub autologin: bool,
+    pub groups: Vec<String>,
+    pub services: Vec<String>,
+    pub remove: Vec<String>,
+    pub default_target: Option<String>,
+    pub files: Vec<FileSpec>,
+    pub settings: Vec<SettingSpec>,
+    pub artifacts: Vec<ArtifactSpec>,
+    pub checks: Vec<Check>,
+    /// Kernel config fragments the features need (all present in the profile).
+    pub kernel_fragments: Vec<String>,
+}
+
+/// `--feature` / `--no-feature` from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+fn push_unique(v: &mut Vec<String>, items: impl IntoIterator<Item = String>) {
+    for i in items {
+        if !v.contains(&i) {
+            v.push(i);
+        }
+    }
+}
+
+/// Picks the features: profile defaults and `--feature`, less `--no-feature`, plus what they require.
+pub fn select(profile: &Profile, sel: &Selection) -> Result<Vec<RecipeFile>, FeatureError> {
+    let known = recipe::feature_names();
+    let unknown = |name: &str, at: String| FeatureError::Unknown {
+        name: name.to_string(),
+        at,
+        known: known.join(", "),
+    };
+    for n in &sel.remove {
+        if !known.contains(n) {
+            return Err(unknown(n, "--no-feature".into()));
+        }
+    }
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    if let Some(defaults) = &profile.rootfs.features {
+        for n in &defaults.value {
+            if !known.contains(n) {
+                return Err(unknown(
+                    n,
+                    format!(
+                        "{} (rootfs.features of board `{}`)",
+                        defaults.at(),
+                        profile.name
+                    ),
+                ));
+            }
+            if !sel.remove.contains(n) {
+                wanted.push((n.clone(), "the board's default".into()));
+            }
+        }
+    }
+    for n in &sel.add {
+        if !known.contains(n) {
+            return Err(unknown(n, "--feature".into()));
+        }
+        if sel.remove.contains(n) {
+            return Err(FeatureError::Conflict {
+                feature: n.clone(),
+                required: n.clone(),
+                why: "is also given to --no-feature".into(),
+            });
+        }
+        wanted.push((n.clone(), "--feature".into()));
+    }
+    let mut chosen: BTreeSet<String> = BTreeSet::new();
+    let mut files: Vec<RecipeFile> = Vec::new();
+    let mut todo: Vec<(String, Option<String>)> =
+        wanted.into_iter().map(|(n, _)| (n, None)).collect();
+    while let Some((name, needed_by)) = todo.pop() {
+        if chosen.contains(&name) {
+            continue;
+        }
+        if let Some(by) = &needed_by
+            && sel.remove.contains(&name)
+        {
+            return Err(FeatureError::Conflict {
+                feature: by.clone(),
+                required: name,
+                why: "was turned off with --no-feature".into(),
+            });
+        }
+        let Some(f) = recipe::feature(&name)? else {
+            return Err(unknown(
+                &name,
+                needed_by
+                    .map(|b| format!("`requires` of feature `{b}`"))
+                    .unwrap_or_default(),
+            ));
+        };
+        if let Some(req) = &f.raw.requires {
+            for r in &req.value {
+                if !known.contains(r) {
+                    return Err(unknown(r, req.at()));
+                }
+                todo.push((r.clone(), Some(name.clone())));
+            }
+        }
+        chosen.insert(name);
+        files.push(f);
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// Every feature's kernel fragments must be in the board's kernel.fragments.
+pub fn check_kernel_fragments(
+    profile: &Profile,
+    features: &[RecipeFile],
+) -> Result<Vec<String>, FeatureError> {
+    let mut needed = Vec::new();
+    for f in features {
+        for frag in f.raw.kernel_fragments.iter().flat_map(|l| &l.value) {
+            if !profile.kernel.fragments.contains(frag) {
+                let at = profile
+                    .sources
+                    .first()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_else(|| profile.name.clone());
+                return Err(FeatureError::KernelFragment {
+                    feature: f.name.clone(),
+                    fragment: frag.clone(),
+                    board: profile.name.clone(),
+                    at,
+                    have: profile
+                        .kernel
+                        .fragments
+                        .iter()
+                        .map(|s| format!("\"{s}\""))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            push_unique(&mut needed, [frag.clone()]);
+        }
+    }
+    Ok(needed)
+}
+
+fn file_spec(f: &RawFile, feature: &str) -> Result<FileSpec, RecipeError> {
+    let body = match (&f.content, &f.symlink) {
+        (Some(c), None) => FileBody::Text(c.value.clone()),
+        (None, Some(s)) => FileBody::Symlink(s.value.clone()),
+        _ => {
+            return Err(RecipeError::invalid(
+                &f.path,
+                "file",
+                "give exactly one of `content` and `symlink`",
+            ));
+        }
+    };
+    let mode = match &f.mode {
+        Some(m) => parse_mode(m, "file.mode")?,
+        None => 0o644,
+    };
+    let owner_user = match &f.owner {
+        None => false,
+        Some(o) if o.value == "root" => false,
+        Some(o) if o.value == "user" => true,
+        Some(o) => {
+            return Err(RecipeError::invalid(
+                o,
+                "file.owner",
+                "must be \"root\" or \"user\" (the default user)",
+            ));
+        }
+    };
+    let when_autologin = match &f.when {
+        None => false,
+        Some(w) if w.value == "autologin" => true,
+        Some(w) => {
+            return Err(RecipeError::invalid(
+                w,
+                "file.when",
+                "the only condition is \"autologin\"",
+            ));
+        }
+    };
+    let path = f.path.value.trim_start_matches('/').to_string();
+    if path.is_empty() || path.split('/').any(|c| c == "..") {
+        return Err(RecipeError::invalid(
+            &f.path,
+            "file.path",
+            "must be a path inside the root filesystem, without `..`",
+        ));
+    }
+    Ok(FileSpec {
+        path,
+        body,
+        mode,
+        owner_user,
+        group: f.group.as_ref().map(|g| g.value.clone()),
+        template: f.template,
+        when_autologin,
+        at: f.path.at(),
+        feature: feature.to_string(),
+    })
+}
+
+fn check_spec(c: &RawCheck, feature: &str) -> Result<Check, RecipeError> {
+    let (spec, at) = match (&c.path, &c.enabled, &c.package) {
+        (Some(p), None, None) => (
+            CheckSpec::Path {
+                path: p.value.trim_start_matches('/').to_string(),
+                executable: c.executable,
+                contains: c.contains.as_ref().map(|l| l.value.clone()),
+            },
+            p.at(),
+        ),
+        (None, Some(e), None) => (CheckSpec::Enabled(e.value.clone()), e.at()),
+        (None, None, Some(p)) => (CheckSpec::Package(p.value.clone()), p.at()),
+        _ => {
+            let at = c
+                .path
+                .as_ref()
+                .or(c.enabled.as_ref())
+                .or(c.package.as_ref())
+                .map(|l| l.at())
+                .unwrap_or_else(|| format!("a [[check]] of {feature}"));
+            return Err(RecipeError::Invalid {
+                at,
+                field: "check".into(),
+                message: "give exactly one of `path`, `enabled` and `package`".into(),
+            });
+        }
+    };
+    Ok(Check {
+        spec,
+        at,
+        feature: feature.to_string(),
+    })
+}
+
+fn one_of_str(v: &Loc<String>, field: &str, options: &[&str]) -> Result<String, RecipeError> {
+    if options.contains(&v.value.as_str()) {
+        Ok(v.value.clone())
+    } else {
+        Err(RecipeError::invalid(
+            v,
+            field,
+            format!(
+                "unknown value \"{}\"; expected one of {}",
+                v.value,
+                options
+                    .iter()
+                    .map(|o| format!("\"{o}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ))
+    }
+}
+
+/// Merges base, profile and the selected features.
+pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureError> {
+    let base = recipe::base()?;
+    let features = select(profile, sel)?;
+    let kernel_fragments = check_kernel_fragments(profile, &features)?;
+    let b = &base.raw;
+    let p = &profile.rootfs;
+    let pick = |prof: &Option<Loc<String>>, base: &Option<Loc<String>>, field: &str| {
+        prof.clone()
+            .or_else(|| base.clone())
+            .ok_or_else(|| RecipeError::Invalid {
+                at: format!("embedded:{}", recipe::BASE),
+                field: field.into(),
+                message: "is required in rootfs/base.toml".into(),
+            })
+    };
+    let suite = pick(&p.suite, &b.suite, "suite")?.value;
+    let mirror = pick(&p.mirror, &b.mirror, "mirror")?.value;
+    let security_mirror = p
+        .security_mirror
+        .clone()
+        .or_else(|| b.security_mirror.clone())
+        .map(|l| l.value)
+        .filter(|s| !s.is_empty());
+    let hostname = pick(&p.hostname, &b.hostname, "hostname")?.value;
+    let user = pick(&p.user, &b.user, "user")?;
+    if !valid_user_name(&user.value) {
+        return Err(RecipeError::invalid(
+            &user,
+            "rootfs.user",
+            "must be a lowercase login name: a letter or '_' then letters, digits, '_' or '-' (at most 32)",
+        )
+        .into());
+    }
+    let locale = pick(&p.locale, &b.locale, "locale")?.value;
+    let timezone = pick(&p.timezone, &b.timezone, "timezone")?;
+    if timezone.value.split('/').any(|c| c == ".." || c.is_empty()) {
+        return Err(RecipeError::invalid(
+            &timezone,
+            "rootfs.timezone",
+            "must be a zone name like Europe/Berlin or Etc/UTC",
+        )
+        .into());
+    }
+    let fstab_loc = pick(&p.fstab, &b.fstab, "fstab")?;
+    let fstab = match one_of_str(&fstab_loc, "rootfs.fstab", &["partuuid", "label"])?.as_str() {
+        "label" => FstabNaming::Label,
+        _ => FstabNaming::Partuuid,
+    };
+    let variant_loc = b
+        .variant
+        .clone()
+        .unwrap_or_else(|| Loc::builtin("apt".into()));
+    let variant = one_of_str(
+        &variant_loc,
+        "variant",
+        &[
+            "apt",
+            "essential",
+            "required",
+            "minbase",
+            "important",
+            "standard",
+        ],
+    )?;
+
+    let mut components = Vec::new();
+    push_unique(
+        &mut components,
+        p.components
+            .as_ref()
+            .or(b.components.as_ref())
+            .map(|l| l.value.clone())
+            .unwrap_or_else(|| vec!["main".into()]),
+    );
+    let mut packages = Vec::new();
+    push_unique(
+        &mut packages,
+        b.packages.iter().flat_map(|l| l.value.clone()),
+    );
+    if !profile.kernel.package.is_empty() {
+        push_unique(&mut packages, [profile.kernel.package.clone()]);
+    }
+    if let Some(bl) = profile.bootloader.as_ref().and_then(|b| b.package.clone()) {
+        push_unique(&mut packages, [bl]);
+    }
+    push_unique(
+        &mut packages,
+        p.packages.iter().flat_map(|l| l.value.clone()),
+    );
+    let mut groups = Vec::new();
+    push_unique(&mut groups, b.groups.iter().flat_map(|l| l.value.clone()));
+    let mut services = Vec::new();
+    push_unique(
+        &mut services,
+        b.services.iter().flat_map(|l| l.value.clone()),
+    );
+    let mut remove = Vec::new();
+    push_unique(&mut remove, b.remove.iter().flat_map(|l| l.value.clone()));
+    let mut default_target = b.default_target.as_ref().map(|l| l.value.clone());
+    let mut autologin = p
+        .autologin
+        .as_ref()
+        .or(b.autologin.as_ref())
+        .map(|l| l.value)
+        .unwrap_or(false);
+    let mut files = Vec::new();
+    for f in &b.files {
+        files.push(file_spec(f, "base")?);
+    }
+    let mut checks = Vec::new();
+    for c in &b.checks {
+        checks.push(check_spec(c, "base")?);
+    }
+    let mut settings: Vec<SettingSpec> = Vec::new();
+    let mut artifacts: Vec<ArtifactSpec> = Vec::new();
+
+    for f in &features {
+        let r = &f.raw;
+        push_unique(
+            &mut components,
+            r.components.iter().flat_map(|l| l.value.clone()),
+        );
+        push_unique(
+            &mut packages,
+            r.packages.iter().flat_map(|l| l.value.clone()),
+        );
+        push_unique(&mut groups, r.groups.iter().flat_map(|l| l.value.clone()));
+        push_unique(
+            &mut services,
+            r.services.iter().flat_map(|l| l.value.clone()),
+        );
+        push_unique(&mut remove, r.remove.iter().flat_map(|l| l.value.clone()));
+        if let Some(t) = &r.default_target {
+            default_target = Some(t.value.clone());
+        }
+        if r.autologin.as_ref().is_some_and(|l| l.value) {
+            autologin = true;
+        }
+        for file in &r.files {
+            files.push(file_spec(file, &f.name)?);
+        }
+        for c in &r.checks {
+            checks.push(check_spec(c, &f.name)?);
+        }
+        for s in &r.settings {
+            let kind = match &s.kind {
+                None => SettingKind::Text,
+                Some(k) => {
+                    match one_of_str(k, "setting.kind", &["text", "port", "secret"])?.as_str() {
+                        "port" => SettingKind::Port,
+                        "secret" => SettingKind::Secret,
+                        _ => SettingKind::Text,
+                    }
+                }
+            };
+            if !s
+                .name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(RecipeError::invalid(
+                    &s.name,
+                    "setting.name",
+                    "use lowercase letters, digits and '_'",
+                )
+                .into());
+            }
+            settings.push(SettingSpec {
+                name: s.name.value.clone(),
+                description: s
+                    .description
+                    .as_ref()
+                    .map(|l| l.value.clone())
+                    .unwrap_or_default(),
+                kind,
+                default: s.default.as_ref().map(|l| l.value.clone()),
+                env: s.env.as_ref().map(|l| l.value.clone()),
+                prompt: s.prompt.as_ref().map(|l| l.value.clone()),
+                feature: f.name.clone(),
+            });
+        }
+        for a in &r.artifacts {
+            artifacts.push(ArtifactSpec {
+                name: a.name.value.clone(),
+                description: a
+                    .description
+                    .as_ref()
+                    .map(|l| l.value.clone())
+                    .unwrap_or_default(),
+                dest: a.dest.value.trim_start_matches('/').to_string(),
+                mode: match &a.mode {
+                    Some(m) => parse_mode(m, "artifact.mode")?,
+                    None => 0o644,
+                },
+                feature: f.name.clone(),
+            });
+        }
+    }
+
+    Ok(Recipe {
+        features: features.iter().map(|f| f.name.clone()).collect(),
+        suite,
+        mirror,
+        security_mirror,
+        components,
+        variant,
+        packages,
+        apt_options: b
+            .apt_options
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default(),
+        dpkg_options: b
+            .dpkg_options
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default(),
+        hostname,
+        user: user.value,
+        password_hash: p.password_hash.clone(),
+        locale,
+        timezone: timezone.value,
+        fstab,
+        autologin,
+        groups,
+        services,
+        remove,
+        default_target,
+        files,
+        settings,
+        artifacts,
+        checks,
+        kernel_fragments,
+    })
+}
+
+/// A login name useradd would accept (Debian's default NAME_REGEX, lowercase).
+pub fn valid_user_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name.len() <= 32
+        && name != "root"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Catalog;
+
+    fn sel(add: &[&str], remove: &[&str]) -> Selection {
+        Selection {
+            add: add.iter().map(|s| s.to_string()).collect(),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn droidmote_pulls_in_xfce_and_needs_uinput() {
+        let p = Catalog::default().load("cubieboard").unwrap();
+        let r = resolve(&p, &sel(&["droidmote"], &[])).unwrap();
+        assert_eq!(r.features, ["droidmote", "xfce"]);
+        assert!(r.autologin);
+        assert_eq!(r.kernel_fragments, ["uinput"]);
+        assert!(r.packages.contains(&"xfce4".to_string()));
+        assert!(r.packages.contains(&"linux-image-armmp".to_string()));
+        assert!(r.packages.contains(&"u-boot-sunxi".to_string()));
+        assert_eq!(r.default_target.as_deref(), Some("graphical.target"));
+    }
+
+    #[test]
+    fn unknown_feature_lists_known_ones() {
+        let p = Catalog::default().load("cubieboard").unwrap();
+        let e = resolve(&p, &sel(&["quantum"], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown feature `quantum`") && e.contains("droidmote"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn required_feature_cannot_be_removed() {
+        let p = Catalog::default().load("cubieboard").unwrap();
+        let e = resolve(&p, &sel(&["droidmote"], &["xfce"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs feature `xfce`"), "{e}");
+    }
+
+    #[test]
+    fn missing_fragment_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("nouinput.toml");
+        std::fs::write(
+            &f,
+            "extends = \"allwinner-a10\"\n[kernel]\nfragments = [\"usb-net\"]\n[bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n",
+        )
+        .unwrap();
+        let p = Catalog::default().load(f.to_str().unwrap()).unwrap();
+        let e = resolve(&p, &sel(&["droidmote"], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`uinput`") && e.contains("kernel.fragments"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn user_names() {
+        assert!(valid_user_name("debian"));
+        assert!(valid_user_name("_svc-1"));
+        assert!(!valid_user_name("Root"));
+        assert!(!valid_user_name("root"));
+        assert!(!valid_user_name("1abc"));
+        assert!(!valid_user_name("a b"));
+    }
+}

@@ -1,0 +1,1010 @@
+//! `boardsmith rootfs`: a root filesystem for a board, from Debian packages (mmdebstrap, through
+//! qemu-user for a foreign architecture) or from a prebuilt tarball, configured from the recipes in
+//! `rootfs/` (base + features) and the board profile, written as a reproducible tarball or a directory.
+//!
+//! Order of work: everything the user must supply (feature names, kernel fragments, passwords, settings,
+//! artifacts and their checksums, the machine's prerequisites) is checked before the long package
+//! installation starts; the output appears under its final name only when complete.
+
+pub mod customize;
+pub mod features;
+pub mod fetch;
+pub mod fstab;
+pub mod mmdebstrap;
+pub mod prerequisites;
+pub mod recipe;
+pub mod systemd;
+pub mod tartree;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use features::Selection;
+use features::{FeatureError, Recipe, SettingKind};
+use fetch::FetchError;
+use mmdebstrap::{Downloads, MmdebstrapError, Mode};
+use prerequisites::PrerequisiteError;
+use tartree::{TarStats, TarTree, TarTreeError};
+
+use crate::output::PendingFile;
+use crate::plan::{PlanError, PlanInput, plan};
+use crate::profile::Profile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Feature(#[from] FeatureError),
+    #[error(transparent)]
+    Prerequisite(#[from] PrerequisiteError),
+    #[error(transparent)]
+    Mmdebstrap(#[from] MmdebstrapError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    User(#[from] users::UserError),
+    #[error(transparent)]
+    Customize(#[from] customize::CustomizeError),
+    #[error(transparent)]
+    Tree(#[from] TarTreeError),
+    #[error("invalid layout for fstab: {0}")]
+    Plan(#[from] PlanError),
+    #[error("setting `{name}` (feature {feature}): {message}")]
+    Setting {
+        name: String,
+        feature: String,
+        message: String,
+    },
+    #[error(
+        "feature `{feature}` needs {description} (`{name}`), which is not in Debian: give {flag} PATH|URL and its checksum with {sha_flag} HEX"
+    )]
+    MissingArtifact {
+        name: String,
+        feature: String,
+        description: String,
+        flag: String,
+        sha_flag: String,
+    },
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+    #[error("output {path}: {message}")]
+    Output { path: PathBuf, message: String },
+    #[error(
+        "the root filesystem has no {what} at `{pattern}`, where board `{board}`'s profile expects it{hint}"
+    )]
+    BootFile {
+        what: String,
+        pattern: String,
+        board: String,
+        hint: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RootfsError {
+    /// True when the user's input is at fault (exit status 2) rather than the operation (1).
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            RootfsError::Feature(_)
+            | RootfsError::User(_)
+            | RootfsError::Plan(_)
+            | RootfsError::Setting { .. }
+            | RootfsError::MissingArtifact { .. }
+            | RootfsError::Invalid { .. }
+            | RootfsError::Output { .. } => true,
+            RootfsError::Fetch(f) => f.is_input_error(),
+            RootfsError::Customize(c) => matches!(
+                c,
+                customize::CustomizeError::Template { .. }
+                    | customize::CustomizeError::NoGroup { .. }
+                    | customize::CustomizeError::NotASystem { .. }
+            ),
+            _ => false,
+        }
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RootfsError {
+    let context = context.into();
+    move |source| RootfsError::Io { context, source }
+}
+
+/// The default user's password as given.
+#[derive(Clone)]
+pub enum Password {
+    /// A crypt(3) hash.
+    Hash(String),
+    /// A password to hash here (never printed).
+    Plain(String),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Password::Hash(_) => "Password::Hash(..)",
+            Password::Plain(_) => "Password::Plain(..)",
+        })
+    }
+}
+
+/// A file from outside the package manager.
+#[derive(Debug, Clone, Default)]
+pub struct ArtifactSource {
+    pub source: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct RootfsRequest {
+    /// `NAME.tar` for a tarball, anything else for a directory.
+    pub out: PathBuf,
+    pub selection: Selection,
+    pub cache: PathBuf,
+    pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
+    pub suite: Option<String>,
+    /// snapshot.debian.org timestamp (e.g. 20250101T000000Z) for a reproducible package set.
+    pub snapshot: Option<String>,
+    pub mode: Mode,
+    pub hostname: Option<String>,
+    pub user: Option<String>,
+    pub autologin: Option<bool>,
+    pub password: Option<Password>,
+    /// `--set NAME=VALUE` (and the feature-specific options that map to settings).
+    pub settings: BTreeMap<String, String>,
+    pub artifacts: BTreeMap<String, ArtifactSource>,
+    /// A prebuilt root filesystem tarball instead of mmdebstrap.
+    pub tarball: Option<ArtifactSource>,
+    pub binfmt_dir: PathBuf,
+    pub epoch: u64,
+    /// May ask for passwords on the terminal.
+    pub interactive: bool,
+}
+
+impl RootfsRequest {
+    pub fn new(out: PathBuf, epoch: u64) -> RootfsRequest {
+        RootfsRequest {
+            out,
+            selection: Selection::default(),
+            cache: mmdebstrap::default_cache(),
+            mirror: None,
+            security_mirror: None,
+            suite: None,
+            snapshot: None,
+            mode: Mode::Unshare,
+            hostname: None,
+            user: None,
+            autologin: None,
+            password: None,
+            settings: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
+            tarball: None,
+            binfmt_dir: PathBuf::from(prerequisites::BINFMT_DIR),
+            epoch,
+            interactive: false,
+        }
+    }
+}
+
+/// Progress and warnings for the front end.
+#[derive(Debug, Clone)]
+pub enum RootfsEvent<'a> {
+    Phase(&'a str),
+    Warning(&'a str),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootFiles {
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub dtb: Option<String>,
+    pub bootloader: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RootfsReport {
+    pub board: String,
+    pub arch: String,
+    pub output: PathBuf,
+    pub format: &'static str,
+    pub source: String,
+    pub suite: String,
+    pub features: Vec<String>,
+    pub kernel_fragments: Vec<String>,
+    pub packages_requested: usize,
+    pub downloads: Downloads,
+    pub cache: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+    pub hostname: String,
+    pub user: users::UserReport,
+    pub fstab: Vec<fstab::FstabEntry>,
+    pub enabled: Vec<String>,
+    pub boot: BootFiles,
+    pub checks: usize,
+    pub contents: TarStats,
+    pub size_bytes: u64,
+    pub epoch: u64,
+    pub seconds: f64,
+    pub warnings: Vec<String>,
+}
+
+/// A work directory next to the output; removed when dropped unless something is still mounted in it.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(near: &Path, name: &str) -> std::io::Result<WorkDir> {
+        let dir = near.join(format!(".{name}.work-{}", std::process::id()));
+        if dir.exists() {
+            safe_remove(&dir);
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(WorkDir(dir))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        safe_remove(&self.0);
+    }
+}
+
+/// Removes a directory tree unless a filesystem is mounted inside it (a killed chroot build could leave
+/// /dev or /proc mounted there; removing through those would damage the host).
+fn safe_remove(dir: &Path) {
+    let Ok(canon) = dir.canonicalize() else {
+        return;
+    };
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split_whitespace()
+                    .nth(4)
+                    .is_some_and(|mp| Path::new(mp).starts_with(&canon))
+            })
+        })
+        .unwrap_or(true);
+    if mounted {
+        eprintln!(
+            "warning: not removing {}: something is still mounted inside it (umount -R it, then remove it)",
+            canon.display()
+        );
+        return;
+    }
+    let _ = std::fs::remove_dir_all(&canon);
+}
+
+/// An exclusive lock on the package cache for the duration of a build.
+struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    fn take(cache: &Path, on: &dyn Fn(RootfsEvent<'_>)) -> Result<CacheLock, RootfsError> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(cache).map_err(io(format!(
+            "creating the package cache {}",
+            cache.display()
+        )))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cache.join(".lock"))
+            .map_err(io(format!("locking the package cache {}", cache.display())))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            on(RootfsEvent::Phase(
+                "waiting for another build using the package cache",
+            ));
+            // SAFETY: as above, blocking.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(RootfsError::Io {
+                    context: format!("locking the package cache {}", cache.display()),
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(CacheLock { _file: f })
+    }
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+}
+
+fn valid_locale(l: &str) -> bool {
+    !l.is_empty()
+        && l.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'))
+}
+
+/// Option names for an artifact / setting on the command line.
+pub fn artifact_flags(name: &str) -> (String, String) {
+    (format!("--{name}-binary"), format!("--{name}-sha256"))
+}
+
+/// Resolves every setting of the selected features: given value, environment, prompt, default.
+fn resolve_settings(
+    recipe: &Recipe,
+    req: &RootfsRequest,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, String>, RootfsError> {
+    let known: Vec<&str> = recipe.settings.iter().map(|s| s.name.as_str()).collect();
+    for given in req.settings.keys() {
+        if !known.contains(&given.as_str()) {
+            return Err(RootfsError::Invalid {
+                what: format!("--set {given}"),
+                message: if known.is_empty() {
+                    "no selected feature has settings".into()
+                } else {
+                    format!(
+                        "no selected feature has this setting; settings: {}",
+                        known.join(", ")
+                    )
+                },
+            });
+        }
+    }
+    let mut out = BTreeMap::new();
+    for s in &recipe.settings {
+        let err = |message: String| RootfsError::Setting {
+            name: s.name.clone(),
+            feature: s.feature.clone(),
+            message,
+        };
+        let from_env = s
+            .env
+            .as_ref()
+            .and_then(|e| std::env::var(e).ok())
+            .filter(|v| !v.is_empty());
+        let value = match (req.settings.get(&s.name), from_env) {
+            (Some(v), _) => v.clone(),
+            (None, Some(v)) => v,
+            (None, None) if s.kind == SettingKind::Secret && req.interactive => {
+                let label = s.prompt.clone().unwrap_or_else(|| s.description.clone());
+                users::prompt_password(&label)?
+            }
+            (None, None) => match &s.default {
+                Some(d) => {
+                    if s.kind == SettingKind::Secret {
+                        let w = format!(
+                            "{} ({}): no value given, so the built-in default is used; anyone who has read boardsmith's recipes knows it. Set it with --set {}=... {}",
+                            s.name,
+                            s.description,
+                            s.name,
+                            s.env
+                                .as_ref()
+                                .map(|e| format!("or the environment variable {e}"))
+                                .unwrap_or_default()
+                        );
+                        on(RootfsEvent::Warning(&w));
+                        warnings.push(w);
+                    }
+                    d.clone()
+                }
+                None => {
+                    return Err(err(format!(
+                        "no value: give --set {}=VALUE{}",
+                        s.name,
+                        s.env
+                            .as_ref()
+                            .map(|e| format!(" or set {e}"))
+                            .unwrap_or_default()
+                    )));
+                }
+            },
+        };
+        match s.kind {
+            SettingKind::Port => {
+                if !value.parse::<u16>().is_ok_and(|p| p > 0) {
+                    return Err(err(format!("`{value}` is not a TCP port (1-65535)")));
+                }
+            }
+            SettingKind::Secret => {
+                users::check_password(&value, &s.name).map_err(|e| err(e.to_string()))?;
+            }
+            SettingKind::Text => {
+                if value.chars().any(|c| c.is_control()) {
+                    return Err(err("contains control characters".into()));
+                }
+            }
+        }
+        out.insert(s.name.clone(), value);
+    }
+    Ok(out)
+}
+
+fn resolve_password(recipe: &Recipe, req: &RootfsRequest) -> Result<String, RootfsError> {
+    let what = format!("the password hash for user `{}`", recipe.user);
+    match &req.password {
+        Some(Password::Hash(h)) => {
+            users::validate_hash(h, &what)?;
+            Ok(h.clone())
+        }
+        Some(Password::Plain(p)) => {
+            users::check_password(p, &format!("the password for `{}`", recipe.user))?;
+            Ok(users::hash_password(p)?)
+        }
+        None => {
+            if let Some(h) = &recipe.password_hash {
+                users::validate_hash(&h.value, &format!("{} (rootfs.password_hash)", h.at()))?;
+                return Ok(h.value.clone());
+            }
+            if req.interactive {
+                let p = users::prompt_password(&format!("Password for user {}", recipe.user))?;
+                return Ok(users::hash_password(&p)?);
+            }
+            Err(users::UserError::NoPassword {
+                user: recipe.user.clone(),
+            }
+            .into())
+        }
+    }
+}
+
+/// Finds the files the image builder takes from the tree, where the profile says they are.
+fn check_boot_files(tree: &TarTree, profile: &Profile) -> Result<BootFiles, RootfsError> {
+    let missing = |what: &str, pattern: &str, hint: String| RootfsError::BootFile {
+        what: what.into(),
+        pattern: pattern.into(),
+        board: profile.name.clone(),
+        hint,
+    };
+    let k = &profile.kernel;
+    let files_matching = |pattern: &str| -> Result<Vec<String>, RootfsError> {
+        let mut v = Vec::new();
+        for p in tree.glob(pattern) {
+            if let Some((_, n)) = tree.lookup(&p)?
+                && matches!(n.kind, tartree::Kind::File(_))
+            {
+                v.push(p);
+            }
+        }
+        v.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+        Ok(v)
+    };
+    let pkg_hint = |p: &str| {
+        if p.is_empty() {
+            String::new()
+        } else {
+            format!(" (package {p})")
+        }
+    };
+    let kernel = files_matching(&k.path)?
+        .pop()
+        .ok_or_else(|| missing("kernel", &k.path, pkg_hint(&k.package)))?;
+    let initrd = match &k.initrd {
+        Some(pat) => Some(files_matching(pat)?.pop().ok_or_else(|| {
+            missing(
+                "initrd",
+                pat,
+                " (initramfs-tools generates it when the kernel is installed)".into(),
+            )
+        })?),
+        None => None,
+    };
+    let dtb = match &k.dtb {
+        Some(name) => {
+            let mut dirs = tree.glob(&k.dtb_dir);
+            dirs.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+            let found = dirs
+                .iter()
+                .rev()
+                .map(|d| format!("{d}/{name}"))
+                .find(|p| tree.lookup(p).ok().flatten().is_some());
+            Some(found.ok_or_else(|| {
+                missing(
+                    "device tree",
+                    &format!("{}/{name}", k.dtb_dir),
+                    pkg_hint(&k.package),
+                )
+            })?)
+        }
+        None => None,
+    };
+    let bootloader = match &profile.bootloader {
+        Some(b) => {
+            let data = tree.read(&b.path.value)?.ok_or_else(|| {
+                missing(
+                    "bootloader",
+                    &b.path.value,
+                    pkg_hint(b.package.as_deref().unwrap_or("")),
+                )
+            })?;
+            if let Some(m) = &b.magic {
+                let at = m.offset as usize;
+                if data.get(at..at + m.text.len()) != Some(m.text.as_bytes()) {
+                    return Err(missing(
+                        "bootloader with the expected signature",
+                        &b.path.value,
+                        format!(" ({:?} at byte {})", m.text, m.offset),
+                    ));
+                }
+            }
+            Some(b.path.value.clone())
+        }
+        None => None,
+    };
+    Ok(BootFiles {
+        kernel,
+        initrd,
+        dtb,
+        bootloader,
+    })
+}
+
+fn output_is_tar(out: &Path) -> bool {
+    out.extension().is_some_and(|e| e == "tar")
+}
+
+/// Builds the root filesystem described by `profile` and `req`.
+pub fn build_rootfs(
+    profile: &Profile,
+    req: &RootfsRequest,
+    on: &dyn Fn(RootfsEvent<'_>),
+) -> Result<RootfsReport, RootfsError> {
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    on(RootfsEvent::Phase("resolving the recipe"));
+    let mut recipe = features::resolve(profile, &req.selection)?;
+    if let Some(m) = &req.mirror {
+        recipe.mirror = m.clone();
+    }
+    if let Some(m) = &req.security_mirror {
+        recipe.security_mirror = Some(m.clone()).filter(|s| !s.is_empty());
+    }
+    if let Some(s) = &req.suite {
+        recipe.suite = s.clone();
+    }
+    if let Some(h) = &req.hostname {
+        recipe.hostname = h.clone();
+    }
+    if let Some(u) = &req.user {
+        if !features::valid_user_name(u) {
+            return Err(RootfsError::Invalid {
+                what: format!("--user {u}"),
+                message: "must be a lowercase login name other than root: a letter or '_', then letters, digits, '_' or '-'".into(),
+            });
+        }
+        recipe.user = u.clone();
+    }
+    if let Some(a) = req.autologin {
+        if !a && recipe.features.contains(&"droidmote".to_string()) {
+            return Err(RootfsError::Invalid {
+                what: "--autologin false".into(),
+                message: "the droidmote feature runs in the default user's X session, which needs autologin".into(),
+            });
+        }
+        recipe.autologin = a || recipe.autologin;
+    }
+    for (what, url) in [
+        ("mirror", Some(&recipe.mirror)),
+        ("security mirror", recipe.security_mirror.as_ref()),
+    ] {
+        if let Some(u) = url
+            && (!u.contains("://") || u.chars().any(char::is_whitespace))
+        {
+            return Err(RootfsError::Invalid {
+                what: format!("the {what} {u:?}"),
+                message: "must be a URL such as http://deb.debian.org/debian".into(),
+            });
+        }
+    }
+    if recipe.suite.is_empty()
+        || !recipe
+            .suite
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(RootfsError::Invalid {
+            what: format!("suite {:?}", recipe.suite),
+            message: "must be a Debian suite name such as bookworm".into(),
+        });
+    }
+    if req.cache.to_string_lossy().chars().any(char::is_whitespace) {
+        return Err(RootfsError::Invalid {
+            what: format!("--cache {}", req.cache.display()),
+            message:
+                "the package cache path cannot contain spaces (mmdebstrap's hooks split on them)"
+                    .into(),
+        });
+    }
+    let (console_tty, console_baud) = match profile.console.split_once(',') {
+        Some((t, b)) => (t.to_string(), b.to_string()),
+        None => (profile.console.clone(), "115200".to_string()),
+    };
+    let mut vars = customize::Vars::new();
+    vars.insert("board".into(), profile.name.clone());
+    vars.insert("console".into(), profile.console.clone());
+    vars.insert("console_tty".into(), console_tty);
+    vars.insert("console_baud".into(), console_baud);
+    let hostname = customize::render(&recipe.hostname, &vars, "rootfs.hostname")?;
+    if !valid_hostname(&hostname) {
+        return Err(RootfsError::Invalid {
+            what: format!("hostname {hostname:?}"),
+            message: "must be 1-63 letters, digits or '-', not starting or ending with '-'".into(),
+        });
+    }
+    if !valid_locale(&recipe.locale) {
+        return Err(RootfsError::Invalid {
+            what: format!("locale {:?}", recipe.locale),
+            message: "must look like C.UTF-8 or en_US.UTF-8".into(),
+        });
+    }
+    vars.insert("hostname".into(), hostname.clone());
+    vars.insert("user".into(), recipe.user.clone());
+    vars.insert("locale".into(), recipe.locale.clone());
+    vars.insert("timezone".into(), recipe.timezone.clone());
+
+    // Output: where it goes and in which form.
+    let out = req.out.clone();
+    let as_tar = output_is_tar(&out);
+    let out_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| RootfsError::Output {
+            path: out.clone(),
+            message: "has no file name".into(),
+        })?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if !as_tar {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(RootfsError::Output {
+                path: out,
+                message: "a directory root filesystem needs root (owners and device nodes); write a .tar instead (-o NAME.tar), which needs no root".into(),
+            });
+        }
+        if out.exists()
+            && std::fs::read_dir(&out)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(RootfsError::Output {
+                path: out,
+                message: "exists and is not an empty directory; remove it or choose another".into(),
+            });
+        }
+    } else if out.is_dir() {
+        return Err(RootfsError::Output {
+            path: out,
+            message: "is a directory; give a file name ending in .tar".into(),
+        });
+    }
+
+    // Everything the user must supply, before the long part.
+    let password_hash = resolve_password(&recipe, req)?;
+    let settings = resolve_settings(&recipe, req, on, &mut warnings)?;
+    vars.extend(settings);
+    for name in req.artifacts.keys() {
+        if !recipe.artifacts.iter().any(|a| &a.name == name) {
+            return Err(RootfsError::Invalid {
+                what: format!("{} {name}", artifact_flags(name).0),
+                message: "no selected feature uses it (select the feature that does, e.g. --feature droidmote)".into(),
+            });
+        }
+    }
+    let mut artifact_plan = Vec::new();
+    for a in &recipe.artifacts {
+        let (flag, sha_flag) = artifact_flags(&a.name);
+        let given = req.artifacts.get(&a.name).cloned().unwrap_or_default();
+        let (Some(source), Some(sha)) = (given.source, given.sha256) else {
+            return Err(RootfsError::MissingArtifact {
+                name: a.name.clone(),
+                feature: a.feature.clone(),
+                description: a.description.clone(),
+                flag,
+                sha_flag,
+            });
+        };
+        fetch::parse_sha256(&sha_flag, &sha)?;
+        artifact_plan.push((a.clone(), source, sha));
+    }
+    let tarball = match &req.tarball {
+        Some(t) => {
+            let (Some(source), Some(sha)) = (t.source.clone(), t.sha256.clone()) else {
+                return Err(RootfsError::Invalid {
+                    what: "--rootfs-tarball".into(),
+                    message: "needs its checksum: --sha256 HEX".into(),
+                });
+            };
+            fetch::parse_sha256("--sha256", &sha)?;
+            Some((source, sha))
+        }
+        None => None,
+    };
+    if tarball.is_none() {
+        prerequisites::require_tool("mmdebstrap", "mmdebstrap")?;
+        prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
+    }
+    let layout = plan(
+        profile,
+        &PlanInput {
+            epoch: req.epoch,
+            ..Default::default()
+        },
+    )?;
+
+    std::fs::create_dir_all(&parent).map_err(io(format!("creating {}", parent.display())))?;
+    let work = WorkDir::create(&parent, &out_name).map_err(io("creating a work directory"))?;
+
+    let mut artifacts = Vec::new();
+    for (a, source, sha) in &artifact_plan {
+        on(RootfsEvent::Phase(&format!(
+            "fetching {} ({})",
+            a.name, a.description
+        )));
+        let dest = work.path().join(format!("artifact-{}", a.name));
+        fetch::fetch_verified(
+            &format!("{} {source}", artifact_flags(&a.name).0),
+            source,
+            sha,
+            &dest,
+        )?;
+        let data = std::fs::read(&dest).map_err(io(format!("reading {}", dest.display())))?;
+        artifacts.push((a.dest.clone(), data, a.mode));
+    }
+
+    let modules = &profile.kernel.initramfs_modules;
+    let initramfs = vec![
+        (
+            "etc/initramfs-tools/modules".to_string(),
+            format!(
+                "# boardsmith: modules the initramfs carries so that board `{}` can mount its root\n# filesystem (kernel.initramfs_modules of its profile).\n{}",
+                profile.name,
+                modules.iter().map(|m| format!("{m}\n")).collect::<String>()
+            ),
+        ),
+        (
+            "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
+            "# boardsmith: the image is built in a chroot, where MODULES=dep cannot see the board's\n# hardware; the initramfs carries the modules listed in /etc/initramfs-tools/modules.\nMODULES=list\n".to_string(),
+        ),
+    ];
+
+    let mut downloads = Downloads::default();
+    let mut log = None;
+    let mut cache_used = None;
+    let source_tar = work.path().join("source.tar");
+    let source_desc;
+    match &tarball {
+        Some((source, sha)) => {
+            on(RootfsEvent::Phase("fetching the root filesystem tarball"));
+            let dl = work.path().join("source.download");
+            fetch::fetch_verified(&format!("--rootfs-tarball {source}"), source, sha, &dl)?;
+            fetch::decompress_tarball("--rootfs-tarball", &dl, &source_tar)?;
+            source_desc = format!("tarball {source}");
+        }
+        None => {
+            // One cache per architecture: builds for different architectures run side by side.
+            let arch_cache = req.cache.join(profile.arch.debian());
+            let _lock = CacheLock::take(&arch_cache, on)?;
+            let logs = req.cache.join("logs");
+            std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
+            let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
+            let mut uploads = Vec::new();
+            for (i, (inside, text)) in initramfs.iter().enumerate() {
+                let p = work.path().join(format!("upload-{i}"));
+                std::fs::write(&p, text).map_err(io(format!("writing {}", p.display())))?;
+                uploads.push((p, format!("/{inside}")));
+            }
+            let mut packages = recipe.packages.clone();
+            let mut debconf = None;
+            if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C" | "POSIX") {
+                packages.push("locales".into());
+                let charset = recipe
+                    .locale
+                    .split_once('.')
+                    .map(|(_, c)| c.split('@').next().unwrap_or(c).to_string())
+                    .unwrap_or_else(|| "ISO-8859-1".into());
+                let p = work.path().join("debconf");
+                std::fs::write(
+                    &p,
+                    format!(
+                        "locales locales/locales_to_be_generated multiselect {l} {charset}\nlocales locales/default_environment_locale select {l}\n",
+                        l = recipe.locale
+                    ),
+                )
+                .map_err(io("writing debconf answers"))?;
+                debconf = Some(p);
+            }
+            let (mirror, security) = match &req.snapshot {
+                Some(ts) => {
+                    if !ts.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        return Err(RootfsError::Invalid {
+                            what: format!("--snapshot {ts}"),
+                            message:
+                                "must be a snapshot.debian.org timestamp such as 20250101T000000Z"
+                                    .into(),
+                        });
+                    }
+                    (
+                        format!("http://snapshot.debian.org/archive/debian/{ts}"),
+                        Some(format!(
+                            "http://snapshot.debian.org/archive/debian-security/{ts}"
+                        )),
+                    )
+                }
+                None => (recipe.mirror.clone(), recipe.security_mirror.clone()),
+            };
+            let run = mmdebstrap::Run {
+                mode: req.mode,
+                arch: profile.arch,
+                suite: recipe.suite.clone(),
+                variant: recipe.variant.clone(),
+                sources: mmdebstrap::sources(
+                    &mirror,
+                    security.as_deref(),
+                    &recipe.suite,
+                    &recipe.components,
+                    req.snapshot.is_some(),
+                ),
+                components: recipe.components.clone(),
+                packages,
+                apt_options: recipe.apt_options.clone(),
+                dpkg_options: recipe.dpkg_options.clone(),
+                cache: arch_cache.clone(),
+                uploads,
+                debconf,
+                output: source_tar.clone(),
+                tmpdir: work.path().to_path_buf(),
+                log: log_path.clone(),
+                epoch: req.epoch,
+            };
+            on(RootfsEvent::Phase(&format!(
+                "mmdebstrap {} {} ({} packages requested; log {})",
+                recipe.suite,
+                profile.arch.debian(),
+                run.packages.len(),
+                log_path.display()
+            )));
+            downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
+            log = Some(log_path);
+            cache_used = Some(req.cache.clone());
+            source_desc = format!("mmdebstrap {} from {mirror}", recipe.suite);
+        }
+    }
+
+    on(RootfsEvent::Phase(
+        "configuring users, files, fstab and services",
+    ));
+    let mut tree = TarTree::open(&source_tar)?;
+    let customized = customize::apply(
+        &mut tree,
+        &recipe,
+        &customize::Inputs {
+            board: &profile.name,
+            epoch: req.epoch,
+            password_hash: &password_hash,
+            vars: &vars,
+            layout: &layout,
+            artifacts,
+            initramfs,
+            strict: tarball.is_none(),
+        },
+    )?;
+    for w in &customized.warnings {
+        on(RootfsEvent::Warning(w));
+        warnings.push(w.clone());
+    }
+    on(RootfsEvent::Phase("checking the result"));
+    let checks = match customize::run_checks(&tree, &recipe, &vars) {
+        Ok(n) => n,
+        // A foreign tarball need not have what the Debian recipe checks for: report, do not fail.
+        Err(e) if tarball.is_some() => {
+            let w = format!("{e} (not fatal for a prebuilt tarball)");
+            on(RootfsEvent::Warning(&w));
+            warnings.push(w);
+            0
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let boot = if tarball.is_none() {
+        check_boot_files(&tree, profile)?
+    } else {
+        // A foreign tarball may carry its own boot arrangement; report what is there.
+        check_boot_files(&tree, profile).unwrap_or(BootFiles {
+            kernel: String::new(),
+            initrd: None,
+            dtb: None,
+            bootloader: None,
+        })
+    };
+
+    on(RootfsEvent::Phase("writing the root filesystem"));
+    let (contents, size_bytes) = if as_tar {
+        let (pending, file) =
+            PendingFile::create(&out).map_err(io(format!("creating {}", out.display())))?;
+        drop(file);
+        let stats = tree.write(pending.temp_path(), req.epoch)?;
+        let f = std::fs::File::open(pending.temp_path()).map_err(io("reopening the tarball"))?;
+        f.sync_all().map_err(io("syncing the tarball"))?;
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        pending
+            .commit()
+            .map_err(io(format!("renaming to {}", out.display())))?;
+        (stats, size)
+    } else {
+        let final_tar = work.path().join("final.tar");
+        let stats = tree.write(&final_tar, req.epoch)?;
+        drop(tree);
+        let size = std::fs::metadata(&final_tar).map(|m| m.len()).unwrap_or(0);
+        let pending = parent.join(format!(".{out_name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&pending);
+        std::fs::create_dir(&pending).map_err(io(format!("creating {}", pending.display())))?;
+        let st = std::process::Command::new("tar")
+            .args([
+                "--extract",
+                "--numeric-owner",
+                "--same-permissions",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--file",
+            ])
+            .arg(&final_tar)
+            .arg("--directory")
+            .arg(&pending)
+            .status()
+            .map_err(io("running tar to unpack the root filesystem"))?;
+        if !st.success() {
+            let _ = std::fs::remove_dir_all(&pending);
+            return Err(RootfsError::Io {
+                context: format!("unpacking into {}", pending.display()),
+                source: std::io::Error::other(format!("tar exited with {st}")),
+            });
+        }
+        if out.exists() {
+            std::fs::remove_dir(&out)
+                .map_err(io(format!("replacing the empty {}", out.display())))?;
+        }
+        std::fs::rename(&pending, &out).map_err(io(format!("renaming to {}", out.display())))?;
+        (stats, size)
+    };
+    drop(work);
+
+    Ok(RootfsReport {
+        board: profile.name.clone(),
+        arch: profile.arch.debian().into(),
+        output: out,
+        format: if as_tar { "tar" } else { "directory" },
+        source: source_desc,
+        suite: recipe.suite.clone(),
+        features: recipe.features.clone(),
+        kernel_fragments: recipe.kernel_fragments.clone(),
+        packages_requested: recipe.packages.len(),
+        downloads,
+        cache: cache_used,
+        log,
+        hostname,
+        user: customized.user,
+        fstab: customized.fstab,
+        enabled: customized.enabled,
+        boot,
+        checks,
+        contents,
+        size_bytes,
+        epoch: req.epoch,
+        seconds: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
