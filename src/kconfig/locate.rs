@@ -117,15 +117,20 @@ pub fn refs_for(profile: &Profile, extra: &[String]) -> Vec<FragmentRef> {
     refs
 }
 
-/// The fragments rootfs features require: a feature needs the embedded fragment of the same name, if
-/// there is one (the rule the release notes use too). Features already covered by the profile's
-/// fragments, and features without a fragment, add nothing.
+/// The fragments rootfs features require: those a feature declares in rootfs/features/NAME.toml
+/// (`kernel_fragments`: droidmote needs uinput, bluetooth usb-bluetooth), else the embedded fragment of
+/// the same name, if there is one (the rule the release notes use too). Features already covered by the
+/// profile's fragments, and features without a fragment, add nothing.
 pub fn feature_fragments(profile: &Profile, features: &[String]) -> Vec<String> {
     let known = embedded_names();
     let mut out: Vec<String> = Vec::new();
     for f in features {
-        if known.contains(f) && !profile.kernel.fragments.contains(f) && !out.contains(f) {
-            out.push(f.clone());
+        let wanted = crate::rootfs::features::declared_kernel_fragments(f)
+            .unwrap_or_else(|| vec![f.clone()]);
+        for w in wanted {
+            if known.contains(&w) && !profile.kernel.fragments.contains(&w) && !out.contains(&w) {
+                out.push(w);
+            }
         }
     }
     out

@@ -626,6 +626,13 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
     })
 }
 
+/// The kernel config fragments a rootfs feature declares (`kernel_fragments` in
+/// rootfs/features/NAME.toml); None when NAME is no feature.
+pub fn declared_kernel_fragments(name: &str) -> Option<Vec<String>> {
+    let f = recipe::feature(name).ok().flatten()?;
+    Some(f.raw.kernel_fragments.map(|l| l.value).unwrap_or_default())
+}
+
 /// A login name useradd would accept (Debian's default NAME_REGEX, lowercase).
 pub fn valid_user_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -698,6 +705,17 @@ mod tests {
             e.contains("`uinput`") && e.contains("kernel.fragments"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn declared_fragments() {
+        assert_eq!(declared_kernel_fragments("droidmote").unwrap(), ["uinput"]);
+        assert_eq!(
+            declared_kernel_fragments("bluetooth").unwrap(),
+            ["usb-bluetooth"]
+        );
+        assert!(declared_kernel_fragments("wifi").unwrap().is_empty());
+        assert!(declared_kernel_fragments("uinput").is_none());
     }
 
     #[test]
