@@ -6,6 +6,7 @@
 pub mod checksum;
 pub mod cli;
 pub mod embedded;
+pub mod grow;
 pub mod ids;
 pub mod image;
 pub mod kconfig;
@@ -16,3 +17,4 @@ pub mod release;
 pub mod size;
 pub mod sparse;
 pub mod time;
+pub mod write;

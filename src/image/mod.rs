@@ -11,3 +11,4 @@ pub mod mbr;
 pub mod sink;
 pub mod tree;
 pub mod vboot;
+pub mod xml;
