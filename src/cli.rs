@@ -192,10 +192,10 @@ pub struct WriteArgs {
     /// Then grow the last partition and its filesystem to fill the target
     #[arg(long)]
     pub grow: bool,
-    /// Expected SHA-256 of the image (default: from IMAGE.sha256 or SHA256SUMS beside SRC)
+    /// Expected SHA-256 of the image (default: from IMAGE.sha256 beside SRC, if there is one)
     #[arg(long, value_name = "HEX", conflicts_with = "md5")]
     pub sha256: Option<String>,
-    /// Expected MD5 of the image (default: from IMAGE.md5 or MD5SUMS beside SRC)
+    /// Expected MD5 of the image (default: from IMAGE.md5 beside SRC, if there is one)
     #[arg(long, value_name = "HEX")]
     pub md5: Option<String>,
     /// Compute and print the image's SHA-256 and MD5

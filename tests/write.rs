@@ -214,7 +214,7 @@ fn format_by_magic_bytes() {
     assert_eq!(sha256sum(&out), f.sha256);
 }
 
-/// A sums file beside the source is used (here: SHA256SUMS naming the image).
+/// A sums file beside the source is used (IMAGE.sha256 naming the image, as build writes it).
 #[test]
 fn sums_file_beside_the_source() {
     let f = fixture();
@@ -222,14 +222,14 @@ fn sums_file_beside_the_source() {
     let src = dir.path().join("sdcard.img.gz");
     std::fs::copy(f.path(".gz"), &src).unwrap();
     std::fs::write(
-        dir.path().join("SHA256SUMS"),
+        dir.path().join("sdcard.img.sha256"),
         format!("{}  sdcard.img\n", f.sha256),
     )
     .unwrap();
     let out = dir.path().join("out.img");
     let stderr = write_ok(&[&src.display().to_string(), &out.display().to_string()]);
     assert!(stderr.contains("(matches "), "{stderr}");
-    assert!(stderr.contains("SHA256SUMS"), "{stderr}");
+    assert!(stderr.contains("sdcard.img.sha256"), "{stderr}");
 }
 
 /// We consume `bmaptool create` output (2.0), and the 1.3 layout with SHA-1 checksums.

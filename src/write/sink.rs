@@ -130,7 +130,20 @@ impl Target {
         };
         match meta {
             None => {
-                if path.starts_with("/dev") {
+                // A mistyped device name must not become a file in /dev (/dev/shm is a tmpfs
+                // for files).
+                let parent = path
+                    .parent()
+                    .and_then(|p| {
+                        std::fs::canonicalize(if p.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            p
+                        })
+                        .ok()
+                    })
+                    .unwrap_or_default();
+                if parent.starts_with("/dev") && !parent.starts_with("/dev/shm") {
                     return Err(TargetError::NoSuchDevice { path: shown });
                 }
                 let f = OpenOptions::new()

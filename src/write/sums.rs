@@ -1,5 +1,7 @@
 //! Expected whole-image checksums: from `--sha256`/`--md5`, or from a sums file beside the source
-//! (`IMAGE.sha256`, `IMAGE.md5`, `SHA256SUMS`, `MD5SUMS`; GNU or BSD layout), naming the image.
+//! (`IMAGE.sha256` or `IMAGE.md5`, GNU or BSD layout, as `boardsmith build` writes them). Lists
+//! such as SHA256SUMS are not searched: hashing a whole image (holes included) costs more than
+//! writing it, so it happens only when the image's own sums file or an option asks for it.
 
 use serde::Serialize;
 
@@ -94,14 +96,11 @@ pub fn discover(spec: &SourceSpec, format: Format) -> Result<Option<ExpectedSum>
     let Some(name) = image_name(spec, format) else {
         return Ok(None);
     };
-    for (kind, files) in [
-        (
-            SumKind::Sha256,
-            [format!("{name}.sha256"), "SHA256SUMS".into()],
-        ),
-        (SumKind::Md5, [format!("{name}.md5"), "MD5SUMS".into()]),
+    for (kind, f) in [
+        (SumKind::Sha256, format!("{name}.sha256")),
+        (SumKind::Md5, format!("{name}.md5")),
     ] {
-        for f in files {
+        {
             let Some(side) = spec.sibling(&f) else {
                 continue;
             };
