@@ -273,17 +273,20 @@ impl Target {
                     .map_err(open_err)?;
                 plain.set_len(0).map_err(open_err)?;
                 plain.set_len(file_len).map_err(open_err)?;
-                // O_DIRECT is used to read back (bypassing the page cache); some filesystems
-                // (tmpfs) refuse it, then the cache is dropped with fadvise instead.
+                // O_DIRECT writes skip the page-cache copy and the kernel's writeback work, which
+                // would otherwise compete with decoding for the CPU; reads back bypass the cache
+                // the same way. Some filesystems (tmpfs) refuse it: then writes are buffered and
+                // the cache is dropped with fadvise before reading back.
                 let direct = OpenOptions::new()
                     .read(true)
+                    .write(true)
                     .custom_flags(libc::O_DIRECT)
                     .open(&self.path)
                     .ok();
                 Ok(Sink {
                     plain,
+                    direct_writes: direct.is_some(),
                     direct,
-                    direct_writes: false,
                     sector: self.sector,
                     is_device: false,
                     len: file_len,
