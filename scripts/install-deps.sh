@@ -35,7 +35,7 @@ $SUDO apt-get install -y --no-install-recommends \
   bmap-tools genimage hyperfine \
   xz-utils zstd gzip bzip2 p7zip-full cpio libarchive13 \
   mmdebstrap debootstrap qemu-user-static binfmt-support arch-test openssl \
-  u-boot-qemu python3 busybox-static \
+  u-boot-qemu python3 python3-fusepy busybox-static \
   bc bison flex libssl-dev libelf-dev kmod perl \
   gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu
 

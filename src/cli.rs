@@ -62,6 +62,10 @@ no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...)
     Boot(BootArgs),
     /// Build a root filesystem for BOARD from Debian packages (mmdebstrap) or a prebuilt tarball
     Rootfs(RootfsArgs),
+    /// Write an image to a card or a file: decode, write, verify what landed, optionally grow
+    Write(WriteArgs),
+    /// Grow the last partition and its ext2/3/4 filesystem to the end of a card or file
+    Grow(GrowArgs),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -321,6 +325,74 @@ impl RootfsOptions {
     }
 }
 
+#[derive(Args, Debug)]
+#[command(after_help = "\
+SRC may be raw or compressed with xz, gzip, zstd, bzip2 or 7z (recognised by content). A block map \
+(SRC.bmap, or the names bmaptool tries) limits writing to the mapped blocks and checks each range. \
+The first 64 KiB are written last, after the rest is written and verified, so an interrupted card \
+never looks bootable.\n\
+Exit status: 0 success, 1 the write failed (the message says whether the source or the target is at \
+fault), 2 invalid usage or input, 130 interrupted.")]
+pub struct WriteArgs {
+    /// Image: a file (.img, .img.xz/.gz/.zst/.bz2, .7z), '-' for standard input, or an http(s) URL
+    pub src: String,
+    /// Target: a block device (/dev/sdX, /dev/mmcblkN) or a file
+    pub target: PathBuf,
+    /// Block map to use (default: SRC.bmap, or the names bmaptool tries, if one exists)
+    #[arg(long, value_name = "F", conflicts_with = "no_bmap")]
+    pub bmap: Option<PathBuf>,
+    /// Ignore any block map: write every byte
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Do not read back and compare what was written
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Then grow the last partition and its filesystem to fill the target
+    #[arg(long)]
+    pub grow: bool,
+    /// Expected SHA-256 of the image (default: from IMAGE.sha256 beside SRC, if there is one)
+    #[arg(long, value_name = "HEX", conflicts_with = "md5")]
+    pub sha256: Option<String>,
+    /// Expected MD5 of the image (default: from IMAGE.md5 beside SRC, if there is one)
+    #[arg(long, value_name = "HEX")]
+    pub md5: Option<String>,
+    /// Compute and print the image's SHA-256 and MD5
+    #[arg(long)]
+    pub sums: bool,
+    /// File targets: the file's size, e.g. 8G (at least the image's; --grow fills it)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Confirm writing to a non-removable disk or into a partition
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
+    #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
+    pub progress: WriteProgressMode,
+}
+
+#[derive(Args, Debug)]
+pub struct GrowArgs {
+    /// A card (block device) or image file holding an MBR or GPT partition table
+    pub target: PathBuf,
+    /// File targets: extend the file to this size first, e.g. 8G (never shrinks)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Confirm changing a non-removable disk
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Progress display
+    #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
+    pub progress: WriteProgressMode,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteProgressMode {
+    Auto,
+    Bar,
+    Json,
+    None,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgressMode {
     Auto,
@@ -425,6 +497,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Kernel(args) => kernel_cmd(&catalog, args),
         Command::Boot(args) => boot_cmd(&catalog, args),
         Command::Rootfs(args) => rootfs_cmd(&catalog, args),
+        Command::Write(args) => write_cmd(args),
+        Command::Grow(args) => grow_cmd(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -1401,4 +1475,101 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
             })
         }
     }
+}
+
+fn write_display(mode: WriteProgressMode) -> crate::write::progress::ProgressDisplay {
+    use crate::write::progress::{Display, ProgressDisplay};
+    ProgressDisplay::new(match mode {
+        WriteProgressMode::Auto if std::io::stderr().is_terminal() => Display::Bar,
+        WriteProgressMode::Auto | WriteProgressMode::None => Display::None,
+        WriteProgressMode::Bar => Display::Bar,
+        WriteProgressMode::Json => Display::Json,
+    })
+}
+
+fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
+    use crate::write::sums::{ExpectedSum, SumKind, parse_hex};
+    use crate::write::{BmapChoice, WriteRequest};
+    let expected = match (&args.sha256, &args.md5) {
+        (Some(h), _) => Some((SumKind::Sha256, h, "--sha256")),
+        (None, Some(h)) => Some((SumKind::Md5, h, "--md5")),
+        _ => None,
+    }
+    .map(|(kind, h, origin)| {
+        parse_hex(kind, h)
+            .map(|hex| ExpectedSum {
+                kind,
+                hex,
+                origin: origin.into(),
+            })
+            .map_err(|e| Failure::usage(format!("{origin}: {e}")))
+    })
+    .transpose()?;
+    let req = WriteRequest {
+        source: crate::write::source::SourceSpec::parse(&args.src),
+        target: args.target,
+        bmap: match (args.bmap, args.no_bmap) {
+            (Some(f), _) => BmapChoice::File(f),
+            (None, true) => BmapChoice::None,
+            (None, false) => BmapChoice::Auto,
+        },
+        verify: !args.no_verify,
+        grow: args.grow,
+        expected,
+        sums: args.sums,
+        target_size: parse_size_arg(args.size.as_deref())?,
+        yes: args.yes,
+    };
+    crate::write::interrupt::install();
+    let display = write_display(args.progress);
+    let result = crate::write::write(&req, &|e| display.event(e));
+    display.finish();
+    let report = result.map_err(|f| Failure {
+        code: f.error.exit_code(),
+        message: f.to_string(),
+    })?;
+    if args.progress == WriteProgressMode::Json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), "summary".into());
+        }
+        println!("{v}");
+    } else {
+        eprint!("{report}");
+    }
+    Ok(())
+}
+
+fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
+    let size = parse_size_arg(args.size.as_deref())?;
+    crate::write::interrupt::install();
+    let target = crate::write::sink::Target::open(&args.target, args.yes).map_err(|e| Failure {
+        code: if e.is_usage() {
+            EXIT_USAGE
+        } else {
+            EXIT_FAILURE
+        },
+        message: e.to_string(),
+    })?;
+    let display = write_display(args.progress);
+    let result = crate::grow::grow(&target, size, &|e| display.event(e));
+    display.finish();
+    let report = result.map_err(|e| Failure {
+        code: match e {
+            crate::grow::GrowError::Interrupted(_) => 130,
+            ref e if e.is_usage() => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        },
+        message: format!("growing {} failed: {e}", args.target.display()),
+    })?;
+    if args.progress == WriteProgressMode::Json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("event".into(), "summary".into());
+        }
+        println!("{v}");
+    } else {
+        eprintln!("{}: {report}", args.target.display());
+    }
+    Ok(())
 }

@@ -1,9 +1,13 @@
-//! Block maps in bmaptool's format (version 2.0 written; parsing lives with the writer): which blocks of
-//! the image hold data, each range with its SHA-256, and the bmap file's own checksum.
+//! Block maps in bmaptool's format: which blocks of the image hold data, each range with its checksum,
+//! and the bmap file's own checksum. Version 2.0 is written; versions 1.0–1.4 and 2.x are parsed
+//! ([`Bmap::parse`]), with the file checksum and every structural rule checked.
 
 use std::fmt::Write as _;
 
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
+
+use super::xml::{Token, Tokenizer, line_col};
 
 /// One mapped run of blocks, inclusive like bmaptool's `first-last`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +18,8 @@ pub struct BmapRange {
     pub checksum: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ChecksumType {
     Sha256,
     Sha1,
@@ -79,7 +84,7 @@ impl Bmap {
     pub fn to_xml(&self) -> String {
         let zero = "0".repeat(self.checksum_type.hex_len());
         let text = self.render(&zero);
-        let digest = hex::encode(Sha256::digest(text.as_bytes()));
+        let digest = hash_hex(self.checksum_type, text.as_bytes());
         text.replacen(&zero, &digest, 1)
     }
 
@@ -153,6 +158,469 @@ impl Bmap {
     }
 }
 
+/// Why a bmap file was rejected. Positions are 1-based lines and columns plus the byte offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BmapError {
+    #[error("line {line}, column {column} (byte {offset}): {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        offset: usize,
+        message: String,
+    },
+    #[error("line {line} (byte {offset}): <{element}>: {message}")]
+    Field {
+        line: usize,
+        offset: usize,
+        element: String,
+        message: String,
+    },
+    #[error("the file ends before {what} (truncated? byte {offset} is the end)")]
+    Truncated { what: String, offset: usize },
+    #[error("<{0}> is missing; bmaptool writes it in every bmap of this version")]
+    Missing(&'static str),
+    #[error("bmap format version {0:?} is not supported (1.0 to 2.x are)")]
+    Version(String),
+    #[error(
+        "the bmap file's own {kind} checksum does not match: <{element}> says {stored}, the file hashes to {computed}; the bmap is corrupt or was edited, fetch it again"
+    )]
+    FileChecksum {
+        kind: &'static str,
+        element: &'static str,
+        stored: String,
+        computed: String,
+    },
+}
+
+/// Where the bmap's own checksum sits and how it is computed.
+struct FileChecksum {
+    element: &'static str,
+    kind: ChecksumType,
+    hex: String,
+    span: (usize, usize),
+}
+
+fn hash_hex(kind: ChecksumType, data: &[u8]) -> String {
+    match kind {
+        ChecksumType::Sha256 => hex::encode(Sha256::digest(data)),
+        ChecksumType::Sha1 => hex::encode(Sha1::digest(data)),
+    }
+}
+
+/// The bmap version's field names: (checksum attribute, file checksum element, implied type).
+fn version_fields(
+    major: u32,
+    minor: u32,
+) -> (&'static str, Option<&'static str>, Option<ChecksumType>) {
+    if major >= 2 || (major == 1 && minor >= 4) {
+        // 1.4 was a mistakenly released 2.0 and is identical to it.
+        ("chksum", Some("BmapFileChecksum"), None)
+    } else if minor == 3 {
+        ("sha1", Some("BmapFileSHA1"), Some(ChecksumType::Sha1))
+    } else {
+        // 1.0–1.2: no file checksum; ranges may carry SHA-1 digests.
+        ("sha1", None, Some(ChecksumType::Sha1))
+    }
+}
+
+struct Parser<'a> {
+    src: &'a str,
+}
+
+impl Parser<'_> {
+    fn syntax(&self, offset: usize, message: impl Into<String>) -> BmapError {
+        let (line, column) = line_col(self.src, offset);
+        BmapError::Syntax {
+            line,
+            column,
+            offset,
+            message: message.into(),
+        }
+    }
+
+    fn field(&self, offset: usize, element: &str, message: impl Into<String>) -> BmapError {
+        BmapError::Field {
+            line: line_col(self.src, offset).0,
+            offset,
+            element: element.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn number(&self, text: &str, offset: usize, element: &str) -> Result<u64, BmapError> {
+        let t = text.trim();
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.field(
+                offset,
+                element,
+                format!("{t:?} is not a non-negative decimal number"),
+            ));
+        }
+        t.parse()
+            .map_err(|_| self.field(offset, element, format!("{t} is too large")))
+    }
+}
+
+/// A leaf element's collected text and where it started.
+#[derive(Default)]
+struct Leaf {
+    text: String,
+    /// Raw byte span of the (single) text token, for the file checksum.
+    span: Option<(usize, usize)>,
+    offset: usize,
+    seen: bool,
+}
+
+const LEAVES: [&str; 7] = [
+    "ImageSize",
+    "BlockSize",
+    "BlocksCount",
+    "MappedBlocksCount",
+    "ChecksumType",
+    "BmapFileChecksum",
+    "BmapFileSHA1",
+];
+
+impl Bmap {
+    /// Parses a bmap file's bytes (which must be UTF-8).
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Bmap, BmapError> {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Bmap::parse(s),
+            Err(e) => {
+                let offset = e.valid_up_to();
+                let text = String::from_utf8_lossy(&bytes[..offset]);
+                let (line, column) = line_col(&text, offset);
+                Err(BmapError::Syntax {
+                    line,
+                    column,
+                    offset,
+                    message: "invalid UTF-8; a bmap file is XML text".into(),
+                })
+            }
+        }
+    }
+
+    /// Parses bmaptool's bmap format, versions 1.0–1.4 and 2.x: checks well-formedness, the version,
+    /// every field and their consistency (block count, sorted non-overlapping ranges inside the
+    /// image, mapped block count, checksum lengths) and the file's own checksum where the version
+    /// has one. Never panics; the work is linear in the input.
+    pub fn parse(src: &str) -> Result<Bmap, BmapError> {
+        let p = Parser { src };
+        let mut tok = Tokenizer::new(src);
+        let mut stack: Vec<(&str, usize)> = Vec::new();
+        let mut version: Option<(u32, u32, usize)> = None;
+        let mut root_done = false;
+        let mut leaves: [Leaf; 7] = Default::default();
+        let mut leaf_open: Option<usize> = None;
+        // (first, last, checksum, offset of <Range>)
+        let mut ranges: Vec<(u64, u64, Option<String>, usize)> = Vec::new();
+        let mut block_map_seen = false;
+        // Inside <Range>: its text and attributes so far.
+        let mut range_open: Option<(String, Option<String>, usize)> = None;
+        let mut cs_attr = "chksum";
+
+        while let Some(t) = tok
+            .next_token()
+            .map_err(|e| p.syntax(e.offset, e.message))?
+        {
+            match t {
+                Token::Start {
+                    name,
+                    attrs,
+                    empty,
+                    offset,
+                } => {
+                    if root_done {
+                        return Err(p.syntax(offset, format!("<{name}> after the end of <bmap>")));
+                    }
+                    if stack.len() >= 16 {
+                        return Err(p.syntax(offset, "elements nested too deeply"));
+                    }
+                    let depth = stack.len();
+                    if depth == 0 {
+                        if name != "bmap" {
+                            return Err(p.syntax(
+                                offset,
+                                format!("the root element is <{name}>, expected <bmap>"),
+                            ));
+                        }
+                        let Some(v) = attrs.iter().find(|a| a.name == "version") else {
+                            return Err(p.syntax(offset, "<bmap> has no version attribute"));
+                        };
+                        let (maj, min) = v.value.trim().split_once('.').unwrap_or((&v.value, ""));
+                        let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
+                            return Err(BmapError::Version(v.value.to_string()));
+                        };
+                        if !(1..=2).contains(&maj) {
+                            return Err(BmapError::Version(v.value.to_string()));
+                        }
+                        cs_attr = version_fields(maj, min).0;
+                        version = Some((maj, min, offset));
+                    } else if leaf_open.is_some() || range_open.is_some() {
+                        let parent = stack.last().map_or("", |s| s.0);
+                        return Err(p.syntax(
+                            offset,
+                            format!("<{name}> inside <{parent}>, which holds only text"),
+                        ));
+                    } else if depth == 1 {
+                        if let Some(i) = LEAVES.iter().position(|l| *l == name) {
+                            if leaves[i].seen {
+                                return Err(p.field(offset, name, "appears twice"));
+                            }
+                            leaves[i].seen = true;
+                            leaves[i].offset = offset;
+                            if !empty {
+                                leaf_open = Some(i);
+                            }
+                        } else if name == "BlockMap" {
+                            if block_map_seen {
+                                return Err(p.field(offset, name, "appears twice"));
+                            }
+                            block_map_seen = true;
+                        }
+                    } else if depth == 2 && stack[1].0 == "BlockMap" && name == "Range" {
+                        let cs = attrs
+                            .iter()
+                            .find(|a| a.name == cs_attr)
+                            .map(|a| a.value.trim().to_string());
+                        if empty {
+                            return Err(p.field(
+                                offset,
+                                "Range",
+                                "is empty; expected \"first-last\"",
+                            ));
+                        }
+                        range_open = Some((String::new(), cs, offset));
+                    }
+                    if !empty {
+                        stack.push((name, offset));
+                    }
+                }
+                Token::End { name, offset } => {
+                    let Some((open, _)) = stack.pop() else {
+                        return Err(p.syntax(offset, format!("</{name}> closes nothing")));
+                    };
+                    if open != name {
+                        return Err(p.syntax(
+                            offset,
+                            format!("</{name}> does not match the open <{open}>"),
+                        ));
+                    }
+                    if stack.len() == 1 {
+                        leaf_open = None;
+                    }
+                    if let Some((text, cs, at)) = range_open.take_if(|_| name == "Range") {
+                        let (first, last) = parse_range(&p, &text, at)?;
+                        ranges.push((first, last, cs, at));
+                    }
+                    if stack.is_empty() {
+                        root_done = true;
+                    }
+                }
+                Token::Text { text, start, end } => {
+                    if let Some(i) = leaf_open {
+                        let leaf = &mut leaves[i];
+                        leaf.span = if leaf.text.is_empty() && leaf.span.is_none() {
+                            Some((start, end))
+                        } else {
+                            None
+                        };
+                        leaf.text.push_str(&text);
+                    } else if let Some((t, _, _)) = range_open.as_mut() {
+                        t.push_str(&text);
+                    } else if !text.trim().is_empty() && stack.is_empty() {
+                        return Err(p.syntax(start, "text outside the <bmap> element"));
+                    }
+                }
+            }
+        }
+        if let Some(&(open, at)) = stack.last() {
+            let (line, _) = line_col(src, at);
+            return Err(BmapError::Truncated {
+                what: format!("<{open}> (opened on line {line}) is closed"),
+                offset: src.len(),
+            });
+        }
+        let Some((major, minor, _)) = version else {
+            return Err(BmapError::Truncated {
+                what: "the <bmap> element".into(),
+                offset: src.len(),
+            });
+        };
+        let (_, file_cs_element, implied_type) = version_fields(major, minor);
+
+        let leaf = |name: &'static str| -> Result<(&Leaf, usize), BmapError> {
+            let i = LEAVES.iter().position(|l| *l == name).unwrap_or(0);
+            if leaves[i].seen {
+                Ok((&leaves[i], i))
+            } else {
+                Err(BmapError::Missing(name))
+            }
+        };
+        let num = |name: &'static str| -> Result<u64, BmapError> {
+            let (l, _) = leaf(name)?;
+            p.number(&l.text, l.offset, name)
+        };
+        let image_size = num("ImageSize")?;
+        let block_size = num("BlockSize")?;
+        let blocks_count = num("BlocksCount")?;
+        if block_size == 0 || block_size > (1 << 30) {
+            let (l, _) = leaf("BlockSize")?;
+            return Err(p.field(
+                l.offset,
+                "BlockSize",
+                format!("{block_size} is outside 1..=1 GiB"),
+            ));
+        }
+        if image_size.div_ceil(block_size) != blocks_count {
+            let (l, _) = leaf("BlocksCount")?;
+            return Err(p.field(
+                l.offset,
+                "BlocksCount",
+                format!(
+                    "{blocks_count} does not match the image size: {image_size} bytes in blocks of {block_size} is {} blocks",
+                    image_size.div_ceil(block_size)
+                ),
+            ));
+        }
+        let checksum_type = match implied_type {
+            Some(t) => t,
+            None => {
+                let (l, _) = leaf("ChecksumType")?;
+                match l.text.trim() {
+                    "sha256" => ChecksumType::Sha256,
+                    "sha1" => ChecksumType::Sha1,
+                    other => {
+                        return Err(p.field(
+                            l.offset,
+                            "ChecksumType",
+                            format!("{other:?} is not supported (sha256 and sha1 are)"),
+                        ));
+                    }
+                }
+            }
+        };
+
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut next_free = 0u64;
+        for (first, last, cs, at) in ranges {
+            if first < next_free {
+                return Err(p.field(
+                    at,
+                    "Range",
+                    format!(
+                        "{first}-{last} overlaps or precedes the range before it; ranges must be sorted and disjoint"
+                    ),
+                ));
+            }
+            if last >= blocks_count {
+                return Err(p.field(
+                    at,
+                    "Range",
+                    format!("{first}-{last} reaches past the image's {blocks_count} blocks"),
+                ));
+            }
+            let checksum = match cs {
+                Some(c) => {
+                    if c.len() != checksum_type.hex_len()
+                        || !c.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        return Err(p.field(
+                            at,
+                            "Range",
+                            format!(
+                                "checksum {c:?} is not {} hex digits of {}",
+                                checksum_type.hex_len(),
+                                checksum_type.name()
+                            ),
+                        ));
+                    }
+                    Some(c.to_ascii_lowercase())
+                }
+                None => None,
+            };
+            next_free = last + 1;
+            out.push(BmapRange {
+                first,
+                last,
+                checksum,
+            });
+        }
+        let bmap = Bmap {
+            image_size,
+            block_size,
+            checksum_type,
+            ranges: out,
+        };
+        if let Ok((l, _)) = leaf("MappedBlocksCount") {
+            let n = p.number(&l.text, l.offset, "MappedBlocksCount")?;
+            if n != bmap.mapped_blocks() {
+                return Err(p.field(
+                    l.offset,
+                    "MappedBlocksCount",
+                    format!(
+                        "says {n}, but the ranges map {} blocks",
+                        bmap.mapped_blocks()
+                    ),
+                ));
+            }
+        } else if major >= 2 || (major, minor) >= (1, 3) {
+            return Err(BmapError::Missing("MappedBlocksCount"));
+        }
+
+        if let Some(element) = file_cs_element {
+            let (l, _) = leaf(element)?;
+            let stored = l.text.trim().to_ascii_lowercase();
+            let span = l.span.ok_or_else(|| {
+                p.field(l.offset, element, "must hold the checksum as plain text")
+            })?;
+            if stored.len() != checksum_type.hex_len()
+                || !stored.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(p.field(
+                    l.offset,
+                    element,
+                    format!("{stored:?} is not {} hex digits", checksum_type.hex_len()),
+                ));
+            }
+            let raw = &src[span.0..span.1];
+            if !raw.trim().eq_ignore_ascii_case(&stored) {
+                return Err(p.field(l.offset, element, "must hold the checksum as plain text"));
+            }
+            let lead = raw.len() - raw.trim_start().len();
+            let fc = FileChecksum {
+                element,
+                kind: checksum_type,
+                hex: stored,
+                span: (span.0 + lead, span.0 + lead + checksum_type.hex_len()),
+            };
+            let mut copy = src.as_bytes().to_vec();
+            copy[fc.span.0..fc.span.1].fill(b'0');
+            let computed = hash_hex(fc.kind, &copy);
+            if computed != fc.hex {
+                return Err(BmapError::FileChecksum {
+                    kind: fc.kind.name(),
+                    element: fc.element,
+                    stored: fc.hex,
+                    computed,
+                });
+            }
+        }
+        Ok(bmap)
+    }
+}
+
+fn parse_range(p: &Parser<'_>, text: &str, at: usize) -> Result<(u64, u64), BmapError> {
+    let t = text.trim();
+    let (a, b) = t.split_once('-').unwrap_or((t, t));
+    let first = p.number(a, at, "Range")?;
+    let last = p.number(b, at, "Range")?;
+    if last < first {
+        return Err(p.field(at, "Range", format!("{t} ends before it starts")));
+    }
+    Ok((first, last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +644,200 @@ mod tests {
         assert_eq!(hex::encode(Sha256::digest(zeroed.as_bytes())), stored);
         assert!(xml.contains("<Range chksum=\"abab"));
         assert!(xml.contains("> 2 </Range>"));
+    }
+
+    fn sample() -> Bmap {
+        Bmap {
+            image_size: 10 * 4096 + 512,
+            block_size: 4096,
+            checksum_type: ChecksumType::Sha256,
+            ranges: vec![
+                BmapRange {
+                    first: 0,
+                    last: 1,
+                    checksum: Some("0a".repeat(32)),
+                },
+                BmapRange {
+                    first: 5,
+                    last: 5,
+                    checksum: Some("1b".repeat(32)),
+                },
+                BmapRange {
+                    first: 9,
+                    last: 10,
+                    checksum: Some("2c".repeat(32)),
+                },
+            ],
+        }
+    }
+
+    /// A bmap in an old layout, checksummed as bmaptool 1.x did.
+    fn v1_3(b: &Bmap) -> String {
+        let mut s = String::from("<?xml version=\"1.0\" ?>\n<bmap version=\"1.3\">\n");
+        let _ = writeln!(s, "    <ImageSize> {} </ImageSize>", b.image_size);
+        let _ = writeln!(s, "    <BlockSize> {} </BlockSize>", b.block_size);
+        let _ = writeln!(s, "    <BlocksCount> {} </BlocksCount>", b.blocks_count());
+        let _ = writeln!(
+            s,
+            "    <MappedBlocksCount> {}    </MappedBlocksCount>",
+            b.mapped_blocks()
+        );
+        let _ = writeln!(s, "    <BmapFileSHA1> {} </BmapFileSHA1>", "0".repeat(40));
+        s.push_str("    <BlockMap>\n");
+        for r in &b.ranges {
+            let attr = r
+                .checksum
+                .as_ref()
+                .map(|c| format!(" sha1=\"{c}\""))
+                .unwrap_or_default();
+            let _ = writeln!(s, "        <Range{attr}> {}-{} </Range>", r.first, r.last);
+        }
+        s.push_str("    </BlockMap>\n</bmap>\n");
+        let digest = hex::encode(Sha1::digest(s.as_bytes()));
+        s.replacen(&"0".repeat(40), &digest, 1)
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        let b = sample();
+        assert_eq!(Bmap::parse(&b.to_xml()), Ok(b));
+    }
+
+    #[test]
+    fn parses_version_1_3_with_sha1() {
+        let mut b = sample();
+        b.checksum_type = ChecksumType::Sha1;
+        for r in &mut b.ranges {
+            r.checksum = Some("ab".repeat(20));
+        }
+        assert_eq!(Bmap::parse(&v1_3(&b)), Ok(b));
+    }
+
+    #[test]
+    fn parses_version_1_2_without_checksums() {
+        let text = "<bmap version=\"1.2\"><ImageSize>8192</ImageSize><BlockSize>4096</BlockSize>\
+                    <BlocksCount>2</BlocksCount><BlockMap><Range> 1 </Range></BlockMap></bmap>";
+        let b = Bmap::parse(text).unwrap();
+        assert_eq!(
+            b.ranges,
+            vec![BmapRange {
+                first: 1,
+                last: 1,
+                checksum: None
+            }]
+        );
+    }
+
+    #[test]
+    fn rejects_a_wrong_file_checksum() {
+        let xml = sample().to_xml().replace("> 5 </Range>", "> 6 </Range>");
+        assert!(matches!(
+            Bmap::parse(&xml),
+            Err(BmapError::FileChecksum { .. })
+        ));
+        let mut b = sample();
+        b.checksum_type = ChecksumType::Sha1;
+        for r in &mut b.ranges {
+            r.checksum = None;
+        }
+        let old = v1_3(&b).replace("<BlockSize> 4096", "<BlockSize>  4096");
+        assert!(matches!(
+            Bmap::parse(&old),
+            Err(BmapError::FileChecksum { kind: "sha1", .. })
+        ));
+    }
+
+    #[test]
+    fn truncation_is_an_error_naming_the_end() {
+        let xml = sample().to_xml();
+        let cut = &xml[..xml.find("</BlockMap>").unwrap()];
+        match Bmap::parse(cut) {
+            Err(BmapError::Truncated { what, offset }) => {
+                assert!(what.contains("<BlockMap>"), "{what}");
+                assert_eq!(offset, cut.len());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn structural_rules() {
+        let ok = sample().to_xml();
+        // Overlapping ranges, out-of-image ranges, wrong counts: each is an error, never a panic.
+        for (from, to) in [
+            ("> 5 </Range>", "> 1 </Range>"),
+            ("> 9-10 </Range>", "> 9-11 </Range>"),
+            ("<BlocksCount> 11 ", "<BlocksCount> 12 "),
+            ("<MappedBlocksCount> 5 ", "<MappedBlocksCount> 6 "),
+            ("<BlockSize> 4096 ", "<BlockSize> 0 "),
+            ("<ImageSize> 41472 ", "<ImageSize> -1 "),
+            ("version=\"2.0\"", "version=\"3.0\""),
+            ("<ChecksumType> sha256 ", "<ChecksumType> md5 "),
+            ("> 9-10 </Range>", "> 10-9 </Range>"),
+            ("</bmap>", "</bmap><bmap>"),
+            ("<BlockMap>", "<BlockMap x>"),
+        ] {
+            assert!(ok.contains(from), "{from}");
+            let bad = ok.replacen(from, to, 1);
+            assert!(Bmap::parse(&bad).is_err(), "accepted {to}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let err =
+            Bmap::parse("<bmap version=\"2.0\">\n  <ImageSize 5</ImageSize>\n</bmap>").unwrap_err();
+        assert!(err.to_string().starts_with("line 2, column 14"), "{err}");
+        let err = Bmap::parse_bytes(b"<bmap version=\"2.0\">\xff</bmap>").unwrap_err();
+        assert!(err.to_string().contains("byte 20"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_an_error_or_a_consistent_bmap(s in "\\PC{0,400}") {
+            if let Ok(b) = Bmap::parse(&s) {
+                proptest::prop_assert_eq!(b.blocks_count(), b.image_size.div_ceil(b.block_size));
+            }
+        }
+
+        #[test]
+        fn any_bytes_never_panic(v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = Bmap::parse_bytes(&v);
+        }
+
+        #[test]
+        fn every_truncation_and_byte_flip_is_rejected(cut in 0usize..2000, pos in 0usize..2000, byte in proptest::prelude::any::<u8>()) {
+            let xml = sample().to_xml();
+            let end = xml.trim_end().len();
+            let cut = cut % end;
+            proptest::prop_assert!(Bmap::parse_bytes(&xml.as_bytes()[..cut]).is_err());
+            let mut flipped = xml.clone().into_bytes();
+            let pos = pos % flipped.len();
+            if flipped[pos] != byte {
+                flipped[pos] = byte;
+                // Inside comments or whitespace a change may leave valid XML, but the file checksum
+                // covers every byte.
+                proptest::prop_assert!(Bmap::parse_bytes(&flipped).is_err());
+            }
+        }
+
+        #[test]
+        fn roundtrips(image_size in 1u64..1u64 << 40, shift in 9u32..22, sha1 in proptest::prelude::any::<bool>(), picks in proptest::collection::vec((0u64..1000, 0u64..50), 0..30)) {
+            let block_size = 1u64 << shift;
+            let blocks = image_size.div_ceil(block_size);
+            let mut ranges = Vec::new();
+            let mut next = 0u64;
+            for (gap, len) in picks {
+                let first = next + gap;
+                let last = first + len;
+                if last >= blocks { break; }
+                let kind = if sha1 { ChecksumType::Sha1 } else { ChecksumType::Sha256 };
+                ranges.push(BmapRange { first, last, checksum: Some(hash_hex(kind, &first.to_le_bytes())) });
+                next = last + 1;
+            }
+            let checksum_type = if sha1 { ChecksumType::Sha1 } else { ChecksumType::Sha256 };
+            let b = Bmap { image_size, block_size, checksum_type, ranges };
+            proptest::prop_assert_eq!(Bmap::parse(&b.to_xml()), Ok(b));
+        }
     }
 }

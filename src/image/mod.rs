@@ -13,3 +13,4 @@ pub mod sink;
 pub mod tree;
 pub mod ubootenv;
 pub mod vboot;
+pub mod xml;

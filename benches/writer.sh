@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# writer.sh [WORKLOAD_DIR] [OUT_DIR]
+#
+# Benchmarks `boardsmith write` on the shared 4 GiB workload (../shared/bench/make-workload.sh: sparse
+# SD image with ~1.4 GiB mapped, its bmap, .xz/.zst/.gz/.7z) side by side with the peers the writer issue
+# names, all in one run with hyperfine, onto a file on the same filesystem. Prints medians, ratios
+# and each target's verdict as Markdown, and boardsmith's peak RSS per format (/usr/bin/time -v).
+#
+#   raw+bmap -> file : boardsmith (no verify; with verify) | dd bs=4M conv=sparse,fsync |
+#                      cp --sparse=always + sync FILE | qemu-img convert -O raw + sync FILE | bmaptool copy
+#   .xz/.zst/.gz     : boardsmith (no verify) | DECOMPRESSOR -dc >/dev/null | DECOMPRESSOR -dc | dd ... |
+#                      bmaptool copy
+#   .7z              : boardsmith (no verify) | 7z x -so >/dev/null | 7z x -so | dd ...
+#
+# Every boardsmith run finds sdcard.bmap beside the image (as bmaptool does) and checks each mapped
+# range's SHA-256, like bmaptool copy; "no verify" skips only the read-back.
+# Environment: RUNS (default 5 for raw, 3 for compressed), MAKE_WORKLOAD (path of make-workload.sh).
+set -euo pipefail
+export LC_ALL=C
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+W="${1:-$ROOT/.cache/workload}"
+O="${2:-$ROOT/.cache/bench-writer}"
+MW="${MAKE_WORKLOAD:-}"
+for c in "$ROOT/../shared/bench/make-workload.sh" "$ROOT/../../shared/bench/make-workload.sh"; do
+  [ -n "$MW" ] || { [ -x "$c" ] && MW="$c"; } || true
+done
+if [ ! -f "$W/sdcard.img.7z" ]; then
+  [ -n "$MW" ] || { echo "no workload in $W and make-workload.sh not found (set MAKE_WORKLOAD)" >&2; exit 1; }
+  "$MW" "$W"
+fi
+W="$(cd "$W" && pwd)"
+mkdir -p "$O"
+O="$(cd "$O" && pwd)"
+cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+BS="$ROOT/target/release/boardsmith"
+T="$O/target.img"
+DD="dd of=$T bs=4M iflag=fullblock conv=sparse,fsync status=none"
+HF=(hyperfine --style basic --prepare "rm -f $T")
+RAW_RUNS="${RUNS:-5}"
+Z_RUNS="${RUNS:-3}"
+
+echo "## load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"${HF[@]}" --warmup 1 --runs "$RAW_RUNS" --export-json "$O/raw.json" \
+  -n "boardsmith write (no verify)" "$BS write $W/sdcard.img $T --no-verify --progress none" \
+  -n "boardsmith write + verify" "$BS write $W/sdcard.img $T --progress none" \
+  -n "dd bs=4M conv=sparse,fsync" "dd if=$W/sdcard.img of=$T bs=4M conv=sparse,fsync status=none" \
+  -n "cp --sparse=always + sync" "cp --sparse=always $W/sdcard.img $T && sync $T" \
+  -n "qemu-img convert -O raw + sync" "qemu-img convert -O raw $W/sdcard.img $T && sync $T" \
+  -n "bmaptool copy" "bmaptool -q copy --bmap $W/sdcard.bmap $W/sdcard.img $T"
+
+for f in xz:"xz -T2 -dc" zst:"zstd -dc" gz:"gzip -dc"; do
+  ext="${f%%:*}"; dec="${f#*:}"
+  "${HF[@]}" --warmup 1 --runs "$Z_RUNS" --export-json "$O/$ext.json" \
+    -n "boardsmith write .$ext (no verify)" "$BS write $W/sdcard.img.$ext $T --no-verify --progress none" \
+    -n "$dec >/dev/null" "$dec $W/sdcard.img.$ext >/dev/null" \
+    -n "$dec | dd" "$dec $W/sdcard.img.$ext | $DD" \
+    -n "bmaptool copy .$ext" "bmaptool -q copy --bmap $W/sdcard.bmap $W/sdcard.img.$ext $T"
+done
+"${HF[@]}" --warmup 1 --runs "$Z_RUNS" --export-json "$O/7z.json" \
+  -n "boardsmith write .7z (no verify)" "$BS write $W/sdcard.img.7z $T --no-verify --progress none" \
+  -n "7z x -so >/dev/null" "7z x -so $W/sdcard.img.7z >/dev/null" \
+  -n "7z x -so | dd" "7z x -so $W/sdcard.img.7z | $DD"
+echo "## load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+: >"$O/rss.txt"
+for ext in "" .xz .zst .gz .7z; do
+  rm -f "$T"
+  /usr/bin/time -v "$BS" write "$W/sdcard.img$ext" "$T" --progress none 2>"$O/time.txt" >/dev/null
+  echo "${ext:-raw} $(awk -F': ' '/Maximum resident/ {print $2}' "$O/time.txt")" >>"$O/rss.txt"
+done
+rm -f "$T"
+
+python3 - "$O" <<'PY'
+import json, statistics, sys
+o = sys.argv[1]
+def load(name):
+    return {r["command"]: r for r in json.load(open(f"{o}/{name}.json"))["results"]}
+def med(r): return statistics.median(r["times"])
+def table(name, ours, targets):
+    rs = load(name)
+    base = med(rs[ours])
+    print(f"\n| {name} | median | min – max | ÷ boardsmith |\n| --- | --- | --- | --- |")
+    for cmd, r in rs.items():
+        m = med(r)
+        print(f"| {cmd} | {m:.2f} s | {min(r['times']):.2f} – {max(r['times']):.2f} s | {m / base:.2f} |")
+    for label, ok in targets(rs, base):
+        print(f"\n- {label}: {'met' if ok else 'NOT met'}", end="")
+    print()
+def raw_targets(rs, base):
+    fastest = min(med(rs[k]) for k in ("dd bs=4M conv=sparse,fsync", "cp --sparse=always + sync", "qemu-img convert -O raw + sync"))
+    b = med(rs["bmaptool copy"])
+    v = med(rs["boardsmith write + verify"])
+    return [(f"raw+bmap: boardsmith / fastest peer = {base / fastest:.2f} (target ≤ 1.15)", base <= 1.15 * fastest),
+            (f"raw+bmap: bmaptool / boardsmith = {b / base:.2f} (target ≥ 1.6)", b >= 1.6 * base),
+            (f"write + verify / write = {v / base:.2f} (target ≤ 2.2)", v <= 2.2 * base)]
+def comp_targets(dec, floor_ratio, bmap_ratio):
+    def t(rs, base):
+        floor = med(rs[f"{dec} >/dev/null"])
+        out = [(f"boardsmith / `{dec} >/dev/null` = {base / floor:.2f} (target ≤ {floor_ratio})", base <= floor_ratio * floor)]
+        bm = [k for k in rs if k.startswith("bmaptool")]
+        if bm and bmap_ratio:
+            b = med(rs[bm[0]])
+            out.append((f"bmaptool / boardsmith = {b / base:.2f} (target ≥ {bmap_ratio})", b >= bmap_ratio * base))
+        return out
+    return t
+table("raw", "boardsmith write (no verify)", raw_targets)
+table("xz", "boardsmith write .xz (no verify)", comp_targets("xz -T2 -dc", 1.1, 1.7))
+table("zst", "boardsmith write .zst (no verify)", comp_targets("zstd -dc", 1.3, None))
+table("gz", "boardsmith write .gz (no verify)", comp_targets("gzip -dc", 99, None))
+table("7z", "boardsmith write .7z (no verify)", comp_targets("7z x -so", 1.5, None))
+print("\nPeak RSS of `boardsmith write` (with verify), KiB:")
+for line in open(f"{o}/rss.txt"):
+    print(f"- {line.strip()}")
+PY

@@ -1,0 +1,772 @@
+//! `boardsmith write`: put an image on a card or into a file in one pipelined pass (read or decode,
+//! hash, write), prove it landed (read-back verify), and optionally grow it to fill the card.
+//!
+//! Order of work, so an unfinished card never looks bootable: check everything (source, bmap,
+//! target) → zero the first 64 KiB → write the rest → flush → verify it → write the first 64 KiB →
+//! verify them → re-read the partition table → grow.
+
+pub mod blockdev;
+pub mod buffers;
+pub mod decompress;
+pub mod digest;
+pub mod interrupt;
+pub mod lock;
+pub mod pipeline;
+pub mod progress;
+pub mod sink;
+pub mod source;
+pub mod sums;
+pub mod verify;
+pub mod xz;
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use self::buffers::Pool;
+use self::decompress::Format;
+use self::digest::{RangeCheck, RangeMismatch};
+use self::progress::{Event, Observer, Phase};
+use self::sink::{Sink, Target, TargetError};
+use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
+use self::sums::{ExpectedSum, SumKind};
+use crate::grow::{GrowError, GrowReport};
+use crate::image::bmap::{Bmap, BmapError};
+use crate::size::Human;
+
+/// The first bytes of the image (partition table, boot loader area), written last.
+pub const HEAD_LEN: u64 = 64 * 1024;
+/// Pool buffers: size and count (the writer's whole data memory: 16 × 2 MiB). xz decoding needs
+/// enough to let one thread decode a block ahead of the one being written.
+pub const BUF_SIZE: usize = 2 << 20;
+pub const BUFS: usize = 16;
+
+/// Which block map to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BmapChoice {
+    /// `SRC.bmap` or the names bmaptool tries, if one exists.
+    Auto,
+    File(PathBuf),
+    None,
+}
+
+/// A validated write request (the command line's options, checked).
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub source: SourceSpec,
+    pub target: PathBuf,
+    pub bmap: BmapChoice,
+    /// Read back and compare everything written.
+    pub verify: bool,
+    pub grow: bool,
+    /// `--sha256`/`--md5`; when None, a sums file beside the source is used if there is one.
+    pub expected: Option<ExpectedSum>,
+    /// Compute (and report) the whole image's SHA-256 and MD5.
+    pub sums: bool,
+    /// File targets: the file's size (at least the image's).
+    pub target_size: Option<u64>,
+    /// Confirms writing to a non-removable disk or into a partition.
+    pub yes: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("bmap {origin}: {source}")]
+    Bmap { origin: String, source: BmapError },
+    #[error("{0}")]
+    SideFile(String),
+    #[error(
+        "the bmap {origin} describes an image of {bmap} bytes, but {source_name} holds {actual} bytes; they do not belong together (name the right one with --bmap, or use --no-bmap)"
+    )]
+    BmapSize {
+        origin: String,
+        bmap: u64,
+        source_name: String,
+        actual: u64,
+    },
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(
+        "{what}: corrupt or truncated {format} data after {offset} bytes of the image: {message}; the source is damaged, fetch it again"
+    )]
+    Decode {
+        what: String,
+        format: &'static str,
+        offset: u64,
+        message: String,
+    },
+    #[error(
+        "the image from {what} ends at byte {len}, but {expected_from} says it is {expected} bytes long (truncated file or download?)"
+    )]
+    ShortImage {
+        what: String,
+        len: u64,
+        expected: u64,
+        expected_from: String,
+    },
+    #[error("the image from {what} goes on past the {expected} bytes {expected_from} says it has")]
+    LongImage {
+        what: String,
+        expected: u64,
+        expected_from: String,
+    },
+    #[error(
+        "the image does not fit: {path} holds {capacity} bytes and the image goes on past that"
+    )]
+    Overflow { path: String, capacity: u64 },
+    #[error(
+        "the source is at fault: bmap range {} (blocks {}-{}, bytes {}..{}) has {} {}, but the bmap {origin} says {}; the image or its bmap is corrupt, fetch them again",
+        mismatch.index, mismatch.first_block, mismatch.last_block, mismatch.start, mismatch.end,
+        mismatch.kind, mismatch.actual, mismatch.expected
+    )]
+    RangeMismatch {
+        origin: String,
+        mismatch: Box<RangeMismatch>,
+    },
+    #[error(
+        "the source is at fault: the image's {} is {actual}, but {origin} says {expected}; the image is corrupt or not the one the checksum is for",
+        kind.name()
+    )]
+    SumMismatch {
+        kind: SumKind,
+        actual: String,
+        expected: String,
+        origin: String,
+    },
+    #[error(
+        "the target is at fault: read-back mismatch at byte {offset} (0x{offset:x}): {target} holds 0x{found:02x} where the image has 0x{wanted:02x}; the card may be failing or fake"
+    )]
+    ReadBack {
+        target: String,
+        offset: u64,
+        found: u8,
+        wanted: u8,
+    },
+    #[error(
+        "the target is at fault: read-back mismatch in bytes {start}..{end} of {target} ({detail}); the card may be failing or fake"
+    )]
+    ReadBackRange {
+        target: String,
+        start: u64,
+        end: u64,
+        detail: String,
+    },
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("interrupted by {signal}")]
+    Interrupted { signal: &'static str },
+    #[error("growing {target} failed: {source}")]
+    Grow { target: String, source: GrowError },
+}
+
+impl WriteError {
+    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WriteError::Interrupted { .. } => 130,
+            WriteError::Grow {
+                source: GrowError::Interrupted(_),
+                ..
+            } => 130,
+            WriteError::Source(_)
+            | WriteError::Bmap { .. }
+            | WriteError::SideFile(_)
+            | WriteError::BmapSize { .. } => 2,
+            WriteError::Target(t) if t.is_usage() => 2,
+            WriteError::Grow { source, .. } if source.is_usage() => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// What the target holds after a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    Untouched,
+    /// Writing started: the first 64 KiB are zero (no partition table, not bootable).
+    Incomplete,
+    /// The whole image was written and verified; a later step (grow) failed.
+    Written {
+        verified: bool,
+    },
+}
+
+/// A failed write: why, and the state the target was left in.
+#[derive(Debug)]
+pub struct WriteFailure {
+    pub error: WriteError,
+    pub target: String,
+    pub state: TargetState,
+}
+
+impl fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        match self.state {
+            TargetState::Untouched => write!(f, "\nnothing was written to {}", self.target),
+            TargetState::Incomplete => write!(
+                f,
+                "\n{} is incomplete: its first 64 KiB are zeroed and were not written, so it holds no partition table and will not boot; write the image again",
+                self.target
+            ),
+            TargetState::Written { verified } => write!(
+                f,
+                "\n{} holds the complete image{}; only growing failed (run `boardsmith grow {}` to retry)",
+                self.target,
+                if verified { ", verified" } else { "" },
+                self.target
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteReport {
+    pub source: String,
+    pub format: Format,
+    pub target: String,
+    pub image_size: u64,
+    pub written: u64,
+    pub skipped: u64,
+    pub bmap: Option<String>,
+    /// Block-map ranges whose checksum was checked.
+    pub ranges_checked: usize,
+    pub seconds: f64,
+    pub write_seconds: f64,
+    pub verify_seconds: Option<f64>,
+    /// Everything written was read back (page cache bypassed) and matched.
+    pub verified: bool,
+    /// Whole-image digests of the data written (computed from the source stream).
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+    /// The expected sum, which matched.
+    pub expected: Option<ExpectedSum>,
+    pub grow: Option<GrowReport>,
+}
+
+impl fmt::Display for WriteReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rate = if self.write_seconds > 0.0 {
+            self.image_size as f64 / self.write_seconds
+        } else {
+            0.0
+        };
+        writeln!(
+            f,
+            "wrote {} to {} in {:.1} s: {} image, {} written, {} skipped ({}/s)",
+            self.source,
+            self.target,
+            self.seconds,
+            Human(self.image_size),
+            Human(self.written),
+            Human(self.skipped),
+            Human(rate as u64)
+        )?;
+        if let Some(b) = &self.bmap {
+            writeln!(
+                f,
+                "  bmap     {b}: {} range checksums matched",
+                self.ranges_checked
+            )?;
+        }
+        match self.verify_seconds {
+            Some(s) if self.verified => writeln!(
+                f,
+                "  verify   every written byte read back from the target and matched ({s:.1} s)"
+            )?,
+            _ => writeln!(
+                f,
+                "  verify   skipped (--no-verify): the target was not read back"
+            )?,
+        }
+        let origin = |kind: SumKind| {
+            self.expected
+                .as_ref()
+                .filter(|e| e.kind == kind)
+                .map(|e| format!(" (matches {})", e.origin))
+                .unwrap_or_default()
+        };
+        if let Some(h) = &self.sha256 {
+            writeln!(f, "  sha256   {h}{}", origin(SumKind::Sha256))?;
+        }
+        if let Some(h) = &self.md5 {
+            writeln!(f, "  md5      {h}{}", origin(SumKind::Md5))?;
+        }
+        if let Some(g) = &self.grow {
+            writeln!(f, "  grow     {g}")?;
+        }
+        Ok(())
+    }
+}
+
+fn decode_options() -> DecodeOptions {
+    DecodeOptions {
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+    }
+}
+
+fn load_bmap(side: &SideRef, required: bool) -> Result<Option<(Bmap, String)>, WriteError> {
+    let origin = side.to_string();
+    let bytes = match side.fetch().map_err(WriteError::SideFile)? {
+        Some(b) => b,
+        None if required => {
+            return Err(WriteError::SideFile(format!(
+                "bmap {origin} does not exist"
+            )));
+        }
+        None => return Ok(None),
+    };
+    let bmap = Bmap::parse_bytes(&bytes).map_err(|source| WriteError::Bmap {
+        origin: origin.clone(),
+        source,
+    })?;
+    Ok(Some((bmap, origin)))
+}
+
+/// `ranges` minus `[0, head)`, clipped to `len`.
+fn body_ranges(ranges: &[(u64, u64)], head: u64, len: u64) -> Vec<(u64, u64)> {
+    ranges
+        .iter()
+        .map(|&(s, e)| (s.max(head), e.min(len)))
+        .filter(|(s, e)| s < e)
+        .collect()
+}
+
+/// Writes the image as `req` says. `obs` receives progress from the writer's threads.
+pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<WriteFailure>> {
+    let target_name = req.target.display().to_string();
+    let mut state = TargetState::Untouched;
+    let result = write_inner(req, obs, &mut state);
+    result.map_err(|error| {
+        Box::new(WriteFailure {
+            error,
+            target: target_name,
+            state,
+        })
+    })
+}
+
+fn write_inner(
+    req: &WriteRequest,
+    obs: Observer<'_>,
+    state: &mut TargetState,
+) -> Result<WriteReport, WriteError> {
+    let started = Instant::now();
+    let opts = decode_options();
+    let src = source::open(&req.source, opts, &|m| obs(Event::Note(m)))?;
+    let source_name = req.source.display();
+
+    // The block map.
+    let bmap = match &req.bmap {
+        BmapChoice::None => None,
+        BmapChoice::File(p) => load_bmap(&SideRef::Path(p.clone()), true)?,
+        BmapChoice::Auto => {
+            let mut found = None;
+            for c in source::bmap_candidates(&req.source) {
+                if let Some(b) = load_bmap(&c, false)? {
+                    found = Some(b);
+                    break;
+                }
+            }
+            found
+        }
+    };
+    // The image size, and who says so.
+    let exact: Option<(u64, String)> = match (&bmap, src.size.exact) {
+        (Some((b, origin)), Some(n)) if b.image_size != n => {
+            return Err(WriteError::BmapSize {
+                origin: origin.clone(),
+                bmap: b.image_size,
+                source_name,
+                actual: n,
+            });
+        }
+        (Some((b, origin)), _) => Some((b.image_size, format!("the bmap {origin}"))),
+        (None, Some(n)) => Some((
+            n,
+            match src.format {
+                Format::Raw => format!("the size of {source_name}"),
+                Format::Xz => "the xz index".into(),
+                Format::SevenZ => "the 7z archive".into(),
+                _ => "the source".into(),
+            },
+        )),
+        (None, None) => None,
+    };
+    let lower_bound = exact.as_ref().map(|e| e.0).or(src.size.at_least);
+
+    // Expected whole-image sum.
+    let expected = match &req.expected {
+        Some(e) => Some(e.clone()),
+        None => sums::discover(&req.source, src.format).map_err(WriteError::SideFile)?,
+    };
+    let mut whole: Vec<SumKind> = Vec::new();
+    if req.sums {
+        whole = vec![SumKind::Sha256, SumKind::Md5];
+    } else if let Some(e) = &expected {
+        whole.push(e.kind);
+    }
+
+    // The target: checked and locked before anything is written.
+    let target = Target::open(&req.target, req.yes)?;
+    if let (SourceSpec::Path(p), Some(id)) = (&req.source, target.identity)
+        && let Ok(m) = std::fs::metadata(p)
+        && ((m.dev(), m.ino()) == id || (m.rdev() != 0 && (m.rdev(), 0) == id))
+    {
+        return Err(TargetError::SameAsSource {
+            path: target_name(&target),
+        }
+        .into());
+    }
+    if let Some(size) = req.target_size {
+        if let Some(c) = target.capacity {
+            return Err(TargetError::SizeOnDevice {
+                path: target_name(&target),
+                size: c,
+            }
+            .into());
+        }
+        if let Some(n) = lower_bound
+            && size < n
+        {
+            return Err(TargetError::SizeTooSmall { size, image: n }.into());
+        }
+    }
+    if let Some(n) = lower_bound {
+        target.check_capacity(n)?;
+    }
+
+    // The plan.
+    let write_ranges: Option<Vec<(u64, u64)>> = bmap.as_ref().map(|(b, _)| {
+        b.ranges
+            .iter()
+            .map(|r| b.byte_range(r))
+            .filter(|(s, e)| s < e)
+            .collect()
+    });
+    let is_raw_file = matches!(src.input, Input::RawFile(_));
+    let read_ranges = if is_raw_file && whole.is_empty() {
+        write_ranges.clone()
+    } else {
+        None
+    };
+    let range_check = bmap.as_ref().and_then(|(b, _)| RangeCheck::new(b));
+    let ranges_checked = bmap.as_ref().map_or(0, |(b, _)| {
+        b.ranges.iter().filter(|r| r.checksum.is_some()).count()
+    });
+    let file_len = exact
+        .as_ref()
+        .map(|e| e.0)
+        .unwrap_or(0)
+        .max(req.target_size.unwrap_or(0));
+    let plan = pipeline::Plan {
+        buf_size: BUF_SIZE,
+        bufs: BUFS,
+        read_ranges,
+        write_ranges: write_ranges.clone(),
+        skip_zero_blocks: !target.is_device(),
+        head_len: HEAD_LEN,
+        fingerprints: req.verify,
+        range_check,
+        whole,
+        expected_len: exact.clone(),
+        capacity: target.capacity,
+        source_name: source_name.clone(),
+        bmap_origin: bmap.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
+        format: src.format,
+        target_name: target.describe(),
+    };
+
+    // From here on the target changes.
+    let mut sink = target.open_sink(file_len)?;
+    *state = TargetState::Incomplete;
+    let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
+    if sink.is_device {
+        obs(Event::Phase {
+            phase: Phase::Prepare,
+            total: Some(HEAD_LEN),
+        });
+        let head = HEAD_LEN.min(target.capacity.unwrap_or(HEAD_LEN));
+        sink.write_zeros(0, head)
+            .and_then(|()| sink.flush())
+            .map_err(io_err(format!(
+                "clearing the first 64 KiB of {}",
+                target_name(&target)
+            )))?;
+    }
+    obs(Event::Phase {
+        phase: Phase::Write,
+        total: exact.as_ref().map(|e| e.0),
+    });
+    let write_started = Instant::now();
+    let out = pipeline::run(src.input, plan, &sink, obs)?;
+    let image_len = out.image_len;
+    if let Some((n, from)) = &exact
+        && *n != image_len
+    {
+        return Err(WriteError::ShortImage {
+            what: source_name,
+            len: image_len,
+            expected: *n,
+            expected_from: from.clone(),
+        });
+    }
+    if let Some(e) = &expected {
+        let actual = match e.kind {
+            SumKind::Sha256 => &out.sha256,
+            SumKind::Md5 => &out.md5,
+        };
+        if actual.as_deref() != Some(e.hex.as_str()) {
+            return Err(WriteError::SumMismatch {
+                kind: e.kind,
+                actual: actual.clone().unwrap_or_default(),
+                expected: e.hex.clone(),
+                origin: e.origin.clone(),
+            });
+        }
+    }
+    if !sink.is_device {
+        sink.set_file_len(image_len.max(req.target_size.unwrap_or(0)))
+            .map_err(io_err(format!("sizing {}", target_name(&target))))?;
+    }
+    obs(Event::Phase {
+        phase: Phase::Flush,
+        total: None,
+    });
+    sink.flush()
+        .map_err(io_err(format!("flushing {}", target_name(&target))))?;
+    let write_seconds = write_started.elapsed().as_secs_f64();
+    check_interrupt()?;
+
+    // Verify everything but the head.
+    let all = write_ranges.clone().unwrap_or_else(|| vec![(0, image_len)]);
+    let pool = Pool::new(2, BUF_SIZE);
+    let mut verify_seconds = None;
+    if req.verify {
+        let t = Instant::now();
+        let body = body_ranges(&all, HEAD_LEN, image_len);
+        match verify::verify(&sink, &body, &out.fingerprints, &pool, obs) {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(verify_failure(
+                    e, req, &target, &sink, &body, image_len, &pool, obs,
+                ));
+            }
+        }
+        verify_seconds = Some(t.elapsed().as_secs_f64());
+    }
+    check_interrupt()?;
+
+    // The head, last.
+    obs(Event::Phase {
+        phase: Phase::Finish,
+        total: Some(HEAD_LEN.min(image_len)),
+    });
+    let head_written = write_head(&sink, &out.head, !sink.is_device)
+        .and_then(|n| sink.flush().map(|()| n))
+        .map_err(io_err(format!(
+            "writing the first 64 KiB of {}",
+            target_name(&target)
+        )))?;
+    if req.verify {
+        check_head(&sink, &out.head, &target_name(&target))?;
+    }
+    *state = TargetState::Written {
+        verified: req.verify,
+    };
+    let mut notes = Vec::new();
+    if sink.is_device
+        && let Err(e) = sink.reread_partitions()
+        && e.raw_os_error() != Some(libc::EINVAL)
+    {
+        notes.push(format!(
+            "the kernel did not re-read the partition table ({e}); replug the card to see its partitions"
+        ));
+    }
+    drop(sink);
+    for n in &notes {
+        obs(Event::Note(n));
+    }
+
+    let grow = if req.grow {
+        Some(
+            crate::grow::grow(&target, req.target_size.filter(|_| false), obs).map_err(
+                |source| WriteError::Grow {
+                    target: target_name(&target),
+                    source,
+                },
+            )?,
+        )
+    } else {
+        None
+    };
+    let written = out.counters.written + head_written;
+    Ok(WriteReport {
+        source: source_name,
+        format: src.format,
+        target: target.describe(),
+        image_size: image_len,
+        written,
+        skipped: image_len.saturating_sub(written),
+        bmap: bmap.map(|b| b.1),
+        ranges_checked,
+        seconds: started.elapsed().as_secs_f64(),
+        write_seconds,
+        verify_seconds,
+        verified: req.verify,
+        sha256: out.sha256,
+        md5: out.md5,
+        expected,
+        grow,
+    })
+}
+
+fn target_name(t: &Target) -> String {
+    t.path.display().to_string()
+}
+
+fn check_interrupt() -> Result<(), WriteError> {
+    if interrupt::interrupted() {
+        Err(WriteError::Interrupted {
+            signal: interrupt::signal_name(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Writes the held-back head: its segments, skipping zero blocks on a fresh file. Returns the
+/// bytes written.
+fn write_head(sink: &Sink, head: &pipeline::Head, skip_zero: bool) -> io::Result<u64> {
+    let mut written = 0;
+    let mut runs = Vec::new();
+    for &(s, e) in &head.segments {
+        let data = &head.bytes[s as usize..e as usize];
+        if skip_zero {
+            pipeline::nonzero_runs(data, s, &mut runs);
+        } else {
+            runs.clear();
+            runs.push((s, e));
+        }
+        for &(rs, re) in &runs {
+            sink.write_at(&head.bytes[rs as usize..re as usize], rs)?;
+            written += re - rs;
+        }
+    }
+    Ok(written)
+}
+
+/// Reads the head back and compares it byte by byte.
+fn check_head(sink: &Sink, head: &pipeline::Head, target: &str) -> Result<(), WriteError> {
+    let mut buf = buffers::AlignedBuf::new(HEAD_LEN as usize);
+    for &(s, e) in &head.segments {
+        let n = (e - s) as usize;
+        sink.read_back(&mut buf[..n], s)
+            .map_err(|source| WriteError::Io {
+                context: format!("reading back the first 64 KiB of {target}"),
+                source,
+            })?;
+        if let Some(i) = (0..n).find(|&i| buf[i] != head.bytes[s as usize + i]) {
+            return Err(WriteError::ReadBack {
+                target: target.to_string(),
+                offset: s + i as u64,
+                found: buf[i],
+                wanted: head.bytes[s as usize + i],
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Turns a failed verify into the error to report, locating the first bad byte if the source can
+/// be read again.
+#[allow(clippy::too_many_arguments)]
+fn verify_failure(
+    e: verify::VerifyError,
+    req: &WriteRequest,
+    target: &Target,
+    sink: &Sink,
+    ranges: &[(u64, u64)],
+    image_len: u64,
+    pool: &Pool,
+    obs: Observer<'_>,
+) -> WriteError {
+    let name = target_name(target);
+    match e {
+        verify::VerifyError::Interrupted => WriteError::Interrupted {
+            signal: interrupt::signal_name(),
+        },
+        verify::VerifyError::Io { offset, source } => WriteError::Io {
+            context: format!("reading back {name} at byte {offset}"),
+            source,
+        },
+        verify::VerifyError::Mismatch { start, end } => {
+            let end = end.min(image_len);
+            obs(Event::Phase {
+                phase: Phase::Locate,
+                total: Some(end),
+            });
+            let range_err = |detail: String| WriteError::ReadBackRange {
+                target: name.clone(),
+                start,
+                end,
+                detail,
+            };
+            match verify::source_bytes(&req.source, decode_options(), start, end) {
+                Ok(Some(src)) => match verify::first_difference(sink, ranges, (start, end), &src, pool) {
+                    Ok(Some((offset, found, wanted))) => WriteError::ReadBack {
+                        target: name,
+                        offset,
+                        found,
+                        wanted,
+                    },
+                    Ok(None) => range_err(
+                        "the bytes read a second time match: the target returns unstable data".into(),
+                    ),
+                    Err(e) => range_err(format!("reading it again failed: {e}")),
+                },
+                Ok(None) => range_err(
+                    "the first bad byte cannot be named: the source (standard input) cannot be read again".into(),
+                ),
+                Err(e) => range_err(format!("the source could not be read again: {e}")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_ranges_exclude_the_head() {
+        assert_eq!(
+            body_ranges(
+                &[(0, 8192), (60_000, 70_000), (100_000, 200_000)],
+                HEAD_LEN,
+                150_000
+            ),
+            vec![(65_536, 70_000), (100_000, 150_000)]
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(WriteError::Interrupted { signal: "x" }.exit_code(), 130);
+        assert_eq!(WriteError::SideFile("x".into()).exit_code(), 2);
+        assert_eq!(
+            WriteError::Overflow {
+                path: "x".into(),
+                capacity: 1
+            }
+            .exit_code(),
+            1
+        );
+    }
+}

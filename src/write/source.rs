@@ -1,0 +1,473 @@
+//! Where the image comes from: a file, standard input or an http(s) URL; what format it is in (by
+//! magic bytes, not by name); how large the image is, as far as the container says; and the side
+//! files next to it (block map, checksums), found the way bmaptool finds them.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::decompress::{self, Format};
+
+/// The image source as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Path(PathBuf),
+    Stdin,
+    Url(String),
+}
+
+impl SourceSpec {
+    /// `-` is standard input; `http://` and `https://` are URLs; anything else is a path.
+    pub fn parse(s: &str) -> SourceSpec {
+        if s == "-" {
+            SourceSpec::Stdin
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            SourceSpec::Url(s.to_string())
+        } else {
+            SourceSpec::Path(PathBuf::from(s))
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            SourceSpec::Path(p) => p.display().to_string(),
+            SourceSpec::Stdin => "standard input".into(),
+            SourceSpec::Url(u) => u.clone(),
+        }
+    }
+
+    /// Whether the source can be read a second time (to locate a bad byte after a failed verify).
+    pub fn reopenable(&self) -> bool {
+        !matches!(self, SourceSpec::Stdin)
+    }
+
+    /// The last component of the path or URL path.
+    pub fn file_name(&self) -> Option<String> {
+        match self {
+            SourceSpec::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            SourceSpec::Stdin => None,
+            SourceSpec::Url(u) => {
+                let path = u.split(['?', '#']).next().unwrap_or(u);
+                let after_scheme = path.split_once("://").map_or(path, |x| x.1);
+                let (_, p) = after_scheme.split_once('/')?;
+                p.rsplit('/')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            }
+        }
+    }
+
+    /// A sibling named `name` (same directory or URL directory).
+    pub fn sibling(&self, name: &str) -> Option<SideRef> {
+        match self {
+            SourceSpec::Path(p) => Some(SideRef::Path(
+                p.parent().unwrap_or(Path::new("")).join(name),
+            )),
+            SourceSpec::Stdin => None,
+            SourceSpec::Url(u) => {
+                let path = u.split(['?', '#']).next().unwrap_or(u);
+                let dir = path.rsplit_once('/')?.0;
+                Some(SideRef::Url(format!("{dir}/{name}")))
+            }
+        }
+    }
+}
+
+/// A side file (bmap, sums) beside the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SideRef {
+    Path(PathBuf),
+    Url(String),
+}
+
+impl std::fmt::Display for SideRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SideRef::Path(p) => write!(f, "{}", p.display()),
+            SideRef::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Largest side file read (a bmap of a multi-terabyte image stays far below this).
+const SIDE_LIMIT: u64 = 256 << 20;
+
+impl SideRef {
+    /// The file's bytes, or None if it does not exist (404 for URLs).
+    pub fn fetch(&self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            SideRef::Path(p) => match File::open(p) {
+                Ok(f) => {
+                    let mut v = Vec::new();
+                    f.take(SIDE_LIMIT)
+                        .read_to_end(&mut v)
+                        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                    Ok(Some(v))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("cannot open {}: {e}", p.display())),
+            },
+            SideRef::Url(u) => match http_get(u) {
+                Ok(resp) => {
+                    let mut v = Vec::new();
+                    resp.into_body()
+                        .into_reader()
+                        .take(SIDE_LIMIT)
+                        .read_to_end(&mut v)
+                        .map_err(|e| format!("cannot download {u}: {e}"))?;
+                    Ok(Some(v))
+                }
+                Err(ureq::Error::StatusCode(404 | 410)) => Ok(None),
+                Err(e) => Err(format!("cannot download {u}: {e}")),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {what}: {source}")]
+    Open { what: String, source: io::Error },
+    #[error("cannot download {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{what} is empty; there is no image to write")]
+    Empty { what: String },
+    #[error("{what}: {message}")]
+    SevenZ { what: String, message: String },
+    #[error("{what} is a directory; name an image file")]
+    Directory { what: String },
+}
+
+/// How large the image is, as far as the source tells before decoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SizeInfo {
+    /// The exact image size (raw files, the xz index, the 7z entry, Content-Length of a raw URL).
+    pub exact: Option<u64>,
+    /// A lower bound (the first zstd frame's declared size).
+    pub at_least: Option<u64>,
+}
+
+impl SizeInfo {
+    pub fn lower_bound(&self) -> Option<u64> {
+        self.exact.or(self.at_least)
+    }
+}
+
+/// The opened source, ready to be read.
+pub enum Input {
+    /// A raw image in a regular file: read at offsets, its holes skipped.
+    RawFile(File),
+    /// A decoded byte stream.
+    Stream(Box<dyn Read + Send>),
+    /// A seekable .xz file with several blocks, decoded block-parallel.
+    XzBlocks {
+        file: File,
+        index: super::xz::XzIndex,
+        threads: usize,
+    },
+    /// A 7z archive (a file, or standard input/HTTP spooled to an unlinked temporary file).
+    SevenZ { file: File, entry: String },
+}
+
+pub struct Source {
+    pub spec: SourceSpec,
+    pub format: Format,
+    pub size: SizeInfo,
+    /// xz: blocks in the file (several allow threaded decoding).
+    pub xz_blocks: Option<u64>,
+    pub input: Input,
+}
+
+/// Decoder settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Threads for block-parallel xz decoding.
+    pub threads: u32,
+}
+
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_per_read(Some(Duration::from_secs(120)))
+        .user_agent(concat!("boardsmith/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+fn http_get(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    http_agent().get(url).call()
+}
+
+/// Reads up to `n` bytes from the start of a stream and gives back a stream that still starts there.
+fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    Ok((head.clone(), Box::new(Cursor::new(head).chain(r))))
+}
+
+/// Copies a stream into an unlinked temporary file (7z needs random access).
+fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
+    let dir = std::env::temp_dir();
+    let err = |e: io::Error| SourceError::Open {
+        what: format!("a temporary file in {} to hold {what}", dir.display()),
+        source: e,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir)
+        .map_err(err)?;
+    io::copy(&mut r, &mut f).map_err(|e| SourceError::Open {
+        what: what.to_string(),
+        source: e,
+    })?;
+    f.flush().map_err(err)?;
+    f.seek(SeekFrom::Start(0)).map_err(err)?;
+    Ok(f)
+}
+
+const MAGIC_LEN: usize = 32;
+
+/// Opens the source, recognises its format and learns what it can about the image size.
+/// `note` is told about slow preparatory steps (spooling).
+pub fn open(
+    spec: &SourceSpec,
+    opts: DecodeOptions,
+    note: &dyn Fn(&str),
+) -> Result<Source, SourceError> {
+    let what = spec.display();
+    let open_err = |e: io::Error| SourceError::Open {
+        what: what.clone(),
+        source: e,
+    };
+    let (stream, content_length): (Box<dyn Read + Send>, Option<u64>) = match spec {
+        SourceSpec::Path(p) => {
+            let file = File::open(p).map_err(open_err)?;
+            let meta = file.metadata().map_err(open_err)?;
+            if meta.is_dir() {
+                return Err(SourceError::Directory { what });
+            }
+            if meta.is_file() {
+                return open_regular(spec, file, meta.len(), opts);
+            }
+            let len = if meta.file_type().is_block_device() {
+                super::blockdev::size(&file).ok()
+            } else {
+                None
+            };
+            (Box::new(file), len)
+        }
+        SourceSpec::Stdin => (Box::new(io::stdin()), None),
+        SourceSpec::Url(u) => {
+            let resp = http_get(u).map_err(|e| SourceError::Http {
+                url: u.clone(),
+                message: match e {
+                    ureq::Error::StatusCode(c) => format!("the server answered HTTP {c}"),
+                    other => other.to_string(),
+                },
+            })?;
+            let len = resp
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            (Box::new(resp.into_body().into_reader()), len)
+        }
+    };
+    let (head, stream) = peek(stream, MAGIC_LEN).map_err(open_err)?;
+    if head.is_empty() {
+        return Err(SourceError::Empty { what });
+    }
+    let format = Format::detect(&head);
+    let mut size = SizeInfo::default();
+    let input = match format {
+        Format::Raw => {
+            size.exact = content_length;
+            Input::Stream(stream)
+        }
+        Format::SevenZ => {
+            note(&format!(
+                "7z needs random access: copying {what} to a temporary file first"
+            ));
+            let mut file = spool(stream, &what)?;
+            let (entry, len) =
+                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
+                    what: what.clone(),
+                    message,
+                })?;
+            size.exact = Some(len);
+            Input::SevenZ { file, entry }
+        }
+        f => {
+            if f == Format::Zstd {
+                size.at_least = decompress::zstd_first_frame_size(&head);
+            }
+            Input::Stream(decompress::decoder(f, stream).map_err(open_err)?)
+        }
+    };
+    Ok(Source {
+        spec: spec.clone(),
+        format,
+        size,
+        xz_blocks: None,
+        input,
+    })
+}
+
+fn open_regular(
+    spec: &SourceSpec,
+    mut file: File,
+    len: u64,
+    opts: DecodeOptions,
+) -> Result<Source, SourceError> {
+    let what = spec.display();
+    if len == 0 {
+        return Err(SourceError::Empty { what });
+    }
+    let mut head = vec![0u8; MAGIC_LEN.min(len as usize)];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| SourceError::Open {
+            what: what.clone(),
+            source: e,
+        })?;
+    let format = Format::detect(&head);
+    let mut size = SizeInfo::default();
+    let mut xz_blocks = None;
+    let input = match format {
+        Format::Raw => {
+            size.exact = Some(len);
+            // SAFETY: posix_fadvise only gives the kernel a hint about a valid descriptor.
+            unsafe {
+                libc::posix_fadvise(
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    0,
+                    0,
+                    libc::POSIX_FADV_SEQUENTIAL,
+                );
+            }
+            Input::RawFile(file)
+        }
+        Format::SevenZ => {
+            let (entry, len) =
+                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
+                    what: what.clone(),
+                    message,
+                })?;
+            size.exact = Some(len);
+            Input::SevenZ { file, entry }
+        }
+        Format::Xz if let Some(index) = super::xz::index(&file) => {
+            size.exact = Some(index.uncompressed);
+            xz_blocks = Some(index.blocks.len() as u64);
+            if index.blocks.len() > 1 && opts.threads > 1 {
+                Input::XzBlocks {
+                    file,
+                    index,
+                    threads: opts.threads as usize,
+                }
+            } else {
+                stream_of(Format::Xz, file, &what)?
+            }
+        }
+        f => {
+            if f == Format::Zstd {
+                size.at_least = decompress::zstd_first_frame_size(&head);
+            }
+            stream_of(f, file, &what)?
+        }
+    };
+    Ok(Source {
+        spec: spec.clone(),
+        format,
+        size,
+        xz_blocks,
+        input,
+    })
+}
+
+fn stream_of(format: Format, file: File, what: &str) -> Result<Input, SourceError> {
+    decompress::decoder(format, Box::new(file))
+        .map(Input::Stream)
+        .map_err(|e| SourceError::Open {
+            what: what.to_string(),
+            source: e,
+        })
+}
+
+/// The image's own file name: the source's name without its compression extension
+/// (`sdcard.img.xz` → `sdcard.img`).
+pub fn image_name(spec: &SourceSpec, format: Format) -> Option<String> {
+    let name = spec.file_name()?;
+    for ext in format.extensions() {
+        if let Some(stem) = name.strip_suffix(&format!(".{ext}"))
+            && !stem.is_empty()
+        {
+            return Some(stem.to_string());
+        }
+    }
+    Some(name)
+}
+
+/// Where a bmap may be, in bmaptool's order: `NAME.bmap`, then with one extension after another
+/// removed (`sdcard.img.xz.bmap`, `sdcard.img.bmap`, `sdcard.bmap`).
+pub fn bmap_candidates(spec: &SourceSpec) -> Vec<SideRef> {
+    let Some(mut name) = spec.file_name() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    loop {
+        if let Some(r) = spec.sibling(&format!("{name}.bmap")) {
+            out.push(r);
+        }
+        match name.rsplit_once('.') {
+            Some((stem, _)) if !stem.is_empty() => name = stem.to_string(),
+            _ => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_and_names() {
+        assert_eq!(SourceSpec::parse("-"), SourceSpec::Stdin);
+        let u = SourceSpec::parse("http://127.0.0.1:8000/dir/sdcard.img.xz?x=1");
+        assert_eq!(u.file_name().as_deref(), Some("sdcard.img.xz"));
+        assert_eq!(image_name(&u, Format::Xz).as_deref(), Some("sdcard.img"));
+        assert_eq!(
+            bmap_candidates(&u),
+            vec![
+                SideRef::Url("http://127.0.0.1:8000/dir/sdcard.img.xz.bmap".into()),
+                SideRef::Url("http://127.0.0.1:8000/dir/sdcard.img.bmap".into()),
+                SideRef::Url("http://127.0.0.1:8000/dir/sdcard.bmap".into()),
+            ]
+        );
+        let p = SourceSpec::parse("out/board.img");
+        assert_eq!(
+            bmap_candidates(&p),
+            vec![
+                SideRef::Path("out/board.img.bmap".into()),
+                SideRef::Path("out/board.bmap".into())
+            ]
+        );
+        assert_eq!(image_name(&p, Format::Raw).as_deref(), Some("board.img"));
+        assert!(bmap_candidates(&SourceSpec::Stdin).is_empty());
+    }
+}

@@ -1,0 +1,485 @@
+//! Every fault `boardsmith write` must catch, one test each: the exit status, a message that says
+//! what and where, and nothing reported as good. Faults come from real components: files damaged
+//! after the real compressors made them, real loop devices, a real mount, a second real writer, a
+//! FUSE filesystem that drops writes like a fake card, and a real SIGINT.
+
+mod writer_common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use writer_common::*;
+
+fn damaged(ext: &str, how: &str) -> (tempfile::TempDir, PathBuf) {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join(format!("damaged.img{ext}"));
+    let mut bytes = std::fs::read(f.path(ext)).unwrap();
+    match how {
+        "truncated" => bytes.truncate(bytes.len() * 6 / 10),
+        "corrupt" => {
+            let mid = bytes.len() / 2;
+            for b in &mut bytes[mid..mid + 64] {
+                *b ^= 0xa5;
+            }
+        }
+        _ => unreachable!(),
+    }
+    std::fs::write(&src, bytes).unwrap();
+    (dir, src)
+}
+
+/// A damaged compressed source: the write fails (1, or 2 when found before writing), names the
+/// source, and leaves the target without its first 64 KiB.
+fn damaged_source(ext: &str, how: &str, code: i32, needles: &[&str]) {
+    let (dir, src) = damaged(ext, how);
+    let out = dir.path().join("out.img");
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .arg(&out)
+        .arg("--no-bmap")
+        .output()
+        .unwrap();
+    let mut all = vec![src.file_name().unwrap().to_str().unwrap()];
+    all.extend_from_slice(needles);
+    assert_failed(&o, code, &all);
+    if code == 1 {
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("first 64 KiB are zeroed"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(zero_prefix(&out, 65536), "the target looks bootable");
+    }
+}
+
+#[test]
+fn corrupt_xz() {
+    damaged_source(
+        ".xz",
+        "corrupt",
+        1,
+        &["corrupt or truncated xz data", "xz block"],
+    );
+}
+#[test]
+fn truncated_xz() {
+    damaged_source(".xz", "truncated", 1, &["xz", "truncated"]);
+}
+#[test]
+fn corrupt_gz() {
+    damaged_source(".gz", "corrupt", 1, &["corrupt or truncated gzip data"]);
+}
+#[test]
+fn truncated_gz() {
+    damaged_source(".gz", "truncated", 1, &["corrupt or truncated gzip data"]);
+}
+#[test]
+fn corrupt_zst() {
+    damaged_source(".zst", "corrupt", 1, &["corrupt or truncated zstd data"]);
+}
+#[test]
+fn truncated_zst() {
+    damaged_source(".zst", "truncated", 1, &["corrupt or truncated zstd data"]);
+}
+#[test]
+fn corrupt_bz2() {
+    damaged_source(".bz2", "corrupt", 1, &["corrupt or truncated bzip2 data"]);
+}
+#[test]
+fn truncated_bz2() {
+    damaged_source(".bz2", "truncated", 1, &["corrupt or truncated bzip2 data"]);
+}
+#[test]
+fn corrupt_7z() {
+    damaged_source(".7z", "corrupt", 1, &["corrupt or truncated 7z data"]);
+}
+#[test]
+fn truncated_7z() {
+    // The archive's header sits at its end: a truncated 7z is refused before anything is written.
+    damaged_source(
+        ".7z",
+        "truncated",
+        2,
+        &["cannot read the 7z archive", "nothing was written"],
+    );
+}
+
+/// A mapped range whose data does not match the bmap: the range is named, the source blamed.
+#[test]
+fn bmap_range_checksum_mismatch() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("sdcard.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &f.raw.display().to_string(),
+            &img.display().to_string(),
+        ],
+    );
+    std::fs::copy(
+        f.dir.join("sdcard.img.bmap"),
+        dir.path().join("sdcard.img.bmap"),
+    )
+    .unwrap();
+    let bmap = boardsmith::image::bmap::Bmap::parse(
+        &std::fs::read_to_string(f.dir.join("sdcard.img.bmap")).unwrap(),
+    )
+    .unwrap();
+    // Damage one byte in the last mapped range.
+    let (index, r) = bmap.ranges.iter().enumerate().next_back().unwrap();
+    let (start, end) = bmap.byte_range(r);
+    let at = (start + end) / 2;
+    let old = std::fs::read(&img).unwrap()[at as usize];
+    write_at(&img, at, &[old ^ 0xff]);
+    let out = dir.path().join("out.img");
+    let o = bin().arg("write").arg(&img).arg(&out).output().unwrap();
+    let range = format!(
+        "bmap range {} (blocks {}-{}, bytes {start}..{end})",
+        index + 1,
+        r.first,
+        r.last
+    );
+    assert_failed(
+        &o,
+        1,
+        &["the source is at fault", &range, "sdcard.img.bmap"],
+    );
+    assert!(zero_prefix(&out, 65536));
+}
+
+#[test]
+fn wrong_sha256() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.img");
+    let wrong = "0123456789abcdef".repeat(4);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".zst"))
+        .arg(&out)
+        .args(["--sha256", &wrong])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            "the source is at fault",
+            &format!("the image's sha256 is {}", f.sha256),
+            &format!("--sha256 says {wrong}"),
+        ],
+    );
+    assert!(zero_prefix(&out, 65536));
+    // A malformed digest is a usage error.
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".zst"))
+        .arg(&out)
+        .args(["--sha256", "abc"])
+        .output()
+        .unwrap();
+    assert_failed(&o, 2, &["--sha256", "not a sha256 digest"]);
+}
+
+#[test]
+fn target_too_small() {
+    if !is_root() {
+        eprintln!("skipped: loop devices need root");
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("small");
+    filled(&backing, 16 << 20, 0x5c);
+    let before = sha256sum(&backing);
+    let lo = Loop::attach(&backing, false);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".xz"))
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            "holds 16 MiB",
+            &format!("needs 40 MiB ({} bytes)", f.size),
+            "nothing was written",
+        ],
+    );
+    drop(lo);
+    assert_eq!(sha256sum(&backing), before, "the device was changed");
+}
+
+#[test]
+fn mounted_target_refused() {
+    if !is_root() {
+        eprintln!("skipped: loop devices and mounts need root");
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk");
+    run("truncate", &["-s", "64M", &backing.display().to_string()]);
+    run("mkfs.ext4", &["-q", "-F", &backing.display().to_string()]);
+    let lo = Loop::attach(&backing, false);
+    let mnt = dir.path().join("mnt");
+    let m = Mount::new(&lo.dev, &mnt);
+    std::fs::write(mnt.join("keep.txt"), "still here").unwrap();
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            "is in use",
+            &mnt.display().to_string(),
+            "unmount it",
+            "nothing was written",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("keep.txt")).unwrap(),
+        "still here"
+    );
+    drop(m);
+    drop(lo);
+}
+
+#[test]
+fn non_removable_disk_needs_yes() {
+    if !is_root() {
+        eprintln!("skipped: loop devices need root");
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk");
+    run("truncate", &["-s", "64M", &backing.display().to_string()]);
+    let lo = Loop::attach(&backing, false);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .arg(&lo.dev)
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &["is not a removable disk", "--yes", "nothing was written"],
+    );
+}
+
+/// Starts `boardsmith write - TARGET --progress json` reading from a pipe, feeds it `feed` bytes
+/// of the raw image and waits until it reports at least `done` bytes of the image processed.
+fn start_stdin_writer(
+    target: &str,
+    extra: &[&str],
+    feed: usize,
+    done: u64,
+) -> (
+    Killed,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+) {
+    let f = fixture();
+    let mut child = Command::new(bin_path())
+        .args(["write", "-", target, "--progress", "json", "--no-bmap"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let image = std::fs::read(&f.raw).unwrap();
+    stdin.write_all(&image[..feed]).unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            lines.read_line(&mut line).unwrap() > 0,
+            "writer ended early"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "progress" && v["done"].as_u64().unwrap_or(0) >= done {
+            break;
+        }
+    }
+    (Killed(child), stdin, lines)
+}
+
+#[test]
+fn two_writers_second_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("card.img");
+    let t = target.display().to_string();
+    let (mut first, stdin, _out) = start_stdin_writer(&t, &[], 8 << 20, 1 << 20);
+    let pid = first.0.id();
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            &format!("{t} is being written by another process (pid {pid}"),
+            "nothing was written",
+        ],
+    );
+    // The first writer is undisturbed: let it finish.
+    let image = std::fs::read(&f.raw).unwrap();
+    let mut stdin = stdin;
+    stdin.write_all(&image[8 << 20..]).unwrap();
+    drop(stdin);
+    let status = first.0.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(sha256sum(&target), f.sha256);
+}
+
+/// Ctrl-C mid-write: exit 130, the state is told, and the first 64 KiB of the card are not the
+/// image's (zeroed, never written) while later data is.
+#[test]
+fn interrupted_mid_write() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("card");
+    filled(&backing, f.size, 0xaa);
+    let lo = is_root().then(|| Loop::attach(&backing, false));
+    let target = lo
+        .as_ref()
+        .map_or(backing.display().to_string(), |l| l.dev.clone());
+    let (mut w, _stdin, _out) = start_stdin_writer(&target, &["--yes"], 16 << 20, 8 << 20);
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(w.0.id() as i32, libc::SIGINT) };
+    let status = w.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    for n in [
+        "interrupted by SIGINT",
+        "first 64 KiB are zeroed and were not written",
+        "will not boot",
+    ] {
+        assert!(stderr.contains(n), "lacks {n:?}: {stderr}");
+    }
+    assert!(!stderr.contains("wrote "));
+    drop(lo);
+    assert!(
+        zero_prefix(&backing, 65536),
+        "the first 64 KiB were written"
+    );
+    // Data after the head did land (the write was really under way).
+    let image = std::fs::read(&f.raw).unwrap();
+    let card = std::fs::read(&backing).unwrap();
+    assert_eq!(card[1 << 20..2 << 20], image[1 << 20..2 << 20]);
+}
+
+/// A target that acknowledges writes but drops some (a fake card, here a FUSE filesystem): the
+/// read-back, with the page cache bypassed, names the first bad byte and blames the target.
+#[test]
+fn read_back_mismatch() {
+    if !is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: FUSE needs root and /dev/fuse");
+        return;
+    }
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fake-card");
+    std::fs::create_dir_all(&mnt).unwrap();
+    // Drops writes to bytes [3 MiB, 3 MiB + 4 KiB) of its file.
+    let drop_at: u64 = 3 << 20;
+    let _fs = Killed(
+        Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lying_disk.py"))
+            .arg(&mnt)
+            .args([drop_at.to_string(), (drop_at + 4096).to_string()])
+            .spawn()
+            .unwrap(),
+    );
+    let _unmount = Mount { dir: mnt.clone() };
+    let mut tries = 0;
+    while !run("mount", &[]).contains(&mnt.display().to_string()) {
+        tries += 1;
+        assert!(tries < 100, "the FUSE filesystem did not mount");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // An image whose byte at 3 MiB is not zero.
+    let img = dir.path().join("data.img");
+    let mut data = pseudo_random(99, 8 << 20);
+    data[drop_at as usize] = 0x5a;
+    std::fs::write(&img, &data).unwrap();
+    let target = mnt.join("disk.img");
+    let o = bin().arg("write").arg(&img).arg(&target).output().unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            "the target is at fault",
+            "read-back mismatch at byte 3145728 (0x300000)",
+            "holds 0x00 where the image has 0x5a",
+            "first 64 KiB are zeroed",
+        ],
+    );
+    let _ = f;
+}
+
+#[test]
+fn malformed_bmap_xml() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(f.dir.join("sdcard.img.bmap")).unwrap();
+    let out = dir.path().join("out.img");
+    for (name, text, needle) in [
+        (
+            "truncated.bmap",
+            good[..good.len() / 2].to_string(),
+            "truncated?",
+        ),
+        (
+            "cut-in-a-tag.bmap",
+            good[..good.find("<BlockMap>").unwrap() + 4].to_string(),
+            "truncated?",
+        ),
+        (
+            "garbage.bmap",
+            good.replacen("<BlockMap>", "<BlockMap <<", 1),
+            "line ",
+        ),
+        (
+            "edited.bmap",
+            good.replacen("</ImageSize>", " </ImageSize>", 1),
+            "checksum does not match",
+        ),
+        ("empty.bmap", String::new(), "truncated?"),
+    ] {
+        let bmap = dir.path().join(name);
+        std::fs::write(&bmap, text).unwrap();
+        let o = bin()
+            .arg("write")
+            .arg(f.path(""))
+            .arg(&out)
+            .arg("--bmap")
+            .arg(&bmap)
+            .output()
+            .unwrap();
+        assert_failed(&o, 2, &[name, needle, "nothing was written"]);
+    }
+    assert!(!out.exists() || std::fs::metadata(&out).unwrap().len() == 0);
+}
