@@ -311,3 +311,90 @@ fn show_reports_the_kernel_blob_against_its_partition() {
         "{text}"
     );
 }
+
+/// `boardsmith write --grow` onto a larger card: KERN-A (position, attributes, signed content) is untouched,
+/// the root partition fills the card and the backup GPT moves to the new end.
+#[test]
+fn write_grow_keeps_kern_a_and_moves_the_backup_gpt() {
+    let b = build(&[]);
+    let before = tool("cgpt", &["show", "-i", "1", b.image.to_str().unwrap()]);
+    let kern_before = std::fs::read(kern_a(&b)).unwrap();
+    let card = b.dir.path().join("card.img");
+    let o = run(boardsmith()
+        .args(["write", "--progress", "none", "--grow", "--size", "1G"])
+        .arg(&b.image)
+        .arg(&card));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = card.to_str().unwrap();
+    assert_eq!(std::fs::metadata(&card).unwrap().len(), 1 << 30);
+
+    let sgdisk = tool("sgdisk", &["-v", c]);
+    assert!(sgdisk.contains("No problems found"), "{sgdisk}");
+    assert_eq!(tool("cgpt", &["show", "-i", "1", c]), before);
+    let show = tool("cgpt", &["show", c]);
+    assert!(
+        show.contains("Attr: priority=10 tries=5 successful=1"),
+        "{show}"
+    );
+    // The backup header sits in the card's last sector, its entry array just before it.
+    let last_lba = (1u64 << 30) / 512 - 1;
+    assert!(
+        show.lines()
+            .any(|l| l.trim_start().starts_with(&last_lba.to_string())
+                && l.contains("Sec GPT header")),
+        "{show}"
+    );
+    let p = &b.report["layout"]["partitions"][0];
+    let kern_after = b.dir.path().join("kern-a-after.bin");
+    extract(
+        &card,
+        p["start"].as_u64().unwrap(),
+        p["size"].as_u64().unwrap(),
+        &kern_after,
+    );
+    assert!(
+        std::fs::read(&kern_after).unwrap() == kern_before,
+        "KERN-A changed"
+    );
+    let verify = tool(
+        "vbutil_kernel",
+        &[
+            "--verify",
+            kern_after.to_str().unwrap(),
+            "--signpubkey",
+            &key("kernel_subkey.vbpubk"),
+        ],
+    );
+    assert!(verify.contains("Body verification succeeded"), "{verify}");
+
+    // The root partition now ends at the last usable, 1 MiB-aligned sector; its ext4 fills it.
+    let root = tool("cgpt", &["show", "-i", "2", "-b", c]);
+    let start: u64 = root.trim().parse().unwrap();
+    let size: u64 = tool("cgpt", &["show", "-i", "2", "-s", c])
+        .trim()
+        .parse()
+        .unwrap();
+    let end = start + size;
+    let usable_end = last_lba - 32; // backup entry array (128 × 128 B) before the header
+    assert!(
+        end <= usable_end + 1 && usable_end + 1 - end < 2048,
+        "root ends at {end}"
+    );
+    let fs = format!("{c}?offset={}", start * 512);
+    tool("e2fsck", &["-fn", &fs]);
+    // dumpe2fs does not take e2fsprogs' FILE?offset=N form; debugfs prints the same superblock.
+    let dump = tool("debugfs", &["-R", "stats", &fs]);
+    let field = |name: &str| -> u64 {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        field("Block count:") * field("Block size:"),
+        size * 512,
+        "{dump}"
+    );
+}

@@ -107,6 +107,44 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
     assert_eq!(sha256_file(&copy), want);
 }
 
+/// The artefacts a user downloads go onto a card with `boardsmith write`, which finds the `.bmap` beside them
+/// (bmaptool's naming), checks every mapped range and the whole-image sum, and reproduces the image.
+#[test]
+fn each_compressed_artefact_writes_back_to_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = built_image(dir.path());
+    let rel = dir.path().join("release");
+    release(&image, &rel);
+    let want = sha256_file(&image);
+    for ext in ["xz", "zst", "7z"] {
+        let target = dir.path().join(format!("card-{ext}.img"));
+        let o = run(boardsmith()
+            .args(["write", "--progress", "json", "--sha256", &want])
+            .arg(rel.join(format!("cubieboard.img.{ext}")))
+            .arg(&target));
+        assert!(
+            o.status.success(),
+            "write .{ext}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let summary: Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "summary")
+            .unwrap_or_else(|| panic!("write .{ext}: no summary in {stdout}"));
+        let bmap = summary["bmap"].as_str().unwrap_or_default();
+        assert!(
+            bmap.ends_with("cubieboard.img.bmap"),
+            "write .{ext}: bmap {bmap:?}"
+        );
+        assert!(summary["ranges_checked"].as_u64().unwrap() > 0, "{summary}");
+        assert_eq!(summary["verified"], true, "{summary}");
+        assert_eq!(summary["sha256"], want.as_str(), "{summary}");
+        assert_eq!(sha256_file(&target), want, "write .{ext}");
+    }
+}
+
 #[test]
 fn two_release_runs_are_byte_identical() {
     let dir = tempfile::tempdir().unwrap();

@@ -398,6 +398,18 @@ impl Catalog {
         resolve(file, self)
     }
 
+    /// Loads a profile from text that did not come from a file (errors name it `name`); its `extends`
+    /// bases come from the user's directory or the embedded ones. Used by fuzzing and by tools that
+    /// generate profiles.
+    pub fn load_text(&self, name: &str, text: &str) -> Result<Profile, ProfileError> {
+        let file = Arc::new(SourceFile {
+            name: name.to_string(),
+            path: None,
+            text: text.to_string(),
+        });
+        resolve(file, self)
+    }
+
     fn find_board(&self, board: &str) -> Result<Arc<SourceFile>, ProfileError> {
         if board.contains('/') || board.ends_with(".toml") {
             return read_disk(Path::new(board));
