@@ -70,6 +70,7 @@ struct Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     buf_size: usize,
+    count: usize,
 }
 
 impl Pool {
@@ -83,7 +84,13 @@ impl Pool {
                 available: Condvar::new(),
             }),
             buf_size: buf_size.max(ALIGN).next_multiple_of(ALIGN),
+            count: count.max(1),
         }
+    }
+
+    /// How many buffers the pool owns.
+    pub fn count(&self) -> usize {
+        self.count
     }
 
     pub fn buf_size(&self) -> usize {

@@ -44,6 +44,10 @@ pub const HEAD_LEN: u64 = 64 * 1024;
 /// enough to let one thread decode a block ahead of the one being written.
 pub const BUF_SIZE: usize = 2 << 20;
 pub const BUFS: usize = 16;
+/// Buffers of the read-back: large reads, a few in flight. No more memory than the write pipeline's
+/// pool, which is gone by then.
+pub const VERIFY_BUFS: usize = 4;
+pub const VERIFY_BUF_SIZE: usize = 8 << 20;
 
 /// Which block map to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -546,7 +550,8 @@ fn write_inner(
 
     // Verify everything but the head.
     let all = write_ranges.clone().unwrap_or_else(|| vec![(0, image_len)]);
-    let pool = Pool::new(2, BUF_SIZE);
+    // Read-back: enough buffers to keep reads in flight while the previous ones are fingerprinted.
+    let pool = Pool::new(VERIFY_BUFS, VERIFY_BUF_SIZE);
     let mut verify_seconds = None;
     if req.verify {
         let t = Instant::now();

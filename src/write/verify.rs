@@ -4,8 +4,11 @@
 //! window that differs it re-reads the source to name the first bad byte.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread;
 
-use super::buffers::{Pool, ZEROS, ZEROS_LEN};
+use super::buffers::{Pool, PoolBuf, ZEROS, ZEROS_LEN};
 use super::decompress;
 use super::interrupt;
 use super::progress::{Event, Observer, Phase, Throttle};
@@ -79,7 +82,16 @@ pub enum VerifyError {
     Interrupted,
 }
 
+/// One step of the read-back, in offset order: bytes read from the target, or a hole that reads as zeros.
+enum Piece {
+    Data(u64, PoolBuf, usize),
+    Zeros(u64, u64),
+}
+
 /// Reads `ranges` back from the target (flushed before) and compares them with `expected`.
+///
+/// A reader thread keeps the next reads in flight (one per free buffer of `pool`) while this thread
+/// fingerprints what arrived, so the disk never waits for the CRC.
 pub fn verify(
     sink: &Sink,
     ranges: &[(u64, u64)],
@@ -108,36 +120,61 @@ pub fn verify(
         }
         Ok(())
     };
+    let stop = AtomicBool::new(false);
+    let stopped = || stop.load(Ordering::Relaxed) || interrupt::interrupted();
+    let (tx, rx) = sync_channel::<Result<Piece, VerifyError>>(pool.count());
     let mut done = 0u64;
-    let mut throttle = Throttle::new(std::time::Duration::from_millis(200));
-    let Some(mut buf) = pool.take(&interrupt::interrupted) else {
-        return Err(VerifyError::Interrupted);
-    };
-    for &(rs, re) in ranges {
-        let extents = sink.data_extents(rs, re).map_err(|e| VerifyError::Io {
-            offset: rs,
-            source: e,
-        })?;
-        let mut pos = rs;
-        for (ds, de) in extents.into_iter().chain(std::iter::once((re, re))) {
-            if ds > pos {
-                prints.update_zeros(pos, ds - pos);
-                done += ds - pos;
+    let result = thread::scope(|s| {
+        s.spawn(|| {
+            let read_all = || -> Result<(), VerifyError> {
+                for &(rs, re) in ranges {
+                    let extents = sink.data_extents(rs, re).map_err(|e| VerifyError::Io {
+                        offset: rs,
+                        source: e,
+                    })?;
+                    let mut pos = rs;
+                    for (ds, de) in extents.into_iter().chain(std::iter::once((re, re))) {
+                        if ds > pos {
+                            send(&tx, Piece::Zeros(pos, ds - pos))?;
+                        }
+                        pos = pos.max(ds);
+                        while pos < de {
+                            let mut buf = pool.take(&stopped).ok_or(VerifyError::Interrupted)?;
+                            let n = (de - pos).min(buf.len() as u64) as usize;
+                            sink.read_back(&mut buf[..n], pos)
+                                .map_err(|e| VerifyError::Io {
+                                    offset: pos,
+                                    source: e,
+                                })?;
+                            send(&tx, Piece::Data(pos, buf, n))?;
+                            pos += n as u64;
+                        }
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = read_all() {
+                // The receiver may be gone already (it stopped first); then nobody needs the error.
+                let _ = tx.send(Err(e));
             }
-            pos = pos.max(ds);
-            while pos < de {
+            drop(tx);
+        });
+        let mut throttle = Throttle::new(std::time::Duration::from_millis(200));
+        let mut consume = || -> Result<(), VerifyError> {
+            for piece in rx.iter() {
                 if interrupt::interrupted() {
                     return Err(VerifyError::Interrupted);
                 }
-                let n = (de - pos).min(buf.len() as u64) as usize;
-                sink.read_back(&mut buf[..n], pos)
-                    .map_err(|e| VerifyError::Io {
-                        offset: pos,
-                        source: e,
-                    })?;
-                prints.update(pos, &buf[..n]);
-                pos += n as u64;
-                done += n as u64;
+                match piece? {
+                    Piece::Zeros(pos, len) => {
+                        prints.update_zeros(pos, len);
+                        done += len;
+                    }
+                    Piece::Data(pos, buf, n) => {
+                        prints.update(pos, &buf[..n]);
+                        done += n as u64;
+                    }
+                }
                 check(&mut prints)?;
                 if throttle.due() {
                     obs(Event::Progress(super::progress::Counters {
@@ -147,9 +184,15 @@ pub fn verify(
                     }));
                 }
             }
-        }
-        check(&mut prints)?;
-    }
+            Ok(())
+        };
+        let r = consume();
+        // Ends the reader early on a mismatch or interruption (it is waiting for a buffer or the channel).
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        r
+    });
+    result?;
     let last = prints.finish();
     let mut tail = Fingerprints {
         done: last,
@@ -168,6 +211,11 @@ pub fn verify(
         skipped: 0,
     }));
     Ok(done)
+}
+
+/// Hands a piece to the verifying thread; fails when that thread has stopped.
+fn send(tx: &SyncSender<Result<Piece, VerifyError>>, piece: Piece) -> Result<(), VerifyError> {
+    tx.send(Ok(piece)).map_err(|_| VerifyError::Interrupted)
 }
 
 /// The image's bytes `[start, end)`, read again from the source (decoding from the start for
