@@ -65,6 +65,36 @@ fn sevenz_to_file() {
     file_roundtrip(".7z");
 }
 
+/// A 7z from one compression thread has no dictionary reset to cut at: decoded as one stream, and the
+/// multi-threaded fixture's archive (resets every MiB) gives the same image.
+#[test]
+fn sevenz_single_stream_and_threaded_archive_agree() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let single = dir.path().join("single.img.7z");
+    sh(&format!(
+        "cd {} && 7z a -bso0 -bsp0 -mx=1 -mmt=1 {} sdcard.img",
+        f.dir.display(),
+        single.display()
+    ));
+    for (src, parallel) in [(single, false), (f.path(".7z"), true)] {
+        let out = dir.path().join("card.img");
+        let _ = std::fs::remove_file(&out);
+        let stderr = write_ok(&[
+            &src.display().to_string(),
+            &out.display().to_string(),
+            "--no-bmap",
+        ]);
+        assert_eq!(sha256sum(&out), f.sha256, "{}", src.display());
+        // 40 MiB with a reset every MiB: cut into 8 MiB units.
+        assert_eq!(
+            stderr.contains("  decode   5 blocks decoded in parallel"),
+            parallel,
+            "{stderr}"
+        );
+    }
+}
+
 /// Every format onto a loop device whose backing file holds stale bytes (0xAA): without a bmap,
 /// every byte of the image is written.
 #[test]

@@ -252,6 +252,8 @@ pub struct WriteReport {
     /// The expected sum, which matched.
     pub expected: Option<ExpectedSum>,
     pub grow: Option<GrowReport>,
+    /// Independently decodable blocks (xz blocks, 7z LZMA2 segments) decoded on several threads.
+    pub parallel_blocks: Option<u64>,
 }
 
 impl fmt::Display for WriteReport {
@@ -272,6 +274,9 @@ impl fmt::Display for WriteReport {
             Human(self.skipped),
             Human(rate as u64)
         )?;
+        if let Some(n) = self.parallel_blocks {
+            writeln!(f, "  decode   {n} blocks decoded in parallel")?;
+        }
         if let Some(b) = &self.bmap {
             writeln!(
                 f,
@@ -509,6 +514,11 @@ fn write_inner(
         total: exact.as_ref().map(|e| e.0),
     });
     let write_started = Instant::now();
+    let parallel_blocks = match &src.input {
+        Input::XzBlocks { index, .. } => Some(index.blocks.len() as u64),
+        Input::SevenZBlocks { blocks, .. } => Some(blocks.index.blocks.len() as u64),
+        _ => None,
+    };
     let out = pipeline::run(src.input, plan, &sink, obs)?;
     let image_len = out.image_len;
     if let Some((n, from)) = &exact
@@ -629,6 +639,7 @@ fn write_inner(
         md5: out.md5,
         expected,
         grow,
+        parallel_blocks,
     })
 }
 

@@ -413,6 +413,48 @@ fn produce(
                 Err(e) => Err(decode_err(pos, e)),
             }
         }
+        Input::SevenZBlocks {
+            file,
+            blocks,
+            threads,
+            ..
+        } => {
+            let mut pos = 0u64;
+            let mut crc = crc32fast::Hasher::new();
+            let r = super::xz::decode_parallel(
+                &file,
+                &blocks.index,
+                threads,
+                pool,
+                &stop,
+                &mut |buf, len| {
+                    crc.update(&buf[..len]);
+                    let ok = send(Chunk {
+                        offset: pos,
+                        len: len as u64,
+                        data: Some(buf),
+                    });
+                    pos += len as u64;
+                    ok
+                },
+            );
+            match r {
+                Ok(n) => match blocks.crc32 {
+                    Some(want) if crc.finalize() != want => Err(decode_err(
+                        pos,
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "corrupt 7z data: the image's CRC-32 is not {want:08x}, the archive's"
+                            ),
+                        ),
+                    )),
+                    _ => Ok(n),
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(interrupted()),
+                Err(e) => Err(decode_err(pos, e)),
+            }
+        }
         Input::Stream(mut r) => {
             stream_chunks(&mut *r, &names.0, &limit, pool, &send, ctl, &decode_err)
         }

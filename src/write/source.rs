@@ -170,6 +170,13 @@ pub enum Input {
     },
     /// A 7z archive (a file, or standard input/HTTP spooled to an unlinked temporary file).
     SevenZ { file: File, entry: String },
+    /// A 7z archive whose LZMA2 stream has dictionary resets, decoded block-parallel between them.
+    SevenZBlocks {
+        file: File,
+        entry: String,
+        blocks: decompress::SevenZBlocks,
+        threads: usize,
+    },
 }
 
 pub struct Source {
@@ -368,7 +375,16 @@ fn open_regular(
                     message,
                 })?;
             size.exact = Some(len);
-            Input::SevenZ { file, entry }
+            let threads = u64::from(opts.threads);
+            match decompress::sevenz_blocks(&mut file, &entry, len, threads) {
+                Some(blocks) if threads > 1 => Input::SevenZBlocks {
+                    file,
+                    entry,
+                    blocks,
+                    threads: opts.threads as usize,
+                },
+                _ => Input::SevenZ { file, entry },
+            }
         }
         Format::Xz if let Some(index) = super::xz::index(&file) => {
             size.exact = Some(index.uncompressed);

@@ -263,7 +263,7 @@ pub fn source_bytes(
                 .map_err(|e| e.to_string())?;
             read_from(&mut *r, &mut out).map_err(|e| e.to_string())?;
         }
-        Input::SevenZ { file, entry } => {
+        Input::SevenZ { file, entry } | Input::SevenZBlocks { file, entry, .. } => {
             decompress::sevenz_decode(file, &entry, &mut |r| read_from(r, &mut out))
                 .map_err(|e| e.to_string())?;
         }

@@ -14,9 +14,18 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use liblzma::stream::{Action, Status, Stream};
+use liblzma::stream::{Action, Filters, Status, Stream};
 
 use super::buffers::{Pool, PoolBuf};
+
+/// A raw LZMA2 decoder (no container) for the coder properties `props`.
+fn lzma2_decoder(props: u8) -> io::Result<Stream> {
+    let mut filters = Filters::new();
+    filters
+        .lzma2_properties(&[props])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Stream::new_raw_decoder(&filters).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
 
 fn stream_decoder() -> io::Result<Stream> {
     Stream::new_stream_decoder(u64::MAX, 0)
@@ -125,8 +134,17 @@ pub struct XzBlock {
     /// Bytes on disk: header, data, padding and check.
     pub total: u64,
     pub uncompressed: u64,
-    /// The stream header (12 bytes) of the stream it belongs to.
-    pub stream_header: [u8; 12],
+    pub codec: BlockCodec,
+}
+
+/// How a block's bytes are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockCodec {
+    /// An .xz block; the stream header (12 bytes) of the stream it belongs to is fed first.
+    Xz { stream_header: [u8; 12] },
+    /// A run of raw LZMA2 chunks that starts with a dictionary reset (inside a 7z archive), with the
+    /// coder's one-byte LZMA2 properties (the dictionary size).
+    Lzma2 { props: u8 },
 }
 
 /// What the index(es) at the end of a seekable .xz file say.
@@ -215,7 +233,7 @@ pub fn index(file: &File) -> Option<XzIndex> {
                 offset: off,
                 total: padded,
                 uncompressed,
-                stream_header,
+                codec: BlockCodec::Xz { stream_header },
             });
             off += padded;
         }
@@ -253,10 +271,14 @@ fn decode_block(
     tx: &mpsc::Sender<Msg>,
 ) -> Result<bool, String> {
     let b = &blocks[i];
-    let mut stream = stream_decoder().map_err(|e| e.to_string())?;
     let mut inbuf = vec![0u8; IN_STEP];
-    inbuf[..12].copy_from_slice(&b.stream_header);
-    let (mut in_pos, mut in_len) = (0usize, 12usize);
+    let (stream, prefix, kind) = match &b.codec {
+        BlockCodec::Xz { stream_header } => (stream_decoder(), &stream_header[..], "xz block"),
+        BlockCodec::Lzma2 { props } => (lzma2_decoder(*props), &[][..], "7z LZMA2 segment"),
+    };
+    let mut stream = stream.map_err(|e| e.to_string())?;
+    inbuf[..prefix.len()].copy_from_slice(prefix);
+    let (mut in_pos, mut in_len) = (0usize, prefix.len());
     let (mut src, src_end) = (b.offset, b.offset + b.total);
     let mut out: Option<(PoolBuf, usize)> = None;
     let mut idle = 0u32;
@@ -269,7 +291,7 @@ fn decode_block(
     };
     let here = |stream: &Stream| {
         format!(
-            "xz block {} (compressed bytes {}..{}, image bytes {}..{}), near image byte {}",
+            "{kind} {} (compressed bytes {}..{}, image bytes {}..{}), near image byte {}",
             i + 1,
             b.offset,
             src_end,

@@ -304,11 +304,12 @@ pub fn fixture() -> &'static Fixture {
         let raw = make_image(&dir, "sdcard.img", 40, Table::Mbr);
         let r = raw.display().to_string();
         let d = dir.display().to_string();
-        // Several xz blocks (so the threaded decoder is used), and the other formats.
+        // Several xz blocks and a 7z whose LZMA2 stream has dictionary resets (7-Zip's multi-threaded
+        // mode), so both threaded decoders are used; and the other formats.
         sh(&format!(
             "cd {d} && bmaptool -q create -o sdcard.img.bmap sdcard.img && \
              xz -T2 --block-size=4MiB -3 -k sdcard.img && gzip -k sdcard.img && \
-             zstd -q -k sdcard.img && bzip2 -k sdcard.img && 7z a -bso0 -bsp0 sdcard.img.7z sdcard.img"
+             zstd -q -k sdcard.img && bzip2 -k sdcard.img && 7z a -bso0 -bsp0 -mx=1 -mmt=2 sdcard.img.7z sdcard.img"
         ));
         let size = std::fs::metadata(&raw).unwrap().len();
         let sha256 = sha256sum(&raw);
