@@ -183,8 +183,6 @@ pub struct Source {
     pub spec: SourceSpec,
     pub format: Format,
     pub size: SizeInfo,
-    /// xz: blocks in the file (several allow threaded decoding).
-    pub xz_blocks: Option<u64>,
     pub input: Input,
 }
 
@@ -330,7 +328,6 @@ pub fn open(
         spec: spec.clone(),
         format,
         size,
-        xz_blocks: None,
         input,
     })
 }
@@ -353,7 +350,6 @@ fn open_regular(
         })?;
     let format = Format::detect(&head);
     let mut size = SizeInfo::default();
-    let mut xz_blocks = None;
     let input = match format {
         Format::Raw => {
             size.exact = Some(len);
@@ -388,7 +384,6 @@ fn open_regular(
         }
         Format::Xz if let Some(index) = super::xz::index(&file) => {
             size.exact = Some(index.uncompressed);
-            xz_blocks = Some(index.blocks.len() as u64);
             if index.blocks.len() > 1 && opts.threads > 1 {
                 Input::XzBlocks {
                     file,
@@ -410,7 +405,6 @@ fn open_regular(
         spec: spec.clone(),
         format,
         size,
-        xz_blocks,
         input,
     })
 }
