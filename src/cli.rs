@@ -437,6 +437,7 @@ fn report_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub fn main() -> i32 {
+    quiet_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -452,6 +453,26 @@ pub fn main() -> i32 {
             f.code
         }
     }
+}
+
+/// `boardsmith boards | head` closes stdout early; `println!` (and clap_complete) then panic on the broken
+/// pipe. End
+/// quietly with the status a shell gives a process killed by SIGPIPE, as other Unix tools do, instead of
+/// printing a panic. (SIGPIPE itself stays ignored: a dying QEMU must not kill `boot` before it reports.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
+        default(info)
+    }));
 }
 
 fn load(catalog: &Catalog, board: &str) -> Result<Profile, Failure> {

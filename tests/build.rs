@@ -753,3 +753,31 @@ fn fat32_boot_partition_is_fsck_clean() {
         std::fs::read(rootfs.join(format!("boot/vmlinuz-{KVER}"))).unwrap()
     );
 }
+
+/// Output into a pipe whose reader has gone (`boardsmith completions bash | head -c0`) ends quietly, never
+/// with a panic message.
+#[test]
+fn closed_stdout_ends_quietly() {
+    for args in [
+        &["show", "cubieboard", "--json"][..],
+        &["completions", "bash"],
+    ] {
+        let mut child = boardsmith()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the child has loaded anything, so its first write fails.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // 141 from println!'s broken pipe, 0 where the output is written with its error ignored.
+        assert!(
+            matches!(out.status.code(), Some(141 | 0)),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
