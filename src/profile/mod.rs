@@ -545,17 +545,8 @@ fn embedded_file(path: &str, data: &[u8]) -> Arc<SourceFile> {
 
 fn parse_file(file: &Arc<SourceFile>) -> Result<RawProfile, ProfileError> {
     source::parse_with_origin::<RawProfile>(file).map_err(|e| {
-        let at = match e.span() {
-            Some(span) => {
-                let (l, c) = file.line_col(span.start);
-                format!("{}:{l}:{c}", file.name)
-            }
-            None => file.name.clone(),
-        };
-        ProfileError::Syntax {
-            at,
-            message: e.message().trim().to_string(),
-        }
+        let (at, message) = source::syntax_error(file, &e);
+        ProfileError::Syntax { at, message }
     })
 }
 

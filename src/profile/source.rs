@@ -30,6 +30,19 @@ impl SourceFile {
     }
 }
 
+/// A TOML syntax or type error in `file`: where (`file:line:col`, or the file name when the error has no
+/// span) and the parser's message.
+pub fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> (String, String) {
+    let at = match e.span() {
+        Some(span) => {
+            let (l, c) = file.line_col(span.start);
+            format!("{}:{l}:{c}", file.name)
+        }
+        None => file.name.clone(),
+    };
+    (at, e.message().trim().to_string())
+}
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::profile::source::{Loc, SourceFile, parse_with_origin};
+use crate::profile::source::{Loc, SourceFile, parse_with_origin, syntax_error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -143,17 +143,8 @@ fn parse(path: &str, text: &str) -> Result<RecipeFile, RecipeError> {
         text: text.to_string(),
     });
     let raw: RawRecipe = parse_with_origin(&file).map_err(|e| {
-        let at = match e.span() {
-            Some(span) => {
-                let (l, c) = file.line_col(span.start);
-                format!("{}:{l}:{c}", file.name)
-            }
-            None => file.name.clone(),
-        };
-        RecipeError::Syntax {
-            at,
-            message: e.message().trim().to_string(),
-        }
+        let (at, message) = syntax_error(&file, &e);
+        RecipeError::Syntax { at, message }
     })?;
     let name = path
         .rsplit('/')
