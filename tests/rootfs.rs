@@ -552,37 +552,6 @@ fn build_without_rootfs_puts_the_configured_tree_in_the_image() {
     );
 }
 
-/// Copies the root partition (the last one) out of an image, by the offsets sfdisk reads.
-pub fn extract_root_partition(img: &Path, dir: &Path) -> PathBuf {
-    let o = Command::new("sfdisk")
-        .arg("--json")
-        .arg(img)
-        .output()
-        .expect("sfdisk");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
-    let parts = v["partitiontable"]["partitions"]
-        .as_array()
-        .expect("partitions");
-    let last = parts.last().expect("a partition");
-    let start = last["start"].as_u64().expect("start");
-    let size = last["size"].as_u64().expect("size");
-    let out = dir.join("root.ext4");
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", out.display()))
-        .args([
-            "bs=512",
-            &format!("skip={start}"),
-            &format!("count={size}"),
-            "conv=sparse",
-            "status=none",
-        ])
-        .status()
-        .expect("dd");
-    assert!(st.success());
-    out
-}
-
 /// An image built with another SOURCE_DATE_EPOCH than its root filesystem would not find its root
 /// partition: the builder refuses.
 #[test]

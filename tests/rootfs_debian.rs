@@ -241,7 +241,7 @@ fn debian_armhf_rootfs_then_image_without_downloads() {
 
     // The image's root partition holds this root filesystem.
     let img = out.join("cubieboard.img");
-    let root = extract_last_partition(&img, d.path());
+    let root = extract_root_partition(&img, d.path());
     let fsck = Command::new("e2fsck")
         .arg("-fn")
         .arg(&root)
@@ -434,35 +434,4 @@ fn debian_armhf_xfce_droidmote() {
             .lines()
             .any(|l| l.starts_with("input:") && l.contains("debian"))
     );
-}
-
-fn extract_last_partition(img: &Path, dir: &Path) -> PathBuf {
-    let o = Command::new("sfdisk")
-        .arg("--json")
-        .arg(img)
-        .output()
-        .expect("sfdisk");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
-    let parts = v["partitiontable"]["partitions"]
-        .as_array()
-        .expect("partitions");
-    let last = parts.last().expect("a partition");
-    let start = last["start"].as_u64().expect("start");
-    let size = last["size"].as_u64().expect("size");
-    let out = dir.join("root.ext4");
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", out.display()))
-        .args([
-            "bs=1M",
-            "iflag=skip_bytes,count_bytes",
-            &format!("skip={}", start * 512),
-            &format!("count={}", size * 512),
-            "conv=sparse",
-            "status=none",
-        ])
-        .status()
-        .expect("dd");
-    assert!(st.success());
-    out
 }

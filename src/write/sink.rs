@@ -277,12 +277,7 @@ impl Target {
                 // would otherwise compete with decoding for the CPU; reads back bypass the cache
                 // the same way. Some filesystems (tmpfs) refuse it: then writes are buffered and
                 // the cache is dropped with fadvise before reading back.
-                let direct = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(&self.path)
-                    .ok();
+                let direct = open_direct(&self.path);
                 Ok(Sink {
                     plain,
                     direct_writes: direct.is_some(),
@@ -299,12 +294,7 @@ impl Target {
                     .custom_flags(libc::O_EXCL)
                     .open(&self.path)
                     .map_err(open_err)?;
-                let direct = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_DIRECT)
-                    .open(&self.path)
-                    .ok();
+                let direct = open_direct(&self.path);
                 Ok(Sink {
                     direct_writes: direct.is_some(),
                     plain,
@@ -462,4 +452,14 @@ impl Sink {
     pub fn alignment(&self) -> u64 {
         self.sector.max(ALIGN as u64)
     }
+}
+
+/// A second descriptor on `path` with O_DIRECT, or None where the filesystem refuses it (tmpfs).
+fn open_direct(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()
 }

@@ -370,3 +370,35 @@ pub fn prebuilt_rootfs(dir: &Path) -> PathBuf {
     assert!(st.success());
     tarball
 }
+
+/// Copies the root partition (the last one) out of an image, by the offsets sfdisk reads.
+pub fn extract_root_partition(img: &Path, dir: &Path) -> PathBuf {
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(img)
+        .output()
+        .expect("sfdisk");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("sfdisk json");
+    let parts = v["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions");
+    let last = parts.last().expect("a partition");
+    let start = last["start"].as_u64().expect("start");
+    let size = last["size"].as_u64().expect("size");
+    let out = dir.join("root.ext4");
+    let st = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", out.display()))
+        .args([
+            "bs=1M",
+            "iflag=skip_bytes,count_bytes",
+            &format!("skip={}", start * 512),
+            &format!("count={}", size * 512),
+            "conv=sparse",
+            "status=none",
+        ])
+        .status()
+        .expect("dd");
+    assert!(st.success());
+    out
+}
