@@ -391,41 +391,54 @@ fn interrupted_mid_write() {
     assert_eq!(card[1 << 20..2 << 20], image[1 << 20..2 << 20]);
 }
 
-/// A target that acknowledges writes but drops some (a fake card, here a FUSE filesystem): the
-/// read-back, with the page cache bypassed, names the first bad byte and blames the target.
-#[test]
-fn read_back_mismatch() {
+/// A fake card (tests/fixtures/lying_disk.py in `mode`) mounted under `dir`; unmounted and
+/// stopped when dropped. None when FUSE is unavailable (not root, no /dev/fuse).
+fn lying_disk(dir: &Path, mode: &[String]) -> Option<(Killed, Mount, PathBuf)> {
     if !is_root() || !Path::new("/dev/fuse").exists() {
         eprintln!("skipped: FUSE needs root and /dev/fuse");
-        return;
+        return None;
     }
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("fake-card");
+    let mnt = dir.join("fake-card");
     std::fs::create_dir_all(&mnt).unwrap();
-    // Drops writes to bytes [3 MiB, 3 MiB + 4 KiB) of its file.
-    let drop_at: u64 = 3 << 20;
-    let _fs = Killed(
+    let fs = Killed(
         Command::new("/usr/bin/python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lying_disk.py"))
             .arg(&mnt)
-            .args([drop_at.to_string(), (drop_at + 4096).to_string()])
+            .args(mode)
             .spawn()
             .unwrap(),
     );
-    let _unmount = Mount { dir: mnt.clone() };
+    let unmount = Mount { dir: mnt.clone() };
     let mut tries = 0;
     while !run("mount", &[]).contains(&mnt.display().to_string()) {
         tries += 1;
         assert!(tries < 100, "the FUSE filesystem did not mount");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Bindings drop in reverse: the mount goes before its server.
+    Some((fs, unmount, mnt.join("disk.img")))
+}
+
+/// A target that acknowledges writes but drops some (a fake card, here a FUSE filesystem): the
+/// read-back, with the page cache bypassed, names the first bad byte and blames the target.
+#[test]
+fn read_back_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    // Drops writes to bytes [3 MiB, 3 MiB + 4 KiB) of its file.
+    let drop_at: u64 = 3 << 20;
+    let mode = [
+        "drop".to_string(),
+        drop_at.to_string(),
+        (drop_at + 4096).to_string(),
+    ];
+    let Some((_fs, _unmount, target)) = lying_disk(dir.path(), &mode) else {
+        return;
+    };
     // An image whose byte at 3 MiB is not zero.
     let img = dir.path().join("data.img");
     let mut data = pseudo_random(99, 8 << 20);
     data[drop_at as usize] = 0x5a;
     std::fs::write(&img, &data).unwrap();
-    let target = mnt.join("disk.img");
     let o = bin().arg("write").arg(&img).arg(&target).output().unwrap();
     assert_failed(
         &o,
@@ -437,7 +450,40 @@ fn read_back_mismatch() {
             "first 64 KiB are zeroed",
         ],
     );
-    let _ = f;
+}
+
+/// A fake-capacity card: 6 MiB of cells sold as more, so writing bytes from 6 MiB on overwrites
+/// the first ones. The read-back that follows the writer may see each window before it is
+/// overwritten; the probes re-read after the flush must catch it, naming the first byte that
+/// changed (a window of the first MiB, behind the 64 KiB head).
+#[test]
+fn fake_capacity_card_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let cells: usize = 6 << 20;
+    let Some((_fs, _unmount, target)) = lying_disk(dir.path(), &["wrap".into(), cells.to_string()])
+    else {
+        return;
+    };
+    let img = dir.path().join("data.img");
+    let data = pseudo_random(7, 8 << 20);
+    std::fs::write(&img, &data).unwrap();
+    let first_bad = (65536..2 << 20)
+        .find(|&i| data[i] != data[i + cells])
+        .unwrap();
+    let o = bin().arg("write").arg(&img).arg(&target).output().unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            "the target is at fault",
+            &format!("read-back mismatch at byte {first_bad} "),
+            &format!(
+                "holds 0x{:02x} where the image has 0x{:02x}",
+                data[first_bad + cells],
+                data[first_bad]
+            ),
+        ],
+    );
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! hash, write), prove it landed (read-back verify), and optionally grow it to fill the card.
 //!
 //! Order of work, so an unfinished card never looks bootable: check everything (source, bmap,
-//! target) → zero the first 64 KiB → write the rest → flush → verify it → write the first 64 KiB →
-//! verify them → re-read the partition table → grow.
+//! target) → zero the first 64 KiB → write the rest, read back behind the writer (see `verify`) →
+//! flush → finish the read-back, re-check a probe per MiB → write the first 64 KiB → verify them →
+//! re-read the partition table → grow.
 
 pub mod blockdev;
 pub mod buffers;
@@ -44,10 +45,6 @@ pub const HEAD_LEN: u64 = 64 * 1024;
 /// enough to let one thread decode a block ahead of the one being written.
 pub const BUF_SIZE: usize = 2 << 20;
 pub const BUFS: usize = 16;
-/// Buffers of the read-back: large reads, a few in flight. No more memory than the write pipeline's
-/// pool, which is gone by then.
-pub const VERIFY_BUFS: usize = 4;
-pub const VERIFY_BUF_SIZE: usize = 8 << 20;
 
 /// Which block map to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +240,7 @@ pub struct WriteReport {
     pub ranges_checked: usize,
     pub seconds: f64,
     pub write_seconds: f64,
+    /// The read-back runs behind the writer: the time it took after the write had finished.
     pub verify_seconds: Option<f64>,
     /// Everything written was read back (page cache bypassed) and matched.
     pub verified: bool,
@@ -287,7 +285,7 @@ impl fmt::Display for WriteReport {
         match self.verify_seconds {
             Some(s) if self.verified => writeln!(
                 f,
-                "  verify   every written byte read back from the target and matched ({s:.1} s)"
+                "  verify   every written byte read back from the target and matched (behind the writer, then {s:.1} s after it)"
             )?,
             _ => writeln!(
                 f,
@@ -475,13 +473,10 @@ fn write_inner(
         .unwrap_or(0)
         .max(req.target_size.unwrap_or(0));
     let plan = pipeline::Plan {
-        buf_size: BUF_SIZE,
-        bufs: BUFS,
         read_ranges,
         write_ranges: write_ranges.clone(),
         skip_zero_blocks: !target.is_device(),
         head_len: HEAD_LEN,
-        fingerprints: req.verify,
         range_check,
         whole,
         expected_len: exact.clone(),
@@ -493,7 +488,7 @@ fn write_inner(
     };
 
     // From here on the target changes.
-    let mut sink = target.open_sink(file_len)?;
+    let sink = target.open_sink(file_len)?;
     *state = TargetState::Incomplete;
     let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
     if sink.is_device {
@@ -509,73 +504,83 @@ fn write_inner(
                 target_name(&target)
             )))?;
     }
-    obs(Event::Phase {
-        phase: Phase::Write,
-        total: exact.as_ref().map(|e| e.0),
-    });
-    let write_started = Instant::now();
     let parallel_blocks = match &src.input {
         Input::XzBlocks { index, .. } => Some(index.blocks.len() as u64),
         Input::SevenZBlocks { blocks, .. } => Some(blocks.index.blocks.len() as u64),
         _ => None,
     };
-    let out = pipeline::run(src.input, plan, &sink, obs)?;
-    let image_len = out.image_len;
-    if let Some((n, from)) = &exact
-        && *n != image_len
-    {
-        return Err(WriteError::ShortImage {
-            what: source_name,
-            len: image_len,
-            expected: *n,
-            expected_from: from.clone(),
-        });
-    }
-    if let Some(e) = &expected {
-        let actual = match e.kind {
-            SumKind::Sha256 => &out.sha256,
-            SumKind::Md5 => &out.md5,
-        };
-        if actual.as_deref() != Some(e.hex.as_str()) {
-            return Err(WriteError::SumMismatch {
-                kind: e.kind,
-                actual: actual.clone().unwrap_or_default(),
-                expected: e.hex.clone(),
-                origin: e.origin.clone(),
-            });
-        }
-    }
-    if !sink.is_device {
-        sink.set_file_len(image_len.max(req.target_size.unwrap_or(0)))
-            .map_err(io_err(format!("sizing {}", target_name(&target))))?;
-    }
-    obs(Event::Phase {
-        phase: Phase::Flush,
-        total: None,
-    });
-    sink.flush()
-        .map_err(io_err(format!("flushing {}", target_name(&target))))?;
-    let write_seconds = write_started.elapsed().as_secs_f64();
-    check_interrupt()?;
-
-    // Verify everything but the head.
-    let all = write_ranges.clone().unwrap_or_else(|| vec![(0, image_len)]);
-    // Read-back: enough buffers to keep reads in flight while the previous ones are fingerprinted.
-    let pool = Pool::new(VERIFY_BUFS, VERIFY_BUF_SIZE);
+    // The pool is the whole data memory of the writer and of the verifier that follows it.
+    let pool = Pool::new(BUFS, BUF_SIZE);
+    let trail = verify::Trail::default();
+    // Everything written but the head is read back; the image's end comes with the trail.
+    let verify_ranges = body_ranges(
+        write_ranges.as_deref().unwrap_or(&[(0, u64::MAX)]),
+        HEAD_LEN,
+        u64::MAX,
+    );
+    let write_started = Instant::now();
+    let mut write_seconds = 0.0;
     let mut verify_seconds = None;
-    if req.verify {
-        let t = Instant::now();
-        let body = body_ranges(&all, HEAD_LEN, image_len);
-        match verify::verify(&sink, &body, &out.fingerprints, &pool, obs) {
-            Ok(_) => {}
-            Err(e) => {
-                return Err(verify_failure(
-                    e, req, &target, &sink, &body, image_len, &pool, obs,
-                ));
-            }
+    let (written, verified) = std::thread::scope(|s| {
+        let verifier = req
+            .verify
+            .then(|| s.spawn(|| verify::read_back(&sink, &verify_ranges, &trail, &pool)));
+        obs(Event::Phase {
+            phase: Phase::Write,
+            total: exact.as_ref().map(|e| e.0),
+        });
+        let written = write_and_flush(
+            src.input, plan, &pool, &sink, &trail, req, &target, &exact, &expected, obs,
+        );
+        write_seconds = write_started.elapsed().as_secs_f64();
+        match &written {
+            Ok(_) => trail.flushed(),
+            Err(_) => trail.abandon(),
         }
-        verify_seconds = Some(t.elapsed().as_secs_f64());
-    }
+        let verified = verifier.map(|v| {
+            if written.is_ok() {
+                // Reports the read-back's progress until it has caught up and checked the probes.
+                let total = verify_ranges
+                    .iter()
+                    .map(|&(s, e)| {
+                        e.min(written.as_ref().map_or(0, |o| o.image_len))
+                            .saturating_sub(s)
+                    })
+                    .sum();
+                obs(Event::Phase {
+                    phase: Phase::Verify,
+                    total: Some(total),
+                });
+                let t = Instant::now();
+                while !v.is_finished() {
+                    obs(Event::Progress(progress::Counters {
+                        done: trail.verified(),
+                        written: 0,
+                        skipped: 0,
+                    }));
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                verify_seconds = Some(t.elapsed().as_secs_f64());
+            }
+            v.join().unwrap_or(Err(verify::VerifyError::Interrupted))
+        });
+        (written, verified)
+    });
+    // A read-back failure stops the writer early: then it is the error to report.
+    let failed = trail.failed();
+    let image_len = written.as_ref().map_or(u64::MAX, |o| o.image_len);
+    let out = match (written, verified) {
+        (Ok(out), None | Some(Ok(_))) => out,
+        (Err(e), _) if !failed => return Err(e),
+        (_, Some(Err(e))) => {
+            let body = body_ranges(&verify_ranges, HEAD_LEN, image_len);
+            return Err(verify_failure(
+                e, req, &target, &sink, &body, image_len, &pool, obs,
+            ));
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let image_len = out.image_len;
     check_interrupt()?;
 
     // The head, last.
@@ -645,6 +650,63 @@ fn write_inner(
 
 fn target_name(t: &Target) -> String {
     t.path.display().to_string()
+}
+
+/// The write pass, its checks (length, expected sum) and the final flush; tells the trail where
+/// the image ends.
+#[allow(clippy::too_many_arguments)]
+fn write_and_flush(
+    input: Input,
+    plan: pipeline::Plan,
+    pool: &Pool,
+    sink: &Sink,
+    trail: &verify::Trail,
+    req: &WriteRequest,
+    target: &Target,
+    exact: &Option<(u64, String)>,
+    expected: &Option<ExpectedSum>,
+    obs: Observer<'_>,
+) -> Result<pipeline::Output, WriteError> {
+    let source_name = plan.source_name.clone();
+    let out = pipeline::run(input, plan, pool, sink, req.verify.then_some(trail), obs)?;
+    let image_len = out.image_len;
+    if let Some((n, from)) = exact
+        && *n != image_len
+    {
+        return Err(WriteError::ShortImage {
+            what: source_name,
+            len: image_len,
+            expected: *n,
+            expected_from: from.clone(),
+        });
+    }
+    if let Some(e) = expected {
+        let actual = match e.kind {
+            SumKind::Sha256 => &out.sha256,
+            SumKind::Md5 => &out.md5,
+        };
+        if actual.as_deref() != Some(e.hex.as_str()) {
+            return Err(WriteError::SumMismatch {
+                kind: e.kind,
+                actual: actual.clone().unwrap_or_default(),
+                expected: e.hex.clone(),
+                origin: e.origin.clone(),
+            });
+        }
+    }
+    trail.finish(image_len);
+    let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
+    if !sink.is_device {
+        sink.set_file_len(image_len.max(req.target_size.unwrap_or(0)))
+            .map_err(io_err(format!("sizing {}", target_name(target))))?;
+    }
+    obs(Event::Phase {
+        phase: Phase::Flush,
+        total: None,
+    });
+    sink.flush()
+        .map_err(io_err(format!("flushing {}", target_name(target))))?;
+    Ok(out)
 }
 
 fn check_interrupt() -> Result<(), WriteError> {

@@ -19,7 +19,7 @@ use super::progress::{Counters, Event, Observer, Throttle};
 use super::sink::{FLUSH_WINDOW, Sink};
 use super::source::Input;
 use super::sums::SumKind;
-use super::verify::Fingerprints;
+use super::verify::{Fingerprints, Trail};
 
 /// A piece of the image: data in a pool buffer, or a run of zeros (a hole) without a buffer.
 pub struct Chunk {
@@ -83,8 +83,6 @@ fn recv(rx: &Receiver<Arc<Chunk>>, ctl: &Control) -> Option<Arc<Chunk>> {
 
 /// What to read, write and hash.
 pub struct Plan {
-    pub buf_size: usize,
-    pub bufs: usize,
     /// Raw file sources: the byte ranges to read (None: all). Everything else reads all.
     pub read_ranges: Option<Vec<(u64, u64)>>,
     /// Byte ranges to write, sorted (None: the whole image). The same ranges are read back.
@@ -93,8 +91,6 @@ pub struct Plan {
     pub skip_zero_blocks: bool,
     /// Bytes at the start held back and written last.
     pub head_len: u64,
-    /// Record fingerprints for the read-back verify.
-    pub fingerprints: bool,
     pub range_check: Option<RangeCheck>,
     pub whole: Vec<SumKind>,
     /// Exact image size, when known, and who says so.
@@ -120,7 +116,6 @@ pub struct Output {
     pub image_len: u64,
     pub counters: Counters,
     pub head: Head,
-    pub fingerprints: Vec<(u64, u32)>,
     pub sha256: Option<String>,
     pub md5: Option<String>,
 }
@@ -159,18 +154,20 @@ pub fn nonzero_runs(data: &[u8], offset: u64, out: &mut Vec<(u64, u64)>) {
     }
 }
 
-/// Runs the write pass.
+/// Runs the write pass with the buffers of `pool`. With a `trail`, publishes what is written and
+/// its fingerprints for the verifier that follows, and stops early if that verifier failed.
 pub fn run(
     input: Input,
     mut plan: Plan,
+    pool: &Pool,
     sink: &Sink,
+    trail: Option<&Trail>,
     obs: Observer<'_>,
 ) -> Result<Output, WriteError> {
     let ctl = Arc::new(Control::default());
-    let pool = Pool::new(plan.bufs, plan.buf_size);
     let mut senders: Vec<SyncSender<Arc<Chunk>>> = Vec::new();
     let channel = |senders: &mut Vec<SyncSender<Arc<Chunk>>>| {
-        let (tx, rx) = sync_channel::<Arc<Chunk>>(plan.bufs + 1);
+        let (tx, rx) = sync_channel::<Arc<Chunk>>(pool.count() + 1);
         senders.push(tx);
         rx
     };
@@ -248,7 +245,7 @@ pub fn run(
         let sha = whole(rx_sha, SumKind::Sha256);
         let md5 = whole(rx_md5, SumKind::Md5);
 
-        let written = write_stage(&rx_write, &plan, sink, &ctl, obs);
+        let written = write_stage(&rx_write, &plan, sink, trail, &ctl, obs);
         drop(rx_write);
         let join = |h: Option<thread::ScopedJoinHandle<'_, Option<(u64, String)>>>| {
             h.and_then(|h| h.join().ok().flatten())
@@ -279,7 +276,7 @@ pub fn run(
     if let Some(e) = ctl.take_error() {
         return Err(e);
     }
-    let (counters, head, fingerprints) = written?;
+    let (counters, head) = written?;
     if let Some(rc) = range
         && let Some((index, start, end)) = rc.unfinished()
     {
@@ -304,7 +301,6 @@ pub fn run(
         image_len,
         counters,
         head,
-        fingerprints,
         sha256: take(sha)?,
         md5: take(md5)?,
     })
@@ -551,14 +547,15 @@ fn stream_chunks(
     }
 }
 
-/// What the writer leaves: counters, the held-back head, the verify fingerprints.
-type Written = (Counters, Head, Vec<(u64, u32)>);
+/// What the writer leaves: counters and the held-back head.
+type Written = (Counters, Head);
 
-/// Writes what the plan says, collects the head and the fingerprints.
+/// Writes what the plan says, collects the head, hands fingerprints to the verifier's trail.
 fn write_stage(
     rx: &Receiver<Arc<Chunk>>,
     plan: &Plan,
     sink: &Sink,
+    trail: Option<&Trail>,
     ctl: &Control,
     obs: Observer<'_>,
 ) -> Result<Written, WriteError> {
@@ -636,7 +633,7 @@ fn write_stage(
                 continue;
             }
             let data = c.bytes(bs, e);
-            if plan.fingerprints {
+            if trail.is_some() {
                 match data {
                     Some(d) => prints.update(bs, d),
                     None => prints.update_zeros(bs, e - bs),
@@ -666,6 +663,14 @@ fn write_stage(
         }
         counters.done = ce;
         counters.skipped = counters.done.saturating_sub(counters.written);
+        if let Some(t) = trail {
+            t.advance(ce, &mut prints);
+            if t.failed() {
+                // The read-back already found a bad window: writing on is wasted.
+                ctl.abort();
+                break;
+            }
+        }
         if counters.done >= kicked + FLUSH_WINDOW {
             sink.kick_writeback(kicked, counters.done);
             kicked = counters.done;
@@ -676,7 +681,10 @@ fn write_stage(
         }
     }
     obs(Event::Progress(counters));
-    Ok((counters, head, prints.finish()))
+    if let Some(t) = trail {
+        t.last_windows(prints);
+    }
+    Ok((counters, head))
 }
 
 #[cfg(test)]

@@ -284,7 +284,6 @@ impl Target {
                     direct,
                     sector: self.sector,
                     is_device: false,
-                    len: file_len,
                 })
             }
             TargetKind::Device(_) => {
@@ -301,7 +300,6 @@ impl Target {
                     direct,
                     sector: self.sector,
                     is_device: true,
-                    len: self.capacity.unwrap_or(0),
                 })
             }
         }
@@ -329,8 +327,6 @@ pub struct Sink {
     direct_writes: bool,
     sector: u64,
     pub is_device: bool,
-    /// File length (files) or device size.
-    len: u64,
 }
 
 /// Bytes between writeback kicks (files) or waits (buffered device writes), so dirty data never
@@ -395,11 +391,10 @@ impl Sink {
         Ok(())
     }
 
-    /// Sets a file target's final length (streams of unknown size).
-    pub fn set_file_len(&mut self, len: u64) -> io::Result<()> {
-        if !self.is_device && len != self.len {
+    /// Sets a file target's final length (streams of unknown size; never below what was written).
+    pub fn set_file_len(&self, len: u64) -> io::Result<()> {
+        if !self.is_device {
             self.plain.set_len(len)?;
-            self.len = len;
         }
         Ok(())
     }
@@ -432,6 +427,13 @@ impl Sink {
     /// Whether reads bypass the cache with O_DIRECT (else fdatasync + POSIX_FADV_DONTNEED).
     pub fn direct_reads(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Whether reading `len` bytes at `offset` into an aligned buffer goes through O_DIRECT.
+    pub fn reads_direct(&self, offset: u64, len: usize) -> bool {
+        self.direct.is_some()
+            && offset.is_multiple_of(self.sector)
+            && (len as u64).is_multiple_of(self.sector)
     }
 
     /// Data extents of a file target within `[start, end)` (holes read as zeros and are not read);
