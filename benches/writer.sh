@@ -16,7 +16,8 @@
 #
 # Every boardsmith run finds sdcard.bmap beside the image (as bmaptool does) and checks each mapped
 # range's SHA-256, like bmaptool copy; "no verify" skips only the read-back.
-# Environment: RUNS (default 5 for raw, 3 for compressed), MAKE_WORKLOAD (path of make-workload.sh).
+# Environment: RUNS (rounds; default 9 for raw, 3 for compressed), ONLY (groups to run, default
+# "raw xz zst gz 7z"), MAKE_WORKLOAD (path of make-workload.sh).
 set -euo pipefail
 export LC_ALL=C
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -37,8 +38,8 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BS="$ROOT/target/release/boardsmith"
 T="$O/target.img"
 DD="dd of=$T bs=4M iflag=fullblock conv=sparse,fsync status=none"
-HF=(hyperfine --style basic --prepare "rm -f $T")
 RAW_RUNS="${RUNS:-9}"
+Z_RUNS="${RUNS:-3}"
 # Dense data as long as the image's mapped part (the compressed files are incompressible enough).
 MAPPED=$(python3 - "$W/sdcard.img" <<'PY'
 import os, sys
@@ -54,10 +55,31 @@ DENSE="$O/dense.src"
 [ "$(stat -c %s "$DENSE" 2>/dev/null)" = "$MAPPED" ] ||
   { cat "$W"/sdcard.img.{zst,7z,xz,gz} || true; } | head -c "$MAPPED" >"$DENSE"
 DDW="dd if=$DENSE of=$T bs=4M oflag=direct conv=fsync status=none"
-Z_RUNS="${RUNS:-3}"
+
+# rounds NAME N -n NAME CMD ...: N rounds, each running every command once (hyperfine --runs 1), so a
+# disk whose speed drifts over minutes (this VM's does) slows all commands alike; one round first
+# is discarded as warm-up. The rounds' JSON files are merged into NAME.json.
+rounds() {
+  local name="$1" n="$2"; shift 2
+  for i in $(seq 0 "$n"); do
+    hyperfine --style none --prepare "rm -f $T" --runs 1 --export-json "$O/$name.r$i.json" "$@" >/dev/null
+  done
+  python3 - "$O" "$name" "$n" <<'PY'
+import json, sys
+o, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+merged = {}
+for i in range(1, n + 1):
+    for r in json.load(open(f"{o}/{name}.r{i}.json"))["results"]:
+        merged.setdefault(r["command"], {"command": r["command"], "times": []})["times"] += r["times"]
+json.dump({"results": list(merged.values())}, open(f"{o}/{name}.json", "w"))
+PY
+}
+
+ONLY="${ONLY:-raw xz zst gz 7z}"
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "## load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-"${HF[@]}" --warmup 1 --runs "$RAW_RUNS" --export-json "$O/raw.json" \
+want raw && rounds raw "$RAW_RUNS" \
   -n "boardsmith write (no verify)" "$BS write $W/sdcard.img $T --no-verify --progress none" \
   -n "boardsmith write + verify" "$BS write $W/sdcard.img $T --progress none" \
   -n "dd bs=4M conv=sparse,fsync" "dd if=$W/sdcard.img of=$T bs=4M conv=sparse,fsync status=none" \
@@ -69,13 +91,17 @@ echo "## load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 for f in xz:"xz -T2 -dc" zst:"zstd -dc" gz:"gzip -dc"; do
   ext="${f%%:*}"; dec="${f#*:}"
-  "${HF[@]}" --warmup 1 --runs "$Z_RUNS" --export-json "$O/$ext.json" \
+  want "$ext" || continue
+  verify=()
+  [ "$ext" = xz ] && verify=(-n "boardsmith write .xz + verify" "$BS write $W/sdcard.img.xz $T --progress none")
+  rounds "$ext" "$Z_RUNS" \
     -n "boardsmith write .$ext (no verify)" "$BS write $W/sdcard.img.$ext $T --no-verify --progress none" \
+    "${verify[@]}" \
     -n "$dec >/dev/null" "$dec $W/sdcard.img.$ext >/dev/null" \
     -n "$dec | dd" "$dec $W/sdcard.img.$ext | $DD" \
     -n "bmaptool copy .$ext" "bmaptool -q copy --bmap $W/sdcard.bmap $W/sdcard.img.$ext $T"
 done
-"${HF[@]}" --warmup 1 --runs "$Z_RUNS" --export-json "$O/7z.json" \
+want 7z && rounds 7z "$Z_RUNS" \
   -n "boardsmith write .7z (no verify)" "$BS write $W/sdcard.img.7z $T --no-verify --progress none" \
   -n "7z x -so >/dev/null" "7z x -so $W/sdcard.img.7z >/dev/null" \
   -n "7z x -so | dd" "7z x -so $W/sdcard.img.7z | $DD"
@@ -89,13 +115,15 @@ for ext in "" .xz .zst .gz .7z; do
 done
 rm -f "$T"
 
-python3 - "$O" <<'PY'
+python3 - "$O" "$ONLY" <<'PY'
 import json, statistics, sys
-o = sys.argv[1]
+o, only = sys.argv[1], sys.argv[2].split()
 def load(name):
     return {r["command"]: r for r in json.load(open(f"{o}/{name}.json"))["results"]}
 def med(r): return statistics.median(r["times"])
 def table(name, ours, targets):
+    if name not in only:
+        return
     rs = load(name)
     base = med(rs[ours])
     print(f"\n| {name} | median | min – max | ÷ boardsmith |\n| --- | --- | --- | --- |")

@@ -349,6 +349,7 @@ fn body_ranges(ranges: &[(u64, u64)], head: u64, len: u64) -> Vec<(u64, u64)> {
 pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<WriteFailure>> {
     let target_name = req.target.display().to_string();
     let mut state = TargetState::Untouched;
+    buffers::map_large_allocations();
     let result = write_inner(req, obs, &mut state);
     result.map_err(|error| {
         Box::new(WriteFailure {

@@ -428,26 +428,55 @@ fn follow(
     Ok(probes)
 }
 
-/// Re-reads each window's probe (after everything was written and flushed).
+/// Probes read at once: each is a small read whose cost is its latency, so several run in parallel.
+const PROBE_READERS: usize = 4;
+
+/// Re-reads each window's probe (after everything was written and flushed); reports the first
+/// window (by offset) whose probe differs.
 fn check_probes(sink: &Sink, probes: &[Probe], pool: &Pool) -> Result<(), VerifyError> {
-    let Some(mut buf) = pool.take(&interrupt::interrupted) else {
-        return Err(VerifyError::Interrupted);
-    };
-    for p in probes {
-        if interrupt::interrupted() {
+    let check = |k: usize| -> Result<(), VerifyError> {
+        let Some(mut buf) = pool.take(&interrupt::interrupted) else {
             return Err(VerifyError::Interrupted);
+        };
+        for p in probes.iter().skip(k).step_by(PROBE_READERS) {
+            if interrupt::interrupted() {
+                return Err(VerifyError::Interrupted);
+            }
+            let n = p.len as usize;
+            sink.read_back(&mut buf[..n], p.offset)
+                .map_err(|source| VerifyError::Io {
+                    offset: p.offset,
+                    source,
+                })?;
+            if crc32fast::hash(&buf[..n]) != p.crc {
+                return Err(VerifyError::mismatch(p.offset / WINDOW));
+            }
         }
-        let n = p.len as usize;
-        sink.read_back(&mut buf[..n], p.offset)
-            .map_err(|source| VerifyError::Io {
-                offset: p.offset,
-                source,
-            })?;
-        if crc32fast::hash(&buf[..n]) != p.crc {
-            return Err(VerifyError::mismatch(p.offset / WINDOW));
-        }
+        Ok(())
+    };
+    let results: Vec<Result<(), VerifyError>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..PROBE_READERS)
+            .map(|k| s.spawn(move || check(k)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(VerifyError::Interrupted)))
+            .collect()
+    });
+    // Each reader stops at its first bad probe: the lowest of those is the first bad window.
+    let offset = |e: &VerifyError| match e {
+        VerifyError::Mismatch { start, .. } => *start,
+        VerifyError::Io { offset, .. } => *offset,
+        VerifyError::Interrupted => u64::MAX,
+    };
+    match results
+        .into_iter()
+        .filter_map(Result::err)
+        .min_by_key(|e| offset(e))
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Hands a piece to the verifying thread; fails when that thread has stopped.
