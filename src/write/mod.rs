@@ -539,14 +539,11 @@ fn write_inner(
             Err(_) => trail.abandon(),
         }
         let verified = verifier.map(|v| {
-            if written.is_ok() {
+            if let Ok(out) = &written {
                 // Reports the read-back's progress until it has caught up and checked the probes.
-                let total = verify_ranges
+                let total = body_ranges(&verify_ranges, HEAD_LEN, out.image_len)
                     .iter()
-                    .map(|&(s, e)| {
-                        e.min(written.as_ref().map_or(0, |o| o.image_len))
-                            .saturating_sub(s)
-                    })
+                    .map(|(s, e)| e - s)
                     .sum();
                 obs(Event::Phase {
                     phase: Phase::Verify,
@@ -567,19 +564,16 @@ fn write_inner(
         });
         (written, verified)
     });
-    // A read-back failure stops the writer early: then it is the error to report.
-    let failed = trail.failed();
-    let image_len = written.as_ref().map_or(u64::MAX, |o| o.image_len);
-    let out = match (written, verified) {
-        (Ok(out), None | Some(Ok(_))) => out,
-        (Err(e), _) if !failed => return Err(e),
-        (_, Some(Err(e))) => {
+    // A read-back failure is the error to report, also when it stopped the writer early.
+    let out = match verified {
+        Some(Err(e)) if written.is_ok() || trail.failed() => {
+            let image_len = written.as_ref().map_or(u64::MAX, |o| o.image_len);
             let body = body_ranges(&verify_ranges, HEAD_LEN, image_len);
             return Err(verify_failure(
                 e, req, &target, &sink, &body, image_len, &pool, obs,
             ));
         }
-        (Err(e), _) => return Err(e),
+        _ => written?,
     };
     let image_len = out.image_len;
     check_interrupt()?;
