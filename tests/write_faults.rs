@@ -96,6 +96,59 @@ fn truncated_bz2() {
 fn corrupt_7z() {
     damaged_source(".7z", "corrupt", 1, &["corrupt or truncated 7z data"]);
 }
+/// A 7z archive whose LZMA2 data decodes cleanly but whose recorded CRC-32 of the image differs
+/// (header edited, its own CRCs fixed up): the block-parallel decoder's whole-entry check catches it.
+#[test]
+fn sevenz_crc_mismatch() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let arc = dir.path().join("bad-crc.img.7z");
+    // -mmt=2 writes dictionary resets (the block-parallel path); -mhc=off keeps the header plain.
+    let st = Command::new("7z")
+        .args(["a", "-bso0", "-bsp0", "-mx=1", "-mmt=2", "-mhc=off"])
+        .arg(&arc)
+        .arg(&f.raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut b = std::fs::read(&arc).unwrap();
+    let le64 = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize;
+    let (start, len) = (32 + le64(12), le64(20));
+    let want = crc32fast::hash(&std::fs::read(&f.raw).unwrap()).to_le_bytes();
+    let header = &b[start..start + len];
+    let at: Vec<usize> = (0..len - 3).filter(|&i| header[i..i + 4] == want).collect();
+    assert_eq!(at.len(), 1, "the image's CRC-32 once in the archive header");
+    b[start + at[0]] ^= 0x5a;
+    let next_crc = crc32fast::hash(&b[start..start + len]).to_le_bytes();
+    b[28..32].copy_from_slice(&next_crc);
+    let start_crc = crc32fast::hash(&b[12..32]).to_le_bytes();
+    b[8..12].copy_from_slice(&start_crc);
+    std::fs::write(&arc, &b).unwrap();
+    let st = Command::new("7z").arg("t").arg(&arc).output().unwrap();
+    assert!(
+        !st.status.success(),
+        "7-Zip itself rejects the edited archive"
+    );
+
+    let out = dir.path().join("out.img");
+    let o = bin()
+        .arg("write")
+        .arg(&arc)
+        .arg(&out)
+        .arg("--no-bmap")
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        1,
+        &[
+            "bad-crc.img.7z",
+            "corrupt 7z data: the image's CRC-32 is not",
+        ],
+    );
+    assert!(zero_prefix(&out, 65536), "the target looks bootable");
+}
+
 #[test]
 fn truncated_7z() {
     // The archive's header sits at its end: a truncated 7z is refused before anything is written.

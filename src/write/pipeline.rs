@@ -330,6 +330,34 @@ fn produce(
         offset,
         message: e.to_string(),
     };
+    // Independent blocks (xz blocks, 7z LZMA2 segments) decoded on several threads and sent in
+    // order; `crc` sums what was decoded. Returns the result and how far decoding got.
+    let decode_blocks = |file: &std::fs::File,
+                         index: &super::xz::XzIndex,
+                         threads: usize,
+                         mut crc: Option<&mut crc32fast::Hasher>| {
+        let mut pos = 0u64;
+        let r = super::xz::decode_parallel(file, index, threads, pool, &stop, &mut |buf, len| {
+            if let Some(c) = crc.as_deref_mut() {
+                c.update(&buf[..len]);
+            }
+            let ok = send(Chunk {
+                offset: pos,
+                len: len as u64,
+                data: Some(buf),
+            });
+            pos += len as u64;
+            ok
+        });
+        (r, pos)
+    };
+    let blocks_err = |pos: u64, e: io::Error| {
+        if e.kind() == io::ErrorKind::Interrupted {
+            interrupted()
+        } else {
+            decode_err(pos, e)
+        }
+    };
     match input {
         Input::RawFile(file) => {
             use std::os::unix::fs::FileExt;
@@ -392,22 +420,8 @@ fn produce(
             index,
             threads,
         } => {
-            let mut pos = 0u64;
-            let r =
-                super::xz::decode_parallel(&file, &index, threads, pool, &stop, &mut |buf, len| {
-                    let ok = send(Chunk {
-                        offset: pos,
-                        len: len as u64,
-                        data: Some(buf),
-                    });
-                    pos += len as u64;
-                    ok
-                });
-            match r {
-                Ok(n) => Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(interrupted()),
-                Err(e) => Err(decode_err(pos, e)),
-            }
+            let (r, pos) = decode_blocks(&file, &index, threads, None);
+            r.map_err(|e| blocks_err(pos, e))
         }
         Input::SevenZBlocks {
             file,
@@ -415,40 +429,20 @@ fn produce(
             threads,
             ..
         } => {
-            let mut pos = 0u64;
             let mut crc = crc32fast::Hasher::new();
-            let r = super::xz::decode_parallel(
-                &file,
-                &blocks.index,
-                threads,
-                pool,
-                &stop,
-                &mut |buf, len| {
-                    crc.update(&buf[..len]);
-                    let ok = send(Chunk {
-                        offset: pos,
-                        len: len as u64,
-                        data: Some(buf),
-                    });
-                    pos += len as u64;
-                    ok
-                },
-            );
-            match r {
-                Ok(n) => match blocks.crc32 {
-                    Some(want) if crc.finalize() != want => Err(decode_err(
-                        pos,
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "corrupt 7z data: the image's CRC-32 is not {want:08x}, the archive's"
-                            ),
+            let (r, pos) = decode_blocks(&file, &blocks.index, threads, Some(&mut crc));
+            let n = r.map_err(|e| blocks_err(pos, e))?;
+            match blocks.crc32 {
+                Some(want) if crc.finalize() != want => Err(decode_err(
+                    pos,
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "corrupt 7z data: the image's CRC-32 is not {want:08x}, the archive's"
                         ),
-                    )),
-                    _ => Ok(n),
-                },
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(interrupted()),
-                Err(e) => Err(decode_err(pos, e)),
+                    ),
+                )),
+                _ => Ok(n),
             }
         }
         Input::Stream(mut r) => {
