@@ -22,6 +22,12 @@ if [ "$(id -u)" != 0 ]; then
   SUDO=(sudo)
 fi
 
+. /etc/os-release 2>/dev/null || true
+case "${VERSION_CODENAME:-}" in
+  bookworm) LIBARCHIVE=libarchive13 ;;
+  *) LIBARCHIVE=libarchive13t64 ;; # trixie and later: the 64-bit time_t transition renamed it
+esac
+
 # ---- what is needed ----------------------------------------------------------------------------
 # Minimum versions (Debian version strings) of the packages whose distribution version is too old on bookworm.
 declare -A MIN_VERSION=(
@@ -46,6 +52,8 @@ PACKAGES=(
   e2fsprogs fdisk gdisk dosfstools mtools u-boot-tools device-tree-compiler
   cgpt vboot-kernel-utils vboot-utils bmap-tools genimage hyperfine
   xz-utils zstd gzip bzip2 p7zip-full cpio openssl
+  # mke2fs -d TARBALL loads libarchive at run time (it is not a dependency of e2fsprogs)
+  "$LIBARCHIVE"
   # root filesystems: mmdebstrap with ARM programs run through qemu-user
   mmdebstrap debootstrap qemu-user-static binfmt-support arch-test
   # FUSE fixtures (a lying disk), busybox for test root filesystems
@@ -111,8 +119,10 @@ check() {
   if ! /usr/bin/python3 -c 'import fusepy' 2>/dev/null; then
     say "/usr/bin/python3 cannot import fusepy (package python3-fusepy)"; bad=1
   fi
+  local foreign
+  foreign=$(dpkg --print-foreign-architectures)
   for a in armhf arm64; do
-    dpkg --print-foreign-architectures | grep -qx "$a" || { say "foreign architecture $a is not enabled"; bad=1; }
+    grep -qx "$a" <<<"$foreign" || { say "foreign architecture $a is not enabled (dpkg --add-architecture $a)"; bad=1; }
   done
   if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
     say "binfmt_misc is not mounted: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"; bad=1
@@ -121,6 +131,18 @@ check() {
       grep -qx enabled "/proc/sys/fs/binfmt_misc/$h" 2>/dev/null \
         || { say "binfmt handler $h is not registered: update-binfmts --enable $h"; bad=1; }
     done
+  fi
+  # The tests build ext4 from tarballs: mke2fs needs libarchive for that, which only shows when it runs.
+  if command -v mke2fs >/dev/null; then
+    local t
+    t=$(mktemp -d)
+    mkdir "$t/tree" && echo ok >"$t/tree/file"
+    tar -C "$t/tree" -cf "$t/tree.tar" .
+    if ! mke2fs -q -F -t ext4 -d "$t/tree.tar" "$t/fs.img" 4M >"$t/log" 2>&1; then
+      say "mke2fs cannot build a filesystem from a tarball: $(grep -v '^$' "$t/log" | tail -n 2 | tr '\n' ' ')(package $LIBARCHIVE)"
+      bad=1
+    fi
+    rm -rf "$t"
   fi
   if [ "$bad" = 0 ]; then
     say "all tools present: e2fsprogs $(version_of e2fsprogs), qemu-system-arm $(version_of qemu-system-arm)"
@@ -166,8 +188,10 @@ if [ "$CODENAME" = bookworm ]; then
   printf '%s' "$BACKPORT_PIN" | "${SUDO[@]}" tee /etc/apt/preferences.d/boardsmith-backports >/dev/null
 fi
 
+# (Output captured first: with pipefail, `dpkg ... | grep -q` fails when grep exits before dpkg has written.)
+foreign=$(dpkg --print-foreign-architectures)
 for a in armhf arm64; do
-  dpkg --print-foreign-architectures | grep -qx "$a" || "${SUDO[@]}" dpkg --add-architecture "$a"
+  grep -qx "$a" <<<"$foreign" || "${SUDO[@]}" dpkg --add-architecture "$a"
 done
 
 # One foreign index can fail to download while everything needed still loads (seen: bookworm-security
@@ -180,7 +204,10 @@ fi
 missing=()
 for pkg in "${!MIN_VERSION[@]}"; do
   min=${MIN_VERSION[$pkg]}
-  best=$(apt-cache madison "$pkg" 2>/dev/null | awk -F' [|] ' '{ print $2 }' | sort -V -r | head -n1 || true)
+  best=""
+  while read -r v; do
+    if [ -z "$best" ] || dpkg --compare-versions "$v" gt "$best"; then best=$v; fi
+  done < <(apt-cache madison "$pkg" 2>/dev/null | awk -F' [|] ' '{ print $2 }')
   if [ -z "$best" ] || ! dpkg --compare-versions "$best" ge "$min"; then
     missing+=("$pkg >= $min (best available: ${best:-none})")
   fi

@@ -137,10 +137,7 @@ fn gpt_image_onto_a_larger_file() {
 }
 
 fn to_loop(table: Table) {
-    if !is_root() {
-        eprintln!("skipped: loop devices need root");
-        return;
-    }
+    require_root("loop devices");
     let (dir, img) = image(table);
     let backing = dir.path().join("card");
     run("truncate", &["-s", "1G", &backing.display().to_string()]);
@@ -225,10 +222,7 @@ fn other_filesystems_get_the_partition_only() {
 /// filesystem's tail): done through a loop device over the partition.
 #[test]
 fn small_growth_inside_a_file() {
-    if !is_root() {
-        eprintln!("skipped: needs root for the loop device");
-        return;
-    }
+    require_root("a loop device");
     let (dir, img) = image(Table::Mbr);
     let card = dir.path().join("card.img");
     run(
@@ -249,10 +243,7 @@ fn small_growth_inside_a_file() {
 /// An ordinary user grows an image file (no loop devices, e2fsprogs on FILE?offset=N).
 #[test]
 fn grow_as_an_ordinary_user() {
-    if !is_root() {
-        eprintln!("skipped: needs root to switch to user nobody");
-        return;
-    }
+    require_root("switching to user nobody");
     let (dir, img) = image(Table::Gpt);
     let card = dir.path().join("card.img");
     run(

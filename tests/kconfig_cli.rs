@@ -332,9 +332,9 @@ fn missing_cross_compiler_names_the_package() {
     let tree = fake_tree(&[]);
     let bin = tempfile::tempdir().expect("bin");
     for tool in ["make", "gcc", "flex", "bison"] {
-        if let Some(p) = which(tool) {
-            std::os::unix::fs::symlink(p, bin.path().join(tool)).expect("symlink");
-        }
+        let p = which(tool)
+            .unwrap_or_else(|| panic!("`{tool}` is not installed (scripts/install-deps.sh)"));
+        std::os::unix::fs::symlink(p, bin.path().join(tool)).expect("symlink");
     }
     let work = tempfile::tempdir().expect("work");
     bs().env("PATH", bin.path())

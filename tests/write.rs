@@ -99,10 +99,7 @@ fn sevenz_single_stream_and_threaded_archive_agree() {
 /// every byte of the image is written.
 #[test]
 fn every_format_to_a_loop_device() {
-    if !is_root() {
-        eprintln!("skipped: loop devices need root");
-        return;
-    }
+    require_root("loop devices");
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("card");
@@ -130,10 +127,7 @@ fn every_format_to_a_loop_device() {
 /// image's (bmaptool copy semantics).
 #[test]
 fn bmap_writes_only_mapped_blocks_to_a_device() {
-    if !is_root() {
-        eprintln!("skipped: loop devices need root");
-        return;
-    }
+    require_root("loop devices");
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("card");

@@ -231,10 +231,7 @@ fn wrong_sha256() {
 
 #[test]
 fn target_too_small() {
-    if !is_root() {
-        eprintln!("skipped: loop devices need root");
-        return;
-    }
+    require_root("loop devices");
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("small");
@@ -262,10 +259,7 @@ fn target_too_small() {
 
 #[test]
 fn mounted_target_refused() {
-    if !is_root() {
-        eprintln!("skipped: loop devices and mounts need root");
-        return;
-    }
+    require_root("loop devices and mounts");
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("disk");
@@ -301,10 +295,7 @@ fn mounted_target_refused() {
 
 #[test]
 fn non_removable_disk_needs_yes() {
-    if !is_root() {
-        eprintln!("skipped: loop devices need root");
-        return;
-    }
+    require_root("loop devices");
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("disk");
@@ -435,12 +426,13 @@ fn interrupted_mid_write() {
 }
 
 /// A fake card (tests/fixtures/lying_disk.py in `mode`) mounted under `dir`; unmounted and
-/// stopped when dropped. None when FUSE is unavailable (not root, no /dev/fuse).
-fn lying_disk(dir: &Path, mode: &[String]) -> Option<(Killed, Mount, PathBuf)> {
-    if !is_root() || !Path::new("/dev/fuse").exists() {
-        eprintln!("skipped: FUSE needs root and /dev/fuse");
-        return None;
-    }
+/// stopped when dropped. Fails the test when FUSE is unavailable (not root, no /dev/fuse).
+fn lying_disk(dir: &Path, mode: &[String]) -> (Killed, Mount, PathBuf) {
+    require_root("a FUSE mount");
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: load the fuse module (modprobe fuse)"
+    );
     let mnt = dir.join("fake-card");
     std::fs::create_dir_all(&mnt).unwrap();
     let fs = Killed(
@@ -459,7 +451,7 @@ fn lying_disk(dir: &Path, mode: &[String]) -> Option<(Killed, Mount, PathBuf)> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // Bindings drop in reverse: the mount goes before its server.
-    Some((fs, unmount, mnt.join("disk.img")))
+    (fs, unmount, mnt.join("disk.img"))
 }
 
 /// A target that acknowledges writes but drops some (a fake card, here a FUSE filesystem): the
@@ -474,9 +466,7 @@ fn read_back_mismatch() {
         drop_at.to_string(),
         (drop_at + 4096).to_string(),
     ];
-    let Some((_fs, _unmount, target)) = lying_disk(dir.path(), &mode) else {
-        return;
-    };
+    let (_fs, _unmount, target) = lying_disk(dir.path(), &mode);
     // An image whose byte at 3 MiB is not zero.
     let img = dir.path().join("data.img");
     let mut data = pseudo_random(99, 8 << 20);
@@ -503,10 +493,7 @@ fn read_back_mismatch() {
 fn fake_capacity_card_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let cells: usize = 6 << 20;
-    let Some((_fs, _unmount, target)) = lying_disk(dir.path(), &["wrap".into(), cells.to_string()])
-    else {
-        return;
-    };
+    let (_fs, _unmount, target) = lying_disk(dir.path(), &["wrap".into(), cells.to_string()]);
     let img = dir.path().join("data.img");
     let data = pseudo_random(7, 8 << 20);
     std::fs::write(&img, &data).unwrap();

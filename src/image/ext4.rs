@@ -55,6 +55,8 @@ const MKE2FS_CONF: &str = "[defaults]
 \text4 = {
 \t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
 \t}
+\tdefault = {
+\t}
 ";
 
 /// Checks that mke2fs is recent enough; returns its version.
@@ -167,7 +169,9 @@ impl Mke2fs<'_> {
             .env("E2FSPROGS_FAKE_TIME", self.epoch.to_string())
             .env("TZ", "UTC")
             .env("LC_ALL", "C")
-            .args(["-q", "-F", "-t", "ext4", "-b", "4096"])
+            // `-T default`: without it mke2fs picks a usage type by size ("small", "floppy") and warns
+            // that this configuration does not define it.
+            .args(["-q", "-F", "-t", "ext4", "-T", "default", "-b", "4096"])
             .arg("-U")
             .arg(self.uuid.to_string().to_lowercase())
             .arg("-E")

@@ -21,6 +21,14 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Fails the test (never skips it) when not root: its real check needs `why`.
+pub fn require_root(why: &str) {
+    assert!(
+        is_root(),
+        "this test needs root ({why}); run the tests as root, as scripts/test.sh and CI do"
+    );
+}
+
 /// Runs a tool, panicking with its output if it fails.
 pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
