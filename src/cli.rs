@@ -566,7 +566,10 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    match refuse_ignored_options(&matches).and_then(|()| run(cli)) {
+    let result = refuse_ignored_options(&matches).and_then(|()| run(cli));
+    // A stop signal being handled decides the exit status (128+N), whatever the work returned.
+    crate::signals::wait_if_stopping();
+    match result {
         Ok(()) => 0,
         Err(f) => {
             eprintln!("error: {}", f.message);

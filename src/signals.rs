@@ -48,6 +48,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn registry() -> MutexGuard<'static, Registry> {
     // A panic elsewhere while holding the lock leaves the list usable.
@@ -171,8 +172,17 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
+/// When a stop signal is being handled, waits for the process to end (with 128+N): an error caused by
+/// the stop (a child killed by it) is no failure to report, nor a reason to exit with another status.
+pub fn wait_if_stopping() {
+    while STOPPING.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
+}
+
 /// Stops the children, removes every registered path and exits with 128+`sig`.
 fn stop(sig: libc::c_int) -> ! {
+    STOPPING.store(true, Ordering::SeqCst);
     // Held until exit: no commit and no new registration happens after this point.
     let reg = registry();
     if let Some((fd, t)) = reg.termios {

@@ -34,6 +34,14 @@ pub enum FeatureError {
         at: String,
         have: String,
     },
+    #[error(
+        "--no-feature {feature} has no effect here: board `{board}` does not turn it on by default (its rootfs.features: {defaults}); leave it out"
+    )]
+    NotDefault {
+        feature: String,
+        board: String,
+        defaults: String,
+    },
     #[error(transparent)]
     Recipe(#[from] RecipeError),
 }
@@ -166,6 +174,12 @@ pub fn select(profile: &Profile, sel: &Selection) -> Result<Vec<RecipeFile>, Fea
         at,
         known: known.join(", "),
     };
+    let defaults: Vec<String> = profile
+        .rootfs
+        .features
+        .as_ref()
+        .map(|l| l.value.clone())
+        .unwrap_or_default();
     for n in &sel.remove {
         if !known.contains(n) {
             return Err(unknown(n, "--no-feature".into()));
@@ -237,6 +251,19 @@ pub fn select(profile: &Profile, sel: &Selection) -> Result<Vec<RecipeFile>, Fea
         }
         chosen.insert(name);
         files.push(f);
+    }
+    // Removing what would not be there does nothing: refused rather than ignored. (A feature another
+    // one needs was refused above.)
+    if let Some(n) = sel.remove.iter().find(|n| !defaults.contains(n)) {
+        return Err(FeatureError::NotDefault {
+            feature: n.clone(),
+            board: profile.name.clone(),
+            defaults: if defaults.is_empty() {
+                "none".into()
+            } else {
+                defaults.join(", ")
+            },
+        });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
@@ -751,6 +778,16 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_feature_the_board_does_not_have_is_refused() {
+        let p = Catalog::default().load("cubieboard").unwrap();
+        let e = resolve(&p, &sel(&[], &["ssh"])).unwrap_err().to_string();
+        assert!(
+            e.contains("--no-feature ssh has no effect here") && e.contains("cubieboard"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn required_feature_cannot_be_removed() {
         let p = Catalog::default().load("cubieboard").unwrap();
         let e = resolve(&p, &sel(&["droidmote"], &["xfce"]))
@@ -821,6 +858,16 @@ mod tests {
             "droidmote_password"
         ));
         assert!(!mentions("a {{droidmote_port}} b", "droidmote_password"));
+    }
+
+    /// No embedded board carries a password hash: it would be a built-in default password.
+    #[test]
+    fn embedded_boards_have_no_password() {
+        let c = Catalog::default();
+        for b in c.list().unwrap() {
+            let p = c.load(&b.name).unwrap();
+            assert!(p.rootfs.password_hash.is_none(), "{}", b.name);
+        }
     }
 
     #[test]
