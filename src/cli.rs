@@ -1112,9 +1112,8 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         let result = run_rootfs(&profile, &rreq, &progress);
         progress.finish();
         let report = result?;
-        if !args.json {
-            print_secret_files(&report);
-        }
+        // On stderr, so also with --json: the only place that names the generated secrets' files.
+        print_secret_files(&report);
         req.rootfs = report.output;
     }
     let progress = Progress::new(args.progress);
