@@ -4,7 +4,8 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::image::batch::{RootfsSource, build_all};
 use crate::image::build::{BuildEvent, BuildRequest, build};
@@ -134,6 +135,10 @@ pub struct BuildArgs {
     /// Progress display
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Let every local user read the image (and the root filesystem tarball build makes): they hold
+    /// the password hashes, so by default only their owner can (mode 0600)
+    #[arg(long)]
+    pub world_readable: bool,
     #[command(flatten)]
     pub rootfs_options: RootfsOptions,
 }
@@ -177,6 +182,10 @@ pub struct ReleaseArgs {
     /// Progress display
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Let every local user read the compressed images: they hold the root filesystem's password
+    /// hashes, so by default only their owner can (mode 0600)
+    #[arg(long)]
+    pub world_readable: bool,
 }
 
 #[derive(Args, Debug)]
@@ -219,6 +228,10 @@ pub struct RootfsArgs {
     /// Progress display
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// Let every local user read the tarball: it holds the password hashes, so by default only its
+    /// owner can (mode 0600)
+    #[arg(long)]
+    pub world_readable: bool,
     #[command(flatten)]
     pub options: RootfsOptions,
 }
@@ -232,7 +245,10 @@ pub enum MmdebstrapMode {
     Root,
 }
 
-/// Root filesystem options, shared by `rootfs` and `build` (without --rootfs).
+/// Root filesystem options, shared by `rootfs` and `build` (without --rootfs). Every option in this
+/// struct (and in [`DebianOptions`]) matters only when boardsmith builds the root filesystem, so
+/// `build --rootfs` and `build --all` refuse each of them ([`refuse_given`] goes through clap's own
+/// list of this struct's arguments: a new option here is covered without being named anywhere).
 #[derive(Args, Debug, Clone)]
 pub struct RootfsOptions {
     /// Add a feature (repeatable): xfce, droidmote, usb-net, usb-audio, bluetooth, ssh, wifi
@@ -241,6 +257,67 @@ pub struct RootfsOptions {
     /// Leave out a feature the board profile turns on by default (repeatable)
     #[arg(long = "no-feature", value_name = "F")]
     pub no_features: Vec<String>,
+    /// Host name (default: the profile's, else the board name)
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Name of the default user (default: debian)
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Log the default user into the desktop at boot (needs a desktop feature: xfce)
+    #[arg(long)]
+    pub autologin: bool,
+    /// The default user's password as a crypt(3) hash (`mkpasswd -m yescrypt`). There is no default:
+    /// without it (or --password-stdin, --random-password) you are asked on the terminal, and without
+    /// a terminal the command fails
+    #[arg(
+        long,
+        value_name = "HASH",
+        env = "BOARDSMITH_PASSWORD_HASH",
+        hide_env_values = true
+    )]
+    pub password_hash: Option<String>,
+    /// Read the default user's password from the first line of standard input (hashed, never shown)
+    #[arg(long, conflicts_with = "password_hash")]
+    pub password_stdin: bool,
+    /// Generate a strong password for the default user, written to OUT.password (mode 0600), never
+    /// printed
+    #[arg(long, conflicts_with_all = ["password_hash", "password_stdin"])]
+    pub random_password: bool,
+    /// The default user must change the password at the first login, as published Armbian and
+    /// Raspberry Pi OS images do (also the profile's rootfs.expire_password); not with autologin
+    #[arg(long)]
+    pub expire_password: bool,
+    /// A feature setting, e.g. --set droidmote_port=2400 (repeatable)
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// DroidMote server binary for the board's architecture (path or http(s) URL)
+    #[arg(long, value_name = "PATH|URL")]
+    pub droidmote_binary: Option<String>,
+    /// sha256 of the DroidMote binary (required with --droidmote-binary)
+    #[arg(long, value_name = "HEX")]
+    pub droidmote_sha256: Option<String>,
+    /// DroidMote port [default: 2303]
+    #[arg(long, value_name = "PORT")]
+    pub droidmote_port: Option<u16>,
+    /// DroidMote password; no default. `random` generates one into OUT.droidmote-password (mode
+    /// 0600). A value given here is visible to other local users while boardsmith runs: prefer
+    /// `random`, BOARDSMITH_DROIDMOTE_PASSWORD or the prompt
+    #[arg(long, value_name = "PASSWORD|random")]
+    pub droidmote_password: Option<String>,
+    /// Start from a prebuilt root filesystem tarball (.tar, .tar.gz/.xz/.zst/.bz2; path or URL)
+    /// instead of Debian packages
+    #[arg(long, value_name = "PATH|URL")]
+    pub rootfs_tarball: Option<String>,
+    /// sha256 of --rootfs-tarball
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    #[command(flatten)]
+    pub debian: DebianOptions,
+}
+
+/// Options of the Debian build through mmdebstrap: a prebuilt --rootfs-tarball refuses each of them.
+#[derive(Args, Debug, Clone)]
+pub struct DebianOptions {
     /// Package cache (downloaded .debs and indexes); a second build downloads no package
     /// [default: $XDG_CACHE_HOME/boardsmith/apt]
     #[arg(long, value_name = "DIR", env = "BOARDSMITH_CACHE")]
@@ -260,69 +337,109 @@ pub struct RootfsOptions {
     /// mmdebstrap mode
     #[arg(long, value_enum, default_value_t = MmdebstrapMode::Unshare)]
     pub mode: MmdebstrapMode,
-    /// Host name (default: the profile's, else the board name)
-    #[arg(long, value_name = "NAME")]
-    pub hostname: Option<String>,
-    /// Name of the default user (default: debian)
-    #[arg(long, value_name = "NAME")]
-    pub user: Option<String>,
-    /// Log the default user into the desktop at boot (xfce)
-    #[arg(long)]
-    pub autologin: bool,
-    /// The default user's password as a crypt(3) hash (`mkpasswd -m yescrypt`); without it (or
-    /// --password-stdin) you are asked on the terminal
-    #[arg(
-        long,
-        value_name = "HASH",
-        env = "BOARDSMITH_PASSWORD_HASH",
-        hide_env_values = true
-    )]
-    pub password_hash: Option<String>,
-    /// Read the default user's password from the first line of standard input (hashed, never shown)
-    #[arg(long, conflicts_with = "password_hash")]
-    pub password_stdin: bool,
-    /// A feature setting, e.g. --set droidmote_port=2400 (repeatable)
-    #[arg(long = "set", value_name = "NAME=VALUE")]
-    pub set: Vec<String>,
-    /// DroidMote server binary for the board's architecture (path or http(s) URL)
-    #[arg(long, value_name = "PATH|URL")]
-    pub droidmote_binary: Option<String>,
-    /// sha256 of the DroidMote binary (required with --droidmote-binary)
-    #[arg(long, value_name = "HEX")]
-    pub droidmote_sha256: Option<String>,
-    /// DroidMote port [default: 2303]
-    #[arg(long, value_name = "PORT")]
-    pub droidmote_port: Option<u16>,
-    /// DroidMote password (visible to other local users while boardsmith runs: prefer
-    /// BOARDSMITH_DROIDMOTE_PASSWORD or the prompt)
-    #[arg(long, value_name = "PASSWORD")]
-    pub droidmote_password: Option<String>,
-    /// Start from a prebuilt root filesystem tarball (.tar, .tar.gz/.xz/.zst/.bz2; path or URL)
-    /// instead of Debian packages
-    #[arg(long, value_name = "PATH|URL")]
-    pub rootfs_tarball: Option<String>,
-    /// sha256 of --rootfs-tarball
-    #[arg(long, value_name = "HEX", requires = "rootfs_tarball")]
-    pub sha256: Option<String>,
     /// binfmt_misc directory to check for QEMU handlers
     #[arg(long, value_name = "DIR", env = "BOARDSMITH_BINFMT_DIR", hide = true)]
     pub binfmt_dir: Option<PathBuf>,
 }
 
-impl RootfsOptions {
-    fn is_used(&self) -> bool {
-        !self.features.is_empty()
-            || !self.no_features.is_empty()
-            || self.rootfs_tarball.is_some()
-            || self.droidmote_binary.is_some()
-            || self.mirror.is_some()
-            || self.suite.is_some()
-            || self.snapshot.is_some()
-            || self.hostname.is_some()
-            || self.user.is_some()
-            || !self.set.is_empty()
-            || self.password_stdin
+/// The arguments of an options struct, as clap defines them (ids, long names, value parsers).
+fn arguments_of<T: Args>() -> Vec<clap::Arg> {
+    T::augment_args(clap::Command::new("options"))
+        .get_arguments()
+        .cloned()
+        .collect()
+}
+
+/// Every argument that matters only when boardsmith builds the root filesystem (refused by
+/// `build --rootfs` and `build --all`). Public for the tests, which try each one.
+pub fn rootfs_only_arguments() -> Vec<clap::Arg> {
+    arguments_of::<RootfsOptions>()
+}
+
+/// Every argument of the Debian (mmdebstrap) build, refused with a prebuilt --rootfs-tarball.
+pub fn debian_only_arguments() -> Vec<clap::Arg> {
+    arguments_of::<DebianOptions>()
+}
+
+fn option_name(a: &clap::Arg) -> String {
+    a.get_long()
+        .map(|l| format!("--{l}"))
+        .unwrap_or_else(|| a.get_id().to_string())
+}
+
+fn given(m: &ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// Fails on the first of `args` given on the command line (an environment variable is ambient
+/// configuration, not a request for this run, and is not refused). `why` says what makes it useless.
+fn refuse_given(m: &ArgMatches, args: &[clap::Arg], why: &str) -> Result<(), Failure> {
+    match args.iter().find(|a| given(m, a.get_id().as_str())) {
+        Some(a) => Err(Failure::usage(format!(
+            "{} has no effect here: {why}; leave it out",
+            option_name(a)
+        ))),
+        None => Ok(()),
     }
+}
+
+const PREBUILT: &str = "it configures the Debian build (mmdebstrap), and --rootfs-tarball starts from a prebuilt root filesystem instead";
+
+/// Refuses options that the rest of the command line makes useless, before any work. Each rule is
+/// about a whole options struct (clap's list of its arguments), so no option can be forgotten.
+fn refuse_ignored_options(m: &ArgMatches) -> Result<(), Failure> {
+    match m.subcommand() {
+        Some(("build", b)) => {
+            if given(b, "rootfs") {
+                refuse_given(
+                    b,
+                    &rootfs_only_arguments(),
+                    "--rootfs takes a finished root filesystem, and this option applies only when build makes one (without --rootfs)",
+                )?;
+            }
+            if given(b, "all") {
+                refuse_given(
+                    b,
+                    &rootfs_only_arguments(),
+                    "--all builds from finished root filesystems (--rootfs-dir or --rootfs), and this option applies only when build makes one",
+                )?;
+            }
+            if given(b, "rootfs_tarball") {
+                refuse_given(b, &debian_only_arguments(), PREBUILT)?;
+            }
+        }
+        Some(("rootfs", r)) if given(r, "rootfs_tarball") => {
+            refuse_given(r, &debian_only_arguments(), PREBUILT)?;
+        }
+        Some(("release", r)) => {
+            // Each format's settings, refused when that format is not produced.
+            let formats: Vec<String> = r
+                .get_many::<String>("compress")
+                .map(|v| v.map(|f| f.trim().to_string()).collect())
+                .unwrap_or_default();
+            for (format, ids) in [
+                ("xz", &["xz_level", "xz_block"][..]),
+                ("zst", &["zstd_level"][..]),
+                ("7z", &["sevenz_level"][..]),
+            ] {
+                if formats.iter().any(|f| f == format) {
+                    continue;
+                }
+                if let Some(id) = ids.iter().find(|id| given(r, id)) {
+                    let long = arguments_of::<ReleaseArgs>()
+                        .iter()
+                        .find(|a| a.get_id() == *id)
+                        .map(option_name)
+                        .unwrap_or_else(|| (*id).to_string());
+                    return Err(Failure::usage(format!(
+                        "{long} has no effect here: --compress does not include {format}; leave it out or add {format} to --compress"
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -438,7 +555,10 @@ fn report_chain(e: &dyn std::error::Error) -> String {
 
 pub fn main() -> i32 {
     quiet_on_closed_stdout();
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -446,7 +566,10 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    match run(cli) {
+    let result = refuse_ignored_options(&matches).and_then(|()| run(cli));
+    // A stop signal being handled decides the exit status (128+N), whatever the work returned.
+    crate::signals::wait_if_stopping();
+    match result {
         Ok(()) => 0,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -761,6 +884,7 @@ fn rootfs_request(
     o: &RootfsOptions,
     out: PathBuf,
     epoch: u64,
+    world_readable: bool,
 ) -> Result<crate::rootfs::RootfsRequest, Failure> {
     use crate::rootfs::{ArtifactSource, Password, RootfsRequest, Selection};
     let mut req = RootfsRequest::new(out, epoch);
@@ -768,39 +892,67 @@ fn rootfs_request(
         add: o.features.clone(),
         remove: o.no_features.clone(),
     };
-    if let Some(c) = &o.cache {
+    let d = &o.debian;
+    if let Some(c) = &d.cache {
         req.cache = c.clone();
     }
-    req.mirror = o.mirror.clone();
-    req.security_mirror = o.security_mirror.clone();
-    req.suite = o.suite.clone();
-    req.snapshot = o.snapshot.clone();
-    req.mode = match o.mode {
+    req.mirror = d.mirror.clone();
+    req.security_mirror = d.security_mirror.clone();
+    req.suite = d.suite.clone();
+    req.snapshot = d.snapshot.clone();
+    req.mode = match d.mode {
         MmdebstrapMode::Unshare => crate::rootfs::mmdebstrap::Mode::Unshare,
         MmdebstrapMode::Root => crate::rootfs::mmdebstrap::Mode::Root,
     };
+    if let Some(b) = &d.binfmt_dir {
+        req.binfmt_dir = b.clone();
+    }
     req.hostname = o.hostname.clone();
     req.user = o.user.clone();
     req.autologin = o.autologin.then_some(true);
-    req.password = match (&o.password_hash, o.password_stdin) {
-        (Some(h), _) => Some(Password::Hash(h.trim().to_string())),
-        (None, true) => Some(Password::Plain(
+    req.expire_password = o.expire_password.then_some(true);
+    req.password = match (&o.password_hash, o.password_stdin, o.random_password) {
+        (_, _, true) => Some(Password::Random),
+        (Some(h), _, _) => Some(Password::Hash(h.trim().to_string())),
+        (None, true, _) => Some(Password::Plain(
             crate::rootfs::users::read_stdin_line()
                 .map_err(|e| Failure::usage(format!("--password-stdin: {e}")))?,
         )),
-        (None, false) => None,
+        (None, false, false) => None,
     };
     for kv in &o.set {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| Failure::usage(format!("--set {kv}: expected NAME=VALUE")))?;
-        req.settings.insert(k.trim().to_string(), v.to_string());
+        if req
+            .settings
+            .insert(k.trim().to_string(), v.to_string())
+            .is_some()
+        {
+            return Err(Failure::usage(format!("--set {}: given twice", k.trim())));
+        }
     }
-    if let Some(p) = o.droidmote_port {
-        req.settings.insert("droidmote_port".into(), p.to_string());
-    }
-    if let Some(p) = &o.droidmote_password {
-        req.settings.insert("droidmote_password".into(), p.clone());
+    // Settings with their own option.
+    for (name, option, value) in [
+        (
+            "droidmote_port",
+            "--droidmote-port",
+            o.droidmote_port.map(|p| p.to_string()),
+        ),
+        (
+            "droidmote_password",
+            "--droidmote-password",
+            o.droidmote_password.clone(),
+        ),
+    ] {
+        req.setting_options.insert(name.into(), option.into());
+        if let Some(v) = value
+            && req.settings.insert(name.into(), v).is_some()
+        {
+            return Err(Failure::usage(format!(
+                "{option} and --set {name}=... both give {name}; keep one"
+            )));
+        }
     }
     if o.droidmote_binary.is_some() || o.droidmote_sha256.is_some() {
         req.artifacts.insert(
@@ -811,17 +963,26 @@ fn rootfs_request(
             },
         );
     }
+    if o.sha256.is_some() && o.rootfs_tarball.is_none() {
+        return Err(Failure::usage(
+            "--sha256 is the checksum of --rootfs-tarball, which is not given; give both or neither",
+        ));
+    }
     if o.rootfs_tarball.is_some() {
         req.tarball = Some(ArtifactSource {
             source: o.rootfs_tarball.clone(),
             sha256: o.sha256.clone(),
         });
     }
-    if let Some(d) = &o.binfmt_dir {
-        req.binfmt_dir = d.clone();
-    }
     req.interactive = !o.password_stdin && crate::rootfs::users::can_prompt();
+    req.world_readable = world_readable;
     Ok(req)
+}
+
+/// Makes SIGINT/SIGTERM/SIGHUP remove this command's temporary files and exit with 128+N.
+fn install_signals() -> Result<(), Failure> {
+    crate::signals::install()
+        .map_err(|e| Failure::failed(format!("installing the signal handlers: {e}")))
 }
 
 fn run_rootfs(
@@ -845,8 +1006,14 @@ fn run_rootfs(
 }
 
 fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
+    install_signals()?;
     let profile = load(catalog, &args.board)?;
-    let req = rootfs_request(&args.options, args.out.clone(), epoch()?)?;
+    let req = rootfs_request(
+        &args.options,
+        args.out.clone(),
+        epoch()?,
+        args.world_readable,
+    )?;
     let progress = Progress::new(args.progress);
     let result = run_rootfs(&profile, &req, &progress);
     progress.finish();
@@ -883,11 +1050,30 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
             Human(report.downloads.package_bytes),
             report.downloads.indexes,
         );
+        print_secret_files(&report);
     }
     Ok(())
 }
 
+/// Where generated secrets went (never the secrets themselves).
+fn print_secret_files(report: &crate::rootfs::RootfsReport) {
+    for f in &report.secret_files {
+        eprintln!(
+            "  secret    generated {}: {} (mode 0600; keep it, it is printed nowhere)",
+            f.secret,
+            f.path.display()
+        );
+    }
+    if report.user.password_expired {
+        eprintln!(
+            "  password  expired: {} must choose a new one at the first login",
+            report.user.name
+        );
+    }
+}
+
 fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
+    install_signals()?;
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
         out_dir: args.out.clone(),
@@ -896,6 +1082,7 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         cmdline_append: args.cmdline_append.clone(),
         vboot_keyblock: args.vboot_keyblock.clone(),
         vboot_signprivate: args.vboot_signprivate.clone(),
+        world_readable: args.world_readable,
     };
     if args.all {
         return build_all_cmd(catalog, args, req);
@@ -904,22 +1091,30 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         return Err(Failure::usage("name a board, or use --all"));
     };
     let profile = load(catalog, board)?;
+    if profile.vboot.is_none() {
+        for (given, option) in [
+            (args.vboot_keyblock.is_some(), "--vboot-keyblock"),
+            (args.vboot_signprivate.is_some(), "--vboot-signprivate"),
+        ] {
+            if given {
+                return Err(Failure::usage(format!(
+                    "{option} has no effect here: board {} has no signed kernel partition ([vboot]); leave it out",
+                    profile.name
+                )));
+            }
+        }
+    }
     let mut req = req;
-    match &args.rootfs {
-        Some(_) if args.rootfs_options.is_used() => {
-            return Err(Failure::usage(
-                "--rootfs takes a finished root filesystem; root filesystem options (--feature, --rootfs-tarball, ...) apply only when build makes one (leave out --rootfs)",
-            ));
-        }
-        Some(_) => {}
-        None => {
-            let out = args.out.join(format!("{}.rootfs.tar", profile.name));
-            let rreq = rootfs_request(&args.rootfs_options, out, req.epoch)?;
-            let progress = Progress::new(args.progress);
-            let result = run_rootfs(&profile, &rreq, &progress);
-            progress.finish();
-            req.rootfs = result?.output;
-        }
+    if args.rootfs.is_none() {
+        let out = args.out.join(format!("{}.rootfs.tar", profile.name));
+        let rreq = rootfs_request(&args.rootfs_options, out, req.epoch, args.world_readable)?;
+        let progress = Progress::new(args.progress);
+        let result = run_rootfs(&profile, &rreq, &progress);
+        progress.finish();
+        let report = result?;
+        // On stderr, so also with --json: the only place that names the generated secrets' files.
+        print_secret_files(&report);
+        req.rootfs = report.output;
     }
     let progress = Progress::new(args.progress);
     let result = build(&profile, &req, &|e| progress.event(e));
@@ -966,6 +1161,7 @@ fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
 
 fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
     use crate::release::{Format, ReleaseEvent, ReleaseRequest, Settings, release};
+    install_signals()?;
     let profile = load(catalog, &args.board)?;
     let mut formats = Vec::new();
     for f in &args.compress {
@@ -1001,6 +1197,7 @@ fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
             zstd_level: args.zstd_level,
             sevenz_level: args.sevenz_level,
             epoch: epoch()?,
+            world_readable: args.world_readable,
         },
     };
     let mode = match args.progress {

@@ -1,19 +1,41 @@
 //! Outputs that appear under their final name only when complete: each is written to a hidden temporary
-//! name in the destination directory and renamed at commit; dropped uncommitted, it is removed.
+//! name in the destination directory and renamed at commit; dropped uncommitted, or when a stop signal
+//! arrives ([`crate::signals`]), it is removed.
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::signals::{Tracked, commit_rename, track_file};
+
+/// Mode of files anyone may read (before the umask): bmaps, checksums, notes.
+pub const PUBLIC: u32 = 0o666;
+/// Mode of files holding secrets or password hashes: the owner only.
+pub const PRIVATE: u32 = 0o600;
+
+/// Mode for an artefact that holds password hashes (a root filesystem, an image): the owner only
+/// unless the user asked for a world-readable one.
+pub fn artefact_mode(world_readable: bool) -> u32 {
+    if world_readable { PUBLIC } else { PRIVATE }
+}
 
 pub struct PendingFile {
     temp: PathBuf,
     dest: PathBuf,
     committed: bool,
+    tracked: Option<Tracked>,
 }
 
 impl PendingFile {
-    /// Creates `.NAME.partial-PID` next to `dest`.
+    /// Creates `.NAME.partial-PID` next to `dest`, readable by all (less the umask).
     pub fn create(dest: &Path) -> io::Result<(PendingFile, File)> {
+        PendingFile::create_with_mode(dest, PUBLIC)
+    }
+
+    /// Creates `.NAME.partial-PID` next to `dest` with `mode` (less the umask) from the start: a file
+    /// for secrets is never readable by others, not even briefly.
+    pub fn create_with_mode(dest: &Path, mode: u32) -> io::Result<(PendingFile, File)> {
         let dir = dest
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -27,16 +49,19 @@ impl PendingFile {
             std::process::id()
         ));
         let _ = std::fs::remove_file(&temp);
+        let tracked = track_file(&temp);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&temp)?;
         Ok((
             PendingFile {
                 temp,
                 dest: dest.to_path_buf(),
                 committed: false,
+                tracked: Some(tracked),
             },
             file,
         ))
@@ -52,7 +77,10 @@ impl PendingFile {
 
     /// Renames the finished file to its final name (the caller has synced it).
     pub fn commit(mut self) -> io::Result<PathBuf> {
-        std::fs::rename(&self.temp, &self.dest)?;
+        match self.tracked.take() {
+            Some(t) => commit_rename(&self.temp, &self.dest, t)?,
+            None => std::fs::rename(&self.temp, &self.dest)?,
+        }
         self.committed = true;
         Ok(self.dest.clone())
     }
@@ -68,8 +96,13 @@ impl Drop for PendingFile {
 
 /// Writes `data` to `dest` atomically (temporary name, fsync, rename).
 pub fn write_atomic(dest: &Path, data: &[u8]) -> io::Result<PendingFile> {
+    write_atomic_with_mode(dest, data, PUBLIC)
+}
+
+/// [`write_atomic`] with the file's mode, set at creation.
+pub fn write_atomic_with_mode(dest: &Path, data: &[u8], mode: u32) -> io::Result<PendingFile> {
     use std::io::Write;
-    let (pending, mut f) = PendingFile::create(dest)?;
+    let (pending, mut f) = PendingFile::create_with_mode(dest, mode)?;
     f.write_all(data)?;
     f.sync_all()?;
     Ok(pending)
@@ -78,4 +111,36 @@ pub fn write_atomic(dest: &Path, data: &[u8]) -> io::Result<PendingFile> {
 /// Makes renames durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn private_files_are_created_private() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("secret");
+        let (p, _f) = PendingFile::create_with_mode(&dest, PRIVATE).unwrap();
+        let mode = std::fs::metadata(p.temp_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        p.commit().unwrap();
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn uncommitted_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("x");
+        let p = write_atomic(&dest, b"data").unwrap();
+        let temp = p.temp_path().to_path_buf();
+        assert!(temp.exists());
+        drop(p);
+        assert!(!temp.exists() && !dest.exists());
+    }
 }

@@ -320,6 +320,63 @@ fn tarball_rootfs_keeps_owners_and_modes() {
     check_everything("cubieboard", true);
 }
 
+/// vboot keys for a board without a signed kernel partition would be ignored: refused before any work.
+#[test]
+fn vboot_keys_for_a_board_without_vboot_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    for option in ["--vboot-keyblock", "--vboot-signprivate"] {
+        let o = run(boardsmith()
+            .args(["build", "cubieboard", option, "k", "--rootfs"])
+            .arg(&rootfs)
+            .arg("-o")
+            .arg(dir.path().join("out")));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(
+            e.contains(&format!("{option} has no effect here")) && e.contains("[vboot]"),
+            "{e}"
+        );
+        assert!(!dir.path().join("out").exists());
+    }
+}
+
+/// The image is owner-only by default (it holds the password hashes); --world-readable leaves the
+/// mode to the umask.
+#[test]
+fn image_mode_follows_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "armv8-foundation");
+    // The umask the child inherits, from /proc (reading it with umask(2) would change it).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    for (flag, want) in [(None, 0o600), (Some("--world-readable"), 0o666 & !umask)] {
+        let out = dir.path().join("out");
+        let o = run(boardsmith()
+            .args([
+                "build",
+                "armv8-foundation",
+                "--progress",
+                "none",
+                "--rootfs",
+            ])
+            .arg(&rootfs)
+            .args(flag)
+            .arg("-o")
+            .arg(&out));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out.join("armv8-foundation.img")), want, "{flag:?}");
+        assert_eq!(mode(&out.join("armv8-foundation.img.bmap")), 0o666 & !umask);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
 #[test]
 fn two_builds_are_byte_identical() {
     let a = build_board("armv8-foundation", false);

@@ -105,6 +105,20 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
         copy.display()
     ));
     assert_eq!(sha256_file(&copy), want);
+
+    // The image and its compressed copies hold the root filesystem's password hashes: owner-only
+    // (the build's image too); sums, bmap and notes are not secret.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&image), 0o600);
+    for ext in ["xz", "zst", "7z"] {
+        assert_eq!(
+            mode(&rel.join(format!("cubieboard.img.{ext}"))),
+            0o600,
+            "{ext}"
+        );
+    }
+    assert_eq!(mode(&rel.join("SHA256SUMS")) & 0o044, 0o044);
 }
 
 /// The artefacts a user downloads go onto a card with `boardsmith write`, which finds the `.bmap` beside them
@@ -236,6 +250,30 @@ fn release_refuses_an_image_changed_after_its_build() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("changed after the build"));
     assert!(!rel.join("cubieboard.img.xz").exists() && !rel.join("SHA256SUMS").exists());
+}
+
+/// A format's settings without that format would be ignored: refused, naming the option.
+#[test]
+fn level_of_a_format_not_produced_is_refused() {
+    for (compress, option) in [
+        ("zst,7z", "--xz-level"),
+        ("zst", "--xz-block"),
+        ("xz", "--zstd-level"),
+        ("xz,zst", "--7z-level"),
+    ] {
+        let value = if option == "--xz-block" { "8MiB" } else { "1" };
+        let o = run(boardsmith().args([
+            "release",
+            "cubieboard",
+            "--compress",
+            compress,
+            option,
+            value,
+        ]));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{option}: {e}");
+        assert!(e.contains(&format!("{option} has no effect here")), "{e}");
+    }
 }
 
 #[test]

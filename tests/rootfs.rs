@@ -249,6 +249,8 @@ fn droidmote_binary_needs_source_and_checksum() {
             "droidmote",
             "--password-hash",
             &hash(),
+            "--droidmote-password",
+            "random",
             "-o",
         ])
         .arg(d.path().join("r.tar"))
@@ -278,6 +280,7 @@ fn droidmote_binary_needs_source_and_checksum() {
             "--sha256",
             &sha256_of(&tarball),
         ])
+        .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
         .arg("--droidmote-binary")
         .arg(&dm)
         .arg("--rootfs-tarball")
@@ -295,20 +298,538 @@ fn droidmote_binary_needs_source_and_checksum() {
     assert!(!d.path().join("r.tar").exists());
 }
 
+/// A command line value clap accepts for `arg` (the check runs before any value is used).
+fn some_value(arg: &clap::Arg) -> Option<String> {
+    if !arg.get_action().takes_values() {
+        return None;
+    }
+    Some(
+        arg.get_possible_values()
+            .first()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| "1".to_string()),
+    )
+}
+
+/// Every option that only matters when boardsmith builds the root filesystem, from clap's own list of
+/// them, is refused by `build --rootfs` (and by `build --all`), naming the option, before any work.
 #[test]
-fn build_rejects_rootfs_options_with_a_finished_rootfs() {
+fn build_refuses_every_rootfs_option_with_a_finished_rootfs() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args(["build", "cubieboard", "--feature", "ssh", "--rootfs"])
-        .arg(d.path())
+    let args = boardsmith::cli::rootfs_only_arguments();
+    let longs: Vec<&str> = args.iter().filter_map(|a| a.get_long()).collect();
+    // The list is clap's: it has the options the issue found ignored, and the Debian ones.
+    for expected in [
+        "feature",
+        "autologin",
+        "security-mirror",
+        "mode",
+        "password-hash",
+        "cache",
+        "droidmote-port",
+        "droidmote-password",
+        "expire-password",
+        "random-password",
+    ] {
+        assert!(longs.contains(&expected), "{expected} not in {longs:?}");
+    }
+    for arg in &args {
+        let long = format!("--{}", arg.get_long().expect("a long option"));
+        for context in [&["--rootfs", "r"][..], &["--all", "--rootfs-dir", "r"][..]] {
+            let mut c = boardsmith();
+            c.arg("build");
+            if context[0] != "--all" {
+                c.arg("cubieboard");
+            }
+            c.args(context).arg(&long);
+            if let Some(v) = some_value(arg) {
+                c.arg(v);
+            }
+            let out = c
+                .arg("-o")
+                .arg(d.path().join("out"))
+                .current_dir(d.path())
+                .output()
+                .expect("run");
+            let e = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{long} {context:?}: {e}");
+            assert!(
+                e.contains(&format!("{long} has no effect here")),
+                "{long} {context:?}: {e}"
+            );
+        }
+    }
+    assert!(names_in(d.path()).is_empty(), "{:?}", names_in(d.path()));
+
+    // An environment variable is ambient configuration, not an option of this run: not refused.
+    let o = boardsmith()
+        .env("BOARDSMITH_CACHE", d.path().join("cache"))
+        .args(["build", "cubieboard", "--rootfs"])
+        .arg(d.path().join("missing"))
         .arg("-o")
         .arg(d.path().join("out"))
         .output()
         .expect("run");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!e.contains("has no effect"), "{e}");
+}
+
+/// With a prebuilt --rootfs-tarball, every Debian (mmdebstrap) option is refused, from clap's list.
+#[test]
+fn prebuilt_tarball_refuses_every_debian_option() {
+    let d = tempfile::tempdir().expect("tmp");
+    let args = boardsmith::cli::debian_only_arguments();
+    assert!(args.iter().any(|a| a.get_long() == Some("snapshot")));
+    for arg in &args {
+        let long = format!("--{}", arg.get_long().expect("a long option"));
+        for sub in ["rootfs", "build"] {
+            let mut c = boardsmith();
+            c.args([
+                sub,
+                "cubieboard",
+                "--rootfs-tarball",
+                "t.tar.gz",
+                "--sha256",
+            ])
+            .arg("0".repeat(64))
+            .arg(&long);
+            if let Some(v) = some_value(arg) {
+                c.arg(v);
+            }
+            let out = c
+                .arg("-o")
+                .arg(d.path().join("out.tar"))
+                .current_dir(d.path())
+                .output()
+                .expect("run");
+            let e = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{sub} {long}: {e}");
+            assert!(
+                e.contains(&format!("{long} has no effect here")) && e.contains("--rootfs-tarball"),
+                "{sub} {long}: {e}"
+            );
+        }
+    }
+    assert!(names_in(d.path()).is_empty());
+}
+
+/// Options that belong to a feature that is not selected, or to a desktop there is not, are refused.
+#[test]
+fn feature_options_without_their_feature_are_refused() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tarball = prebuilt_rootfs(d.path());
+    let sha = sha256_of(&tarball);
+    for (extra, needles) in [
+        (
+            &["--droidmote-port", "2400"][..],
+            &["--droidmote-port", "--feature droidmote"][..],
+        ),
+        (
+            &["--droidmote-password", "random"][..],
+            &["--droidmote-password", "--feature droidmote"][..],
+        ),
+        (&["--autologin"][..], &["--autologin", "--feature xfce"][..]),
+        (
+            &["--feature", "droidmote", "--expire-password"][..],
+            &["expired password", "autologin"][..],
+        ),
+    ] {
+        let out_dir = d.path().join("out");
+        let o = boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+            .args(extra)
+            .args(["--sha256", &sha, "--rootfs-tarball"])
+            .arg(&tarball)
+            .arg("-o")
+            .arg(out_dir.join("r.tar"))
+            .output()
+            .expect("run");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {e}");
+        for n in needles {
+            assert!(e.contains(n), "{extra:?}: `{n}` not in: {e}");
+        }
+        assert!(!out_dir.exists(), "{extra:?} left {out_dir:?}");
+    }
+}
+
+/// The DroidMote password has no default: without a value and without a terminal the command fails
+/// before any work, naming the option and the environment variable.
+#[test]
+fn droidmote_password_is_required_without_a_terminal() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tarball = prebuilt_rootfs(d.path());
+    let (dm, dm_sha) = fake_droidmote(d.path());
+    let before = names_in(d.path());
+    let out = boardsmith()
+        .args([
+            "rootfs",
+            "cubieboard",
+            "--feature",
+            "xfce",
+            "--feature",
+            "droidmote",
+            "--password-hash",
+            &hash(),
+            "--droidmote-sha256",
+            &dm_sha,
+            "--sha256",
+            &sha256_of(&tarball),
+        ])
+        .arg("--droidmote-binary")
+        .arg(&dm)
+        .arg("--rootfs-tarball")
+        .arg(&tarball)
+        .arg("-o")
+        .arg(d.path().join("r.tar"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--rootfs takes a finished root filesystem")
+        e.contains("droidmote_password")
+            && e.contains("--droidmote-password")
+            && e.contains("BOARDSMITH_DROIDMOTE_PASSWORD")
+            && e.contains("no default")
+            && e.contains("`random`"),
+        "{e}"
     );
+    assert!(!e.contains("warning"), "no default is used: {e}");
+    // Before any work: no work directory, no output.
+    assert_eq!(names_in(d.path()), before);
+
+    // The user's password has no default either.
+    let out = boardsmith()
+        .args(["rootfs", "cubieboard", "--sha256", &sha256_of(&tarball)])
+        .arg("--rootfs-tarball")
+        .arg(&tarball)
+        .arg("-o")
+        .arg(d.path().join("r.tar"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--password-hash")
+            && e.contains("BOARDSMITH_PASSWORD_HASH")
+            && e.contains("--random-password"),
+        "{e}"
+    );
+    assert_eq!(names_in(d.path()), before);
+}
+
+/// `random` secrets: generated, written beside the output with mode 0600, never printed; the image's
+/// files match them (the user's hash checked with the system's libxcrypt), and every secret-bearing file
+/// in the tarball has the narrowest mode (read with `tar -tv`). The tarball itself is owner-only. A
+/// directory with a space in its path works.
+#[test]
+fn random_secrets_are_written_private_and_match_the_image() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tarball = prebuilt_rootfs(d.path());
+    let (dm, dm_sha) = fake_droidmote(d.path());
+    let out_dir = d.path().join("with space");
+    let tar = out_dir.join("r.tar");
+    let o = boardsmith()
+        .args([
+            "rootfs",
+            "cubieboard",
+            "--feature",
+            "droidmote",
+            "--random-password",
+            "--droidmote-password",
+            "random",
+            "--droidmote-sha256",
+            &dm_sha,
+            "--sha256",
+            &sha256_of(&tarball),
+            "--json",
+            "--progress",
+            "plain",
+        ])
+        .arg("--droidmote-binary")
+        .arg(&dm)
+        .arg("--rootfs-tarball")
+        .arg(&tarball)
+        .arg("-o")
+        .arg(&tar)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{err}");
+    let dm_file = out_dir.join("r.tar.droidmote-password");
+    let pw_file = out_dir.join("r.tar.password");
+    for f in [&dm_file, &pw_file] {
+        assert_eq!(mode_of(f), 0o600, "{f:?}");
+    }
+    assert_eq!(mode_of(&tar), 0o600, "the tarball holds password hashes");
+    let dm_pw = std::fs::read_to_string(&dm_file).expect("read");
+    let dm_pw = dm_pw.trim_end();
+    let user_pw = std::fs::read_to_string(&pw_file).expect("read");
+    let user_pw = user_pw.trim_end();
+    assert!(dm_pw.len() >= 20 && user_pw.len() >= 20, "strong");
+    assert_ne!(dm_pw, user_pw);
+    for text in [&err, &stdout] {
+        assert!(
+            !text.contains(dm_pw) && !text.contains(user_pw),
+            "a secret was printed: {text}"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(report["secret_files"].as_array().map(Vec::len), Some(2));
+
+    let conf = tar_string(&tar, "etc/droidmote/droidmote.conf");
+    assert!(
+        conf.contains(&format!("\nDROIDMOTE_PASSWORD={dm_pw}\n")),
+        "{conf}"
+    );
+    let shadow = tar_string(&tar, "etc/shadow");
+    let user = shadow
+        .lines()
+        .find(|l| l.starts_with("debian:"))
+        .expect("user");
+    let h = user.split(':').nth(1).expect("hash");
+    assert!(h.starts_with("$y$"), "yescrypt: {user}");
+    assert!(hash_matches(h, user_pw), "{user}");
+    assert!(!hash_matches(h, dm_pw));
+
+    // Every file that holds a secret: never world-readable, owned by root, group as needed.
+    let list = tar_list(&tar);
+    for (path, perms, owner) in [
+        ("etc/shadow", "-rw-r-----", "0/42"),
+        ("etc/gshadow", "-rw-r-----", "0/42"),
+        ("etc/droidmote/droidmote.conf", "-rw-r-----", "0/1000"),
+    ] {
+        let e = &list[path];
+        assert_eq!((e.1.as_str(), e.2.as_str()), (perms, owner), "{path}");
+    }
+    // Nothing else in the tree mentions either secret.
+    let x = d.path().join("x");
+    std::fs::create_dir(&x).expect("mkdir");
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&x)
+            .status()
+            .expect("tar")
+            .success()
+    );
+    let grep = Command::new("grep")
+        .args(["-rlF", "-e", dm_pw, "-e", user_pw])
+        .arg(&x)
+        .output()
+        .expect("grep");
+    assert_eq!(
+        String::from_utf8_lossy(&grep.stdout).trim(),
+        x.join("etc/droidmote/droidmote.conf").display().to_string()
+    );
+    // Nothing left behind in the output directory.
+    assert_eq!(
+        names_in(&out_dir),
+        ["r.tar", "r.tar.droidmote-password", "r.tar.password"]
+    );
+}
+
+/// `--expire-password` (or the profile's rootfs.expire_password): the first login must change it.
+#[test]
+fn expired_password_has_last_change_day_zero() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tarball = prebuilt_rootfs(d.path());
+    let profile = d.path().join("expiring.toml");
+    std::fs::write(
+        &profile,
+        "extends = \"allwinner-a10\"\n[kernel]\ndtb = \"sun4i-a10-cubieboard.dtb\"\n[bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n[rootfs]\nexpire_password = true\n",
+    )
+    .expect("write");
+    for (board, extra) in [
+        ("cubieboard", &["--expire-password"][..]),
+        (profile.to_str().expect("utf-8"), &[][..]),
+    ] {
+        let tar = d.path().join("r.tar");
+        let o = boardsmith()
+            .args([
+                "rootfs",
+                board,
+                "--password-hash",
+                &hash(),
+                "--world-readable",
+            ])
+            .args(extra)
+            .args(["--sha256", &sha256_of(&tarball)])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&tar)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let shadow = tar_string(&tar, "etc/shadow");
+        let user = shadow
+            .lines()
+            .find(|l| l.starts_with("debian:"))
+            .expect("user");
+        assert_eq!(user.split(':').nth(2), Some("0"), "{user}");
+        // --world-readable: the umask decides, as for any other file.
+        assert_eq!(mode_of(&tar) & 0o004, 0o004);
+    }
+}
+
+/// SIGTERM while `rootfs` downloads its tarball: the download is stopped, the work directory (0700
+/// while it exists) and the output directory it created are removed, and the status is 128+15.
+#[test]
+fn sigterm_during_rootfs_leaves_nothing_behind() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tarball = prebuilt_rootfs(d.path());
+    let data = std::fs::read(&tarball).expect("read");
+    let server = StallingServer::start(data, 100, "prebuilt.tar.gz");
+    let before = names_in(d.path());
+    let out_dir = d.path().join("out");
+    let child = boardsmith()
+        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+        .args([
+            "--sha256",
+            &sha256_of(&tarball),
+            "--rootfs-tarball",
+            &server.url,
+        ])
+        .args(["--progress", "none", "-o"])
+        .arg(out_dir.join("r.tar"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(60, || server
+            .reached
+            .load(std::sync::atomic::Ordering::SeqCst)),
+        "the download did not start"
+    );
+    let work: Vec<String> = names_in(&out_dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".r.tar.work-"))
+        .collect();
+    assert_eq!(work.len(), 1, "{:?}", names_in(&out_dir));
+    assert_eq!(mode_of(&out_dir.join(&work[0])), 0o700);
+    // SAFETY: kill has no memory effects; the pid is our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().expect("wait");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{e}");
+    assert!(e.contains("stopped by SIGTERM"), "{e}");
+    assert_eq!(names_in(d.path()), before, "left behind");
+    assert!(
+        wait_for(10, || server
+            .closed
+            .load(std::sync::atomic::Ordering::SeqCst)),
+        "the download (curl) was not stopped"
+    );
+}
+
+/// SIGTERM during `build` (making its root filesystem, then writing the image): nothing is left.
+#[test]
+fn sigterm_during_build_leaves_nothing_behind() {
+    let d = tempfile::tempdir().expect("tmp");
+    let tarball = prebuilt_rootfs(d.path());
+    let data = std::fs::read(&tarball).expect("read");
+    let server = StallingServer::start(data, 100, "prebuilt.tar.gz");
+    let before = names_in(d.path());
+    let out_dir = d.path().join("out");
+    let child = boardsmith()
+        .args(["build", "cubieboard", "--password-hash", &hash()])
+        .args([
+            "--sha256",
+            &sha256_of(&tarball),
+            "--rootfs-tarball",
+            &server.url,
+        ])
+        .args(["--progress", "none", "-o"])
+        .arg(&out_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(wait_for(60, || server
+        .reached
+        .load(std::sync::atomic::Ordering::SeqCst)));
+    assert!(
+        names_in(&out_dir)
+            .iter()
+            .any(|n| n.starts_with(".cubieboard.rootfs.tar.work-")),
+        "{:?}",
+        names_in(&out_dir)
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(
+        o.status.code(),
+        Some(128 + libc::SIGINT),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(names_in(d.path()), before, "left behind");
+
+    // The image phase: a root filesystem big enough that mke2fs and hashing take a while.
+    let rootfs = d.path().join("rootfs.tar");
+    let o = boardsmith()
+        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+        .args(["--sha256", &sha256_of(&tarball), "--rootfs-tarball"])
+        .arg(&tarball)
+        .arg("-o")
+        .arg(&rootfs)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let big = d.path().join("big");
+    std::fs::create_dir_all(big.join("srv")).expect("mkdir");
+    let st = Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=384", "status=none"])
+        .arg(format!("of={}", big.join("srv/blob").display()))
+        .status()
+        .expect("dd");
+    assert!(st.success());
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(&rootfs)
+        .arg("-C")
+        .arg(&big)
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let before = names_in(d.path());
+    let child = boardsmith()
+        .args(["build", "cubieboard", "--progress", "none", "--rootfs"])
+        .arg(&big)
+        .arg("-o")
+        .arg(&out_dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_for(120, || names_in(&out_dir)
+            .iter()
+            .any(|n| n.starts_with(".cubieboard.work-"))),
+        "the image was not started"
+    );
+    let listed = names_in(&out_dir);
+    assert!(
+        listed
+            .iter()
+            .any(|n| n.starts_with(".cubieboard.img.partial-")),
+        "{listed:?}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(
+        o.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(names_in(d.path()), before, "left behind");
 }
 
 /// A prebuilt tarball configured with the droidmote feature: users, fstab from the plan, services,

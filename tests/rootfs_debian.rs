@@ -31,8 +31,9 @@ fn cache() -> PathBuf {
     p.canonicalize().expect("canonical cache")
 }
 
-/// `boardsmith SUBCOMMAND BOARD` with the options every build here uses.
-fn boardsmith(sub: &str, board: &str) -> Command {
+/// `boardsmith SUBCOMMAND BOARD` with the options every build here uses; `cache` is the package cache
+/// for a Debian build (None for a prebuilt tarball, which refuses the Debian options).
+fn boardsmith(sub: &str, board: &str, cache: Option<&Path>) -> Command {
     let mut c = Command::new(bin());
     c.env("SOURCE_DATE_EPOCH", EPOCH)
         .env(
@@ -40,16 +41,35 @@ fn boardsmith(sub: &str, board: &str) -> Command {
             sha512_hash(PASSWORD, "debiantest"),
         )
         .env_remove("BOARDSMITH_BINFMT_DIR")
-        .args([sub, board, "--progress", "plain", "--security-mirror", ""])
-        .arg("--cache")
-        .arg(cache());
+        .env_remove("BOARDSMITH_CACHE")
+        .args([sub, board, "--progress", "plain"]);
+    if let Some(cache) = cache {
+        c.args(["--security-mirror", ""]).arg("--cache").arg(cache);
+    }
     c
 }
 
-/// `boardsmith rootfs BOARD -o OUT --json` with extra arguments; returns the report.
+/// `boardsmith rootfs BOARD -o OUT --json` with extra arguments; returns the report. A Debian build
+/// uses `cache` (None: the test cache); with --rootfs-tarball there is none.
 fn rootfs(board: &str, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
+    rootfs_with_cache(board, out, extra, envs, None)
+}
+
+fn rootfs_with_cache(
+    board: &str,
+    out: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    cache_dir: Option<&Path>,
+) -> serde_json::Value {
     let started = Instant::now();
-    let mut c = boardsmith("rootfs", board);
+    let debian_cache = cache_dir.map(Path::to_path_buf).unwrap_or_else(cache);
+    let prebuilt = extra.contains(&"--rootfs-tarball");
+    let mut c = boardsmith(
+        "rootfs",
+        board,
+        (!prebuilt).then_some(debian_cache.as_path()),
+    );
     c.arg("-o").arg(out).arg("--json").args(extra);
     for (k, v) in envs {
         c.env(k, v);
@@ -210,7 +230,7 @@ fn debian_armhf_rootfs_then_image_without_downloads() {
     let proxy = CountingProxy::start("deb.debian.org");
     let out = d.path().join("out");
     let started = Instant::now();
-    let o = boardsmith("build", "cubieboard")
+    let o = boardsmith("build", "cubieboard", Some(&cache()))
         .args(["--mirror", &format!("{}/debian", proxy.url())])
         .args(["--cmdline-append", QEMU_A10_CMDLINE])
         .arg("-o")
@@ -344,12 +364,30 @@ fn boot_to_login(img: &Path, board: &str, dir: &Path) {
     assert_eq!(sha256_of(img), before);
 }
 
+/// Also: paths with spaces and a quote. The output (so the work directory beside it) and the package
+/// cache (a link to the shared one, so nothing is downloaded again) are in directories whose names
+/// mmdebstrap's hooks must get whole.
 #[test]
 fn debian_arm64_rootfs() {
     let d = tempfile::tempdir().expect("tmp");
-    let tar = d.path().join("armv8.tar");
-    let report = rootfs("armv8-foundation", &tar, &[], &[]);
+    let out_dir = d.path().join("work dir's space");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let spaced_cache = d.path().join("apt cache");
+    std::os::unix::fs::symlink(cache(), &spaced_cache).expect("symlink");
+    let tar = out_dir.join("armv8 rootfs.tar");
+    let report = rootfs_with_cache("armv8-foundation", &tar, &[], &[], Some(&spaced_cache));
     assert_eq!(report["arch"], "arm64");
+    assert_eq!(
+        report["cache"].as_str(),
+        Some(spaced_cache.to_str().expect("utf-8"))
+    );
+    // Nothing but the tarball stays beside it: the work directory is gone.
+    let left: Vec<String> = std::fs::read_dir(&out_dir)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["armv8 rootfs.tar"]);
     let list = check_common(&tar, "armv8-foundation", "ttyAMA0");
     assert!(
         list.keys().any(|k| k.starts_with("usr/lib/linux-image-")
@@ -420,6 +458,18 @@ fn debian_armhf_xfce_droidmote() {
         conf.contains("DROIDMOTE_PORT=2303") && conf.contains("DROIDMOTE_PASSWORD=remote-pw"),
         "{conf}"
     );
+    // Secret-bearing files: root-owned, readable by their group only (shadow, the user's group).
+    for (path, perms, owner) in [
+        ("etc/shadow", "-rw-r-----", "0/42"),
+        ("etc/gshadow", "-rw-r-----", "0/42"),
+        ("etc/droidmote/droidmote.conf", "-rw-r-----", "0/1000"),
+    ] {
+        assert_eq!(
+            (list[path].1.as_str(), list[path].2.as_str()),
+            (perms, owner),
+            "{path}"
+        );
+    }
     assert!(tar_string(&tar, "etc/xdg/autostart/droidmote.desktop").contains("droidmote-session"));
     assert!(
         tar_string(

@@ -108,6 +108,8 @@ pub struct BuildRequest {
     /// Override the profile's vboot keyblock and signing key.
     pub vboot_keyblock: Option<PathBuf>,
     pub vboot_signprivate: Option<PathBuf>,
+    /// The image holds the root filesystem's password hashes: owner-only unless this is set.
+    pub world_readable: bool,
 }
 
 /// Progress events for the front end.
@@ -554,11 +556,12 @@ pub fn build(
         check_fstab(&String::from_utf8_lossy(&fstab), &layout)?;
     }
 
-    std::fs::create_dir_all(&req.out_dir)
+    let created = crate::signals::create_dir_all_tracked(&req.out_dir)
         .map_err(io(format!("creating {}", req.out_dir.display())))?;
     let [img_path, bmap_path, sha_path, md5_path] = output_paths(&req.out_dir, &profile.name);
     let (pending_img, file) =
-        PendingFile::create(&img_path).map_err(io(format!("creating {}", img_path.display())))?;
+        PendingFile::create_with_mode(&img_path, crate::output::artefact_mode(req.world_readable))
+            .map_err(io(format!("creating {}", img_path.display())))?;
     let work = tempdir_in(&req.out_dir, &profile.name).map_err(io("creating a work directory"))?;
     let mut sink = ImageSink::new(file, layout.image_size).map_err(io("sizing the image file"))?;
     let needs_blob = layout.partitions.iter().any(|p| {
@@ -770,6 +773,7 @@ pub fn build(
         p.commit().map_err(io(format!("renaming to {dest}")))?;
     }
     sync_dir(&req.out_dir).map_err(io("syncing the output directory"))?;
+    created.keep();
 
     Ok(BuildReport {
         board: profile.name.clone(),
@@ -877,26 +881,34 @@ fn write_fat(
     })
 }
 
-/// A private work directory next to the outputs, removed when dropped.
-struct WorkDir(PathBuf);
+/// A private work directory next to the outputs (mode 0700), removed when dropped or on a stop signal.
+struct WorkDir {
+    path: PathBuf,
+    _tracked: crate::signals::Tracked,
+}
 
 impl WorkDir {
     fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
 fn tempdir_in(dir: &Path, board: &str) -> std::io::Result<WorkDir> {
+    use std::os::unix::fs::DirBuilderExt;
     let p = dir.join(format!(".{board}.work-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir(&p)?;
-    Ok(WorkDir(p))
+    let tracked = crate::signals::track_tree(&p);
+    std::fs::DirBuilder::new().mode(0o700).create(&p)?;
+    Ok(WorkDir {
+        path: p,
+        _tracked: tracked,
+    })
 }
 
 #[cfg(test)]

@@ -629,6 +629,7 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
                     hostname,
                     user,
                     password_hash,
+                    expire_password,
                     locale,
                     timezone,
                     fstab,

@@ -199,6 +199,8 @@ pub struct RawRootfs {
     pub hostname: Option<Loc<String>>,
     pub user: Option<Loc<String>>,
     pub password_hash: Option<Loc<String>>,
+    /// The default user must change the password at the first login (images for publishing).
+    pub expire_password: Option<Loc<bool>>,
     pub locale: Option<Loc<String>>,
     pub timezone: Option<Loc<String>>,
     /// How fstab names partitions: "partuuid" or "label".

@@ -48,6 +48,8 @@ pub struct Settings {
     pub sevenz_level: u32,
     /// Modification time recorded in the 7z archive (SOURCE_DATE_EPOCH).
     pub epoch: u64,
+    /// The images hold the root filesystem's password hashes: owner-only unless this is set.
+    pub world_readable: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +152,9 @@ pub fn compress(
         format: name,
         source,
     };
-    let (pending, file) = PendingFile::create(dest).map_err(ioerr)?;
+    let (pending, file) =
+        PendingFile::create_with_mode(dest, crate::output::artefact_mode(s.world_readable))
+            .map_err(ioerr)?;
     let mut input = File::open(image).map_err(ioerr)?;
     let digest = match format {
         Format::Xz => {

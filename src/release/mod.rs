@@ -118,7 +118,7 @@ pub fn release(
     if !bmap_src.is_file() {
         return Err(ReleaseError::NoBmap { path: bmap_src });
     }
-    std::fs::create_dir_all(&req.out_dir)
+    let created = crate::signals::create_dir_all_tracked(&req.out_dir)
         .map_err(io(format!("creating {}", req.out_dir.display())))?;
     let total = std::fs::metadata(&req.image)
         .map_err(io(format!("reading {}", req.image.display())))?
@@ -273,6 +273,7 @@ pub fn release(
         p.commit().map_err(io(format!("renaming to {dest}")))?;
     }
     sync_dir(&req.out_dir).map_err(io("syncing the release directory".into()))?;
+    created.keep();
     Ok(manifest)
 }
 

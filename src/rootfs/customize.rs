@@ -107,6 +107,8 @@ pub struct Inputs<'a> {
     pub board: &'a str,
     pub epoch: u64,
     pub password_hash: &'a str,
+    /// The default user must change the password at the first login.
+    pub expire_password: bool,
     pub vars: &'a Vars,
     pub layout: &'a Layout,
     /// (destination in the tree, bytes, mode) of each artifact.
@@ -156,6 +158,7 @@ pub fn apply(
         shell,
         &recipe.groups,
         days(inp.epoch),
+        inp.expire_password,
     )?;
     let shadow_gid = acc.gid_of("shadow").unwrap_or(0);
     write_keeping_meta(tree, "etc/passwd", acc.passwd.render(), 0o644, 0)?;

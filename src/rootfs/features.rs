@@ -34,6 +34,14 @@ pub enum FeatureError {
         at: String,
         have: String,
     },
+    #[error(
+        "--no-feature {feature} has no effect here: board `{board}` does not turn it on by default (its rootfs.features: {defaults}); leave it out"
+    )]
+    NotDefault {
+        feature: String,
+        board: String,
+        defaults: String,
+    },
     #[error(transparent)]
     Recipe(#[from] RecipeError),
 }
@@ -125,6 +133,8 @@ pub struct Recipe {
     pub hostname: String,
     pub user: String,
     pub password_hash: Option<Loc<String>>,
+    /// The default user must change the password at the first login (profile `expire_password`).
+    pub expire_password: bool,
     pub locale: String,
     pub timezone: String,
     pub fstab: FstabNaming,
@@ -164,6 +174,12 @@ pub fn select(profile: &Profile, sel: &Selection) -> Result<Vec<RecipeFile>, Fea
         at,
         known: known.join(", "),
     };
+    let defaults: Vec<String> = profile
+        .rootfs
+        .features
+        .as_ref()
+        .map(|l| l.value.clone())
+        .unwrap_or_default();
     for n in &sel.remove {
         if !known.contains(n) {
             return Err(unknown(n, "--no-feature".into()));
@@ -235,6 +251,19 @@ pub fn select(profile: &Profile, sel: &Selection) -> Result<Vec<RecipeFile>, Fea
         }
         chosen.insert(name);
         files.push(f);
+    }
+    // Removing what would not be there does nothing: refused rather than ignored. (A feature another
+    // one needs was refused above.)
+    if let Some(n) = sel.remove.iter().find(|n| !defaults.contains(n)) {
+        return Err(FeatureError::NotDefault {
+            feature: n.clone(),
+            board: profile.name.clone(),
+            defaults: if defaults.is_empty() {
+                "none".into()
+            } else {
+                defaults.join(", ")
+            },
+        });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
@@ -557,6 +586,17 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
                 )
                 .into());
             }
+            // A secret known to everyone who read the recipe is no secret.
+            if kind == SettingKind::Secret
+                && let Some(d) = &s.default
+            {
+                return Err(RecipeError::invalid(
+                    d,
+                    "setting.default",
+                    "a secret setting has no default: the user gives it, is asked for it, or asks for a random one",
+                )
+                .into());
+            }
             settings.push(SettingSpec {
                 name: s.name.value.clone(),
                 description: s
@@ -589,6 +629,8 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
         }
     }
 
+    check_secret_files(&files, &settings)?;
+
     Ok(Recipe {
         features: features.iter().map(|f| f.name.clone()).collect(),
         suite,
@@ -610,6 +652,7 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
         hostname,
         user: user.value,
         password_hash: p.password_hash.clone(),
+        expire_password: p.expire_password.as_ref().is_some_and(|l| l.value),
         locale,
         timezone: timezone.value,
         fstab,
@@ -626,11 +669,66 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
     })
 }
 
+/// Files that carry a secret setting are readable by their owner and group only.
+fn check_secret_files(files: &[FileSpec], settings: &[SettingSpec]) -> Result<(), FeatureError> {
+    for f in files {
+        let FileBody::Text(text) = &f.body else {
+            continue;
+        };
+        for secret in settings.iter().filter(|s| s.kind == SettingKind::Secret) {
+            if f.template && mentions(text, &secret.name) && f.mode & 0o007 != 0 {
+                return Err(FeatureError::Recipe(RecipeError::Invalid {
+                    at: f.at.clone(),
+                    field: "file.mode".into(),
+                    message: format!(
+                        "{:04o} lets every user read the secret setting `{}`; use 0640 or narrower",
+                        f.mode, secret.name
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Does a template use `{{name}}` (spaces inside the braces allowed)?
+fn mentions(text: &str, name: &str) -> bool {
+    text.split("{{")
+        .skip(1)
+        .any(|rest| rest.split("}}").next().is_some_and(|v| v.trim() == name))
+}
+
 /// The kernel config fragments a rootfs feature declares (`kernel_fragments` in
 /// rootfs/features/NAME.toml); None when NAME is no feature.
 pub fn declared_kernel_fragments(name: &str) -> Option<Vec<String>> {
     let f = recipe::feature(name).ok().flatten()?;
     Some(f.raw.kernel_fragments.map(|l| l.value).unwrap_or_default())
+}
+
+/// The feature that declares setting `name`, if any (to say which feature an option belongs to).
+pub fn feature_with_setting(name: &str) -> Option<String> {
+    recipe::feature_names().into_iter().find(|f| {
+        recipe::feature(f)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.raw.settings.iter().any(|s| s.name.value == name))
+    })
+}
+
+/// Features with a file that only exists with autologin (`when = "autologin"`): what `autologin`
+/// changes.
+pub fn features_using_autologin() -> Vec<String> {
+    recipe::feature_names()
+        .into_iter()
+        .filter(|f| {
+            recipe::feature(f).ok().flatten().is_some_and(|r| {
+                r.raw
+                    .files
+                    .iter()
+                    .any(|file| file.when.as_ref().is_some_and(|w| w.value == "autologin"))
+            })
+        })
+        .collect()
 }
 
 /// A login name useradd would accept (Debian's default NAME_REGEX, lowercase).
@@ -680,6 +778,16 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_feature_the_board_does_not_have_is_refused() {
+        let p = Catalog::default().load("cubieboard").unwrap();
+        let e = resolve(&p, &sel(&[], &["ssh"])).unwrap_err().to_string();
+        assert!(
+            e.contains("--no-feature ssh has no effect here") && e.contains("cubieboard"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn required_feature_cannot_be_removed() {
         let p = Catalog::default().load("cubieboard").unwrap();
         let e = resolve(&p, &sel(&["droidmote"], &["xfce"]))
@@ -716,6 +824,50 @@ mod tests {
         );
         assert!(declared_kernel_fragments("wifi").unwrap().is_empty());
         assert!(declared_kernel_fragments("uinput").is_none());
+    }
+
+    #[test]
+    fn secrets_have_no_default_and_stay_private() {
+        let p = Catalog::default().load("cubieboard").unwrap();
+        let r = resolve(&p, &sel(&["droidmote"], &[])).unwrap();
+        let secret = r
+            .settings
+            .iter()
+            .find(|s| s.name == "droidmote_password")
+            .unwrap();
+        assert_eq!(secret.kind, SettingKind::Secret);
+        assert!(secret.default.is_none());
+        let conf = r
+            .files
+            .iter()
+            .find(|f| f.path == "etc/droidmote/droidmote.conf")
+            .unwrap();
+        assert_eq!(conf.mode & 0o007, 0);
+        // The same file readable by all is refused, naming the file and the setting.
+        let mut open = conf.clone();
+        open.mode = 0o644;
+        let e = check_secret_files(&[open], &r.settings)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("droidmote.toml") && e.contains("0644") && e.contains("droidmote_password"),
+            "{e}"
+        );
+        assert!(mentions(
+            "a {{ droidmote_password }} b",
+            "droidmote_password"
+        ));
+        assert!(!mentions("a {{droidmote_port}} b", "droidmote_password"));
+    }
+
+    /// No embedded board carries a password hash: it would be a built-in default password.
+    #[test]
+    fn embedded_boards_have_no_password() {
+        let c = Catalog::default();
+        for b in c.list().unwrap() {
+            let p = c.load(&b.name).unwrap();
+            assert!(p.rootfs.password_hash.is_none(), "{}", b.name);
+        }
     }
 
     #[test]

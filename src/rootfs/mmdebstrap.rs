@@ -109,14 +109,21 @@ pub fn sources(
     v
 }
 
+/// The environment variable that carries the package cache's path to mmdebstrap's shell hooks.
+pub const CACHE_ENV: &str = "BOARDSMITH_APT_CACHE";
+
+/// Single-quotes for sh and for Perl's shellwords (which mmdebstrap's special hooks use).
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Run {
-    /// The mmdebstrap arguments (without the program name).
+    /// The mmdebstrap arguments (without the program name). Paths never reach a shell unquoted: shell
+    /// hooks read the cache from the environment ([`CACHE_ENV`], set by [`Run::run`]); mmdebstrap's
+    /// special hooks (`sync-in`, `upload`, ...) split their line like a shell (Perl's shellwords), so
+    /// they get every path single-quoted.
     pub fn args(&self) -> Vec<OsString> {
-        let cache = self.cache.display().to_string();
+        let cache = |sub: &str| sh_quote(&self.cache.join(sub).display().to_string());
         let mut a: Vec<String> = vec![
             format!("--mode={}", self.mode.as_str()),
             format!("--variant={}", self.variant),
@@ -139,14 +146,15 @@ impl Run {
         // Package cache: copied in before `apt-get update` (lists) and the downloads (archives), copied
         // back out once everything is installed.
         a.push(format!(
-            "--setup-hook=mkdir -p {c}/archives/partial {c}/lists/partial \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists",
-            c = sh_quote(&cache)
+            "--setup-hook=mkdir -p \"${CACHE_ENV}\"/archives/partial \"${CACHE_ENV}\"/lists/partial \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists"
         ));
         a.push(format!(
-            "--setup-hook=sync-in {cache}/archives /var/cache/apt/archives"
+            "--setup-hook=sync-in {} /var/cache/apt/archives",
+            cache("archives")
         ));
         a.push(format!(
-            "--setup-hook=sync-in {cache}/lists /var/lib/apt/lists"
+            "--setup-hook=sync-in {} /var/lib/apt/lists",
+            cache("lists")
         ));
         let mut dirs: Vec<String> = self
             .uploads
@@ -163,14 +171,15 @@ impl Run {
         }
         for (outside, inside) in &self.uploads {
             a.push(format!(
-                "--essential-hook=upload {} {inside}",
-                outside.display()
+                "--essential-hook=upload {} {}",
+                sh_quote(&outside.display().to_string()),
+                sh_quote(inside)
             ));
         }
         if let Some(d) = &self.debconf {
             a.push(format!(
                 "--essential-hook=upload {} /tmp/boardsmith-debconf",
-                d.display()
+                sh_quote(&d.display().to_string())
             ));
             a.push(
                 "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/boardsmith-debconf && rm -f \"$1\"/tmp/boardsmith-debconf"
@@ -178,10 +187,12 @@ impl Run {
             );
         }
         a.push(format!(
-            "--customize-hook=sync-out /var/cache/apt/archives {cache}/archives"
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            cache("archives")
         ));
         a.push(format!(
-            "--customize-hook=sync-out /var/lib/apt/lists {cache}/lists"
+            "--customize-hook=sync-out /var/lib/apt/lists {}",
+            cache("lists")
         ));
         a.push(self.suite.clone());
         a.push(self.output.display().to_string());
@@ -206,6 +217,7 @@ impl Run {
         let mut child = Command::new("mmdebstrap")
             .args(self.args())
             .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
+            .env(CACHE_ENV, &self.cache)
             .env("TMPDIR", &self.tmpdir)
             .env("LC_ALL", "C.UTF-8")
             .stdin(Stdio::null())
@@ -403,7 +415,7 @@ mod tests {
             dpkg_options: vec![],
             cache: PathBuf::from("/c a/che"),
             uploads: vec![(
-                PathBuf::from("/w/modules"),
+                PathBuf::from("/w/m o'd"),
                 "/etc/initramfs-tools/modules".into(),
             )],
             debconf: None,
@@ -424,12 +436,22 @@ mod tests {
         assert!(a.contains(&"--architectures=armhf".to_string()));
         assert!(a.contains(&"--include=systemd,linux-image-armmp".to_string()));
         assert!(a.contains(
-            &"--essential-hook=upload /w/modules /etc/initramfs-tools/modules".to_string()
+            &"--essential-hook=upload '/w/m o'\\''d' '/etc/initramfs-tools/modules'".to_string()
         ));
-        assert!(
-            a.iter()
-                .any(|x| x.starts_with("--setup-hook=mkdir -p '/c a/che'/archives"))
-        );
+        // Shell hooks take the cache from the environment; special hooks get it quoted.
+        assert!(a.contains(&format!(
+            "--setup-hook=mkdir -p \"${CACHE_ENV}\"/archives/partial \"${CACHE_ENV}\"/lists/partial \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists"
+        )));
+        assert!(a.contains(
+            &"--setup-hook=sync-in '/c a/che/archives' /var/cache/apt/archives".to_string()
+        ));
+        assert!(a.contains(
+            &"--customize-hook=sync-out /var/lib/apt/lists '/c a/che/lists'".to_string()
+        ));
+        // No path is in a hook unquoted.
+        for hook in a.iter().filter(|x| x.contains("-hook=")) {
+            assert!(!hook.contains(" /c a") && !hook.contains(" /w/"), "{hook}");
+        }
         let tail: Vec<&str> = a[a.len() - 5..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,
@@ -444,6 +466,53 @@ mod tests {
         assert_eq!(
             sources("http://m", Some("http://s"), "sid", &["main".into()], true),
             ["deb [check-valid-until=no] http://m sid main"]
+        );
+    }
+
+    /// mmdebstrap splits its special hooks with Perl's Text::ParseWords::shellwords: the paths must come
+    /// back whole, spaces and quotes included.
+    #[test]
+    fn special_hooks_split_back_into_the_paths() {
+        let mut r = run();
+        r.cache = PathBuf::from("/tmp/it's a \"cache\" $HOME");
+        let a: Vec<String> = r
+            .args()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let hook = a
+            .iter()
+            .find_map(|x| x.strip_prefix("--customize-hook=sync-out /var/lib/apt/lists "))
+            .expect("sync-out hook");
+        let perl = std::process::Command::new("perl")
+            .args([
+                "-MText::ParseWords",
+                "-e",
+                "print join(\"\\n\", shellwords($ARGV[0]))",
+            ])
+            .arg(format!("sync-out /var/lib/apt/lists {hook}"))
+            .output()
+            .expect("perl (Debian's perl-base)");
+        assert_eq!(
+            String::from_utf8_lossy(&perl.stdout),
+            "sync-out\n/var/lib/apt/lists\n/tmp/it's a \"cache\" $HOME/lists"
+        );
+        let upload = a
+            .iter()
+            .find_map(|x| x.strip_prefix("--essential-hook=upload "))
+            .expect("upload hook");
+        let perl = std::process::Command::new("perl")
+            .args([
+                "-MText::ParseWords",
+                "-e",
+                "print join(\"|\", shellwords($ARGV[0]))",
+            ])
+            .arg(upload)
+            .output()
+            .expect("perl");
+        assert_eq!(
+            String::from_utf8_lossy(&perl.stdout),
+            "/w/m o'd|/etc/initramfs-tools/modules"
         );
     }
 

@@ -124,6 +124,8 @@ pub enum Password {
     Hash(String),
     /// A password to hash here (never printed).
     Plain(String),
+    /// Generate a strong one and write it beside the output (mode 0600).
+    Random,
 }
 
 impl std::fmt::Debug for Password {
@@ -131,9 +133,13 @@ impl std::fmt::Debug for Password {
         f.write_str(match self {
             Password::Hash(_) => "Password::Hash(..)",
             Password::Plain(_) => "Password::Plain(..)",
+            Password::Random => "Password::Random",
         })
     }
 }
+
+/// The value of a secret setting that asks for a generated one.
+pub const RANDOM: &str = "random";
 
 /// A file from outside the package manager.
 #[derive(Debug, Clone, Default)]
@@ -159,8 +165,13 @@ pub struct RootfsRequest {
     pub user: Option<String>,
     pub autologin: Option<bool>,
     pub password: Option<Password>,
+    /// Expire the default user's password (overrides the profile's `expire_password`).
+    pub expire_password: Option<bool>,
     /// `--set NAME=VALUE` (and the feature-specific options that map to settings).
     pub settings: BTreeMap<String, String>,
+    /// How the front end names a setting's own option (`droidmote_port` → `--droidmote-port`), for
+    /// messages; settings without one are named `--set NAME=...`.
+    pub setting_options: BTreeMap<String, String>,
     pub artifacts: BTreeMap<String, ArtifactSource>,
     /// A prebuilt root filesystem tarball instead of mmdebstrap.
     pub tarball: Option<ArtifactSource>,
@@ -168,6 +179,8 @@ pub struct RootfsRequest {
     pub epoch: u64,
     /// May ask for passwords on the terminal.
     pub interactive: bool,
+    /// The tarball holds password hashes: owner-only unless this is set.
+    pub world_readable: bool,
 }
 
 impl RootfsRequest {
@@ -185,13 +198,24 @@ impl RootfsRequest {
             user: None,
             autologin: None,
             password: None,
+            expire_password: None,
             settings: BTreeMap::new(),
+            setting_options: BTreeMap::new(),
             artifacts: BTreeMap::new(),
             tarball: None,
             binfmt_dir: PathBuf::from(prerequisites::BINFMT_DIR),
             epoch,
             interactive: false,
+            world_readable: false,
         }
+    }
+
+    /// How the user names setting `name` on the command line.
+    fn setting_option(&self, name: &str) -> String {
+        self.setting_options
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| format!("--set {name}=..."))
     }
 }
 
@@ -235,54 +259,48 @@ pub struct RootfsReport {
     pub epoch: u64,
     pub seconds: f64,
     pub warnings: Vec<String>,
+    /// Generated secrets, each in its own file beside the output (mode 0600); never their values.
+    pub secret_files: Vec<SecretFile>,
 }
 
-/// A work directory next to the output; removed when dropped unless something is still mounted in it.
-struct WorkDir(PathBuf);
+/// A generated secret's file.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretFile {
+    /// `password` (the default user's) or the setting's name.
+    pub secret: String,
+    pub path: PathBuf,
+}
+
+/// A private (0700) work directory next to the output; removed when dropped or on a stop signal,
+/// unless something is still mounted in it.
+struct WorkDir {
+    path: PathBuf,
+    _tracked: crate::signals::Tracked,
+}
 
 impl WorkDir {
     fn create(near: &Path, name: &str) -> std::io::Result<WorkDir> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = near.join(format!(".{name}.work-{}", std::process::id()));
         if dir.exists() {
-            safe_remove(&dir);
+            crate::signals::remove_tree(&dir);
         }
-        std::fs::create_dir_all(&dir)?;
-        Ok(WorkDir(dir))
+        let tracked = crate::signals::track_tree(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(WorkDir {
+            path: dir,
+            _tracked: tracked,
+        })
     }
     fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        safe_remove(&self.0);
+        crate::signals::remove_tree(&self.path);
     }
-}
-
-/// Removes a directory tree unless a filesystem is mounted inside it (a killed chroot build could leave
-/// /dev or /proc mounted there; removing through those would damage the host).
-fn safe_remove(dir: &Path) {
-    let Ok(canon) = dir.canonicalize() else {
-        return;
-    };
-    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines().any(|l| {
-                l.split_whitespace()
-                    .nth(4)
-                    .is_some_and(|mp| Path::new(mp).starts_with(&canon))
-            })
-        })
-        .unwrap_or(true);
-    if mounted {
-        eprintln!(
-            "warning: not removing {}: something is still mounted inside it (umount -R it, then remove it)",
-            canon.display()
-        );
-        return;
-    }
-    let _ = std::fs::remove_dir_all(&canon);
 }
 
 /// An exclusive lock on the package cache for the duration of a build.
@@ -339,30 +357,33 @@ pub fn artifact_flags(name: &str) -> (String, String) {
     (format!("--{name}-binary"), format!("--{name}-sha256"))
 }
 
-/// Resolves every setting of the selected features: given value, environment, prompt, default.
-fn resolve_settings(
-    recipe: &Recipe,
-    req: &RootfsRequest,
-    on: &dyn Fn(RootfsEvent<'_>),
-    warnings: &mut Vec<String>,
-) -> Result<BTreeMap<String, String>, RootfsError> {
+/// Settings resolved, and the secrets generated for `random` (name, value) to write beside the output.
+type Settings = (BTreeMap<String, String>, Vec<(String, String)>);
+
+/// Resolves every setting of the selected features: given value, environment, prompt, default. A
+/// secret has no default: without a value and without a terminal it is an error.
+fn resolve_settings(recipe: &Recipe, req: &RootfsRequest) -> Result<Settings, RootfsError> {
     let known: Vec<&str> = recipe.settings.iter().map(|s| s.name.as_str()).collect();
     for given in req.settings.keys() {
         if !known.contains(&given.as_str()) {
+            let owner = features::feature_with_setting(given);
             return Err(RootfsError::Invalid {
-                what: format!("--set {given}"),
-                message: if known.is_empty() {
-                    "no selected feature has settings".into()
-                } else {
-                    format!(
+                what: req.setting_option(given),
+                message: match (owner, known.is_empty()) {
+                    (Some(f), _) => format!(
+                        "belongs to feature `{f}`, which is not selected: add --feature {f} or leave the option out"
+                    ),
+                    (None, true) => "no selected feature has settings".into(),
+                    (None, false) => format!(
                         "no selected feature has this setting; settings: {}",
                         known.join(", ")
-                    )
+                    ),
                 },
             });
         }
     }
     let mut out = BTreeMap::new();
+    let mut generated = Vec::new();
     for s in &recipe.settings {
         let err = |message: String| RootfsError::Setting {
             name: s.name.clone(),
@@ -382,34 +403,38 @@ fn resolve_settings(
                 users::prompt_password(&label)?
             }
             (None, None) => match &s.default {
-                Some(d) => {
-                    if s.kind == SettingKind::Secret {
-                        let w = format!(
-                            "{} ({}): no value given, so the built-in default is used; anyone who has read boardsmith's recipes knows it. Set it with --set {}=... {}",
-                            s.name,
-                            s.description,
-                            s.name,
-                            s.env
-                                .as_ref()
-                                .map(|e| format!("or the environment variable {e}"))
-                                .unwrap_or_default()
-                        );
-                        on(RootfsEvent::Warning(&w));
-                        warnings.push(w);
-                    }
-                    d.clone()
-                }
-                None => {
+                // Recipes cannot give a secret a default (features::resolve refuses it).
+                Some(d) if s.kind != SettingKind::Secret => d.clone(),
+                _ => {
                     return Err(err(format!(
-                        "no value: give --set {}=VALUE{}",
-                        s.name,
+                        "no value{}: give {}{}{}",
+                        if s.kind == SettingKind::Secret {
+                            " and no terminal to ask on (a secret has no default)"
+                        } else {
+                            ""
+                        },
+                        req.setting_option(&s.name),
                         s.env
                             .as_ref()
-                            .map(|e| format!(" or set {e}"))
-                            .unwrap_or_default()
+                            .map(|e| format!(" or set the environment variable {e}"))
+                            .unwrap_or_default(),
+                        if s.kind == SettingKind::Secret {
+                            format!(
+                                ", or `{RANDOM}` to generate one (written beside the output, mode 0600)"
+                            )
+                        } else {
+                            String::new()
+                        }
                     )));
                 }
             },
+        };
+        let value = if s.kind == SettingKind::Secret && value == RANDOM {
+            let v = users::random_password()?;
+            generated.push((s.name.clone(), v.clone()));
+            v
+        } else {
+            value
         };
         match s.kind {
             SettingKind::Port => {
@@ -428,28 +453,36 @@ fn resolve_settings(
         }
         out.insert(s.name.clone(), value);
     }
-    Ok(out)
+    Ok((out, generated))
 }
 
-fn resolve_password(recipe: &Recipe, req: &RootfsRequest) -> Result<String, RootfsError> {
+/// The default user's hash, and the password when it was generated here (to write beside the output).
+fn resolve_password(
+    recipe: &Recipe,
+    req: &RootfsRequest,
+) -> Result<(String, Option<String>), RootfsError> {
     let what = format!("the password hash for user `{}`", recipe.user);
     match &req.password {
         Some(Password::Hash(h)) => {
             users::validate_hash(h, &what)?;
-            Ok(h.clone())
+            Ok((h.clone(), None))
         }
         Some(Password::Plain(p)) => {
             users::check_password(p, &format!("the password for `{}`", recipe.user))?;
-            Ok(users::hash_password(p)?)
+            Ok((users::hash_password(p)?, None))
+        }
+        Some(Password::Random) => {
+            let p = users::random_password()?;
+            Ok((users::hash_password(&p)?, Some(p)))
         }
         None => {
             if let Some(h) = &recipe.password_hash {
                 users::validate_hash(&h.value, &format!("{} (rootfs.password_hash)", h.at()))?;
-                return Ok(h.value.clone());
+                return Ok((h.value.clone(), None));
             }
             if req.interactive {
                 let p = users::prompt_password(&format!("Password for user {}", recipe.user))?;
-                return Ok(users::hash_password(&p)?);
+                return Ok((users::hash_password(&p)?, None));
             }
             Err(users::UserError::NoPassword {
                 user: recipe.user.clone(),
@@ -457,6 +490,15 @@ fn resolve_password(recipe: &Recipe, req: &RootfsRequest) -> Result<String, Root
             .into())
         }
     }
+}
+
+/// Where a generated secret goes: beside the output, `OUT.password` or `OUT.droidmote-password`.
+pub fn secret_path(out: &Path, secret: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out.with_file_name(format!("{name}.{}", secret.replace('_', "-")))
 }
 
 /// Finds the files the image builder takes from the tree, where the profile says they are.
@@ -550,6 +592,37 @@ fn check_boot_files(tree: &TarTree, profile: &Profile) -> Result<BootFiles, Root
     })
 }
 
+/// Unpacks the finished tarball into `dir` (created 0700; tar gives it the tree's own mode) with owners,
+/// modes and extended attributes.
+fn unpack(tar: &Path, dir: &Path) -> Result<(), RootfsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("creating {}", dir.display())))?;
+    let st = std::process::Command::new("tar")
+        .args([
+            "--extract",
+            "--numeric-owner",
+            "--same-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--file",
+        ])
+        .arg(tar)
+        .arg("--directory")
+        .arg(dir)
+        .status()
+        .map_err(io("running tar to unpack the root filesystem"))?;
+    if !st.success() {
+        return Err(RootfsError::Io {
+            context: format!("unpacking into {}", dir.display()),
+            source: std::io::Error::other(format!("tar exited with {st}")),
+        });
+    }
+    Ok(())
+}
+
 fn output_is_tar(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "tar")
 }
@@ -585,6 +658,7 @@ pub fn build_rootfs(
         }
         recipe.user = u.clone();
     }
+    let autologin_files = recipe.files.iter().any(|f| f.when_autologin);
     if let Some(a) = req.autologin {
         if !a && recipe.features.contains(&"droidmote".to_string()) {
             return Err(RootfsError::Invalid {
@@ -592,7 +666,25 @@ pub fn build_rootfs(
                 message: "the droidmote feature runs in the default user's X session, which needs autologin".into(),
             });
         }
+        if a && !autologin_files {
+            return Err(RootfsError::Invalid {
+                what: "--autologin".into(),
+                message: format!(
+                    "no selected feature logs anyone in (autologin applies to a desktop session): add one of --feature {}, or leave --autologin out",
+                    features::features_using_autologin().join(", --feature ")
+                ),
+            });
+        }
         recipe.autologin = a || recipe.autologin;
+    }
+    if let Some(e) = req.expire_password {
+        recipe.expire_password = e;
+    }
+    if recipe.expire_password && recipe.autologin && autologin_files {
+        return Err(RootfsError::Invalid {
+            what: "an expired password (--expire-password or the profile's rootfs.expire_password) with autologin".into(),
+            message: "LightDM's automatic login stops at a password that must be changed, so the desktop (and DroidMote) would never start; choose one of them".into(),
+        });
     }
     for (what, url) in [
         ("mirror", Some(&recipe.mirror)),
@@ -618,13 +710,16 @@ pub fn build_rootfs(
             message: "must be a Debian suite name such as bookworm".into(),
         });
     }
-    if req.cache.to_string_lossy().chars().any(char::is_whitespace) {
-        return Err(RootfsError::Invalid {
-            what: format!("--cache {}", req.cache.display()),
-            message:
-                "the package cache path cannot contain spaces (mmdebstrap's hooks split on them)"
+    // Spaces and quotes are fine (mmdebstrap's hooks get every path quoted or through the
+    // environment); control characters would break its line-based special hooks and log.
+    for (what, p) in [("--cache", &req.cache), ("the output", &req.out)] {
+        if p.to_string_lossy().chars().any(char::is_control) {
+            return Err(RootfsError::Invalid {
+                what: format!("{what} {:?}", p.display().to_string()),
+                message: "contains control characters (newline, tab, ...); choose another path"
                     .into(),
-        });
+            });
+        }
     }
     let (console_tty, console_baud) = match profile.console.split_once(',') {
         Some((t, b)) => (t.to_string(), b.to_string()),
@@ -694,9 +789,19 @@ pub fn build_rootfs(
     }
 
     // Everything the user must supply, before the long part.
-    let password_hash = resolve_password(&recipe, req)?;
-    let settings = resolve_settings(&recipe, req, on, &mut warnings)?;
+    let (password_hash, generated_password) = resolve_password(&recipe, req)?;
+    let (settings, generated) = resolve_settings(&recipe, req)?;
     vars.extend(settings);
+    // Generated secrets: (name in the report, file, value); written with the output.
+    let secrets: Vec<(String, PathBuf, String)> = generated_password
+        .map(|p| ("password".to_string(), p))
+        .into_iter()
+        .chain(generated)
+        .map(|(name, value)| {
+            let path = secret_path(&out, &name);
+            (name, path, value)
+        })
+        .collect();
     for name in req.artifacts.keys() {
         if !recipe.artifacts.iter().any(|a| &a.name == name) {
             return Err(RootfsError::Invalid {
@@ -746,8 +851,23 @@ pub fn build_rootfs(
         },
     )?;
 
-    std::fs::create_dir_all(&parent).map_err(io(format!("creating {}", parent.display())))?;
+    let created = crate::signals::create_dir_all_tracked(&parent)
+        .map_err(io(format!("creating {}", parent.display())))?;
     let work = WorkDir::create(&parent, &out_name).map_err(io("creating a work directory"))?;
+    // The secret files, owner-only from their creation; renamed into place with the output.
+    let mut pending_secrets = Vec::new();
+    for (name, path, value) in &secrets {
+        let p = crate::output::write_atomic_with_mode(
+            path,
+            format!("{value}\n").as_bytes(),
+            crate::output::PRIVATE,
+        )
+        .map_err(io(format!(
+            "writing the generated {name} to {}",
+            path.display()
+        )))?;
+        pending_secrets.push(p);
+    }
 
     let mut artifacts = Vec::new();
     for (a, source, sha) in &artifact_plan {
@@ -896,6 +1016,7 @@ pub fn build_rootfs(
             board: &profile.name,
             epoch: req.epoch,
             password_hash: &password_hash,
+            expire_password: recipe.expire_password,
             vars: &vars,
             layout: &layout,
             artifacts,
@@ -934,7 +1055,8 @@ pub fn build_rootfs(
     on(RootfsEvent::Phase("writing the root filesystem"));
     let (contents, size_bytes) = if as_tar {
         let (pending, file) =
-            PendingFile::create(&out).map_err(io(format!("creating {}", out.display())))?;
+            PendingFile::create_with_mode(&out, crate::output::artefact_mode(req.world_readable))
+                .map_err(io(format!("creating {}", out.display())))?;
         drop(file);
         let stats = tree.write(pending.temp_path(), req.epoch)?;
         let f = std::fs::File::open(pending.temp_path()).map_err(io("reopening the tarball"))?;
@@ -950,37 +1072,34 @@ pub fn build_rootfs(
         drop(tree);
         let size = std::fs::metadata(&final_tar).map(|m| m.len()).unwrap_or(0);
         let pending = parent.join(format!(".{out_name}.partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&pending);
-        std::fs::create_dir(&pending).map_err(io(format!("creating {}", pending.display())))?;
-        let st = std::process::Command::new("tar")
-            .args([
-                "--extract",
-                "--numeric-owner",
-                "--same-permissions",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--file",
-            ])
-            .arg(&final_tar)
-            .arg("--directory")
-            .arg(&pending)
-            .status()
-            .map_err(io("running tar to unpack the root filesystem"))?;
-        if !st.success() {
-            let _ = std::fs::remove_dir_all(&pending);
-            return Err(RootfsError::Io {
-                context: format!("unpacking into {}", pending.display()),
-                source: std::io::Error::other(format!("tar exited with {st}")),
-            });
+        crate::signals::remove_tree(&pending);
+        let tracked = crate::signals::track_tree(&pending);
+        let unpacked = unpack(&final_tar, &pending).and_then(|()| {
+            if out.exists() {
+                std::fs::remove_dir(&out)
+                    .map_err(io(format!("replacing the empty {}", out.display())))?;
+            }
+            crate::signals::commit_rename(&pending, &out, tracked)
+                .map_err(io(format!("renaming to {}", out.display())))
+        });
+        if let Err(e) = unpacked {
+            crate::signals::remove_tree(&pending);
+            return Err(e);
         }
-        if out.exists() {
-            std::fs::remove_dir(&out)
-                .map_err(io(format!("replacing the empty {}", out.display())))?;
-        }
-        std::fs::rename(&pending, &out).map_err(io(format!("renaming to {}", out.display())))?;
         (stats, size)
     };
+    let mut secret_files = Vec::new();
+    for (p, (name, _, _)) in pending_secrets.into_iter().zip(&secrets) {
+        let path = p
+            .commit()
+            .map_err(io(format!("writing the generated {name}")))?;
+        secret_files.push(SecretFile {
+            secret: name.clone(),
+            path,
+        });
+    }
     drop(work);
+    created.keep();
 
     Ok(RootfsReport {
         board: profile.name.clone(),
@@ -1006,5 +1125,6 @@ pub fn build_rootfs(
         epoch: req.epoch,
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        secret_files,
     })
 }

@@ -11,7 +11,7 @@ pub enum UserError {
     )]
     BadHash { what: String },
     #[error(
-        "no password for the default user `{user}`: give --password-hash HASH (e.g. from `mkpasswd -m yescrypt`), set BOARDSMITH_PASSWORD_HASH, pipe the password with --password-stdin, or run on a terminal to be asked"
+        "no password for the default user `{user}` and no terminal to ask on: give --password-hash HASH (e.g. from `mkpasswd -m yescrypt`) or set the environment variable BOARDSMITH_PASSWORD_HASH, pipe the password with --password-stdin, or generate one with --random-password (written beside the output, mode 0600); there is no default password"
     )]
     NoPassword { user: String },
     #[error("{what}: {reason}")]
@@ -42,17 +42,42 @@ pub fn validate_hash(hash: &str, what: &str) -> Result<(), UserError> {
     Err(bad())
 }
 
-/// SHA-512-crypt (`$6$`, 5000 rounds) with a random 16-character salt: accepted by PAM everywhere.
+/// yescrypt (`$y$`), Debian's default since bullseye, with the cost libxcrypt's `crypt_gensalt` picks
+/// by default (`j9T`: N=4096, r=32, 16 MiB, as `mkpasswd -m yescrypt` and `passwd` write) and a random
+/// 16-byte salt from the OS generator. RustCrypto's `yescrypt` crate is a port of the reference code;
+/// the tests check its hashes against the system's libxcrypt.
 pub fn hash_password(password: &str) -> Result<String, UserError> {
-    use sha_crypt::{PasswordHasher, ShaCrypt};
-    let mut salt = [0u8; 12];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut salt))
-        .map_err(UserError::Io)?;
-    let h = ShaCrypt::SHA512
+    use yescrypt::{PasswordHasher, Yescrypt};
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| UserError::Hash(e.to_string()))?;
+    let h = Yescrypt::default()
         .hash_password_with_salt(password.as_bytes(), &salt)
         .map_err(|e| UserError::Hash(e.to_string()))?;
     Ok(h.as_str().to_string())
+}
+
+/// Letters and digits that cannot be mistaken for one another when read off a file or typed on a
+/// phone (no 0/O/o, 1/l/I).
+const RANDOM_ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// 22 characters of a 56-symbol alphabet: about 127 bits.
+const RANDOM_LEN: usize = 22;
+
+/// A strong random password from the OS generator (getrandom), without modulo bias.
+pub fn random_password() -> Result<String, UserError> {
+    let n = RANDOM_ALPHABET.len();
+    // Largest multiple of n that fits a byte: bytes at or above it are drawn again.
+    let limit = 256 - 256 % n;
+    let mut out = String::with_capacity(RANDOM_LEN);
+    let mut buf = [0u8; 64];
+    while out.len() < RANDOM_LEN {
+        getrandom::fill(&mut buf).map_err(|e| UserError::Hash(e.to_string()))?;
+        for &b in &buf {
+            if (b as usize) < limit && out.len() < RANDOM_LEN {
+                out.push(RANDOM_ALPHABET[b as usize % n] as char);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Rejects passwords that cannot be stored or typed reliably.
@@ -108,6 +133,8 @@ fn prompt_hidden(text: &str) -> Result<String, UserError> {
     // SAFETY: fd 0 is open for the process; the pointer is to a valid termios.
     let have_term = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
     let saved = term;
+    // A stop signal during the prompt must give the terminal its echo back.
+    let _restore = have_term.then(|| crate::signals::remember_terminal(fd, saved));
     if have_term {
         term.c_lflag &= !libc::ECHO;
         term.c_lflag |= libc::ECHONL;
@@ -191,6 +218,8 @@ pub struct UserReport {
     /// Requested groups that the system does not have (their packages are not installed).
     pub missing_groups: Vec<String>,
     pub created: bool,
+    /// The password must be changed at the first login.
+    pub password_expired: bool,
 }
 
 fn first_free(used: &[u32], from: u32, to: u32) -> Option<u32> {
@@ -228,6 +257,8 @@ impl Accounts {
 
     /// Creates the user (or updates it when it exists) with its own group, the hash and the
     /// supplementary groups the system has.
+    /// `expire`: the password must be changed at the first login (shadow's last-change day 0, as
+    /// `passwd --expire` sets it).
     pub fn ensure_user(
         &mut self,
         name: &str,
@@ -235,6 +266,7 @@ impl Accounts {
         shell: &str,
         groups: &[String],
         days: u64,
+        expire: bool,
     ) -> Result<UserReport, UserError> {
         let home = format!("/home/{name}");
         let (uid, gid, created) = match self.passwd.find(name) {
@@ -305,7 +337,7 @@ impl Accounts {
         let shadow_line = vec![
             name.to_string(),
             hash.to_string(),
-            days.to_string(),
+            if expire { 0 } else { days }.to_string(),
             "0".into(),
             "99999".into(),
             "7".into(),
@@ -350,6 +382,7 @@ impl Accounts {
             groups: added,
             missing_groups: missing,
             created,
+            password_expired: expire,
         })
     }
 
@@ -391,7 +424,7 @@ mod tests {
         let mut a = accounts();
         let groups = ["sudo", "audio", "bluetooth"].map(String::from);
         let r = a
-            .ensure_user("debian", "$6$abc$def", "/bin/bash", &groups, 19675)
+            .ensure_user("debian", "$6$abc$def", "/bin/bash", &groups, 19675, false)
             .unwrap();
         assert_eq!((r.uid, r.gid), (1000, 1000));
         assert_eq!(r.missing_groups, ["bluetooth"]);
@@ -418,9 +451,15 @@ mod tests {
         );
         // Again: nothing duplicated.
         let r2 = a
-            .ensure_user("debian", "$6$x$y", "/bin/bash", &groups, 1)
+            .ensure_user("debian", "$6$x$y", "/bin/bash", &groups, 1, true)
             .unwrap();
-        assert!(!r2.created);
+        assert!(!r2.created && r2.password_expired);
+        // Expired: last change on day 0, so the first login must set a new password.
+        assert!(
+            a.shadow.render().contains("debian:$6$x$y:0:0:99999:7:::\n"),
+            "{}",
+            a.shadow.render()
+        );
         assert_eq!(a.group.render().matches("debian").count(), 3);
     }
 
@@ -435,32 +474,49 @@ mod tests {
     }
 
     #[test]
-    fn hashes_verify_and_are_salted() {
-        use sha_crypt::{PasswordVerifier, ShaCrypt};
+    fn hashes_are_yescrypt_verify_and_are_salted() {
+        use yescrypt::{PasswordVerifier, Yescrypt};
         let h1 = hash_password("correct horse").unwrap();
         let h2 = hash_password("correct horse").unwrap();
-        assert!(h1.starts_with("$6$"), "{h1}");
+        assert!(h1.starts_with("$y$j9T$"), "{h1}");
         assert_ne!(h1, h2);
         validate_hash(&h1, "x").unwrap();
-        let parsed = sha_crypt::PasswordHash::new(&h1).unwrap();
-        ShaCrypt::default()
-            .verify_password(b"correct horse", &parsed)
+        Yescrypt::default()
+            .verify_password(b"correct horse", h1.as_str())
             .unwrap();
         assert!(
-            ShaCrypt::default()
-                .verify_password(b"wrong", &parsed)
+            Yescrypt::default()
+                .verify_password(b"wrong", h1.as_str())
                 .is_err()
         );
     }
 
     #[test]
-    fn glibc_reference_vector() {
-        // From Ulrich Drepper's SHA-crypt specification.
-        use sha_crypt::{PasswordVerifier, ShaCrypt};
-        let h = sha_crypt::PasswordHash::new("$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1").unwrap();
-        ShaCrypt::default()
-            .verify_password(b"Hello world!", &h)
+    fn libxcrypt_yescrypt_vector() {
+        // From the system's libxcrypt: perl -e 'print crypt("pw", q($y$j9T$abcdefghijklmnop$))'.
+        use yescrypt::{PasswordVerifier, Yescrypt};
+        Yescrypt::default()
+            .verify_password(
+                b"pw",
+                "$y$j9T$abcdefghijklmnop$wRwvHNqzMkHLG74uLLCRVTwaZ.a1aIothEUeYGf9oED",
+            )
             .unwrap();
+    }
+
+    #[test]
+    fn random_passwords_are_long_and_differ() {
+        let a = random_password().unwrap();
+        let b = random_password().unwrap();
+        assert_eq!(a.len(), RANDOM_LEN);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| RANDOM_ALPHABET.contains(&c)), "{a}");
+        check_password(&a, "x").unwrap();
+        // Every symbol turns up: no part of the alphabet is unreachable.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.extend(random_password().unwrap().bytes());
+        }
+        assert_eq!(seen.len(), RANDOM_ALPHABET.len());
     }
 
     #[test]

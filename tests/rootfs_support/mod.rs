@@ -175,27 +175,16 @@ pub fn sha512_hash(password: &str, salt: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Does `hash` (from /etc/shadow) verify `password`? Checked with openssl, not with boardsmith's code.
+/// Does `hash` (from /etc/shadow) verify `password`? Checked with the system's crypt(3) (libxcrypt,
+/// the library PAM uses on the board) through Perl, not with boardsmith's code: yescrypt, SHA-512-crypt
+/// and the rest.
 pub fn hash_matches(hash: &str, password: &str) -> bool {
-    let mut parts = hash.split('$');
-    let (Some(""), Some("6"), Some(mut salt)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let mut rounds = None;
-    if let Some(r) = salt.strip_prefix("rounds=") {
-        rounds = Some(r.to_string());
-        salt = parts.next().unwrap_or("");
-    }
-    let salt_arg = match &rounds {
-        Some(r) => format!("rounds={r}${salt}"),
-        None => salt.to_string(),
-    };
-    let out = Command::new("openssl")
-        .args(["passwd", "-6", "-salt", &salt_arg, password])
+    let out = Command::new("perl")
+        .args(["-e", "print crypt($ARGV[0], $ARGV[1])", password, hash])
         .output()
-        .expect("openssl");
-    let computed = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    computed == hash
+        .expect("perl (Debian's perl-base)");
+    assert!(out.status.success(), "perl crypt failed");
+    String::from_utf8_lossy(&out.stdout) == hash
 }
 
 /// Contents of `member` in a tarball, through GNU tar.
@@ -401,4 +390,91 @@ pub fn extract_root_partition(img: &Path, dir: &Path) -> PathBuf {
         .expect("dd");
     assert!(st.success());
     out
+}
+
+/// An HTTP server on 127.0.0.1 that serves one file but sends only its first `head` bytes, then holds
+/// the connection open: a download that is under way for as long as the test needs. `reached` turns
+/// true once the head is sent; `closed` once the client went away (it was stopped).
+pub struct StallingServer {
+    pub url: String,
+    pub reached: Arc<std::sync::atomic::AtomicBool>,
+    pub closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallingServer {
+    pub fn start(data: Vec<u8>, head: usize, name: &str) -> StallingServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let reached = Arc::new(AtomicBool::new(false));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (r, c) = (Arc::clone(&reached), Arc::clone(&closed));
+        std::thread::spawn(move || {
+            // One client is enough; the thread ends with the test process.
+            let Some(Ok(mut conn)) = listener.incoming().next() else {
+                return;
+            };
+            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if line == "\r\n" {
+                    break;
+                }
+                line.clear();
+            }
+            let head_text = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                data.len()
+            );
+            if conn.write_all(head_text.as_bytes()).is_err()
+                || conn.write_all(&data[..head.min(data.len())]).is_err()
+            {
+                return;
+            }
+            let _ = conn.flush();
+            r.store(true, Ordering::SeqCst);
+            // Wait (bounded: two minutes) until the client closes its end.
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(120)));
+            let mut buf = [0u8; 1];
+            if matches!(reader.get_mut().read(&mut buf), Ok(0)) {
+                c.store(true, Ordering::SeqCst);
+            }
+        });
+        StallingServer {
+            url: format!("http://127.0.0.1:{port}/{name}"),
+            reached,
+            closed,
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms for at most `secs` seconds.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Names in a directory (hidden ones included), sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Permission bits of a path.
+pub fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
 }
