@@ -449,7 +449,7 @@ SRC may be raw or compressed with xz, gzip, zstd, bzip2 or 7z (recognised by con
 The first 64 KiB are written last, after the rest is written and verified, so an interrupted card \
 never looks bootable.\n\
 Exit status: 0 success, 1 the write failed (the message says whether the source or the target is at \
-fault), 2 invalid usage or input, 130 interrupted.")]
+fault), 2 invalid usage or input, 128+N after signal N (130 Ctrl-C, 143 SIGTERM).")]
 pub struct WriteArgs {
     /// Image: a file (.img, .img.xz/.gz/.zst/.bz2, .7z), '-' for standard input, or an http(s) URL
     pub src: String,
@@ -479,7 +479,7 @@ pub struct WriteArgs {
     /// File targets: the file's size, e.g. 8G (at least the image's; --grow fills it)
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Confirm writing to a non-removable disk or into a partition
+    /// Confirm writing to a non-removable disk, a removable one over 128 GB, or into a partition
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
@@ -488,13 +488,17 @@ pub struct WriteArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+The partition table is checked completely before anything changes (--size included).\n\
+Exit status: 0 success, 1 growing failed (the message says what the target holds now), 2 invalid \
+usage or input (a bad partition table), 128+N after signal N (130 Ctrl-C, 143 SIGTERM).")]
 pub struct GrowArgs {
     /// A card (block device) or image file holding an MBR or GPT partition table
     pub target: PathBuf,
     /// File targets: extend the file to this size first, e.g. 8G (never shrinks)
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Confirm changing a non-removable disk
+    /// Confirm changing a non-removable disk, a removable one over 128 GB, or a partition
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Progress display
@@ -1761,24 +1765,28 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
 fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
     let size = parse_size_arg(args.size.as_deref())?;
     crate::write::interrupt::install();
-    let target = crate::write::sink::Target::open(&args.target, args.yes).map_err(|e| Failure {
+    let mut target = crate::write::sink::Target::open_checked(
+        &args.target,
+        &crate::write::sink::Checks {
+            yes: args.yes,
+            create: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Failure {
         code: if e.is_usage() {
             EXIT_USAGE
         } else {
             EXIT_FAILURE
         },
-        message: e.to_string(),
+        message: format!("{e}\nnothing was changed"),
     })?;
     let display = write_display(args.progress);
-    let result = crate::grow::grow(&target, size, &|e| display.event(e));
+    let result = crate::grow::grow(&mut target, size, &|e| display.event(e));
     display.finish();
-    let report = result.map_err(|e| Failure {
-        code: match e {
-            crate::grow::GrowError::Interrupted(_) => 130,
-            ref e if e.is_usage() => EXIT_USAGE,
-            _ => EXIT_FAILURE,
-        },
-        message: format!("growing {} failed: {e}", args.target.display()),
+    let report = result.map_err(|f| Failure {
+        code: f.exit_code(),
+        message: format!("growing {} failed: {f}", args.target.display()),
     })?;
     if args.progress == WriteProgressMode::Json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();

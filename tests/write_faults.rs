@@ -314,6 +314,379 @@ fn non_removable_disk_needs_yes() {
     );
 }
 
+/// Tests that need root fail without it (they never pass by skipping).
+
+/// The loop device's kernel-assigned size and sysfs view are real; its message names what it is
+/// and why it needs --yes (a loop device is fixed media).
+#[test]
+fn non_removable_disk_message_says_why() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk");
+    run("truncate", &["-s", "64M", &backing.display().to_string()]);
+    let lo = Loop::attach(&backing, false);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .arg(&lo.dev)
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} (loop device backed by {b}, 64 MiB, 67108864 bytes) is not a removable disk: the kernel reports fixed media (sysfs removable = 0), as for internal disks and USB hard disks; pass --yes if you are sure it may be overwritten\nnothing was written to {dev}\n",
+            dev = lo.dev,
+            b = backing.display()
+        )],
+    );
+}
+
+/// `write loop.bin /dev/loopN` where loopN is backed by loop.bin: refused before anything is
+/// written (it used to zero the source's head and then report "verified").
+#[test]
+fn loop_device_backed_by_the_source_is_refused() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("loop.bin");
+    run(
+        "cp",
+        &[&f.raw.display().to_string(), &src.display().to_string()],
+    );
+    let lo = Loop::attach(&src, false);
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} is a loop device backed by {s}, which is the source image {s}: writing it would overwrite the image while reading it; detach it (losetup -d {dev}) or write to another target\nnothing was written to {dev}\n",
+            dev = lo.dev,
+            s = src.display()
+        )],
+    );
+    // The device itself as the source.
+    let o = bin()
+        .args(["write", &lo.dev, &lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} and the source {dev} are the same device or overlap (one is a partition of the other, or lies on it): writing would overwrite the image while reading it\nnothing was written to {dev}\n",
+            dev = lo.dev
+        )],
+    );
+    drop(lo);
+    assert_eq!(sha256sum(&src), f.sha256, "the source was changed");
+}
+
+/// The source lives on a filesystem on the target: refused as such (not only as "in use"), and
+/// also when the filesystem is one level down (an image file on the target, loop-mounted).
+#[test]
+fn target_holding_the_source_is_refused() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    run("truncate", &["-s", "128M", &disk.display().to_string()]);
+    run("mkfs.ext4", &["-q", "-F", &disk.display().to_string()]);
+    let lo = Loop::attach(&disk, false);
+    let mnt = dir.path().join("mnt");
+    let m = Mount::new(&lo.dev, &mnt);
+    let src = mnt.join("sdcard.img.xz");
+    run(
+        "cp",
+        &[
+            &f.path(".xz").display().to_string(),
+            &src.display().to_string(),
+        ],
+    );
+    let before = sha256sum(&src);
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} (loop device backed by {d}, 128 MiB, 134217728 bytes) holds the source image {s}: its filesystem (mounted at {m}) lies on {dev}; writing would destroy the image while reading it; copy the image to another disk first\nnothing was written to {dev}\n",
+            dev = lo.dev,
+            d = disk.display(),
+            s = src.display(),
+            m = mnt.display()
+        )],
+    );
+    // One level down: inner.img on the target's filesystem holds another filesystem, loop-mounted,
+    // that holds the source.
+    let inner = mnt.join("inner.img");
+    run("truncate", &["-s", "64M", &inner.display().to_string()]);
+    run("mkfs.ext4", &["-q", "-F", &inner.display().to_string()]);
+    let inner_lo = Loop::attach(&inner, false);
+    let inner_mnt = dir.path().join("inner");
+    let inner_m = Mount::new(&inner_lo.dev, &inner_mnt);
+    let deep = inner_mnt.join("sdcard.img.xz");
+    run(
+        "cp",
+        &[
+            &f.path(".xz").display().to_string(),
+            &deep.display().to_string(),
+        ],
+    );
+    let o = bin()
+        .arg("write")
+        .arg(&deep)
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("holds the source image {}", deep.display()),
+            &format!("(mounted at {}) lies on {}", inner_mnt.display(), lo.dev),
+            &format!("nothing was written to {}", lo.dev),
+        ],
+    );
+    drop(inner_m);
+    drop(inner_lo);
+    assert_eq!(sha256sum(&src), before, "the source was changed");
+    drop(m);
+    drop(lo);
+    // The target's filesystem is intact (e2fsck is independent of us).
+    run("e2fsck", &["-fn", &disk.display().to_string()]);
+}
+
+/// The target is the source file: by the same name, through a symlink, or as standard input
+/// redirected from it. Refused by identity (device and inode), the file unchanged.
+#[test]
+fn the_source_itself_is_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("image.img");
+    std::fs::copy(&f.raw, &img).unwrap();
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    for target in [&img, &link] {
+        let o = bin().arg("write").arg(&img).arg(target).output().unwrap();
+        let t = target.display();
+        assert_failed(
+            &o,
+            2,
+            &[&format!(
+                "error: {t} is the source image itself; write to another file or a device\nnothing was written to {t}\n"
+            )],
+        );
+    }
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&img)
+        .stdin(std::fs::File::open(&img).unwrap())
+        .output()
+        .unwrap();
+    let t = img.display();
+    assert_failed(&o, 2, &[&format!("error: {t} is the source image itself")]);
+    assert_eq!(sha256sum(&img), f.sha256);
+}
+
+/// The target path is resolved once: strace (on the main thread, where the target is opened)
+/// shows a single open of it by name, with O_PATH; every descriptor used for checks, writing,
+/// reading back and growing is reopened through /proc/self/fd from that one.
+#[test]
+fn the_target_is_opened_once() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("card");
+    filled(&backing, f.size + (4 << 20), 0xaa);
+    let lo = Loop::attach(&backing, false);
+    let file_target = dir.path().join("out.img");
+    filled(&file_target, 1 << 20, 0x55);
+    for target in [lo.dev.clone(), file_target.display().to_string()] {
+        let trace = dir.path().join("trace");
+        let o = std::process::Command::new("strace")
+            .args(["-qq", "-e", "trace=open,openat,openat2", "-o"])
+            .arg(&trace)
+            .arg(bin_path())
+            .arg("write")
+            .arg(f.path(".xz"))
+            .args([&target, "--yes", "--grow"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let by_name: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&format!("\"{target}\"")))
+            .collect();
+        assert_eq!(
+            by_name.len(),
+            1,
+            "{target} opened by name:\n{}",
+            by_name.join("\n")
+        );
+        assert!(by_name[0].contains("O_PATH"), "{}", by_name[0]);
+        let reopened: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"/proc/self/fd/"))
+            .collect();
+        // Checks (devices), writing (files: the O_PATH descriptor reopened read-write), the
+        // exclusive descriptor (devices) and O_DIRECT.
+        assert!(reopened.len() >= 2, "{text}");
+    }
+    // The card was written and grown; the file (as large as the image) had nothing to grow.
+    run("sfdisk", &["--verify", &lo.dev]);
+    assert_eq!(sha256sum(&file_target), f.sha256);
+}
+
+/// `--size` the file cannot have: refused before the existing file is touched (it used to be
+/// emptied first, and the message then said nothing was written).
+#[test]
+fn impossible_size_leaves_the_existing_file_unchanged() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.img");
+    std::fs::write(&existing, pseudo_random(5, 3 << 20)).unwrap();
+    let before = sha256sum(&existing);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .arg(&existing)
+        .args(["--size", "100000T"])
+        .output()
+        .unwrap();
+    let e = existing.display();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: cannot size {e} to 100000 TiB (109951162777600000 bytes): File too large (os error 27); the file was not changed\nnothing was written to {e}\n"
+        )],
+    );
+    assert_eq!(sha256sum(&existing), before);
+    assert_eq!(std::fs::metadata(&existing).unwrap().len(), 3 << 20);
+}
+
+/// A gzip bomb (8 KiB expanding to 8 MiB of zeros, no size in its header) with `--size 1M`:
+/// stops at the cap, naming it; the file never grows past it.
+#[test]
+fn size_is_a_hard_cap_for_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.img.gz");
+    sh(&format!(
+        "head -c 8M /dev/zero | gzip -9 > {}",
+        bomb.display()
+    ));
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 16 << 10);
+    let out = dir.path().join("out.img");
+    let o = bin()
+        .arg("write")
+        .arg(&bomb)
+        .arg(&out)
+        .args(["--size", "1M"])
+        .output()
+        .unwrap();
+    let t = out.display();
+    assert_failed(
+        &o,
+        1,
+        &[&format!(
+            "error: the image goes on past 1 MiB (1048576 bytes), the limit for {t} (--size 1 MiB); stopped there\n{t} is incomplete: its first 64 KiB are zeroed"
+        )],
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 1 << 20);
+    assert!(allocated_bytes(&out) <= 1 << 20);
+}
+
+/// Without --size the free space of the target's filesystem is the cap: a stream is stopped at
+/// it, and an image known to be larger is refused before a file is even created.
+#[test]
+fn free_space_is_the_cap_without_size() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            &small.display().to_string(),
+        ],
+    );
+    let _m = Mount { dir: small.clone() };
+    let bomb = dir.path().join("bomb.img.gz");
+    sh(&format!(
+        "head -c 8M /dev/zero | gzip -9 > {}",
+        bomb.display()
+    ));
+    let out = small.join("out.img");
+    let o = bin().arg("write").arg(&bomb).arg(&out).output().unwrap();
+    let t = out.display();
+    assert_failed(
+        &o,
+        1,
+        &[&format!(
+            "error: the image goes on past 4 MiB (4194304 bytes), the limit for {t} (the free space of its filesystem; give --size to write a sparse file larger than that); stopped there\n{t} is incomplete"
+        )],
+    );
+    std::fs::remove_file(&out).unwrap();
+    // Known to be 40 MiB: refused up front, and no file is left behind.
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".xz"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: the image needs 40 MiB ({} bytes), more than the limit for {t}: 4 MiB (4194304 bytes, the free space of its filesystem; give --size to write a sparse file larger than that)\nnothing was written to {t}\n",
+            f.size
+        )],
+    );
+    assert!(!out.exists(), "a new file was left behind");
+}
+
+/// SIGTERM mid-write: exit 143 (128 + 15), the signal named, the target's state told.
+#[test]
+fn sigterm_mid_write_exits_143() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("card.img");
+    filled(&target, f.size, 0xaa);
+    let t = target.display().to_string();
+    let (mut w, _stdin, _out) = start_stdin_writer(&t, &[], 16 << 20, 8 << 20);
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(w.0.id() as i32, libc::SIGTERM) };
+    let status = w.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: interrupted by SIGTERM\n{t} is incomplete: its first 64 KiB are zeroed and were not written, so it holds no partition table and will not boot; write the image again\n"
+        )),
+        "{stderr}"
+    );
+    assert!(zero_prefix(&target, 65536));
+}
+
 /// Starts `boardsmith write - TARGET --progress json` reading from a pipe, feeds it `feed` bytes
 /// of the raw image and waits until it reports at least `done` bytes of the image processed.
 fn start_stdin_writer(

@@ -22,7 +22,6 @@ pub mod xz;
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,10 +31,10 @@ use self::buffers::Pool;
 use self::decompress::Format;
 use self::digest::{RangeCheck, RangeMismatch};
 use self::progress::{Event, Observer, Phase};
-use self::sink::{Sink, Target, TargetError};
+use self::sink::{Checks, Sink, SourceId, Target, TargetError};
 use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
 use self::sums::{ExpectedSum, SumKind};
-use crate::grow::{GrowError, GrowReport};
+use crate::grow::{GrowFailure, GrowReport};
 use crate::image::bmap::{Bmap, BmapError};
 use crate::size::Human;
 
@@ -122,6 +121,15 @@ pub enum WriteError {
     )]
     Overflow { path: String, capacity: u64 },
     #[error(
+        "the image goes on past {} ({cap} bytes), the limit for {path} ({cap_from}); stopped there",
+        Human(*cap)
+    )]
+    OverCap {
+        path: String,
+        cap: u64,
+        cap_from: String,
+    },
+    #[error(
         "the source is at fault: bmap range {} (blocks {}-{}, bytes {}..{}) has {} {}, but the bmap {origin} says {}; the image or its bmap is corrupt, fetch them again",
         mismatch.index, mismatch.first_block, mismatch.last_block, mismatch.start, mismatch.end,
         mismatch.kind, mismatch.actual, mismatch.expected
@@ -163,24 +171,24 @@ pub enum WriteError {
     #[error("interrupted by {signal}")]
     Interrupted { signal: &'static str },
     #[error("growing {target} failed: {source}")]
-    Grow { target: String, source: GrowError },
+    Grow {
+        target: String,
+        source: Box<GrowFailure>,
+    },
 }
 
 impl WriteError {
-    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 130 interrupted.
+    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 128 + N
+    /// after signal N (130 for Ctrl-C, 143 for SIGTERM).
     pub fn exit_code(&self) -> i32 {
         match self {
-            WriteError::Interrupted { .. } => 130,
-            WriteError::Grow {
-                source: GrowError::Interrupted(_),
-                ..
-            } => 130,
+            WriteError::Interrupted { .. } => interrupt::exit_status(),
+            WriteError::Grow { source, .. } => source.exit_code(),
             WriteError::Source(_)
             | WriteError::Bmap { .. }
             | WriteError::SideFile(_)
             | WriteError::BmapSize { .. } => 2,
             WriteError::Target(t) if t.is_usage() => 2,
-            WriteError::Grow { source, .. } if source.is_usage() => 2,
             _ => 1,
         }
     }
@@ -421,17 +429,16 @@ fn write_inner(
         whole.push(e.kind);
     }
 
-    // The target: checked and locked before anything is written.
-    let target = Target::open(&req.target, req.yes)?;
-    if let (SourceSpec::Path(p), Some(id)) = (&req.source, target.identity)
-        && let Ok(m) = std::fs::metadata(p)
-        && ((m.dev(), m.ino()) == id || (m.rdev() != 0 && (m.rdev(), 0) == id))
-    {
-        return Err(TargetError::SameAsSource {
-            path: target_name(&target),
-        }
-        .into());
-    }
+    // The target: identified, checked and locked before anything is written.
+    let source_id = source_identity(&req.source);
+    let mut target = Target::open_checked(
+        &req.target,
+        &Checks {
+            yes: req.yes,
+            source: source_id.as_ref(),
+            ..Checks::default()
+        },
+    )?;
     if let Some(size) = req.target_size {
         if let Some(c) = target.capacity {
             return Err(TargetError::SizeOnDevice {
@@ -448,6 +455,46 @@ fn write_inner(
     }
     if let Some(n) = lower_bound {
         target.check_capacity(n)?;
+    }
+    // A file target's length: --size; with --grow an existing larger file keeps its size (it is
+    // a card image to grow into); otherwise the image's (bmaptool's behaviour).
+    let image_len = exact.as_ref().map_or(0, |e| e.0);
+    let file_len = match req.target_size {
+        Some(s) => s,
+        None if req.grow => image_len.max(target.initial_len),
+        None => image_len,
+    };
+    // ... and the most it may hold: --size, or the free space of its filesystem.
+    let file_cap = if target.is_device() {
+        None
+    } else if let Some(s) = req.target_size {
+        Some((s, format!("--size {}", Human(s))))
+    } else {
+        let free = target.free_space().map_err(|source| WriteError::Io {
+            context: format!(
+                "reading the free space of the filesystem holding {}",
+                target_name(&target)
+            ),
+            source,
+        })?;
+        free.map(|free| {
+            (
+                free,
+                "the free space of its filesystem; give --size to write a sparse file larger than that"
+                    .to_string(),
+            )
+        })
+    };
+    if let (Some((cap, from)), Some(n)) = (&file_cap, lower_bound)
+        && n > *cap
+    {
+        return Err(TargetError::OverCap {
+            path: target_name(&target),
+            needed: n,
+            cap: *cap,
+            cap_from: from.clone(),
+        }
+        .into());
     }
 
     // The plan.
@@ -468,11 +515,6 @@ fn write_inner(
     let ranges_checked = bmap.as_ref().map_or(0, |(b, _)| {
         b.ranges.iter().filter(|r| r.checksum.is_some()).count()
     });
-    let file_len = exact
-        .as_ref()
-        .map(|e| e.0)
-        .unwrap_or(0)
-        .max(req.target_size.unwrap_or(0));
     let plan = pipeline::Plan {
         read_ranges,
         write_ranges: write_ranges.clone(),
@@ -481,16 +523,19 @@ fn write_inner(
         range_check,
         whole,
         expected_len: exact.clone(),
-        capacity: target.capacity,
+        capacity: target.capacity.or(file_cap.as_ref().map(|c| c.0)),
         source_name: source_name.clone(),
         bmap_origin: bmap.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
         format: src.format,
         target_name: target.describe(),
     };
 
+    // A file's new length is tried first: if it cannot have it, the file is left as it was.
+    target.reserve(file_len)?;
     // From here on the target changes.
-    let sink = target.open_sink(file_len)?;
     *state = TargetState::Incomplete;
+    target.keep();
+    let sink = target.open_sink(file_len)?;
     let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
     if sink.is_device {
         obs(Event::Phase {
@@ -531,8 +576,16 @@ fn write_inner(
             total: exact.as_ref().map(|e| e.0),
         });
         let written = write_and_flush(
-            src.input, plan, &pool, &sink, &trail, req, &target, &exact, &expected, obs,
-        );
+            src.input, plan, &pool, &sink, &trail, req, &target, &exact, &expected, file_len, obs,
+        )
+        .map_err(|e| match (e, &file_cap) {
+            (WriteError::Overflow { .. }, Some((cap, from))) => WriteError::OverCap {
+                path: target_name(&target),
+                cap: *cap,
+                cap_from: from.clone(),
+            },
+            (e, _) => e,
+        });
         write_seconds = write_started.elapsed().as_secs_f64();
         match &written {
             Ok(_) => trail.flushed(),
@@ -610,13 +663,12 @@ fn write_inner(
     }
 
     let grow = if req.grow {
+        // The file already has its length: grow fills it.
         Some(
-            crate::grow::grow(&target, req.target_size.filter(|_| false), obs).map_err(
-                |source| WriteError::Grow {
-                    target: target_name(&target),
-                    source,
-                },
-            )?,
+            crate::grow::grow(&mut target, None, obs).map_err(|source| WriteError::Grow {
+                target: target_name(&target),
+                source,
+            })?,
         )
     } else {
         None
@@ -643,6 +695,32 @@ fn write_inner(
     })
 }
 
+/// The source's identity for the target checks: a file's, or standard input's when it is
+/// redirected from a file or device (`write - /dev/sdb < image`).
+fn source_identity(spec: &SourceSpec) -> Option<SourceId> {
+    match spec {
+        SourceSpec::Path(p) => std::fs::metadata(p)
+            .ok()
+            .map(|m| SourceId::of(p.display().to_string(), &m)),
+        SourceSpec::Stdin => {
+            // SAFETY: an all-zero stat is valid; fstat fills it for descriptor 0 or fails.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            if unsafe { libc::fstat(0, &mut st) } != 0 {
+                return None;
+            }
+            let kind = st.st_mode & libc::S_IFMT;
+            (kind == libc::S_IFREG || kind == libc::S_IFBLK).then(|| SourceId {
+                name: "standard input".into(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                rdev: (kind == libc::S_IFBLK).then_some(st.st_rdev),
+            })
+        }
+        SourceSpec::Url(_) => None,
+    }
+}
+
 fn target_name(t: &Target) -> String {
     t.path.display().to_string()
 }
@@ -660,6 +738,7 @@ fn write_and_flush(
     target: &Target,
     exact: &Option<(u64, String)>,
     expected: &Option<ExpectedSum>,
+    file_len: u64,
     obs: Observer<'_>,
 ) -> Result<pipeline::Output, WriteError> {
     let source_name = plan.source_name.clone();
@@ -692,7 +771,7 @@ fn write_and_flush(
     trail.finish(image_len);
     let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
     if !sink.is_device {
-        sink.set_file_len(image_len.max(req.target_size.unwrap_or(0)))
+        sink.set_file_len(image_len.max(file_len))
             .map_err(io_err(format!("sizing {}", target_name(target))))?;
     }
     obs(Event::Phase {

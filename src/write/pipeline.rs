@@ -263,8 +263,11 @@ pub fn run(
     }
     let image_len = match reader.join() {
         Ok(Ok(n)) => n,
-        // The reader stops with "interrupted" when another stage failed: report that failure.
-        Ok(Err(e @ WriteError::Interrupted { .. })) => return Err(ctl.take_error().unwrap_or(e)),
+        // The reader stops with "interrupted" when another stage failed: report that failure
+        // (the writer's own error too: an overflow, a failed write).
+        Ok(Err(e @ WriteError::Interrupted { .. })) => {
+            return Err(ctl.take_error().or_else(|| written.err()).unwrap_or(e));
+        }
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(WriteError::Io {
