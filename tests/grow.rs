@@ -268,8 +268,6 @@ fn grow_as_an_ordinary_user() {
     check_grown(&c, Table::Gpt, GIB);
 }
 
-/// Tests that need root fail without it (they never pass by skipping).
-
 /// `write img existing-larger.img --grow`: the existing file is a card image the user prepared;
 /// it keeps its size and the image grows into it. Without --grow the file takes the image's size,
 /// as bmaptool does.

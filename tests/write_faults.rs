@@ -314,8 +314,6 @@ fn non_removable_disk_needs_yes() {
     );
 }
 
-/// Tests that need root fail without it (they never pass by skipping).
-
 /// The loop device's kernel-assigned size and sysfs view are real; its message names what it is
 /// and why it needs --yes (a loop device is fixed media).
 #[test]
