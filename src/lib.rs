@@ -6,6 +6,7 @@
 pub mod boot;
 pub mod checksum;
 pub mod cli;
+pub mod codec;
 pub mod embedded;
 pub mod grow;
 pub mod ids;
