@@ -12,6 +12,7 @@ pub mod grow;
 pub mod ids;
 pub mod image;
 pub mod kconfig;
+pub mod net;
 pub mod output;
 pub mod plan;
 pub mod profile;

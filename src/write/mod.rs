@@ -37,6 +37,7 @@ use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
 use self::sums::{ExpectedSum, SumKind};
 use crate::grow::{GrowError, GrowReport};
 use crate::image::bmap::{Bmap, BmapError};
+use crate::net::{self, DownloadHandle, FailureKind, NetError, NetOptions};
 use crate::size::Human;
 
 /// The first bytes of the image (partition table, boot loader area), written last.
@@ -72,7 +73,14 @@ pub struct WriteRequest {
     pub target_size: Option<u64>,
     /// Confirms writing to a non-removable disk or into a partition.
     pub yes: bool,
+    /// Retries and timeouts of a URL source.
+    pub net: NetOptions,
+    /// A URL source may be written although nothing can check it (sums found are still checked).
+    pub no_checksum: bool,
 }
+
+/// Exit status of a network failure that survived every retry: trying again later may work.
+pub const EXIT_NETWORK: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -82,6 +90,15 @@ pub enum WriteError {
     Bmap { origin: String, source: BmapError },
     #[error("{0}")]
     SideFile(String),
+    #[error(
+        "refusing to write {source_name}: nothing can check that the image arrives as published{why}. \
+Give its checksum with --sha256 HEX or --md5 HEX, or a block map with range checksums with --bmap FILE; \
+or fetch it over https from a server that publishes IMAGE.sha256, IMAGE.md5 or a bmap beside it; \
+or accept an unchecked image with --no-checksum. Nothing was written"
+    )]
+    Unchecked { source_name: String, why: String },
+    #[error(transparent)]
+    Net(NetError),
     #[error(
         "the bmap {origin} describes an image of {bmap} bytes, but {source_name} holds {actual} bytes; they do not belong together (name the right one with --bmap, or use --no-bmap)"
     )]
@@ -167,9 +184,17 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 130 interrupted.
+    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 3 the network
+    /// failed after every retry; 130 interrupted.
     pub fn exit_code(&self) -> i32 {
+        let net = |n: &NetError| match n.kind() {
+            FailureKind::Input => 2,
+            FailureKind::Transient => EXIT_NETWORK,
+            FailureKind::Failed => 1,
+        };
         match self {
+            WriteError::Net(n) | WriteError::Source(SourceError::Net(n)) => net(n),
+            WriteError::Unchecked { .. } => 2,
             WriteError::Interrupted { .. } => 130,
             WriteError::Grow {
                 source: GrowError::Interrupted(_),
@@ -252,6 +277,8 @@ pub struct WriteReport {
     pub grow: Option<GrowReport>,
     /// Independently decodable blocks (xz blocks, 7z LZMA2 segments) decoded on several threads.
     pub parallel_blocks: Option<u64>,
+    /// URL sources: connections made again after one dropped or stalled.
+    pub reconnects: Option<u32>,
 }
 
 impl fmt::Display for WriteReport {
@@ -274,6 +301,13 @@ impl fmt::Display for WriteReport {
         )?;
         if let Some(n) = self.parallel_blocks {
             writeln!(f, "  decode   {n} blocks decoded in parallel")?;
+        }
+        if let Some(n) = self.reconnects.filter(|&n| n > 0) {
+            writeln!(
+                f,
+                "  network  resumed {n} time{} where a dropped connection left off",
+                if n == 1 { "" } else { "s" }
+            )?;
         }
         if let Some(b) = &self.bmap {
             writeln!(
@@ -318,9 +352,13 @@ fn decode_options() -> DecodeOptions {
     }
 }
 
-fn load_bmap(side: &SideRef, required: bool) -> Result<Option<(Bmap, String)>, WriteError> {
+fn load_bmap(
+    side: &SideRef,
+    required: bool,
+    client: &net::Client,
+) -> Result<Option<(Bmap, String)>, WriteError> {
     let origin = side.to_string();
-    let bytes = match side.fetch().map_err(WriteError::SideFile)? {
+    let bytes = match side.fetch(client).map_err(WriteError::SideFile)? {
         Some(b) => b,
         None if required => {
             return Err(WriteError::SideFile(format!(
@@ -350,7 +388,36 @@ pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<W
     let target_name = req.target.display().to_string();
     let mut state = TargetState::Untouched;
     buffers::map_large_allocations();
-    let result = write_inner(req, obs, &mut state);
+    // Reconnects happen on the reader thread, which cannot borrow `obs`: they come through a channel.
+    let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
+    let tx = std::sync::Mutex::new(tx);
+    let client = net::Client::new(req.net)
+        .cancel_when(interrupt::interrupted)
+        .observe(std::sync::Arc::new(move |r: &net::Reconnect| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(r.clone());
+            }
+        }));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let done = &done;
+        s.spawn(move || {
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(r) => obs(Event::Reconnect(&r)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if done.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+        let r = write_inner(req, obs, &mut state, &client);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    });
     result.map_err(|error| {
         Box::new(WriteFailure {
             error,
@@ -364,20 +431,28 @@ fn write_inner(
     req: &WriteRequest,
     obs: Observer<'_>,
     state: &mut TargetState,
+    client: &net::Client,
 ) -> Result<WriteReport, WriteError> {
     let started = Instant::now();
     let opts = decode_options();
-    let src = source::open(&req.source, opts, &|m| obs(Event::Note(m)))?;
+    if req.no_checksum && !req.source.is_url() {
+        return Err(WriteError::SideFile(
+            "--no-checksum only applies to an image from a URL (a local file or standard input is written without one)".into(),
+        ));
+    }
+    let probe = source::probe(&req.source, client)?;
     let source_name = req.source.display();
 
-    // The block map.
+    // The block map, and whether it came over plain http.
+    let mut bmap_plain_http = false;
     let bmap = match &req.bmap {
         BmapChoice::None => None,
-        BmapChoice::File(p) => load_bmap(&SideRef::Path(p.clone()), true)?,
+        BmapChoice::File(p) => load_bmap(&SideRef::Path(p.clone()), true, client)?,
         BmapChoice::Auto => {
             let mut found = None;
             for c in source::bmap_candidates(&req.source) {
-                if let Some(b) = load_bmap(&c, false)? {
+                if let Some(b) = load_bmap(&c, false, client)? {
+                    bmap_plain_http = c.is_plain_http();
                     found = Some(b);
                     break;
                 }
@@ -385,6 +460,50 @@ fn write_inner(
             found
         }
     };
+    // Expected whole-image sum, and whether it came over plain http.
+    let (expected, sum_plain_http) = match &req.expected {
+        Some(e) => (Some(e.clone()), false),
+        None => {
+            match sums::discover(&req.source, probe.format, client).map_err(WriteError::SideFile)? {
+                Some((e, side)) => (Some(e), side.is_plain_http()),
+                None => (None, false),
+            }
+        }
+    };
+    // An image from a URL is written only when something trustworthy checks it.
+    if req.source.is_url() {
+        let bmap_checks = bmap.as_ref().is_some_and(|(b, _)| {
+            !b.ranges.is_empty() && b.ranges.iter().all(|r| r.checksum.is_some())
+        });
+        let checked = (expected.is_some() && !sum_plain_http) || (bmap_checks && !bmap_plain_http);
+        if !checked && !req.no_checksum {
+            let mut why = Vec::new();
+            if let Some(e) = expected.as_ref().filter(|_| sum_plain_http) {
+                why.push(format!("the {} from {}", e.kind.name(), e.origin));
+            }
+            if let Some((_, origin)) = bmap.as_ref().filter(|_| bmap_plain_http && bmap_checks) {
+                why.push(format!("the bmap {origin}"));
+            }
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} came over plain http from the same server as the image, so it cannot vouch for it)",
+                    why.join(" and ")
+                )
+            };
+            return Err(WriteError::Unchecked { source_name, why });
+        }
+        // Something checks every byte: a resumed download need not prove it is the same file.
+        if let Some(d) = &probe.download
+            && (expected.is_some() || bmap_checks)
+        {
+            d.allow_unvalidated_resume();
+        }
+    }
+    let src = probe
+        .open(opts, &|m| obs(Event::Note(m)))
+        .map_err(WriteError::Source)?;
     // The image size, and who says so.
     let exact: Option<(u64, String)> = match (&bmap, src.size.exact) {
         (Some((b, origin)), Some(n)) if b.image_size != n => {
@@ -409,11 +528,6 @@ fn write_inner(
     };
     let lower_bound = exact.as_ref().map(|e| e.0).or(src.size.at_least);
 
-    // Expected whole-image sum.
-    let expected = match &req.expected {
-        Some(e) => Some(e.clone()),
-        None => sums::discover(&req.source, src.format).map_err(WriteError::SideFile)?,
-    };
     let mut whole: Vec<SumKind> = Vec::new();
     if req.sums {
         whole = vec![SumKind::Sha256, SumKind::Md5];
@@ -532,7 +646,8 @@ fn write_inner(
         });
         let written = write_and_flush(
             src.input, plan, &pool, &sink, &trail, req, &target, &exact, &expected, obs,
-        );
+        )
+        .map_err(|e| network_cause(e, src.download.as_ref()));
         write_seconds = write_started.elapsed().as_secs_f64();
         match &written {
             Ok(_) => trail.flushed(),
@@ -640,7 +755,18 @@ fn write_inner(
         expected,
         grow,
         parallel_blocks,
+        reconnects: src.download.as_ref().map(|d| d.reconnects()),
     })
+}
+
+/// A download that failed for good is the error to report, whatever the decoder made of the
+/// stream's end.
+fn network_cause(e: WriteError, download: Option<&DownloadHandle>) -> WriteError {
+    match download.and_then(|d| d.failure()) {
+        Some(NetError::Cancelled { .. }) | None => e,
+        Some(_) if matches!(e, WriteError::Interrupted { .. }) => e,
+        Some(n) => WriteError::Net(n),
+    }
 }
 
 fn target_name(t: &Target) -> String {

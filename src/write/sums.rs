@@ -90,9 +90,13 @@ fn base(n: &str) -> &str {
     n.rsplit('/').next().unwrap_or(n)
 }
 
-/// Looks beside the source for a sums file naming the image (SHA-256 preferred: MD5 is slow).
-/// Errors are unreadable files; absent files are simply not used.
-pub fn discover(spec: &SourceSpec, format: Format) -> Result<Option<ExpectedSum>, String> {
+/// Looks beside the source for a sums file naming the image (SHA-256 preferred: MD5 is slow), and
+/// says where it was found. Errors are unreadable files; absent files are simply not used.
+pub fn discover(
+    spec: &SourceSpec,
+    format: Format,
+    client: &crate::net::Client,
+) -> Result<Option<(ExpectedSum, SideRef)>, String> {
     let Some(name) = image_name(spec, format) else {
         return Ok(None);
     };
@@ -104,16 +108,19 @@ pub fn discover(spec: &SourceSpec, format: Format) -> Result<Option<ExpectedSum>
             let Some(side) = spec.sibling(&f) else {
                 continue;
             };
-            let Some(bytes) = side.fetch()? else {
+            let Some(bytes) = side.fetch(client)? else {
                 continue;
             };
             let text = String::from_utf8_lossy(&bytes);
             if let Some(hex) = lookup(&text, kind, &name) {
-                return Ok(Some(ExpectedSum {
-                    kind,
-                    hex,
-                    origin: side_name(&side),
-                }));
+                return Ok(Some((
+                    ExpectedSum {
+                        kind,
+                        hex,
+                        origin: side_name(&side),
+                    },
+                    side,
+                )));
             }
         }
     }
