@@ -510,3 +510,36 @@ fn gives_up_after_the_retries_with_exit_status_3() {
     );
     assert!(!target.exists());
 }
+
+/// The network options are checked before anything is fetched.
+#[test]
+fn network_options_are_checked() {
+    for (flag, value, needle) in [
+        ("--retry-time", "5x", "expected a duration"),
+        ("--stall-timeout", "0s", "between 1ms and 7 days"),
+        ("--connect-timeout", "8d", "between 1ms and 7 days"),
+        ("--retries", "many", "invalid value"),
+    ] {
+        let o = write(&[
+            "http://127.0.0.1:9/sdcard.img.xz",
+            "/nonexistent/card.img",
+            flag,
+            value,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "{flag} {value}: {}",
+            stderr(&o)
+        );
+    }
+    let o = write(&[
+        "http://127.0.0.1:9/sdcard.img.xz",
+        "/nonexistent/card.img",
+        "--no-checksum",
+        "--sha256",
+        &"ab".repeat(32),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}

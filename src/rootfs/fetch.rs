@@ -200,7 +200,7 @@ impl Read for Noting<'_> {
         let r = self.inner.read(buf);
         while let Ok(rc) = self.rx.try_recv() {
             (self.note)(&format!(
-                "{}: connection lost at byte {} ({}); reconnected (attempt {} of {})",
+                "{}: connection lost at byte {} ({}); reconnecting (attempt {} of {})",
                 rc.url, rc.offset, rc.reason, rc.attempt, rc.retries
             ));
         }

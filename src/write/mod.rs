@@ -358,7 +358,7 @@ fn load_bmap(
     client: &net::Client,
 ) -> Result<Option<(Bmap, String)>, WriteError> {
     let origin = side.to_string();
-    let bytes = match side.fetch(client).map_err(WriteError::SideFile)? {
+    let bytes = match side.fetch(client).map_err(side_error)? {
         Some(b) => b,
         None if required => {
             return Err(WriteError::SideFile(format!(
@@ -463,12 +463,10 @@ fn write_inner(
     // Expected whole-image sum, and whether it came over plain http.
     let (expected, sum_plain_http) = match &req.expected {
         Some(e) => (Some(e.clone()), false),
-        None => {
-            match sums::discover(&req.source, probe.format, client).map_err(WriteError::SideFile)? {
-                Some((e, side)) => (Some(e), side.is_plain_http()),
-                None => (None, false),
-            }
-        }
+        None => match sums::discover(&req.source, probe.format, client).map_err(side_error)? {
+            Some((e, side)) => (Some(e), side.is_plain_http()),
+            None => (None, false),
+        },
     };
     // An image from a URL is written only when something trustworthy checks it.
     if req.source.is_url() {
@@ -757,6 +755,13 @@ fn write_inner(
         parallel_blocks,
         reconnects: src.download.as_ref().map(|d| d.reconnects()),
     })
+}
+
+fn side_error(e: source::SideError) -> WriteError {
+    match e {
+        source::SideError::Local(m) => WriteError::SideFile(m),
+        source::SideError::Net(n) => WriteError::Net(n),
+    }
 }
 
 /// A download that failed for good is the error to report, whatever the decoder made of the

@@ -107,24 +107,34 @@ impl SideRef {
 
     /// The file's bytes, or None if it does not exist (for URLs: 404 or 410, and 401 or 403, which
     /// object stores answer for missing objects).
-    pub fn fetch(&self, client: &net::Client) -> Result<Option<Vec<u8>>, String> {
+    pub fn fetch(&self, client: &net::Client) -> Result<Option<Vec<u8>>, SideError> {
         match self {
             SideRef::Path(p) => match File::open(p) {
                 Ok(f) => {
                     let mut v = Vec::new();
-                    f.take(SIDE_LIMIT)
-                        .read_to_end(&mut v)
-                        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                    f.take(SIDE_LIMIT).read_to_end(&mut v).map_err(|e| {
+                        SideError::Local(format!("cannot read {}: {e}", p.display()))
+                    })?;
                     Ok(Some(v))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot open {}: {e}", p.display())),
+                Err(e) => Err(SideError::Local(format!(
+                    "cannot open {}: {e}",
+                    p.display()
+                ))),
             },
-            SideRef::Url(u) => client
-                .fetch_optional(u, SIDE_LIMIT)
-                .map_err(|e| format!("cannot download {u}: {e}")),
+            SideRef::Url(u) => client.fetch_optional(u, SIDE_LIMIT).map_err(SideError::Net),
         }
     }
+}
+
+/// Why a side file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    #[error("{0}")]
+    Local(String),
+    #[error("cannot download {0}")]
+    Net(NetError),
 }
 
 #[derive(Debug, thiserror::Error)]

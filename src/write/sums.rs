@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::decompress::Format;
-use super::source::{SideRef, SourceSpec, image_name};
+use super::source::{SideError, SideRef, SourceSpec, image_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,7 +96,7 @@ pub fn discover(
     spec: &SourceSpec,
     format: Format,
     client: &crate::net::Client,
-) -> Result<Option<(ExpectedSum, SideRef)>, String> {
+) -> Result<Option<(ExpectedSum, SideRef)>, SideError> {
     let Some(name) = image_name(spec, format) else {
         return Ok(None);
     };

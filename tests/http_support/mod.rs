@@ -23,6 +23,9 @@ pub struct Behaviour {
     /// File offsets at which the connection is cut, each once (the body ends early, as when a
     /// connection drops).
     pub drops: Vec<u64>,
+    /// For repeated downloads (benchmarks): every request without a Range header sets `drops`
+    /// to these offsets again.
+    pub repeat_drops: Vec<u64>,
     /// Stop sending at this offset for this long, once (the connection stays open).
     pub stall: Option<(u64, Duration)>,
     /// Answer range requests with this many bytes beyond the file's end (Content-Length included).
@@ -230,6 +233,12 @@ fn serve<S: Read + Write>(mut s: S, st: &State) -> std::io::Result<()> {
                 _ => {}
             }
         }
+    }
+    if range.is_none()
+        && let Ok(mut bh) = st.behaviour.lock()
+        && !bh.repeat_drops.is_empty()
+    {
+        bh.drops = bh.repeat_drops.clone();
     }
     let b = st.behaviour.lock().map(|b| b.clone()).unwrap_or_default();
     let log = |status: u16| {
