@@ -335,7 +335,8 @@ SRC may be raw or compressed with xz, gzip, zstd, bzip2 or 7z (recognised by con
 The first 64 KiB are written last, after the rest is written and verified, so an interrupted card \
 never looks bootable.\n\
 An image from a URL is written only when something can check it: --sha256/--md5, a bmap with range \
-checksums (--bmap FILE, or beside an https URL), or IMAGE.sha256/IMAGE.md5 beside an https URL; \
+checksums (--bmap FILE, or beside an https URL), or sums beside an https URL (IMAGE.sha256/.md5, or \
+the downloaded file's in SRC.sha256/.md5, SHA256SUMS or MD5SUMS); \
 otherwise it is refused before the target is touched (--no-checksum accepts it unchecked). A dropped \
 or stalled connection is resumed where it left off (HTTP Range, If-Range with the first response's \
 ETag or Last-Modified); a server without Range support ends the write. Certificates come from the \

@@ -5,7 +5,7 @@
 //!
 //! Resuming: after a read error, a stall (no byte for the stall timeout) or a body that ends before
 //! the length the server announced, the reader asks again for `Range: bytes=OFFSET-` with `If-Range`
-//! set to the first response's strong ETag (or its Last-Modified), after a backoff (0.5 s doubling,
+//! set to the first response's strong ETag (or its Last-Modified), after a backoff (0.2 s doubling,
 //! at most 30 s). Whoever reads the body sees one continuous stream. It gives up after
 //! [`NetOptions::retries`] attempts in a row that bring no new byte, or when no new byte arrived for
 //! [`NetOptions::retry_time`]. A server that answers the range request with the whole file again
@@ -49,7 +49,7 @@ impl Default for NetOptions {
 }
 
 /// First backoff; it doubles with each attempt in a row, up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A reconnect, as progress displays show it.
@@ -65,6 +65,26 @@ pub struct Reconnect {
     pub delay_ms: u64,
     /// What went wrong with the previous connection.
     pub reason: String,
+}
+
+impl Reconnect {
+    /// One line for a person.
+    pub fn message(&self) -> String {
+        let what = if self.offset == 0 {
+            format!("{}: {}", self.url, self.reason)
+        } else {
+            format!(
+                "{}: connection lost at byte {} ({})",
+                self.url, self.offset, self.reason
+            )
+        };
+        format!(
+            "{what}; trying again in {:.1} s (attempt {} of {})",
+            self.delay_ms as f64 / 1000.0,
+            self.attempt,
+            self.retries
+        )
+    }
 }
 
 /// Receives reconnects from whichever thread reads the download.
@@ -322,6 +342,32 @@ struct Shared {
     reconnects: AtomicU32,
     failure: Mutex<Option<NetError>>,
     finished: AtomicBool,
+    tap: Mutex<Tap>,
+}
+
+/// Sees every byte delivered, in order (to hash the downloaded file).
+pub type TapFn = Box<dyn FnMut(&[u8]) + Send>;
+
+/// The bytes delivered before a tap was set are kept up to this many, so it can start late.
+const TAP_PREFIX: usize = 64 << 10;
+
+#[derive(Default)]
+struct Tap {
+    prefix: Vec<u8>,
+    delivered: u64,
+    f: Option<TapFn>,
+}
+
+impl Shared {
+    fn deliver(&self, b: &[u8]) {
+        let mut t = self.tap.lock().unwrap_or_else(|e| e.into_inner());
+        t.delivered += b.len() as u64;
+        if let Some(f) = t.f.as_mut() {
+            f(b);
+        } else if t.prefix.len() + b.len() <= TAP_PREFIX {
+            t.prefix.extend_from_slice(b);
+        }
+    }
 }
 
 /// A handle on a download whose reader went elsewhere.
@@ -348,6 +394,18 @@ impl DownloadHandle {
     /// The whole body was read.
     pub fn finished(&self) -> bool {
         self.0.finished.load(Ordering::SeqCst)
+    }
+    /// Hands every byte of the file to `f`, from the first: false when too much was delivered
+    /// already (more than the 64 KiB kept for a late tap).
+    pub fn tap(&self, mut f: TapFn) -> bool {
+        let mut t = self.0.tap.lock().unwrap_or_else(|e| e.into_inner());
+        if t.delivered != t.prefix.len() as u64 || t.f.is_some() {
+            return false;
+        }
+        f(&t.prefix);
+        t.prefix = Vec::new();
+        t.f = Some(f);
+        true
     }
 }
 
@@ -727,6 +785,7 @@ impl Read for Download {
                     self.offset = new;
                     self.failures = 0;
                     self.last_progress = Instant::now();
+                    self.shared.deliver(&buf[..n]);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

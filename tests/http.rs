@@ -409,8 +409,10 @@ fn https_with_a_test_ca_from_ssl_cert_file() {
     assert!(server.base.starts_with("https://127.0.0.1:"));
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("card.img");
+    // Only the test CA: no SSL_CERT_DIR beside it.
     let o = bin()
         .env("SSL_CERT_FILE", &t.ca)
+        .env_remove("SSL_CERT_DIR")
         .args(["write", &server.url("sdcard.img.zst")])
         .arg(&target)
         .output()
@@ -542,4 +544,78 @@ fn network_options_are_checked() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+/// The sum of the downloaded file itself (SRC's line in SHA256SUMS, or SRC.md5 as the seed's .7z had),
+/// fetched over https beside it, vouches for the image; it is hashed as the bytes arrive (also across
+/// a resume), and a wrong one fails the write before the head is written.
+#[test]
+fn download_sums_over_https_vouch_and_are_checked() {
+    let f = fixture();
+    let t = tls();
+    let dir = served(&["sdcard.img.xz", "sdcard.img.7z"]);
+    let xz_sum = sha256sum(&dir.path().join("sdcard.img.xz"));
+    std::fs::write(
+        dir.path().join("SHA256SUMS"),
+        format!(
+            "{}  other.img.xz\n{xz_sum}  sdcard.img.xz\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let md5 = run(
+        "md5sum",
+        &[&dir.path().join("sdcard.img.7z").display().to_string()],
+    );
+    std::fs::write(
+        dir.path().join("sdcard.img.7z.md5"),
+        md5.replace(&dir.path().display().to_string(), ""),
+    )
+    .unwrap();
+    let server = TestServer::start_tls(
+        dir.path(),
+        Behaviour {
+            drops: vec![len(&f.path(".xz")) / 2],
+            ..Default::default()
+        },
+        &t.cert,
+        &t.key,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let https_write = |name: &str, target: &Path| {
+        bin()
+            .env("SSL_CERT_FILE", &t.ca)
+            .args(["write", &server.url(name)])
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let target = out.path().join("xz.img");
+    let e = assert_ok(&https_write("sdcard.img.xz", &target));
+    assert_eq!(sha256sum(&target), f.sha256);
+    assert!(
+        e.contains(&format!(
+            "download sha256 {xz_sum} (matches {})",
+            server.url("SHA256SUMS")
+        )),
+        "{e}"
+    );
+    assert!(e.contains("resumed 1 time"), "{e}");
+    let target = out.path().join("7z.img");
+    let e = assert_ok(&https_write("sdcard.img.7z", &target));
+    assert_eq!(sha256sum(&target), f.sha256);
+    assert!(e.contains("download md5"), "{e}");
+    // A sum that does not match: the write fails, the card is left without its head.
+    std::fs::write(
+        dir.path().join("SHA256SUMS"),
+        format!("{}  sdcard.img.xz\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let target = out.path().join("bad.img");
+    let o = https_write("sdcard.img.xz", &target);
+    assert_failed(
+        &o,
+        1,
+        &["the downloaded file's sha256 is", &xz_sum, "is incomplete"],
+    );
 }

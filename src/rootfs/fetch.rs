@@ -199,10 +199,7 @@ impl Read for Noting<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.inner.read(buf);
         while let Ok(rc) = self.rx.try_recv() {
-            (self.note)(&format!(
-                "{}: connection lost at byte {} ({}); reconnecting (attempt {} of {})",
-                rc.url, rc.offset, rc.reason, rc.attempt, rc.retries
-            ));
+            (self.note)(&rc.message());
         }
         r
     }

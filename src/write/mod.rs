@@ -93,7 +93,8 @@ pub enum WriteError {
     #[error(
         "refusing to write {source_name}: nothing can check that the image arrives as published{why}. \
 Give its checksum with --sha256 HEX or --md5 HEX, or a block map with range checksums with --bmap FILE; \
-or fetch it over https from a server that publishes IMAGE.sha256, IMAGE.md5 or a bmap beside it; \
+or fetch it over https from a server that publishes beside it IMAGE.sha256, IMAGE.md5, a bmap, or the \
+downloaded file's sum (SRC.sha256, SRC.md5, SHA256SUMS, MD5SUMS); \
 or accept an unchecked image with --no-checksum. Nothing was written"
     )]
     Unchecked { source_name: String, why: String },
@@ -152,6 +153,16 @@ or accept an unchecked image with --no-checksum. Nothing was written"
         kind.name()
     )]
     SumMismatch {
+        kind: SumKind,
+        actual: String,
+        expected: String,
+        origin: String,
+    },
+    #[error(
+        "the source is at fault: the downloaded file's {} is {actual}, but {origin} says {expected}; the download is corrupt or not the file the checksum is for",
+        kind.name()
+    )]
+    DownloadSumMismatch {
         kind: SumKind,
         actual: String,
         expected: String,
@@ -279,6 +290,8 @@ pub struct WriteReport {
     pub parallel_blocks: Option<u64>,
     /// URL sources: connections made again after one dropped or stalled.
     pub reconnects: Option<u32>,
+    /// The sum of the downloaded (compressed) file, which matched.
+    pub download_sum: Option<ExpectedSum>,
 }
 
 impl fmt::Display for WriteReport {
@@ -338,6 +351,15 @@ impl fmt::Display for WriteReport {
         }
         if let Some(h) = &self.md5 {
             writeln!(f, "  md5      {h}{}", origin(SumKind::Md5))?;
+        }
+        if let Some(d) = &self.download_sum {
+            writeln!(
+                f,
+                "  download {} {} (matches {})",
+                d.kind.name(),
+                d.hex,
+                d.origin
+            )?;
         }
         if let Some(g) = &self.grow {
             writeln!(f, "  grow     {g}")?;
@@ -468,12 +490,44 @@ fn write_inner(
             None => (None, false),
         },
     };
+    // Without an image sum: a sum of the downloaded (compressed) file, hashed as it arrives.
+    let mut download_check = None;
+    let mut download_plain_http = false;
+    if expected.is_none()
+        && let Some(handle) = &probe.download
+        && let Some((sum, side)) =
+            sums::discover_download(&req.source, probe.format, client).map_err(side_error)?
+    {
+        let hash = std::sync::Arc::new(std::sync::Mutex::new(Some(digest::WholeHash::new(
+            sum.kind,
+        ))));
+        let h = hash.clone();
+        let mut pos = 0u64;
+        let tapped = handle.tap(Box::new(move |b: &[u8]| {
+            if let Ok(mut g) = h.lock()
+                && let Some(w) = g.as_mut()
+            {
+                w.feed(pos, Some(b), b.len() as u64);
+            }
+            pos += b.len() as u64;
+        }));
+        if tapped {
+            download_plain_http = side.is_plain_http();
+            download_check = Some(DownloadCheck {
+                expected: sum,
+                hash,
+                handle: handle.clone(),
+            });
+        }
+    }
     // An image from a URL is written only when something trustworthy checks it.
     if req.source.is_url() {
         let bmap_checks = bmap.as_ref().is_some_and(|(b, _)| {
             !b.ranges.is_empty() && b.ranges.iter().all(|r| r.checksum.is_some())
         });
-        let checked = (expected.is_some() && !sum_plain_http) || (bmap_checks && !bmap_plain_http);
+        let checked = (expected.is_some() && !sum_plain_http)
+            || (bmap_checks && !bmap_plain_http)
+            || (download_check.is_some() && !download_plain_http);
         if !checked && !req.no_checksum {
             let mut why = Vec::new();
             if let Some(e) = expected.as_ref().filter(|_| sum_plain_http) {
@@ -481,6 +535,13 @@ fn write_inner(
             }
             if let Some((_, origin)) = bmap.as_ref().filter(|_| bmap_plain_http && bmap_checks) {
                 why.push(format!("the bmap {origin}"));
+            }
+            if let Some(c) = download_check.as_ref().filter(|_| download_plain_http) {
+                why.push(format!(
+                    "the {} from {}",
+                    c.expected.kind.name(),
+                    c.expected.origin
+                ));
             }
             let why = if why.is_empty() {
                 String::new()
@@ -494,7 +555,7 @@ fn write_inner(
         }
         // Something checks every byte: a resumed download need not prove it is the same file.
         if let Some(d) = &probe.download
-            && (expected.is_some() || bmap_checks)
+            && (expected.is_some() || bmap_checks || download_check.is_some())
         {
             d.allow_unvalidated_resume();
         }
@@ -643,7 +704,17 @@ fn write_inner(
             total: exact.as_ref().map(|e| e.0),
         });
         let written = write_and_flush(
-            src.input, plan, &pool, &sink, &trail, req, &target, &exact, &expected, obs,
+            src.input,
+            plan,
+            &pool,
+            &sink,
+            &trail,
+            req,
+            &target,
+            &exact,
+            &expected,
+            download_check.as_ref(),
+            obs,
         )
         .map_err(|e| network_cause(e, src.download.as_ref()));
         write_seconds = write_started.elapsed().as_secs_f64();
@@ -754,6 +825,7 @@ fn write_inner(
         grow,
         parallel_blocks,
         reconnects: src.download.as_ref().map(|d| d.reconnects()),
+        download_sum: download_check.map(|c| c.expected),
     })
 }
 
@@ -762,6 +834,13 @@ fn side_error(e: source::SideError) -> WriteError {
         source::SideError::Local(m) => WriteError::SideFile(m),
         source::SideError::Net(n) => WriteError::Net(n),
     }
+}
+
+/// A sum of the downloaded file, and its hash as the bytes arrive.
+struct DownloadCheck {
+    expected: ExpectedSum,
+    hash: std::sync::Arc<std::sync::Mutex<Option<digest::WholeHash>>>,
+    handle: DownloadHandle,
 }
 
 /// A download that failed for good is the error to report, whatever the decoder made of the
@@ -791,6 +870,7 @@ fn write_and_flush(
     target: &Target,
     exact: &Option<(u64, String)>,
     expected: &Option<ExpectedSum>,
+    download_check: Option<&DownloadCheck>,
     obs: Observer<'_>,
 ) -> Result<pipeline::Output, WriteError> {
     let source_name = plan.source_name.clone();
@@ -817,6 +897,23 @@ fn write_and_flush(
                 actual: actual.clone().unwrap_or_default(),
                 expected: e.hex.clone(),
                 origin: e.origin.clone(),
+            });
+        }
+    }
+    if let Some(c) = download_check {
+        let actual = c
+            .handle
+            .finished()
+            .then(|| c.hash.lock().ok().and_then(|mut h| h.take()))
+            .flatten()
+            .map(|h| h.finish().1);
+        if actual.as_deref() != Some(c.expected.hex.as_str()) {
+            return Err(WriteError::DownloadSumMismatch {
+                kind: c.expected.kind,
+                actual: actual
+                    .unwrap_or_else(|| "unknown (the image ended before the download did)".into()),
+                expected: c.expected.hex.clone(),
+                origin: c.expected.origin.clone(),
             });
         }
     }

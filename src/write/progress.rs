@@ -191,15 +191,7 @@ impl ProgressDisplay {
                 }
             }
             Event::Reconnect(r) => {
-                let msg = format!(
-                    "{}: connection lost at byte {} ({}); reconnecting in {:.1} s (attempt {} of {})",
-                    r.url,
-                    r.offset,
-                    r.reason,
-                    r.delay_ms as f64 / 1000.0,
-                    r.attempt,
-                    r.retries
-                );
+                let msg = r.message();
                 match self.mode {
                     Display::Json => {
                         let mut v = serde_json::to_value(r).unwrap_or_default();

@@ -127,6 +127,48 @@ pub fn discover(
     Ok(None)
 }
 
+/// For a compressed image from a URL, a sum of the downloaded file itself, as publishers of `.img.xz`
+/// files and `boardsmith release` give them: `SRC.sha256`, `SRC.md5`, or SRC's entry in `SHA256SUMS`
+/// or `MD5SUMS` beside it. (Not for local files: hashing a file the writer reads block-parallel would
+/// cost a pass of its own.)
+pub fn discover_download(
+    spec: &SourceSpec,
+    format: Format,
+    client: &crate::net::Client,
+) -> Result<Option<(ExpectedSum, SideRef)>, SideError> {
+    if !matches!(spec, SourceSpec::Url(_)) || format == Format::Raw {
+        return Ok(None);
+    }
+    let Some(name) = spec.file_name() else {
+        return Ok(None);
+    };
+    for (kind, f) in [
+        (SumKind::Sha256, format!("{name}.sha256")),
+        (SumKind::Md5, format!("{name}.md5")),
+        (SumKind::Sha256, "SHA256SUMS".to_string()),
+        (SumKind::Md5, "MD5SUMS".to_string()),
+    ] {
+        let Some(side) = spec.sibling(&f) else {
+            continue;
+        };
+        let Some(bytes) = side.fetch(client)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(hex) = lookup(&text, kind, &name) {
+            return Ok(Some((
+                ExpectedSum {
+                    kind,
+                    hex,
+                    origin: side_name(&side),
+                },
+                side,
+            )));
+        }
+    }
+    Ok(None)
+}
+
 fn side_name(s: &SideRef) -> String {
     s.to_string()
 }
