@@ -1,7 +1,9 @@
-//! Expected whole-image checksums: from `--sha256`/`--md5`, or from a sums file beside the source
-//! (`IMAGE.sha256` or `IMAGE.md5`, GNU or BSD layout, as `boardsmith build` writes them). Lists
-//! such as SHA256SUMS are not searched: hashing a whole image (holes included) costs more than
-//! writing it, so it happens only when the image's own sums file or an option asks for it.
+//! Expected checksums: of the whole image, from `--sha256`/`--md5` or a sums file beside the source
+//! (`IMAGE.sha256` or `IMAGE.md5`, GNU or BSD layout, as `boardsmith build` writes them); and, for an
+//! image from a URL without one, of the downloaded file (`SRC.sha256`, `SRC.md5`, `SHA256SUMS`,
+//! `MD5SUMS`). For local files lists such as SHA256SUMS are not searched: hashing a whole image
+//! (holes included) costs more than writing it, so it happens only when the image's own sums file or
+//! an option asks for it.
 
 use serde::Serialize;
 
