@@ -17,6 +17,8 @@ use crate::size::{Human, parse_size};
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit status for invalid input or usage.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status for a download that failed after every retry (trying again later may work).
+pub const EXIT_NETWORK: i32 = crate::write::EXIT_NETWORK;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,7 +26,8 @@ pub const EXIT_USAGE: i32 = 2;
     version,
     about = "Build bootable SD-card and disk images for ARM boards, write them to cards, and boot them",
     long_about = None,
-    after_help = "Exit status: 0 success, 1 the operation failed, 2 invalid usage or input."
+    after_help = "Exit status: 0 success, 1 the operation failed, 2 invalid usage or input, 3 a download \
+failed after every retry (the network or the server; trying again later may work)."
 )]
 pub struct Cli {
     /// Directory of your own board profiles (searched before the embedded ones)
@@ -448,8 +451,16 @@ SRC may be raw or compressed with xz, gzip, zstd, bzip2 or 7z (recognised by con
 (SRC.bmap, or the names bmaptool tries) limits writing to the mapped blocks and checks each range. \
 The first 64 KiB are written last, after the rest is written and verified, so an interrupted card \
 never looks bootable.\n\
+An image from a URL is written only when something can check it: --sha256/--md5, a bmap with range \
+checksums (--bmap FILE, or beside an https URL), or sums beside an https URL (IMAGE.sha256/.md5, or \
+the downloaded file's in SRC.sha256/.md5, SHA256SUMS or MD5SUMS); \
+otherwise it is refused before the target is touched (--no-checksum accepts it unchecked). A dropped \
+or stalled connection is resumed where it left off (HTTP Range, If-Range with the first response's \
+ETag or Last-Modified); a server without Range support ends the write. Certificates come from the \
+system store, or the bundle SSL_CERT_FILE names; a redirect from https to http is refused.\n\
 Exit status: 0 success, 1 the write failed (the message says whether the source or the target is at \
-fault), 2 invalid usage or input, 128+N after signal N (130 Ctrl-C, 143 SIGTERM).")]
+fault), 2 invalid usage or input, 3 the download failed after every retry (trying again later may \
+work), 128+N after signal N (130 Ctrl-C, 143 SIGTERM).")]
 pub struct WriteArgs {
     /// Image: a file (.img, .img.xz/.gz/.zst/.bz2, .7z), '-' for standard input, or an http(s) URL
     pub src: String,
@@ -485,6 +496,81 @@ pub struct WriteArgs {
     /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
     #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
     pub progress: WriteProgressMode,
+    /// URL sources: write the image although nothing can check it (no --sha256/--md5, no bmap with
+    /// range checksums, no sums over https beside it); sums that are found are still checked
+    #[arg(long, conflicts_with_all = ["sha256", "md5"])]
+    pub no_checksum: bool,
+    /// URL sources: attempts in a row that bring no new byte before giving up [default: 8]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// URL sources: longest time without a new byte, across reconnects, before giving up, e.g. 90s,
+    /// 10m [default: 5m]
+    #[arg(long, value_name = "TIME")]
+    pub retry_time: Option<String>,
+    /// URL sources: time without data after which a connection counts as stalled and is replaced
+    /// [default: 30s]
+    #[arg(long, value_name = "TIME")]
+    pub stall_timeout: Option<String>,
+    /// URL sources: time allowed to connect (DNS, TCP, TLS) [default: 20s]
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<String>,
+}
+
+/// A duration given as seconds, or with a unit: `90`, `90s`, `10m`, `1h`, `500ms`.
+fn parse_duration_arg(flag: &str, v: &str) -> Result<std::time::Duration, Failure> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        Failure::usage(format!(
+            "{flag} {v:?}: expected a duration such as 30s, 10m or 1h"
+        ))
+    })?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .filter(|&ms| ms > 0 && ms <= 7 * 86_400_000)
+    .ok_or_else(|| {
+        Failure::usage(format!(
+            "{flag} {v:?}: expected a duration between 1ms and 7 days, such as 30s, 10m or 1h"
+        ))
+    })?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// The network settings of `write`: only for a URL source, where they have an effect.
+fn write_net_options(args: &WriteArgs, is_url: bool) -> Result<crate::net::NetOptions, Failure> {
+    let mut o = crate::net::NetOptions::default();
+    let given = [
+        ("--retries", args.retries.is_some()),
+        ("--retry-time", args.retry_time.is_some()),
+        ("--stall-timeout", args.stall_timeout.is_some()),
+        ("--connect-timeout", args.connect_timeout.is_some()),
+        ("--no-checksum", args.no_checksum),
+    ];
+    if !is_url && let Some((flag, _)) = given.iter().find(|g| g.1) {
+        return Err(Failure::usage(format!(
+            "{flag} only applies to an image from an http(s) URL; {} is not one",
+            args.src
+        )));
+    }
+    if let Some(n) = args.retries {
+        o.retries = n;
+    }
+    if let Some(t) = &args.retry_time {
+        o.retry_time = parse_duration_arg("--retry-time", t)?;
+    }
+    if let Some(t) = &args.stall_timeout {
+        o.stall_timeout = parse_duration_arg("--stall-timeout", t)?;
+    }
+    if let Some(t) = &args.connect_timeout {
+        o.connect_timeout = parse_duration_arg("--connect-timeout", t)?;
+    }
+    Ok(o)
 }
 
 #[derive(Args, Debug)]
@@ -1002,6 +1088,10 @@ fn run_rootfs(
     .map_err(|e| Failure {
         code: if e.is_input_error() {
             EXIT_USAGE
+        } else if let crate::rootfs::RootfsError::Fetch(f) = &e
+            && f.is_transient()
+        {
+            EXIT_NETWORK
         } else {
             EXIT_FAILURE
         },
@@ -1727,8 +1817,10 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(format!("{origin}: {e}")))
     })
     .transpose()?;
+    let source = crate::write::source::SourceSpec::parse(&args.src);
+    let net = write_net_options(&args, source.is_url())?;
     let req = WriteRequest {
-        source: crate::write::source::SourceSpec::parse(&args.src),
+        source,
         target: args.target,
         bmap: match (args.bmap, args.no_bmap) {
             (Some(f), _) => BmapChoice::File(f),
@@ -1741,6 +1833,8 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         sums: args.sums,
         target_size: parse_size_arg(args.size.as_deref())?,
         yes: args.yes,
+        net,
+        no_checksum: args.no_checksum,
     };
     crate::write::interrupt::install();
     let display = write_display(args.progress);

@@ -6,11 +6,13 @@
 pub mod boot;
 pub mod checksum;
 pub mod cli;
+pub mod codec;
 pub mod embedded;
 pub mod grow;
 pub mod ids;
 pub mod image;
 pub mod kconfig;
+pub mod net;
 pub mod output;
 pub mod plan;
 pub mod profile;

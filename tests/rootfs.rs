@@ -1,6 +1,7 @@
 //! `boardsmith rootfs` without Debian packages (a prebuilt tarball source), and every must-fail rule.
 //! The Debian builds through mmdebstrap and qemu-user are in tests/rootfs_debian.rs.
 
+mod http_support;
 mod rootfs_support;
 
 use std::path::{Path, PathBuf};
@@ -1178,4 +1179,91 @@ fn directory_output_keeps_owners_and_modes() {
         .expect("run");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not an empty directory"));
+}
+
+/// `--rootfs-tarball URL` goes through the writer's HTTP client and decoders: a .tar.zst and a
+/// .tar.xz served with the connection cut twice are resumed, and the result is byte for byte the
+/// one made from the local file (cmp). A server without Range support fails with exit status 3.
+#[test]
+fn tarball_url_is_resumed_through_the_shared_client() {
+    use http_support::{Behaviour, TestServer};
+    let d = tempfile::tempdir().expect("tmp");
+    let gz = prebuilt_rootfs(d.path());
+    let served = d.path().join("served");
+    std::fs::create_dir(&served).expect("mkdir");
+    let tar = served.join("rootfs.tar");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} > {t} && zstd -q -19 -k {t} && xz -k -9 {t}",
+            gz.display(),
+            t = tar.display()
+        ))
+        .status()
+        .expect("gzip, zstd, xz");
+    assert!(st.success());
+    let run = |src: &str, sha: &str, out: &Path| {
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+            .args(["--sha256", sha, "--progress", "plain"])
+            .arg("--rootfs-tarball")
+            .arg(src)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .expect("run")
+    };
+    let local = d.path().join("local.tar");
+    let zst = served.join("rootfs.tar.zst");
+    let o = run(&zst.display().to_string(), &sha256_of(&zst), &local);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["rootfs.tar.zst", "rootfs.tar.xz"] {
+        let file = served.join(name);
+        let len = std::fs::metadata(&file).expect("size").len();
+        let server = TestServer::start(
+            &served,
+            Behaviour {
+                drops: vec![len / 3, 2 * len / 3],
+                ..Default::default()
+            },
+        );
+        let out = d.path().join(format!("{name}.out.tar"));
+        let o = run(&server.url(name), &sha256_of(&file), &out);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {e}");
+        assert_eq!(server.drops_left(), 0, "{name}");
+        assert!(
+            e.contains(&format!("connection lost at byte {}", len / 3)),
+            "{name}: {e}"
+        );
+        let reqs = server.requests(name);
+        assert_eq!(
+            reqs.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [200, 206, 206],
+            "{reqs:?}"
+        );
+        let same = Command::new("cmp")
+            .arg(&local)
+            .arg(&out)
+            .status()
+            .expect("cmp");
+        assert!(same.success(), "{name}: differs from the local build");
+        assert_eq!(tar_string(&out, "etc/hostname"), "cubieboard\n");
+    }
+    // No Range support: the cut connection cannot be resumed.
+    let len = std::fs::metadata(&zst).expect("size").len();
+    let server = TestServer::start(
+        &served,
+        Behaviour {
+            no_range: true,
+            drops: vec![len / 2],
+            ..Default::default()
+        },
+    );
+    let out = d.path().join("norange.tar");
+    let o = run(&server.url("rootfs.tar.zst"), &sha256_of(&zst), &out);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("no HTTP Range support"), "{e}");
+    assert!(!out.exists());
 }

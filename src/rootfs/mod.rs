@@ -911,7 +911,13 @@ pub fn build_rootfs(
         Some((source, sha)) => {
             on(RootfsEvent::Phase("fetching the root filesystem tarball"));
             let dl = work.path().join("source.download");
-            fetch::fetch_verified(&format!("--rootfs-tarball {source}"), source, sha, &dl)?;
+            fetch::fetch_verified_noting(
+                &format!("--rootfs-tarball {source}"),
+                source,
+                sha,
+                &dl,
+                &|m| on(RootfsEvent::Warning(m)),
+            )?;
             fetch::decompress_tarball("--rootfs-tarball", &dl, &source_tar)?;
             source_desc = format!("tarball {source}");
         }

@@ -1,4 +1,5 @@
-//! Compressed image formats: recognised by their magic bytes, decoded as streams. xz decodes on
+//! Compressed image formats: recognised by their magic bytes, decoded as streams (`crate::codec`, shared
+//! with `rootfs`). xz decodes on
 //! several threads when the file has several blocks (liblzma's threaded decoder); gzip, zstd and
 //! bzip2 streams may be concatenated; 7z needs random access and is read entry by entry.
 
@@ -6,62 +7,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Raw,
-    Xz,
-    Gzip,
-    Zstd,
-    Bzip2,
-    #[serde(rename = "7z")]
-    SevenZ,
-}
-
-impl Format {
-    /// Recognises a format from the first bytes of the source (at least 6 for certainty).
-    pub fn detect(magic: &[u8]) -> Format {
-        if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Format::Xz
-        } else if magic.starts_with(&[0x1f, 0x8b]) {
-            Format::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Format::Zstd
-        } else if magic.len() >= 4 && magic.starts_with(b"BZh") && (b'1'..=b'9').contains(&magic[3])
-        {
-            Format::Bzip2
-        } else if magic.starts_with(&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c]) {
-            Format::SevenZ
-        } else {
-            Format::Raw
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Xz => "xz",
-            Format::Gzip => "gzip",
-            Format::Zstd => "zstd",
-            Format::Bzip2 => "bzip2",
-            Format::SevenZ => "7z",
-        }
-    }
-
-    /// File name extensions of this format (for finding the image's own name and side files).
-    pub fn extensions(self) -> &'static [&'static str] {
-        match self {
-            Format::Raw => &[],
-            Format::Xz => &["xz"],
-            Format::Gzip => &["gz", "gzip"],
-            Format::Zstd => &["zst", "zstd"],
-            Format::Bzip2 => &["bz2"],
-            Format::SevenZ => &["7z"],
-        }
-    }
-}
+pub use crate::codec::{Format, IN_BUF, decoder};
 
 /// Counts the compressed bytes consumed, so errors can say where in the file they happened.
 pub struct Counted<R> {
@@ -85,31 +31,6 @@ impl<R: Read> Read for Counted<R> {
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
-}
-
-/// Input buffer for decoders: large enough that syscalls are rare.
-const IN_BUF: usize = 1 << 20;
-
-/// A decoding reader for a streamable format (everything but raw and 7z).
-pub fn decoder(format: Format, input: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
-    let buffered = BufReader::with_capacity(IN_BUF, input);
-    Ok(match format {
-        Format::Xz => Box::new(super::xz::XzReader::new(buffered)?),
-        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Format::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(buffered)?;
-            // Frames made with --long need a window beyond the default 128 MiB limit.
-            d.window_log_max(31)?;
-            Box::new(d)
-        }
-        Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
-        Format::Raw => Box::new(buffered),
-        Format::SevenZ => {
-            return Err(io::Error::other(
-                "7z archives need random access and are not streamed",
-            ));
-        }
-    })
 }
 
 /// The content size the first zstd frame header declares (a lower bound for the whole stream,
@@ -324,21 +245,4 @@ pub fn sevenz_decode(
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detects_by_magic() {
-        assert_eq!(Format::detect(b"\xfd7zXZ\0rest"), Format::Xz);
-        assert_eq!(Format::detect(b"\x1f\x8b\x08"), Format::Gzip);
-        assert_eq!(Format::detect(b"\x28\xb5\x2f\xfd"), Format::Zstd);
-        assert_eq!(Format::detect(b"BZh9"), Format::Bzip2);
-        assert_eq!(Format::detect(b"BZhx"), Format::Raw);
-        assert_eq!(Format::detect(b"7z\xbc\xaf\x27\x1c"), Format::SevenZ);
-        assert_eq!(Format::detect(b"\xeb\x3c\x90"), Format::Raw);
-        assert_eq!(Format::detect(b""), Format::Raw);
-    }
 }

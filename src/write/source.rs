@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::decompress::{self, Format};
+use crate::net::{self, DownloadHandle, NetError};
 
 /// The image source as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,10 @@ impl SourceSpec {
             SourceSpec::Stdin => "standard input".into(),
             SourceSpec::Url(u) => u.clone(),
         }
+    }
+
+    pub fn is_url(&self) -> bool {
+        matches!(self, SourceSpec::Url(_))
     }
 
     /// Whether the source can be read a second time (to locate a bad byte after a failed verify).
@@ -96,43 +100,49 @@ impl std::fmt::Display for SideRef {
 const SIDE_LIMIT: u64 = 256 << 20;
 
 impl SideRef {
-    /// The file's bytes, or None if it does not exist (404 for URLs).
-    pub fn fetch(&self) -> Result<Option<Vec<u8>>, String> {
+    /// Whether its bytes come over plain http, where anyone on the way can change them.
+    pub fn is_plain_http(&self) -> bool {
+        matches!(self, SideRef::Url(u) if !net::is_https(u))
+    }
+
+    /// The file's bytes, or None if it does not exist (for URLs: 404 or 410, and 401 or 403, which
+    /// object stores answer for missing objects).
+    pub fn fetch(&self, client: &net::Client) -> Result<Option<Vec<u8>>, SideError> {
         match self {
             SideRef::Path(p) => match File::open(p) {
                 Ok(f) => {
                     let mut v = Vec::new();
-                    f.take(SIDE_LIMIT)
-                        .read_to_end(&mut v)
-                        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                    f.take(SIDE_LIMIT).read_to_end(&mut v).map_err(|e| {
+                        SideError::Local(format!("cannot read {}: {e}", p.display()))
+                    })?;
                     Ok(Some(v))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot open {}: {e}", p.display())),
+                Err(e) => Err(SideError::Local(format!(
+                    "cannot open {}: {e}",
+                    p.display()
+                ))),
             },
-            SideRef::Url(u) => match http_get(u) {
-                Ok(resp) => {
-                    let mut v = Vec::new();
-                    resp.into_body()
-                        .into_reader()
-                        .take(SIDE_LIMIT)
-                        .read_to_end(&mut v)
-                        .map_err(|e| format!("cannot download {u}: {e}"))?;
-                    Ok(Some(v))
-                }
-                Err(ureq::Error::StatusCode(404 | 410)) => Ok(None),
-                Err(e) => Err(format!("cannot download {u}: {e}")),
-            },
+            SideRef::Url(u) => client.fetch_optional(u, SIDE_LIMIT).map_err(SideError::Net),
         }
     }
+}
+
+/// Why a side file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    #[error("{0}")]
+    Local(String),
+    #[error("cannot download {0}")]
+    Net(NetError),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot open {what}: {source}")]
     Open { what: String, source: io::Error },
-    #[error("cannot download {url}: {message}")]
-    Http { url: String, message: String },
+    #[error("cannot download {0}")]
+    Net(NetError),
     #[error("{what} is empty; there is no image to write")]
     Empty { what: String },
     #[error("{what}: {message}")]
@@ -184,6 +194,8 @@ pub struct Source {
     pub format: Format,
     pub size: SizeInfo,
     pub input: Input,
+    /// The download behind a URL source: reconnects, and the error that ended it.
+    pub download: Option<DownloadHandle>,
 }
 
 /// Decoder settings.
@@ -191,19 +203,6 @@ pub struct Source {
 pub struct DecodeOptions {
     /// Threads for block-parallel xz decoding.
     pub threads: u32,
-}
-
-pub fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
-        .user_agent(concat!("boardsmith/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
-fn http_get(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-    http_agent().get(url).call()
 }
 
 /// Reads up to `n` bytes from the start of a stream and gives back a stream that still starts there.
@@ -247,18 +246,32 @@ fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
 
 const MAGIC_LEN: usize = 32;
 
-/// Opens the source, recognises its format and learns what it can about the image size.
-/// `note` is told about slow preparatory steps (spooling).
-pub fn open(
-    spec: &SourceSpec,
-    opts: DecodeOptions,
-    note: &dyn Fn(&str),
-) -> Result<Source, SourceError> {
+/// A source whose first bytes have been read (its format is known) and nothing else: a URL is
+/// connected but not downloaded yet, so checks can refuse it before anything slow happens.
+pub struct Probe {
+    pub spec: SourceSpec,
+    pub format: Format,
+    body: ProbeBody,
+    pub download: Option<DownloadHandle>,
+}
+
+enum ProbeBody {
+    Regular(File, u64),
+    Stream {
+        head: Vec<u8>,
+        stream: Box<dyn Read + Send>,
+        len: Option<u64>,
+    },
+}
+
+/// Opens the source and recognises its format (URLs through `client`).
+pub fn probe(spec: &SourceSpec, client: &net::Client) -> Result<Probe, SourceError> {
     let what = spec.display();
     let open_err = |e: io::Error| SourceError::Open {
         what: what.clone(),
         source: e,
     };
+    let mut download = None;
     let (stream, content_length): (Box<dyn Read + Send>, Option<u64>) = match spec {
         SourceSpec::Path(p) => {
             let file = File::open(p).map_err(open_err)?;
@@ -267,7 +280,18 @@ pub fn open(
                 return Err(SourceError::Directory { what });
             }
             if meta.is_file() {
-                return open_regular(spec, file, meta.len(), opts);
+                let len = meta.len();
+                if len == 0 {
+                    return Err(SourceError::Empty { what });
+                }
+                let mut head = vec![0u8; MAGIC_LEN.min(len as usize)];
+                file.read_exact_at(&mut head, 0).map_err(open_err)?;
+                return Ok(Probe {
+                    spec: spec.clone(),
+                    format: Format::detect(&head),
+                    body: ProbeBody::Regular(file, len),
+                    download: None,
+                });
             }
             let len = if meta.file_type().is_block_device() {
                 super::blockdev::size(&file).ok()
@@ -278,58 +302,100 @@ pub fn open(
         }
         SourceSpec::Stdin => (Box::new(io::stdin()), None),
         SourceSpec::Url(u) => {
-            let resp = http_get(u).map_err(|e| SourceError::Http {
-                url: u.clone(),
-                message: match e {
-                    ureq::Error::StatusCode(c) => format!("the server answered HTTP {c}"),
-                    other => other.to_string(),
-                },
-            })?;
-            let len = resp
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            (Box::new(resp.into_body().into_reader()), len)
+            let d = client.download(u).map_err(SourceError::Net)?;
+            let len = d.announced_len();
+            download = Some(d.handle());
+            (Box::new(d), len)
         }
     };
-    let (head, stream) = peek(stream, MAGIC_LEN).map_err(open_err)?;
+    let net_err = |e: io::Error| match NetError::from_io(&e) {
+        Some(n) => SourceError::Net(n.clone()),
+        None => open_err(e),
+    };
+    let (head, stream) = peek(stream, MAGIC_LEN).map_err(net_err)?;
     if head.is_empty() {
         return Err(SourceError::Empty { what });
     }
-    let format = Format::detect(&head);
-    let mut size = SizeInfo::default();
-    let input = match format {
-        Format::Raw => {
-            size.exact = content_length;
-            Input::Stream(stream)
-        }
-        Format::SevenZ => {
-            note(&format!(
-                "7z needs random access: copying {what} to a temporary file first"
-            ));
-            let mut file = spool(stream, &what)?;
-            let (entry, len) =
-                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                    what: what.clone(),
-                    message,
-                })?;
-            size.exact = Some(len);
-            Input::SevenZ { file, entry }
-        }
-        f => {
-            if f == Format::Zstd {
-                size.at_least = decompress::zstd_first_frame_size(&head);
-            }
-            Input::Stream(decompress::decoder(f, stream).map_err(open_err)?)
-        }
-    };
-    Ok(Source {
+    Ok(Probe {
         spec: spec.clone(),
-        format,
-        size,
-        input,
+        format: Format::detect(&head),
+        body: ProbeBody::Stream {
+            head,
+            stream,
+            len: content_length,
+        },
+        download,
     })
+}
+
+/// Opens the source, recognises its format and learns what it can about the image size.
+/// `note` is told about slow preparatory steps (spooling).
+pub fn open(
+    spec: &SourceSpec,
+    opts: DecodeOptions,
+    note: &dyn Fn(&str),
+) -> Result<Source, SourceError> {
+    probe(spec, &net::Client::new(net::NetOptions::default()))?.open(opts, note)
+}
+
+impl Probe {
+    /// Prepares the decoding (for a 7z archive from a stream: copies it to a temporary file first).
+    pub fn open(self, opts: DecodeOptions, note: &dyn Fn(&str)) -> Result<Source, SourceError> {
+        let Probe {
+            spec,
+            format,
+            body,
+            download,
+        } = self;
+        let what = spec.display();
+        let (head, stream, content_length) = match body {
+            ProbeBody::Regular(file, len) => return open_regular(&spec, file, len, opts),
+            ProbeBody::Stream { head, stream, len } => (head, stream, len),
+        };
+        // A download that failed for good is reported as such, whatever the reader made of it.
+        let failed = |e: SourceError| match download.as_ref().and_then(|d| d.failure()) {
+            Some(n) => SourceError::Net(n),
+            None => e,
+        };
+        let mut size = SizeInfo::default();
+        let input = match format {
+            Format::Raw => {
+                size.exact = content_length;
+                Input::Stream(stream)
+            }
+            Format::SevenZ => {
+                note(&format!(
+                    "7z needs random access: copying {what} to a temporary file first"
+                ));
+                let mut file = spool(stream, &what).map_err(failed)?;
+                let (entry, len) =
+                    decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
+                        what: what.clone(),
+                        message,
+                    })?;
+                size.exact = Some(len);
+                Input::SevenZ { file, entry }
+            }
+            f => {
+                if f == Format::Zstd {
+                    size.at_least = decompress::zstd_first_frame_size(&head);
+                }
+                Input::Stream(decompress::decoder(f, stream).map_err(|e| {
+                    failed(SourceError::Open {
+                        what: what.clone(),
+                        source: e,
+                    })
+                })?)
+            }
+        };
+        Ok(Source {
+            spec,
+            format,
+            size,
+            input,
+            download,
+        })
+    }
 }
 
 fn open_regular(
@@ -406,6 +472,7 @@ fn open_regular(
         format,
         size,
         input,
+        download: None,
     })
 }
 

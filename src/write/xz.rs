@@ -7,16 +7,17 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use liblzma::stream::{Action, Filters, Status, Stream};
+use liblzma::stream::{Action, Filters, Stream};
 
 use super::buffers::{Pool, PoolBuf};
+use crate::codec::xz_stream_decoder as stream_decoder;
 
 /// A raw LZMA2 decoder (no container) for the coder properties `props`.
 fn lzma2_decoder(props: u8) -> io::Result<Stream> {
@@ -25,105 +26,6 @@ fn lzma2_decoder(props: u8) -> io::Result<Stream> {
         .lzma2_properties(&[props])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Stream::new_raw_decoder(&filters).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-fn stream_decoder() -> io::Result<Stream> {
-    Stream::new_stream_decoder(u64::MAX, 0)
-        .map_err(|e| io::Error::other(format!("cannot start the xz decoder: {e}")))
-}
-
-/// Single-threaded xz decoding of a stream.
-pub struct XzReader<R> {
-    input: R,
-    stream: Option<Stream>,
-    /// Bytes of input consumed by finished streams.
-    done_in: u64,
-    finished: bool,
-}
-
-impl<R: BufRead> XzReader<R> {
-    pub fn new(input: R) -> io::Result<XzReader<R>> {
-        Ok(XzReader {
-            input,
-            stream: Some(stream_decoder()?),
-            done_in: 0,
-            finished: false,
-        })
-    }
-
-    fn compressed_offset(&self) -> u64 {
-        self.done_in + self.stream.as_ref().map_or(0, |s| s.total_in())
-    }
-
-    /// After a stream ends: skips stream padding; starts the next stream if more input follows.
-    fn next_stream(&mut self) -> io::Result<bool> {
-        loop {
-            let buf = self.input.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(false);
-            }
-            let zeros = buf.iter().take_while(|&&b| b == 0).count();
-            if zeros == 0 {
-                break;
-            }
-            self.done_in += zeros as u64;
-            self.input.consume(zeros);
-        }
-        self.stream = Some(stream_decoder()?);
-        Ok(true)
-    }
-}
-
-impl<R: BufRead> Read for XzReader<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() || self.finished {
-            return Ok(0);
-        }
-        loop {
-            let Some(stream) = self.stream.as_mut() else {
-                return Ok(0);
-            };
-            let input = self.input.fill_buf()?;
-            let eof = input.is_empty();
-            let (in_before, out_before) = (stream.total_in(), stream.total_out());
-            let ret = stream.process(input, out, if eof { Action::Finish } else { Action::Run });
-            let consumed = (stream.total_in() - in_before) as usize;
-            let produced = (stream.total_out() - out_before) as usize;
-            self.input.consume(consumed);
-            let status = ret.map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{e} (near compressed byte {})", self.compressed_offset()),
-                )
-            })?;
-            if status == Status::StreamEnd {
-                self.done_in += self.stream.as_ref().map_or(0, |s| s.total_in());
-                self.stream = None;
-                if !self.next_stream()? {
-                    self.finished = true;
-                }
-                if produced > 0 {
-                    return Ok(produced);
-                }
-                if self.finished {
-                    return Ok(0);
-                }
-                continue;
-            }
-            if produced > 0 {
-                return Ok(produced);
-            }
-            if eof {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the xz data ends at compressed byte {} in the middle of a stream (truncated file?)",
-                        self.compressed_offset()
-                    ),
-                ));
-            }
-        }
-    }
 }
 
 /// One block of a seekable .xz file.
@@ -475,7 +377,7 @@ pub fn decode_parallel(
 mod tests {
     use super::*;
     use liblzma::stream::MtStreamBuilder;
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     fn encode(data: &[u8], block: u64) -> Vec<u8> {
         let mut out = Vec::new();
@@ -491,25 +393,6 @@ mod tests {
         .read_to_end(&mut out)
         .unwrap();
         out
-    }
-
-    #[test]
-    fn concatenated_streams_with_padding() {
-        let mut input = encode(b"hello ", 1 << 20);
-        input.extend_from_slice(&[0; 8]);
-        input.extend(encode(b"world", 1 << 20));
-        let mut s = String::new();
-        XzReader::new(&input[..])
-            .unwrap()
-            .read_to_string(&mut s)
-            .unwrap();
-        assert_eq!(s, "hello world");
-        let cut = &input[..input.len() - 7];
-        let e = XzReader::new(cut)
-            .unwrap()
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
-        assert!(e.to_string().contains("compressed byte"), "{e}");
     }
 
     #[test]
