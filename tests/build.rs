@@ -781,3 +781,77 @@ fn closed_stdout_ends_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256 for sizes
+/// beyond octal's 8 GiB) and fixes the header checksum: a header that lies about its data.
+fn claim_size(tar: &Path, member: &str, size: u64) {
+    let mut b = std::fs::read(tar).unwrap();
+    let mut at = 0;
+    loop {
+        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
+        let h = &b[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let octal = String::from_utf8_lossy(&h[124..136])
+            .trim_matches(['\0', ' '])
+            .to_string();
+        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
+        if name == member {
+            break;
+        }
+        at += 512 + len.div_ceil(512) as usize * 512;
+    }
+    let h = &mut b[at..at + 512];
+    h[124] = 0x80;
+    h[125..128].fill(0);
+    h[128..136].copy_from_slice(&size.to_be_bytes());
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    std::fs::write(tar, b).unwrap();
+}
+
+/// A 3 KB tarball whose `boot/vmlinuz-1` header claims 8 TiB: refused while the archive is read (the
+/// size against the archive's real length), naming archive, entry and byte offsets; the process used
+/// to abort allocating 8 TiB (status 134). Nothing is left in the output directory.
+#[test]
+fn tar_entry_claiming_more_than_the_archive_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("boot")).unwrap();
+    std::fs::write(tree.join("boot/vmlinuz-1"), b"kernel").unwrap();
+    let tar = dir.path().join("lying.tar");
+    tool(
+        "tar",
+        &[
+            "--sort=name",
+            "-b",
+            "1",
+            "-C",
+            tree.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ],
+    );
+    claim_size(&tar, "./boot/vmlinuz-1", 8 << 40);
+    assert_eq!(std::fs::metadata(&tar).unwrap().len(), 3072);
+    // GNU tar reads the same claim.
+    let listing = run(std::process::Command::new("tar").arg("-tvf").arg(&tar));
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("8796093022208"),
+        "{listing:?}"
+    );
+    let out = dir.path().join("out");
+    let f = build_expecting_failure("cubieboard", &tar, &out, &[]);
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    assert!(
+        f.stderr.contains(&format!(
+            "{}: entry `./boot/vmlinuz-1` (header at byte 1024) claims 8796093022208 bytes of data from byte 1536, past the end of the archive at byte 3072; the tarball is truncated or corrupt, make it again",
+            tar.display()
+        )),
+        "{}",
+        f.stderr
+    );
+}
