@@ -368,6 +368,11 @@ pub struct WriteArgs {
     /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
     #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
     pub progress: WriteProgressMode,
+    /// zstd, xz and 7z sources: the largest window (zstd) or dictionary (xz, 7z) to decode with, a
+    /// power of two up to 2GiB; the writer holds that much memory for it (default 128MiB, zstd's
+    /// own limit; e.g. 2GiB for `zstd --long=31` files)
+    #[arg(long, value_name = "SIZE")]
+    pub max_window: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1540,6 +1545,14 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         sums: args.sums,
         target_size: parse_size_arg(args.size.as_deref())?,
         yes: args.yes,
+        max_window: match args.max_window.as_deref() {
+            None => Default::default(),
+            Some(s) => parse_size(s)
+                .map_err(|e| Failure::usage(format!("--max-window: {e}")))
+                .and_then(|n| {
+                    crate::write::decompress::WindowLimit::chosen(n).map_err(Failure::usage)
+                })?,
+        },
     };
     crate::write::interrupt::install();
     let display = write_display(args.progress);

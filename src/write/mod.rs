@@ -72,6 +72,8 @@ pub struct WriteRequest {
     pub target_size: Option<u64>,
     /// Confirms writing to a non-removable disk or into a partition.
     pub yes: bool,
+    /// The largest decoder window or dictionary allowed (`--max-window`).
+    pub max_window: decompress::WindowLimit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,9 +314,10 @@ impl fmt::Display for WriteReport {
     }
 }
 
-fn decode_options() -> DecodeOptions {
+fn decode_options(req: &WriteRequest) -> DecodeOptions {
     DecodeOptions {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        max_window: req.max_window,
     }
 }
 
@@ -366,7 +369,7 @@ fn write_inner(
     state: &mut TargetState,
 ) -> Result<WriteReport, WriteError> {
     let started = Instant::now();
-    let opts = decode_options();
+    let opts = decode_options(req);
     let src = source::open(&req.source, opts, &|m| obs(Event::Note(m)))?;
     let source_name = req.source.display();
 
@@ -791,7 +794,7 @@ fn verify_failure(
                 end,
                 detail,
             };
-            match verify::source_bytes(&req.source, decode_options(), start, end) {
+            match verify::source_bytes(&req.source, decode_options(req), start, end) {
                 Ok(Some(src)) => match verify::first_difference(sink, ranges, (start, end), &src, pool) {
                     Ok(Some((offset, found, wanted))) => WriteError::ReadBack {
                         target: name,

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::decompress::{self, Format};
+use super::decompress::{self, Format, WindowLimit, WindowTooLarge};
 
 /// The image source as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +139,15 @@ pub enum SourceError {
     SevenZ { what: String, message: String },
     #[error("{what} is a directory; name an image file")]
     Directory { what: String },
+    #[error("{what}: {detail}")]
+    Window {
+        what: String,
+        detail: decompress::WindowTooLarge,
+    },
+    #[error(
+        "--max-window has no effect here: {what} holds {format} data, whose decoder has no window; only zstd, xz and 7z sources have one (leave the option out)"
+    )]
+    NoWindow { what: String, format: &'static str },
 }
 
 /// How large the image is, as far as the source tells before decoding.
@@ -167,9 +176,14 @@ pub enum Input {
         file: File,
         index: super::xz::XzIndex,
         threads: usize,
+        max_dict: WindowLimit,
     },
     /// A 7z archive (a file, or standard input/HTTP spooled to an unlinked temporary file).
-    SevenZ { file: File, entry: String },
+    SevenZ {
+        file: File,
+        entry: String,
+        max_window: WindowLimit,
+    },
     /// A 7z archive whose LZMA2 stream has dictionary resets, decoded block-parallel between them.
     SevenZBlocks {
         file: File,
@@ -191,6 +205,8 @@ pub struct Source {
 pub struct DecodeOptions {
     /// Threads for block-parallel xz decoding.
     pub threads: u32,
+    /// The largest window (zstd) or dictionary (xz, 7z) allowed.
+    pub max_window: WindowLimit,
 }
 
 pub fn http_agent() -> ureq::Agent {
@@ -299,37 +315,104 @@ pub fn open(
     }
     let format = Format::detect(&head);
     let mut size = SizeInfo::default();
-    let input = match format {
+    let limit = opts.max_window;
+    let (input, windowed) = match format {
         Format::Raw => {
             size.exact = content_length;
-            Input::Stream(stream)
+            (Input::Stream(stream), false)
         }
         Format::SevenZ => {
             note(&format!(
                 "7z needs random access: copying {what} to a temporary file first"
             ));
             let mut file = spool(stream, &what)?;
-            let (entry, len) =
-                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                    what: what.clone(),
-                    message,
-                })?;
+            let (_, entry, len) = sevenz_checked(&mut file, &what, limit)?;
             size.exact = Some(len);
-            Input::SevenZ { file, entry }
+            (
+                Input::SevenZ {
+                    file,
+                    entry,
+                    max_window: limit,
+                },
+                true,
+            )
         }
         f => {
             if f == Format::Zstd {
                 size.at_least = decompress::zstd_first_frame_size(&head);
+                zstd_checked(&head, &what, limit)?;
             }
-            Input::Stream(decompress::decoder(f, stream).map_err(open_err)?)
+            let (r, windowed) = decompress::decoder(f, stream, limit).map_err(open_err)?;
+            (Input::Stream(r), windowed)
         }
     };
+    finish(spec, format, size, input, windowed, opts)
+}
+
+/// The opened source, unless `--max-window` was given for a format that has no window.
+fn finish(
+    spec: &SourceSpec,
+    format: Format,
+    size: SizeInfo,
+    input: Input,
+    windowed: bool,
+    opts: DecodeOptions,
+) -> Result<Source, SourceError> {
+    if opts.max_window.chosen && !windowed {
+        return Err(SourceError::NoWindow {
+            what: spec.display(),
+            format: format.name(),
+        });
+    }
     Ok(Source {
         spec: spec.clone(),
         format,
         size,
         input,
     })
+}
+
+/// Refuses a zstd stream whose first frame declares a window over the limit, before anything is
+/// written (later frames are checked by the decoder as they come).
+fn zstd_checked(head: &[u8], what: &str, limit: WindowLimit) -> Result<(), SourceError> {
+    match decompress::zstd_window(head) {
+        Some(w) if w > limit.bytes => Err(SourceError::Window {
+            what: what.to_string(),
+            detail: WindowTooLarge {
+                format: "zstd",
+                needed: Some(w),
+                limit,
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a 7z archive's headers and finds the image entry (name, size), refusing dictionaries over
+/// the limit before anything is decoded.
+fn sevenz_checked(
+    file: &mut File,
+    what: &str,
+    limit: WindowLimit,
+) -> Result<(sevenz_rust2::Archive, String, u64), SourceError> {
+    let err = |message| SourceError::SevenZ {
+        what: what.to_string(),
+        message,
+    };
+    let archive = decompress::sevenz_archive(file).map_err(err)?;
+    let (entry, len) = decompress::sevenz_entry(&archive).map_err(err)?;
+    let dict = decompress::sevenz_dict(&archive);
+    if dict > limit.bytes {
+        return Err(SourceError::Window {
+            what: what.to_string(),
+            detail: WindowTooLarge {
+                format: "7z",
+                needed: Some(dict),
+                limit,
+            },
+        });
+    }
+    Ok((archive, entry, len))
 }
 
 fn open_regular(
@@ -350,7 +433,8 @@ fn open_regular(
         })?;
     let format = Format::detect(&head);
     let mut size = SizeInfo::default();
-    let input = match format {
+    let limit = opts.max_window;
+    let (input, windowed) = match format {
         Format::Raw => {
             size.exact = Some(len);
             // SAFETY: posix_fadvise only gives the kernel a hint about a valid descriptor.
@@ -362,56 +446,79 @@ fn open_regular(
                     libc::POSIX_FADV_SEQUENTIAL,
                 );
             }
-            Input::RawFile(file)
+            (Input::RawFile(file), false)
         }
         Format::SevenZ => {
-            let (entry, len) =
-                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                    what: what.clone(),
-                    message,
-                })?;
+            let (archive, entry, len) = sevenz_checked(&mut file, &what, limit)?;
             size.exact = Some(len);
             let threads = u64::from(opts.threads);
-            match decompress::sevenz_blocks(&mut file, &entry, len, threads) {
+            let input = match decompress::sevenz_blocks(&archive, &file, &entry, len, threads) {
                 Some(blocks) if threads > 1 => Input::SevenZBlocks {
                     file,
                     entry,
                     blocks,
                     threads: opts.threads as usize,
                 },
-                _ => Input::SevenZ { file, entry },
-            }
+                _ => Input::SevenZ {
+                    file,
+                    entry,
+                    max_window: limit,
+                },
+            };
+            (input, true)
         }
         Format::Xz if let Some(index) = super::xz::index(&file) => {
             size.exact = Some(index.uncompressed);
-            if index.blocks.len() > 1 && opts.threads > 1 {
-                Input::XzBlocks {
-                    file,
-                    index,
-                    threads: opts.threads as usize,
+            let threads = u64::from(opts.threads);
+            // Every block's dictionary is checked here, before anything is written.
+            match super::xz::parallel_fits(
+                &file,
+                &index,
+                threads,
+                decompress::DICT_BUDGET,
+                limit.bytes,
+            ) {
+                Err((i, dict)) => {
+                    return Err(SourceError::Window {
+                        what: format!("{what} (xz block {})", i + 1),
+                        detail: WindowTooLarge {
+                            format: "xz",
+                            needed: Some(dict),
+                            limit,
+                        },
+                    });
                 }
-            } else {
-                stream_of(Format::Xz, file, &what)?
+                Ok(true) => (
+                    Input::XzBlocks {
+                        file,
+                        index,
+                        threads: opts.threads as usize,
+                        max_dict: limit,
+                    },
+                    true,
+                ),
+                Ok(false) => stream_of(Format::Xz, file, &what, limit)?,
             }
         }
         f => {
             if f == Format::Zstd {
                 size.at_least = decompress::zstd_first_frame_size(&head);
+                zstd_checked(&head, &what, limit)?;
             }
-            stream_of(f, file, &what)?
+            stream_of(f, file, &what, limit)?
         }
     };
-    Ok(Source {
-        spec: spec.clone(),
-        format,
-        size,
-        input,
-    })
+    finish(spec, format, size, input, windowed, opts)
 }
 
-fn stream_of(format: Format, file: File, what: &str) -> Result<Input, SourceError> {
-    decompress::decoder(format, Box::new(file))
-        .map(Input::Stream)
+fn stream_of(
+    format: Format,
+    file: File,
+    what: &str,
+    limit: WindowLimit,
+) -> Result<(Input, bool), SourceError> {
+    decompress::decoder(format, Box::new(file), limit)
+        .map(|(r, windowed)| (Input::Stream(r), windowed))
         .map_err(|e| SourceError::Open {
             what: what.to_string(),
             source: e,
