@@ -883,3 +883,140 @@ fn every_format_writes_within_64_mib() {
         std::fs::remove_file(&out).unwrap();
     }
 }
+
+/// A 7z on standard input is copied to a temporary file first (7z needs random access). Ctrl-C and
+/// SIGTERM stop the copy at once, even while a read waits on a quiet pipe: exit 130 and 143,
+/// nothing written, nothing left. The copy used to ignore them until the input ended.
+#[test]
+fn interrupted_while_spooling_a_7z() {
+    for (sig, code, name) in [
+        (libc::SIGINT, 130, "SIGINT (Ctrl-C)"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.img");
+        let mut child = Killed(
+            Command::new(bin_path())
+                .args(["write", "-"])
+                .arg(&out)
+                .args(["--size", "10M"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // The 7z signature and a MiB of data, then the pipe stays open and quiet.
+        let mut stdin = child.0.stdin.take().unwrap();
+        stdin.write_all(b"7z\xbc\xaf\x27\x1c").unwrap();
+        stdin.write_all(&pseudo_random(5, 1 << 20)).unwrap();
+        stdin.flush().unwrap();
+        let mut err = BufReader::new(child.0.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("7z needs random access: copying standard input to a temporary file"),
+            "{line}"
+        );
+        // SAFETY: kill sends a signal to our own child.
+        unsafe { libc::kill(child.0.id() as i32, sig) };
+        // It ends without more input (a watchdog, not a time limit: stuck means failed).
+        let mut status = None;
+        for _ in 0..400 {
+            status = child.0.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = status.unwrap_or_else(|| panic!("{name} did not stop the spooling writer"));
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        assert_eq!(status.code(), Some(code), "{rest}");
+        for n in [
+            &format!(
+                "error: interrupted by {name} while copying standard input to a temporary file"
+            ),
+            &format!("nothing was written to {}", out.display()),
+        ] {
+            assert!(rest.contains(n.as_str()), "lacks {n:?}: {rest}");
+        }
+        assert!(!out.exists());
+        drop(stdin);
+    }
+}
+
+/// The copy of a 7z from standard input or a URL is capped at what the temporary directory can
+/// spare (here an 8 MiB tmpfs as TMPDIR): a larger archive fails saying so and what to do, exit 1,
+/// and leaves nothing in the directory. A server that announces a larger Content-Length is refused
+/// before the download.
+#[test]
+fn sevenz_spool_is_capped_by_the_temporary_directory() {
+    assert!(is_root(), "needs root (mount -t tmpfs)");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            &tmp.display().to_string(),
+        ],
+    );
+    let _unmount = Mount { dir: tmp.clone() };
+    let web = dir.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::write(web.join("big.img"), pseudo_random(9, 12 << 20)).unwrap();
+    let src = web.join("big.7z");
+    sh(&format!(
+        "cd {} && 7z a -bso0 -bsp0 -mx=1 big.7z big.img",
+        web.display()
+    ));
+    let out = dir.path().join("out.img");
+    let expect = |o: &std::process::Output, what: &str| {
+        assert_failed(
+            o,
+            1,
+            &[
+                &format!("{what}: the 7z archive is larger than the "),
+                &format!(
+                    "the temporary directory {} can take (its free space, less 5% of its filesystem kept free)",
+                    tmp.display()
+                ),
+                "set TMPDIR to a directory with more room, or save the archive to a file and write that",
+                "nothing was written",
+            ],
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        assert!(!out.exists());
+    };
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    expect(&o, "standard input");
+    let server = HttpServer::serve(&web);
+    let url = format!("{}/big.7z", server.base);
+    let o = Command::new(bin_path())
+        .args(["write", &url])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    expect(&o, &url);
+    // With room, the same archive from standard input writes.
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&out)
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256sum(&out), sha256sum(&web.join("big.img")));
+}

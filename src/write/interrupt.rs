@@ -37,3 +37,11 @@ pub fn signal_name() -> &'static str {
         _ => "a signal",
     }
 }
+
+/// The exit status for the signal that arrived: 128 + its number (130 for SIGINT, 143 for SIGTERM).
+pub fn exit_status() -> i32 {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => 130,
+        sig => 128 + sig,
+    }
+}

@@ -177,10 +177,8 @@ impl WriteError {
                 source: GrowError::Interrupted(_),
                 ..
             } => 130,
-            WriteError::Source(_)
-            | WriteError::Bmap { .. }
-            | WriteError::SideFile(_)
-            | WriteError::BmapSize { .. } => 2,
+            WriteError::Source(s) => s.exit_code(),
+            WriteError::Bmap { .. } | WriteError::SideFile(_) | WriteError::BmapSize { .. } => 2,
             WriteError::Target(t) if t.is_usage() => 2,
             WriteError::Grow { source, .. } if source.is_usage() => 2,
             _ => 1,

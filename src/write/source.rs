@@ -145,9 +145,33 @@ pub enum SourceError {
         detail: decompress::WindowTooLarge,
     },
     #[error(
+        "{what}: the 7z archive is larger than the {} ({limit} bytes) the temporary directory {} can take (its free space, less {SPOOL_RESERVE_PERCENT}% of its filesystem kept free). A 7z archive needs random access, so one from standard input or a URL is copied there first: set TMPDIR to a directory with more room, or save the archive to a file and write that",
+        crate::size::Human(*limit),
+        dir.display()
+    )]
+    SpoolFull {
+        what: String,
+        dir: PathBuf,
+        limit: u64,
+    },
+    #[error("interrupted by {signal} while copying {what} to a temporary file")]
+    Interrupted { what: String, signal: &'static str },
+    #[error(
         "--max-window has no effect here: {what} holds {format} data, whose decoder has no window; only zstd, xz and 7z sources have one (leave the option out)"
     )]
     NoWindow { what: String, format: &'static str },
+}
+
+impl SourceError {
+    /// 128 + the signal's number when interrupted; 1 when the spool found no room (the machine's
+    /// limit, not the input's fault); otherwise 2: the source or its name is bad.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SourceError::Interrupted { .. } => super::interrupt::exit_status(),
+            SourceError::SpoolFull { .. } => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// How large the image is, as far as the source tells before decoding.
@@ -238,13 +262,48 @@ fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn R
     Ok((head.clone(), Box::new(Cursor::new(head).chain(r))))
 }
 
-/// Copies a stream into an unlinked temporary file (7z needs random access).
-fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
+/// Share of the temporary directory's filesystem a spool leaves free, so that the system keeps room.
+const SPOOL_RESERVE_PERCENT: u64 = 5;
+
+/// How much the spool may take in `dir`: its filesystem's free space less
+/// [`SPOOL_RESERVE_PERCENT`] of its size.
+fn spool_limit(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a zeroed statvfs is valid and statvfs fills it for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    let avail = (st.f_bavail as u64).saturating_mul(unit);
+    let size = (st.f_blocks as u64).saturating_mul(unit);
+    Ok(avail.saturating_sub(size / 100 * SPOOL_RESERVE_PERCENT))
+}
+
+/// Copies a stream into an unlinked temporary file (7z needs random access), at most what the
+/// temporary directory can spare ([`spool_limit`]; refused at once when the server's
+/// `Content-Length` says more). Ctrl-C and SIGTERM stop it: the copy runs on its own thread and
+/// this one polls the signal flag, so a read blocked on a quiet pipe holds nothing up. The file is
+/// unlinked from the start: nothing is left behind whatever happens.
+fn spool(r: Box<dyn Read + Send>, what: &str, announced: Option<u64>) -> Result<File, SourceError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = std::env::temp_dir();
     let err = |e: io::Error| SourceError::Open {
         what: format!("a temporary file in {} to hold {what}", dir.display()),
         source: e,
     };
+    let limit = spool_limit(&dir).map_err(err)?;
+    let full = || SourceError::SpoolFull {
+        what: what.to_string(),
+        dir: dir.clone(),
+        limit,
+    };
+    if announced.is_some_and(|n| n > limit) {
+        return Err(full());
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -252,10 +311,67 @@ fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
         .mode(0o600)
         .open(&dir)
         .map_err(err)?;
-    io::copy(&mut r, &mut f).map_err(|e| SourceError::Open {
-        what: what.to_string(),
-        source: e,
-    })?;
+    let mut out = f.try_clone().map_err(err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), Option<io::Error>>>();
+    let copier = {
+        let stop = stop.clone();
+        let mut r = r;
+        std::thread::Builder::new()
+            .name("boardsmith-spool".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0u64;
+                let result = loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break Ok(());
+                    }
+                    let n = match r.read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Err(Some(e)),
+                    };
+                    total += n as u64;
+                    if total > limit {
+                        break Err(None);
+                    }
+                    if let Err(e) = out.write_all(&buf[..n]) {
+                        break Err(Some(e));
+                    }
+                };
+                let _ = tx.send(result);
+            })
+            .map_err(err)?
+    };
+    let result = loop {
+        if super::interrupt::interrupted() {
+            stop.store(true, Ordering::SeqCst);
+            // The copier may be blocked in a read; the process is about to end without it.
+            return Err(SourceError::Interrupted {
+                what: what.to_string(),
+                signal: super::interrupt::signal_name(),
+            });
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(Some(io::Error::other("the copying thread stopped")));
+            }
+        }
+    };
+    let _ = copier.join();
+    match result {
+        Ok(()) => {}
+        Err(None) => return Err(full()),
+        Err(Some(e)) => {
+            return Err(SourceError::Open {
+                what: what.to_string(),
+                source: e,
+            });
+        }
+    }
     f.flush().map_err(err)?;
     f.seek(SeekFrom::Start(0)).map_err(err)?;
     Ok(f)
@@ -325,7 +441,7 @@ pub fn open(
             note(&format!(
                 "7z needs random access: copying {what} to a temporary file first"
             ));
-            let mut file = spool(stream, &what)?;
+            let mut file = spool(stream, &what, content_length)?;
             let (_, entry, len) = sevenz_checked(&mut file, &what, limit)?;
             size.exact = Some(len);
             (
