@@ -893,6 +893,16 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
 }
 
 fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
+    if let Some((at, c)) = args
+        .cmdline_append
+        .as_deref()
+        .and_then(crate::profile::control_char)
+    {
+        return Err(Failure::usage(format!(
+            "--cmdline-append: contains a control character, {}, at character {at}; the kernel command line goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text",
+            crate::profile::describe_control(c)
+        )));
+    }
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
         out_dir: args.out.clone(),
