@@ -1020,3 +1020,37 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(sha256sum(&out), sha256sum(&web.join("big.img")));
 }
+
+/// A stream of zstd frames whose second frame asks for a window over the limit (the first frame's
+/// header is checked before writing; later ones by the decoder as they come): the write stops there,
+/// says where and how to allow it, and leaves the target without its first 64 KiB.
+#[test]
+fn later_zstd_frame_over_the_window_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = long31(dir.path());
+    let first = dir.path().join("first.img");
+    std::fs::write(&first, pseudo_random(8, 3 << 20)).unwrap();
+    let src = dir.path().join("frames.img.zst");
+    sh(&format!(
+        "zstd -q -c {} > {src}; cat {} >> {src}",
+        first.display(),
+        long.display(),
+        src = src.display()
+    ));
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "{} (after 3145728 bytes of the image): the zstd data needs a window to decode larger than the 128 MiB allowed by default (zstd's own limit)",
+                src.display()
+            ),
+            "allow more with --max-window (a power of two up to 2GiB)",
+            "first 64 KiB are zeroed",
+        ],
+    );
+    assert!(zero_prefix(&out, 65536));
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+}
