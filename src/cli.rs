@@ -514,6 +514,11 @@ pub struct WriteArgs {
     /// URL sources: time allowed to connect (DNS, TCP, TLS) [default: 20s]
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<String>,
+    /// zstd, xz and 7z sources: the largest window (zstd) or dictionary (xz, 7z) to decode with, a
+    /// power of two up to 2GiB; the writer holds that much memory for it (default 128MiB, zstd's
+    /// own limit; e.g. 2GiB for `zstd --long=31` files)
+    #[arg(long, value_name = "SIZE")]
+    pub max_window: Option<String>,
 }
 
 /// A duration given as seconds, or with a unit: `90`, `90s`, `10m`, `1h`, `500ms`.
@@ -1167,6 +1172,16 @@ fn print_secret_files(report: &crate::rootfs::RootfsReport) {
 }
 
 fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
+    if let Some((at, c)) = args
+        .cmdline_append
+        .as_deref()
+        .and_then(crate::profile::control_char)
+    {
+        return Err(Failure::usage(format!(
+            "--cmdline-append: contains a control character, {}, at character {at}; the kernel command line goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text",
+            crate::profile::describe_control(c)
+        )));
+    }
     install_signals()?;
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
@@ -1835,6 +1850,14 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         yes: args.yes,
         net,
         no_checksum: args.no_checksum,
+        max_window: match args.max_window.as_deref() {
+            None => Default::default(),
+            Some(s) => parse_size(s)
+                .map_err(|e| Failure::usage(format!("--max-window: {e}")))
+                .and_then(|n| {
+                    crate::write::decompress::WindowLimit::chosen(n).map_err(Failure::usage)
+                })?,
+        },
     };
     crate::write::interrupt::install();
     let display = write_display(args.progress);

@@ -66,20 +66,191 @@ impl Format {
 /// Input buffer for decoders: large enough that syscalls are rare.
 pub const IN_BUF: usize = 1 << 20;
 
-/// A decoding reader for a streamable format (everything but raw and 7z).
-pub fn decoder(format: Format, input: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
+/// The largest window (zstd) or dictionary (xz, 7z) a decoder may use unless the user allows more:
+/// zstd's own default limit (`zstd -d` refuses larger frames without `--long`/`--memory`), which
+/// also admits `xz -9` and `7z -mx9` (64 MiB dictionaries). A decoder holds its whole window in
+/// memory; a few KB of crafted input can declare gigabytes.
+pub const DEFAULT_MAX_WINDOW: u64 = 1 << 27;
+/// Range of `--max-window`: powers of two (a zstd window limit is a power of two).
+pub const MIN_MAX_WINDOW: u64 = 1 << 20;
+pub const MAX_MAX_WINDOW: u64 = 1 << 31;
+
+/// The largest window or dictionary a decoder may use, and whether the user chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimit {
+    pub bytes: u64,
+    /// Set with `--max-window` (otherwise [`DEFAULT_MAX_WINDOW`]).
+    pub chosen: bool,
+}
+
+impl Default for WindowLimit {
+    fn default() -> Self {
+        WindowLimit {
+            bytes: DEFAULT_MAX_WINDOW,
+            chosen: false,
+        }
+    }
+}
+
+impl WindowLimit {
+    /// The user's `--max-window`: a power of two from [`MIN_MAX_WINDOW`] to [`MAX_MAX_WINDOW`].
+    pub fn chosen(bytes: u64) -> Result<WindowLimit, String> {
+        use crate::size::Human;
+        if !bytes.is_power_of_two() || !(MIN_MAX_WINDOW..=MAX_MAX_WINDOW).contains(&bytes) {
+            return Err(format!(
+                "--max-window: {bytes} bytes is not a power of two from {} to {} (e.g. 256MiB, 2GiB)",
+                Human(MIN_MAX_WINDOW),
+                Human(MAX_MAX_WINDOW)
+            ));
+        }
+        Ok(WindowLimit {
+            bytes,
+            chosen: true,
+        })
+    }
+}
+
+/// A source whose decoder needs more window or dictionary memory than allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct WindowTooLarge {
+    pub format: &'static str,
+    /// What the data declares, when known.
+    pub needed: Option<u64>,
+    pub limit: WindowLimit,
+}
+
+impl WindowTooLarge {
+    /// zstd calls it a window, LZMA a dictionary: the memory back-references reach into.
+    fn what(&self) -> &'static str {
+        if self.format == "zstd" {
+            "window"
+        } else {
+            "dictionary"
+        }
+    }
+
+    fn describe(&self) -> String {
+        use crate::size::Human;
+        let need = match self.needed {
+            Some(n) => format!(
+                "a {} {} ({n} bytes) to decode, more than",
+                Human(n),
+                self.what()
+            ),
+            None => format!("a {} to decode larger than", self.what()),
+        };
+        let limit = if self.limit.chosen {
+            format!("the {} that --max-window allows", Human(self.limit.bytes))
+        } else {
+            format!(
+                "the {} allowed by default (zstd's own limit)",
+                Human(self.limit.bytes)
+            )
+        };
+        let advice = match self.needed.map(|n| n.next_power_of_two()) {
+            Some(p) if p > MAX_MAX_WINDOW => format!(
+                "that is more than boardsmith allows at all ({}); decompress it with a tool you trust first",
+                Human(MAX_MAX_WINDOW)
+            ),
+            Some(p) => format!(
+                "if you trust this image, allow it with --max-window {} (the writer then uses up to that much more memory)",
+                Human(p).to_string().replace(' ', "")
+            ),
+            None => format!(
+                "if you trust this image, allow more with --max-window (a power of two up to {})",
+                Human(MAX_MAX_WINDOW).to_string().replace(' ', "")
+            ),
+        };
+        format!(
+            "the {} data needs {need} {limit}: a few bytes of crafted input can claim gigabytes of memory this way; {advice}",
+            self.format
+        )
+    }
+}
+
+/// The window the zstd frame whose header starts `header` declares (RFC 8878, 3.1.1.1): from
+/// the window descriptor, or the content size of a single-segment frame. Hand-written: the zstd
+/// crate exposes no frame-header parser in its stable API.
+pub fn zstd_window(header: &[u8]) -> Option<u64> {
+    if !header.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return None;
+    }
+    let fhd = *header.get(4)?;
+    if fhd & 0x20 == 0 {
+        let wd = *header.get(5)?;
+        let base = 1u64 << (10 + (wd >> 3));
+        return Some(base + base / 8 * u64::from(wd & 7));
+    }
+    // Single segment: the window is the content size, after the optional dictionary id.
+    let at = 5 + [0, 1, 2, 4][usize::from(fhd & 3)];
+    let size = match fhd >> 6 {
+        0 => u64::from(*header.get(at)?),
+        1 => u64::from(u16::from_le_bytes(header.get(at..at + 2)?.try_into().ok()?)) + 256,
+        2 => u64::from(u32::from_le_bytes(header.get(at..at + 4)?.try_into().ok()?)),
+        _ => u64::from_le_bytes(header.get(at..at + 8)?.try_into().ok()?),
+    };
+    Some(size.max(1 << 10))
+}
+
+/// Turns zstd's "window too large" error (a later frame of a stream) into [`WindowTooLarge`].
+struct ZstdLimit<R> {
+    inner: R,
+    limit: WindowLimit,
+}
+
+impl<R: Read> Read for ZstdLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let too_large = zstd::zstd_safe::get_error_name(0usize.wrapping_sub(
+                zstd::zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge
+                    as usize,
+            ));
+            if e.to_string() == too_large {
+                io::Error::other(WindowTooLarge {
+                    format: "zstd",
+                    needed: None,
+                    limit: self.limit,
+                })
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// A decoding reader for a streamable format (everything but raw and 7z). `max_window` bounds the
+/// window (zstd) or dictionary (xz) of the data. Returns the reader and whether the format has a
+/// window that `max_window` applied to.
+pub fn decoder(
+    format: Format,
+    input: Box<dyn Read + Send>,
+    max_window: WindowLimit,
+) -> io::Result<(Box<dyn Read + Send>, bool)> {
     let buffered = BufReader::with_capacity(IN_BUF, input);
     Ok(match format {
-        Format::Xz => Box::new(XzReader::new(buffered)?),
-        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Format::Xz => (Box::new(XzReader::new(buffered, max_window)?), true),
+        Format::Gzip => (
+            Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+            false,
+        ),
         Format::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(buffered)?;
-            // Frames made with --long need a window beyond the default 128 MiB limit.
-            d.window_log_max(31)?;
-            Box::new(d)
+            // A power of two (MIN_MAX_WINDOW..=MAX_MAX_WINDOW): its log is exact.
+            d.window_log_max(max_window.bytes.ilog2())?;
+            (
+                Box::new(ZstdLimit {
+                    inner: d,
+                    limit: max_window,
+                }),
+                true,
+            )
         }
-        Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
-        Format::Raw => Box::new(buffered),
+        Format::Bzip2 => (
+            Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+            false,
+        ),
+        Format::Raw => (Box::new(buffered), false),
         Format::SevenZ => {
             return Err(io::Error::other(
                 "7z archives need random access and are not streamed",
@@ -88,10 +259,53 @@ pub fn decoder(format: Format, input: Box<dyn Read + Send>) -> io::Result<Box<dy
     })
 }
 
-/// liblzma's decoder for one .xz stream (also used for the blocks of seekable files).
-pub fn xz_stream_decoder() -> io::Result<Stream> {
-    Stream::new_stream_decoder(u64::MAX, 0)
+/// Decoder memory beyond the dictionary (liblzma's own state): `xz -9` (a 64 MiB dictionary) needs
+/// 65 MiB.
+pub const STATE_SLACK: u64 = 2 << 20;
+
+/// An .xz stream decoder that refuses blocks needing more than `max_dict` of dictionary.
+pub fn xz_stream_decoder(max_dict: WindowLimit) -> io::Result<Stream> {
+    Stream::new_stream_decoder(max_dict.bytes.saturating_add(STATE_SLACK), 0)
         .map_err(|e| io::Error::other(format!("cannot start the xz decoder: {e}")))
+}
+
+/// What a decoder stopped by its memory limit needed. liblzma refuses a new limit below its need
+/// (`lzma_memlimit_set`) and the crate has no `lzma_memusage`, so the smallest limit it accepts is
+/// found by bisection (some 40 cheap calls, once, on the way to an error).
+fn needed_memory(stream: &mut Stream, limit: u64) -> Option<u64> {
+    let (mut lo, mut hi) = (limit, 1u64 << 42);
+    stream.set_memlimit(hi).ok()?;
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if stream.set_memlimit(mid).is_ok() {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
+/// The error for an xz block whose dictionary is over the limit. The need liblzma reports is the
+/// dictionary plus some KiB of state: the dictionary is the largest LZMA2 size within it (sizes are
+/// 2^n or 3·2^(n-1), whose steps are far larger than the state beyond 4 MiB).
+pub fn dict_error(stream: &mut Stream, max_dict: WindowLimit) -> io::Error {
+    let needed = needed_memory(stream, max_dict.bytes.saturating_add(STATE_SLACK))
+        .and_then(|m| (0..=40u8).filter_map(lzma2_dict).filter(|&d| d <= m).max());
+    io::Error::other(WindowTooLarge {
+        format: "xz",
+        needed: needed.filter(|&d| d > max_dict.bytes),
+        limit: max_dict,
+    })
+}
+
+/// The dictionary size an LZMA2 properties byte stands for.
+pub fn lzma2_dict(props: u8) -> Option<u64> {
+    match props {
+        40 => Some(u64::from(u32::MAX)),
+        0..40 => Some((2 | u64::from(props & 1)) << (props / 2 + 11)),
+        _ => None,
+    }
 }
 
 /// Single-threaded xz decoding of a stream.
@@ -101,15 +315,18 @@ pub struct XzReader<R> {
     /// Bytes of input consumed by finished streams.
     done_in: u64,
     finished: bool,
+    /// Largest dictionary allowed.
+    max_dict: WindowLimit,
 }
 
 impl<R: BufRead> XzReader<R> {
-    pub fn new(input: R) -> io::Result<XzReader<R>> {
+    pub fn new(input: R, max_dict: WindowLimit) -> io::Result<XzReader<R>> {
         Ok(XzReader {
             input,
-            stream: Some(xz_stream_decoder()?),
+            stream: Some(xz_stream_decoder(max_dict)?),
             done_in: 0,
             finished: false,
+            max_dict,
         })
     }
 
@@ -131,7 +348,7 @@ impl<R: BufRead> XzReader<R> {
             self.done_in += zeros as u64;
             self.input.consume(zeros);
         }
-        self.stream = Some(xz_stream_decoder()?);
+        self.stream = Some(xz_stream_decoder(self.max_dict)?);
         Ok(true)
     }
 }
@@ -152,6 +369,13 @@ impl<R: BufRead> Read for XzReader<R> {
             let consumed = (stream.total_in() - in_before) as usize;
             let produced = (stream.total_out() - out_before) as usize;
             self.input.consume(consumed);
+            if let Err(liblzma::stream::Error::MemLimit) = ret {
+                let max_dict = self.max_dict;
+                return Err(self
+                    .stream
+                    .as_mut()
+                    .map_or_else(|| io::Error::other("xz"), |s| dict_error(s, max_dict)));
+            }
             let status = ret.map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -226,16 +450,75 @@ mod tests {
         input.extend_from_slice(&[0; 8]);
         input.extend(encode(b"world", 1 << 20));
         let mut s = String::new();
-        XzReader::new(&input[..])
+        XzReader::new(&input[..], WindowLimit::default())
             .unwrap()
             .read_to_string(&mut s)
             .unwrap();
         assert_eq!(s, "hello world");
         let cut = &input[..input.len() - 7];
-        let e = XzReader::new(cut)
+        let e = XzReader::new(cut, WindowLimit::default())
             .unwrap()
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         assert!(e.to_string().contains("compressed byte"), "{e}");
+    }
+
+    #[test]
+    fn zstd_window_from_the_frame_header() {
+        // Streamed (no content size): the window descriptor, here --long=31's 2 GiB.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        enc.window_log(31).unwrap();
+        io::Write::write_all(&mut enc, &[7u8; 5000]).unwrap();
+        let frame = enc.finish().unwrap();
+        assert_eq!(zstd_window(&frame), Some(1 << 31));
+        // Single segment (content size known and small): the window is the content size, at least 1 KiB.
+        let frame = zstd::encode_all(&[1u8; 3000][..], 3).unwrap();
+        assert_eq!(zstd_window(&frame), Some(3000));
+        let frame = zstd::encode_all(&[1u8; 10][..], 3).unwrap();
+        assert_eq!(zstd_window(&frame), Some(1024));
+        // Mantissa: 2^20 + 3/8 of it.
+        assert_eq!(
+            zstd_window(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, (10 << 3) | 3]),
+            Some((1 << 20) + 3 * (1 << 17))
+        );
+        assert_eq!(zstd_window(&[0x28, 0xb5, 0x2f, 0xfd, 0x00]), None);
+        assert_eq!(zstd_window(b"not zstd"), None);
+    }
+
+    #[test]
+    fn max_window_is_a_power_of_two_in_range() {
+        assert_eq!(WindowLimit::chosen(1 << 31).unwrap().bytes, 1 << 31);
+        for bad in [3 << 20, 1 << 19, 1 << 32] {
+            let e = WindowLimit::chosen(bad).unwrap_err();
+            assert!(
+                e.contains("is not a power of two from 1 MiB to 2 GiB"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn window_messages_say_how_to_allow_it() {
+        let w = WindowTooLarge {
+            format: "zstd",
+            needed: Some(1 << 31),
+            limit: WindowLimit::default(),
+        };
+        assert_eq!(
+            w.to_string(),
+            "the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 128 MiB allowed by default (zstd's own limit): a few bytes of crafted input can claim gigabytes of memory this way; if you trust this image, allow it with --max-window 2GiB (the writer then uses up to that much more memory)"
+        );
+        let w = WindowTooLarge {
+            format: "xz",
+            needed: Some(3 << 30),
+            limit: WindowLimit::chosen(1 << 30).unwrap(),
+        };
+        assert!(
+            w.to_string().contains(
+                "needs a 3 GiB dictionary (3221225472 bytes) to decode, more than the 1 GiB that --max-window allows"
+            ) && w.to_string().contains("more than boardsmith allows at all (2 GiB)"),
+            "{w}"
+        );
     }
 }

@@ -930,3 +930,485 @@ fn malformed_bmap_xml() {
     }
     assert!(!out.exists() || std::fs::metadata(&out).unwrap().len() == 0);
 }
+
+// ---- Bounded memory whatever the source declares (issue 14) ----
+
+/// Runs `boardsmith ARGS` (stdin from `stdin`, if given) and returns its output and peak resident
+/// memory in bytes: the `ru_maxrss` of wait4's rusage (`/usr/bin/time` is not installed), taken by a
+/// small python3 parent. Spawned straight from this test process, the child would report this
+/// process's peak instead: Linux keeps the peak of the address space an exec replaces.
+fn measured(args: &[&std::ffi::OsStr], stdin: Option<&Path>) -> (std::process::Output, u64) {
+    const PARENT: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+_, status, usage = os.wait4(pid, 0)\n\
+open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n\
+sys.exit(os.waitstatus_to_exitcode(status) % 256)\n";
+    let rss_file = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(PARENT)
+        .arg(rss_file.path())
+        .arg(bin_path())
+        .args(args)
+        .stdin(match stdin {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        })
+        .output()
+        .unwrap();
+    let kib: u64 = std::fs::read_to_string(rss_file.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (output, kib * 1024)
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A `zstd --long=31` frame (made by the real zstd from 64 MiB of zeros, about 2 KB): its header
+/// asks for a 2 GiB window, which the writer used to grant (2.1 GB of RAM for a 91 KB file).
+fn long31(dir: &Path) -> PathBuf {
+    let src = dir.join("long31.img.zst");
+    sh(&format!(
+        "head -c 64M /dev/zero | zstd -q --long=31 -c > {}",
+        src.display()
+    ));
+    // zstd itself reads the same window from the header.
+    let listing = sh(&format!("zstd -lv {} 2>&1", src.display()));
+    assert!(listing.contains("2147483648"), "{listing}");
+    src
+}
+
+/// The window is refused from the frame header, before anything is written, naming the window
+/// and the opt-in; the process stays far under 64 MiB.
+#[test]
+fn zstd_long_window_is_refused_within_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long31(dir.path());
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            src.as_os_str(),
+            out.as_os_str(),
+            os("--no-bmap"),
+        ],
+        None,
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "{}: the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 128 MiB allowed by default (zstd's own limit)",
+                src.display()
+            ),
+            "if you trust this image, allow it with --max-window 2GiB",
+            "nothing was written",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert!(!out.exists() || std::fs::metadata(&out).unwrap().len() == 0);
+}
+
+/// With `--max-window 2GiB` the same file decodes, within the stated bound: 48 MiB (the pool and the
+/// program) plus the window the decoder fills, at most the 64 MiB of image. A smaller opt-in is
+/// still refused, naming it.
+#[test]
+fn max_window_opt_in_decodes_within_the_stated_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long31(dir.path());
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            src.as_os_str(),
+            out.as_os_str(),
+            os("--no-bmap"),
+            os("--max-window"),
+            os("2GiB"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 64 * MIB);
+    assert_eq!(
+        sha256sum(&out),
+        sh("head -c 64M /dev/zero | sha256sum")
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    assert!(rss < 48 * MIB + 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    let (o, _) = measured(
+        &[
+            os("write"),
+            src.as_os_str(),
+            dir.path().join("out2.img").as_os_str(),
+            os("--max-window"),
+            os("1GiB"),
+        ],
+        None,
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            "more than the 1 GiB that --max-window allows",
+            "--max-window 2GiB",
+        ],
+    );
+}
+
+/// An xz file whose block declares a 256 MiB dictionary (made by the real xz): from a file, refused
+/// before anything is written (the block headers are read through the index); from a pipe, refused
+/// by liblzma's memory limit when the block starts. Both name the dictionary and the opt-in, and
+/// stay under 64 MiB.
+#[test]
+fn xz_dictionary_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dict.img.xz");
+    let data = pseudo_random(3, 1 << 20);
+    std::fs::write(dir.path().join("dict.img"), &data).unwrap();
+    sh(&format!(
+        "xz --lzma2=preset=1,dict=256MiB -c {} > {}",
+        dir.path().join("dict.img").display(),
+        src.display()
+    ));
+    assert!(sh(&format!("xz -lvv {}", src.display())).contains("Memory needed:     257 MiB"));
+    let out = dir.path().join("out.img");
+    let need = "the xz data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 128 MiB allowed by default";
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("{} (xz block 1): {need}", src.display()),
+            "--max-window 256MiB",
+            "nothing was written",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            os("-"),
+            out.as_os_str(),
+            os("--size"),
+            os("1M"),
+        ],
+        Some(&src),
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("standard input (after 0 bytes of the image): {need}"),
+            "--max-window 256MiB",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    // Allowed, it decodes to the same bytes.
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .arg(&out)
+        .args(["--max-window", "256MiB"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+/// A 7z archive whose LZMA2 coder declares a 256 MiB dictionary (made by the real 7z): refused from
+/// its headers, before decoding, from a file and from standard input (after spooling).
+#[test]
+fn sevenz_dictionary_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dict.7z");
+    sh(&format!(
+        "head -c 1M /dev/zero | 7z a -bso0 -bsp0 -si -mx=1 -m0=lzma2:d=256m {}",
+        src.display()
+    ));
+    assert!(sh(&format!("7z l -slt {}", src.display())).contains("Method = LZMA2:28"));
+    let out = dir.path().join("out.img");
+    let need = "the 7z data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 128 MiB allowed by default";
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("{}: {need}", src.display()),
+            "--max-window 256MiB",
+            "nothing was written",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    let (o, _) = measured(
+        &[
+            os("write"),
+            os("-"),
+            out.as_os_str(),
+            os("--size"),
+            os("1M"),
+        ],
+        Some(&src),
+    );
+    assert_failed(
+        &o,
+        2,
+        &[&format!("standard input: {need}"), "nothing was written"],
+    );
+}
+
+/// `--max-window` where no decoder has a window (raw, gzip, bzip2) is an error, not ignored.
+#[test]
+fn max_window_without_a_window_is_an_error() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["", ".gz", ".bz2"] {
+        let o = bin()
+            .arg("write")
+            .arg(f.path(ext))
+            .arg(dir.path().join("out.img"))
+            .args(["--max-window", "256MiB"])
+            .output()
+            .unwrap();
+        let format = match ext {
+            "" => "raw",
+            ".gz" => "gzip",
+            _ => "bzip2",
+        };
+        assert_failed(
+            &o,
+            2,
+            &[
+                &format!(
+                    "--max-window has no effect here: {} holds {format} data, whose decoder has no window",
+                    f.path(ext).display()
+                ),
+                "nothing was written",
+            ],
+        );
+    }
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".zst"))
+        .arg(dir.path().join("out.img"))
+        .args(["--max-window", "300MiB"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &["--max-window: 314572800 bytes is not a power of two from 1 MiB to 2 GiB"],
+    );
+}
+
+/// Every format of the round-trip fixture (xz in several blocks decoded in parallel, 7z with
+/// dictionary resets, and the streams) writes with a peak RSS under 64 MiB, and the target holds the
+/// image.
+#[test]
+fn every_format_writes_within_64_mib() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in FORMATS {
+        let out = dir.path().join(format!("out{ext}.img"));
+        let src = f.path(ext);
+        let (o, rss) = measured(
+            &[
+                os("write"),
+                src.as_os_str(),
+                out.as_os_str(),
+                os("--no-bmap"),
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "{ext}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
+        assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
+        assert_eq!(sha256sum(&out), f.sha256, "{ext}");
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// A 7z on standard input is copied to a temporary file first (7z needs random access). Ctrl-C and
+/// SIGTERM stop the copy at once, even while a read waits on a quiet pipe: exit 130 and 143,
+/// nothing written, nothing left. The copy used to ignore them until the input ended.
+#[test]
+fn interrupted_while_spooling_a_7z() {
+    for (sig, code, name) in [
+        (libc::SIGINT, 130, "SIGINT (Ctrl-C)"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.img");
+        let mut child = Killed(
+            Command::new(bin_path())
+                .args(["write", "-"])
+                .arg(&out)
+                .args(["--size", "10M"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // The 7z signature and a MiB of data, then the pipe stays open and quiet.
+        let mut stdin = child.0.stdin.take().unwrap();
+        stdin.write_all(b"7z\xbc\xaf\x27\x1c").unwrap();
+        stdin.write_all(&pseudo_random(5, 1 << 20)).unwrap();
+        stdin.flush().unwrap();
+        let mut err = BufReader::new(child.0.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("7z needs random access: copying standard input to a temporary file"),
+            "{line}"
+        );
+        // SAFETY: kill sends a signal to our own child.
+        unsafe { libc::kill(child.0.id() as i32, sig) };
+        // It ends without more input (a watchdog, not a time limit: stuck means failed).
+        let mut status = None;
+        for _ in 0..400 {
+            status = child.0.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = status.unwrap_or_else(|| panic!("{name} did not stop the spooling writer"));
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        assert_eq!(status.code(), Some(code), "{rest}");
+        for n in [
+            &format!(
+                "error: interrupted by {name} while copying standard input to a temporary file"
+            ),
+            &format!("nothing was written to {}", out.display()),
+        ] {
+            assert!(rest.contains(n.as_str()), "lacks {n:?}: {rest}");
+        }
+        assert!(!out.exists());
+        drop(stdin);
+    }
+}
+
+/// The copy of a 7z from standard input or a URL is capped at what the temporary directory can
+/// spare (here an 8 MiB tmpfs as TMPDIR): a larger archive fails saying so and what to do, exit 1,
+/// and leaves nothing in the directory. A server that announces a larger Content-Length is refused
+/// before the download.
+#[test]
+fn sevenz_spool_is_capped_by_the_temporary_directory() {
+    assert!(is_root(), "needs root (mount -t tmpfs)");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            &tmp.display().to_string(),
+        ],
+    );
+    let _unmount = Mount { dir: tmp.clone() };
+    let web = dir.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::write(web.join("big.img"), pseudo_random(9, 12 << 20)).unwrap();
+    let src = web.join("big.7z");
+    sh(&format!(
+        "cd {} && 7z a -bso0 -bsp0 -mx=1 big.7z big.img",
+        web.display()
+    ));
+    let out = dir.path().join("out.img");
+    let expect = |o: &std::process::Output, what: &str| {
+        assert_failed(
+            o,
+            1,
+            &[
+                &format!("{what}: the 7z archive is larger than the "),
+                &format!(
+                    "the temporary directory {} can take (its free space, less 5% of its filesystem kept free)",
+                    tmp.display()
+                ),
+                "set TMPDIR to a directory with more room, or save the archive to a file and write that",
+                "nothing was written",
+            ],
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        assert!(!out.exists());
+    };
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    expect(&o, "standard input");
+    let server = HttpServer::serve(&web);
+    let url = format!("{}/big.7z", server.base);
+    let o = Command::new(bin_path())
+        .args(["write", &url])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    expect(&o, &url);
+    // With room, the same archive from standard input writes.
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&out)
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256sum(&out), sha256sum(&web.join("big.img")));
+}
+
+/// A stream of zstd frames whose second frame asks for a window over the limit (the first frame's
+/// header is checked before writing; later ones by the decoder as they come): the write stops there,
+/// says where and how to allow it, and leaves the target without its first 64 KiB.
+#[test]
+fn later_zstd_frame_over_the_window_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = long31(dir.path());
+    let first = dir.path().join("first.img");
+    std::fs::write(&first, pseudo_random(8, 3 << 20)).unwrap();
+    let src = dir.path().join("frames.img.zst");
+    sh(&format!(
+        "zstd -q -c {} > {src}; cat {} >> {src}",
+        first.display(),
+        long.display(),
+        src = src.display()
+    ));
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "{} (after 3145728 bytes of the image): the zstd data needs a window to decode larger than the 128 MiB allowed by default (zstd's own limit)",
+                src.display()
+            ),
+            "allow more with --max-window (a power of two up to 2GiB)",
+            "first 64 KiB are zeroed",
+        ],
+    );
+    assert!(zero_prefix(&out, 65536));
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+}

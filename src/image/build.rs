@@ -76,6 +76,13 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the kernel command line contains a control character, {}, at character {at}; it goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text",
+        crate::profile::describe_control(*c)
+    )]
+    CmdlineControl { at: usize, c: char },
+    #[error(transparent)]
+    BootScr(#[from] bootconfig::Unquotable),
 }
 
 impl BuildError {
@@ -479,7 +486,7 @@ fn boot_partition_files(
                 let script = bootconfig::boot_cmd(&BootFiles {
                     fdt: fdt.clone(),
                     ..boot.clone()
-                });
+                })?;
                 let arm64 = profile.arch == crate::profile::Arch::Arm64;
                 let scr = bootconfig::script_uimage(
                     script.as_bytes(),
@@ -542,6 +549,26 @@ pub fn build(
         },
     )?;
     let cmdline = kernel_cmdline(profile, &layout, req.cmdline_append.as_deref());
+    // The profile's strings and --cmdline-append are checked where they are read; this guards
+    // every other way a request can be made.
+    if let Some((at, c)) = crate::profile::control_char(&cmdline) {
+        return Err(BuildError::CmdlineControl { at, c });
+    }
+    if profile.boot.methods.contains(&BootMethod::BootScr) {
+        let dtb = profile.kernel.dtb.as_deref().unwrap_or_default();
+        for (what, value) in [
+            ("the kernel command line", cmdline.as_str()),
+            ("kernel.dtb", dtb),
+        ] {
+            if bootconfig::uboot_quote(value).is_none() {
+                return Err(bootconfig::Unquotable {
+                    what,
+                    value: value.to_string(),
+                }
+                .into());
+            }
+        }
+    }
     let vboot_keys = profile.vboot.as_ref().map(|v| {
         Keys::from_profile(
             v,

@@ -544,10 +544,93 @@ fn embedded_file(path: &str, data: &[u8]) -> Arc<SourceFile> {
 }
 
 fn parse_file(file: &Arc<SourceFile>) -> Result<RawProfile, ProfileError> {
-    source::parse_with_origin::<RawProfile>(file).map_err(|e| {
+    let raw = source::parse_with_origin::<RawProfile>(file).map_err(|e| {
         let (at, message) = source::syntax_error(file, &e);
         ProfileError::Syntax { at, message }
-    })
+    })?;
+    one_line_strings(file)?;
+    Ok(raw)
+}
+
+/// The first control character in `s` (C0, DEL, C1, and the Unicode line and paragraph
+/// separators): its 1-based character position and the character.
+pub fn control_char(s: &str) -> Option<(usize, char)> {
+    s.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        .map(|(i, c)| (i + 1, c))
+}
+
+/// What a control character is, for messages: `U+000A (line feed)`.
+pub fn describe_control(c: char) -> String {
+    let name = match c {
+        '\n' => " (line feed)",
+        '\r' => " (carriage return)",
+        '\t' => " (tab)",
+        '\0' => " (NUL)",
+        '\u{1b}' => " (escape)",
+        _ => "",
+    };
+    format!("U+{:04X}{name}", c as u32)
+}
+
+/// Every string of a profile file, and every key, is one line of printable text: profile values end
+/// up in generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release
+/// notes) and a line break there starts a new directive or, in a script, a new command. Checked on
+/// the file's syntax tree, so no field can be forgotten; the error names file:line:col and field.
+fn one_line_strings(file: &SourceFile) -> Result<(), ProfileError> {
+    use toml::de::{DeTable, DeValue};
+    fn check(file: &SourceFile, span: usize, field: &str, s: &str) -> Result<(), ProfileError> {
+        match control_char(s) {
+            None => Ok(()),
+            Some((i, c)) => {
+                let (line, col) = file.line_col(span);
+                Err(ProfileError::Invalid {
+                    at: format!("{}:{line}:{col}", file.name),
+                    field: field.to_string(),
+                    message: format!(
+                        "contains a control character, {}, at character {i}; profile values go into generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release notes) and must be one line of printable text",
+                        describe_control(c)
+                    ),
+                })
+            }
+        }
+    }
+    fn value(
+        file: &SourceFile,
+        v: &toml::Spanned<DeValue<'_>>,
+        field: &str,
+    ) -> Result<(), ProfileError> {
+        match v.get_ref() {
+            DeValue::String(s) => check(file, v.span().start, field, s),
+            DeValue::Array(a) => a
+                .into_iter()
+                .enumerate()
+                .try_for_each(|(i, e)| value(file, e, &format!("{field}[{i}]"))),
+            DeValue::Table(t) => table(file, t, field),
+            _ => Ok(()),
+        }
+    }
+    fn table(file: &SourceFile, t: &DeTable<'_>, prefix: &str) -> Result<(), ProfileError> {
+        for (k, v) in t {
+            let key: &str = k.get_ref();
+            let field = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if control_char(key).is_some() {
+                check(file, k.span().start, &format!("{field:?} (a key)"), key)?;
+            }
+            value(file, v, &field)?;
+        }
+        Ok(())
+    }
+    match DeTable::parse(&file.text) {
+        Ok(t) => table(file, t.get_ref(), ""),
+        // Syntax errors are reported by the parse that precedes this check.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Later layers (the board) override earlier ones (its bases) field by field.

@@ -250,8 +250,13 @@ pub fn decompress_tarball(what: &str, src: &Path, dest: &Path) -> Result<(), Fet
         format: format.name().into(),
         detail: e.to_string(),
     };
-    let mut decoded =
-        codec::decoder(format, Box::new(BufReader::new(input))).map_err(decompress_err)?;
+    let mut decoded = codec::decoder(
+        format,
+        Box::new(BufReader::new(input)),
+        codec::WindowLimit::default(),
+    )
+    .map_err(decompress_err)?
+    .0;
     let result = (|| {
         let mut output = File::create(dest).map_err(ioe(format!("creating {}", dest.display())))?;
         let mut buf = vec![0u8; 1 << 20];

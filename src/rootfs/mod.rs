@@ -99,7 +99,8 @@ impl RootfsError {
             | RootfsError::Setting { .. }
             | RootfsError::MissingArtifact { .. }
             | RootfsError::Invalid { .. }
-            | RootfsError::Output { .. } => true,
+            | RootfsError::Output { .. }
+            | RootfsError::Tree(TarTreeError::PastEnd { .. }) => true,
             RootfsError::Fetch(f) => f.is_input_error(),
             RootfsError::Customize(c) => matches!(
                 c,
@@ -1014,7 +1015,12 @@ pub fn build_rootfs(
     on(RootfsEvent::Phase(
         "configuring users, files, fstab and services",
     ));
-    let mut tree = TarTree::open(&source_tar)?;
+    // Errors in a prebuilt tarball name it, not its working copy.
+    let shown = match &tarball {
+        Some((source, _)) => PathBuf::from(format!("--rootfs-tarball {source}")),
+        None => source_tar.clone(),
+    };
+    let mut tree = TarTree::open_as(&source_tar, &shown)?;
     let customized = customize::apply(
         &mut tree,
         &recipe,

@@ -5,9 +5,11 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 
-pub use crate::codec::{Format, IN_BUF, decoder};
+pub use crate::codec::{
+    DEFAULT_MAX_WINDOW, Format, IN_BUF, MAX_MAX_WINDOW, MIN_MAX_WINDOW, WindowLimit,
+    WindowTooLarge, decoder, zstd_window,
+};
 
 /// Counts the compressed bytes consumed, so errors can say where in the file they happened.
 pub struct Counted<R> {
@@ -41,11 +43,23 @@ pub fn zstd_first_frame_size(header: &[u8]) -> Option<u64> {
         .flatten()
 }
 
-/// The single file entry of a 7z archive that holds the image: (index, name, size).
-pub fn sevenz_entry(file: &mut File) -> Result<(String, u64), String> {
+/// Memory for reading a 7z archive's headers (the file list; 7-Zip compresses it with a small
+/// LZMA dictionary). An image archive's headers take a few hundred bytes.
+const SEVENZ_HEADER_LIMIT: u64 = 16 << 20;
+
+/// Reads a 7z archive's headers, within [`SEVENZ_HEADER_LIMIT`] of memory.
+pub fn sevenz_archive(file: &mut File) -> Result<sevenz_rust2::Archive, String> {
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let archive = sevenz_rust2::Archive::read(file, &sevenz_rust2::Password::empty())
-        .map_err(|e| format!("cannot read the 7z archive: {e}"))?;
+    sevenz_rust2::Archive::read_with_memory_limit(
+        file,
+        &sevenz_rust2::Password::empty(),
+        (SEVENZ_HEADER_LIMIT / 1024) as usize,
+    )
+    .map_err(|e| format!("cannot read the 7z archive: {e}"))
+}
+
+/// The single file entry of a 7z archive that holds the image: (name, size).
+pub fn sevenz_entry(archive: &sevenz_rust2::Archive) -> Result<(String, u64), String> {
     let files: Vec<&sevenz_rust2::ArchiveEntry> = archive
         .files
         .iter()
@@ -74,12 +88,36 @@ pub fn sevenz_entry(file: &mut File) -> Result<(String, u64), String> {
     }
 }
 
+/// LZMA method id in 7z coder records (its properties: a byte, then the dictionary size).
+const SEVENZ_LZMA: &[u8] = &[0x03, 0x01, 0x01];
+
+/// The largest dictionary the archive's LZMA and LZMA2 coders declare (0 when none).
+pub fn sevenz_dict(archive: &sevenz_rust2::Archive) -> u64 {
+    archive
+        .blocks
+        .iter()
+        .flat_map(|b| b.coders.iter())
+        .filter_map(|c| {
+            let props = c.properties();
+            match c.encoder_method_id() {
+                SEVENZ_LZMA2 => super::xz::lzma2_dict(*props.first()?),
+                SEVENZ_LZMA => Some(u64::from(u32::from_le_bytes(
+                    props.get(1..5)?.try_into().ok()?,
+                ))),
+                _ => None,
+            }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// LZMA2 method id in 7z coder records.
 const SEVENZ_LZMA2: &[u8] = &[0x21];
 /// Unpacked bytes gathered into one unit of parallel work (several dictionary-reset segments).
 const LZMA2_UNIT: u64 = 8 << 20;
-/// Dictionary memory the parallel decoders may touch together; beyond it, one thread decodes.
-const LZMA2_DICT_BUDGET: u64 = 24 << 20;
+/// Dictionary memory the parallel decoders (xz blocks, 7z LZMA2 segments) may touch together;
+/// beyond it, one thread decodes. With the pool this keeps the writer under 64 MiB.
+pub const DICT_BUDGET: u64 = 24 << 20;
 
 /// A 7z archive whose image is one LZMA2 stream with dictionary resets (what 7-Zip and boardsmith
 /// write with several threads), cut at those resets into units that decode independently.
@@ -93,13 +131,12 @@ pub struct SevenZBlocks {
 /// archive is not the simple case (one block, one LZMA2 coder, one packed stream), has no reset to
 /// cut at, or its units would need more dictionary memory than the budget for `threads`.
 pub fn sevenz_blocks(
-    file: &mut File,
+    archive: &sevenz_rust2::Archive,
+    file: &(impl super::xz::ReadAt + ?Sized),
     entry: &str,
     size: u64,
     threads: u64,
 ) -> Option<SevenZBlocks> {
-    file.seek(SeekFrom::Start(0)).ok()?;
-    let archive = sevenz_rust2::Archive::read(file, &sevenz_rust2::Password::empty()).ok()?;
     let [block] = archive.blocks.as_slice() else {
         return None;
     };
@@ -129,15 +166,10 @@ pub fn sevenz_blocks(
     // The packed stream starts after the 32-byte signature header.
     let start = 32u64.checked_add(archive.pack_pos())?;
     let end = start.checked_add(*pack_size)?;
-    let dict = if props == 40 {
-        u64::from(u32::MAX)
-    } else {
-        (2 | u64::from(props & 1)) << (props / 2 + 11)
-    };
+    let dict = super::xz::lzma2_dict(props)?;
     let blocks = lzma2_units(file, start, end, size, props)?;
     let largest = blocks.iter().map(|b| b.uncompressed).max()?;
-    if blocks.len() < 2 || threads.min(blocks.len() as u64) * dict.min(largest) > LZMA2_DICT_BUDGET
-    {
+    if blocks.len() < 2 || threads.min(blocks.len() as u64) * dict.min(largest) > DICT_BUDGET {
         return None;
     }
     Some(SevenZBlocks {
@@ -149,10 +181,16 @@ pub fn sevenz_blocks(
     })
 }
 
+/// Most LZMA2 chunks walked: a chunk holds up to 64 KiB of packed data or 2 MiB of output, so this
+/// covers 256 GiB of incompressible image. A longer stream decodes on one thread.
+const MAX_CHUNKS: u64 = 1 << 22;
+
 /// Walks the LZMA2 chunk headers in `[start, end)` (each gives its packed and unpacked size, so no data
 /// is decoded) and groups the chunks into units of about [`LZMA2_UNIT`] that begin at a dictionary reset.
-fn lzma2_units(
-    file: &File,
+/// None when the chunks do not add up to `size`, or there are more than [`MAX_CHUNKS`] chunks or
+/// [`super::xz::MAX_BLOCKS`] units: time and memory stay bounded whatever the headers say.
+pub fn lzma2_units(
+    file: &(impl super::xz::ReadAt + ?Sized),
     start: u64,
     end: u64,
     size: u64,
@@ -162,12 +200,14 @@ fn lzma2_units(
     let mut units: Vec<XzBlock> = Vec::new();
     let (mut pos, mut unpacked) = (start, 0u64);
     let mut head = [0u8; 6];
+    let mut chunks = 0u64;
     loop {
-        if pos >= end {
-            return None; // no end marker
+        chunks += 1;
+        if pos >= end || chunks > MAX_CHUNKS {
+            return None; // no end marker, or too many chunks
         }
         let n = (end - pos).min(6) as usize;
-        file.read_exact_at(&mut head[..n], pos).ok()?;
+        file.pread_exact(&mut head[..n], pos).ok()?;
         let c = head[0];
         let (header, packed, out, reset) = match c {
             0 => break,
@@ -188,6 +228,7 @@ fn lzma2_units(
         if chunk_end > end {
             return None;
         }
+        let full = units.len() >= super::xz::MAX_BLOCKS;
         match units.last_mut() {
             // A new unit begins at a reset once the current one is big enough.
             Some(u) if !reset || u.uncompressed < LZMA2_UNIT => {
@@ -196,6 +237,7 @@ fn lzma2_units(
             }
             // The stream must open with a dictionary reset.
             None if !reset => return None,
+            _ if full => return None,
             _ => units.push(XzBlock {
                 offset: pos,
                 total: header + packed,
@@ -211,14 +253,21 @@ fn lzma2_units(
 
 /// Decodes entry `name` of the 7z archive in `file`, handing its data to `each` in order.
 /// Single-threaded: sevenz-rust2's threaded mode buffers whole blocks in memory.
+/// `max_window` bounds the decoders' memory (their dictionaries, checked by [`sevenz_dict`] before).
 pub fn sevenz_decode(
     file: File,
     name: &str,
+    max_window: WindowLimit,
     each: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut reader = sevenz_rust2::ArchiveReader::new(
+    let mut reader = sevenz_rust2::ArchiveReader::new_with_memory_limit(
         BufReader::with_capacity(IN_BUF, file),
         sevenz_rust2::Password::empty(),
+        (max_window
+            .bytes
+            .max(SEVENZ_HEADER_LIMIT)
+            .saturating_add(2 << 20)
+            / 1024) as usize,
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     reader.set_thread_count(1);
@@ -245,4 +294,39 @@ pub fn sevenz_decode(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunk headers that add up to far more than a stream could hold, or a walk without end: the
+    /// walker gives up (None) within its bounds.
+    #[test]
+    fn lzma2_walk_is_bounded() {
+        // An LZMA chunk with a dictionary reset (6-byte header), 2 MiB of output from 1 packed
+        // byte, repeated.
+        let chunk = [0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x5d];
+        let mut data: Vec<u8> = chunk.iter().copied().cycle().take(7 * 300_000).collect();
+        // No end marker.
+        assert!(lzma2_units(&data[..], 0, data.len() as u64, 300_000 << 21, 22).is_none());
+        // Consistent, but 75,000 units of 8 MiB: more than MAX_BLOCKS are not kept.
+        data.push(0);
+        assert!(lzma2_units(&data[..], 0, data.len() as u64, 300_000 << 21, 22).is_none());
+        let fewer = [&data[..7 * 200_000], &[0][..]].concat();
+        assert_eq!(
+            lzma2_units(&fewer[..], 0, fewer.len() as u64, 200_000 << 21, 22)
+                .unwrap()
+                .len(),
+            50_000
+        );
+        let mut ended = data[..7 * 10].to_vec();
+        ended.push(0);
+        let units = lzma2_units(&ended[..], 0, ended.len() as u64, 10 * (2 << 20), 22).unwrap();
+        assert_eq!(units.len(), 3);
+        assert_eq!(
+            units.iter().map(|u| u.uncompressed).sum::<u64>(),
+            10 * (2 << 20)
+        );
+    }
 }

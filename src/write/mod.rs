@@ -76,6 +76,8 @@ pub struct WriteRequest {
     pub net: NetOptions,
     /// A URL source may be written although nothing can check it (sums found are still checked).
     pub no_checksum: bool,
+    /// The largest decoder window or dictionary allowed (`--max-window`).
+    pub max_window: decompress::WindowLimit,
 }
 
 /// Exit status of a network failure that survived every retry: trying again later may work.
@@ -219,10 +221,8 @@ impl WriteError {
             WriteError::Unchecked { .. } => 2,
             WriteError::Interrupted { .. } => interrupt::exit_status(),
             WriteError::Grow { source, .. } => source.exit_code(),
-            WriteError::Source(_)
-            | WriteError::Bmap { .. }
-            | WriteError::SideFile(_)
-            | WriteError::BmapSize { .. } => 2,
+            WriteError::Source(s) => s.exit_code(),
+            WriteError::Bmap { .. } | WriteError::SideFile(_) | WriteError::BmapSize { .. } => 2,
             WriteError::Target(t) if t.is_usage() => 2,
             _ => 1,
         }
@@ -375,9 +375,10 @@ impl fmt::Display for WriteReport {
     }
 }
 
-fn decode_options() -> DecodeOptions {
+fn decode_options(req: &WriteRequest) -> DecodeOptions {
     DecodeOptions {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        max_window: req.max_window,
     }
 }
 
@@ -463,7 +464,7 @@ fn write_inner(
     client: &net::Client,
 ) -> Result<WriteReport, WriteError> {
     let started = Instant::now();
-    let opts = decode_options();
+    let opts = decode_options(req);
     if req.no_checksum && !req.source.is_url() {
         return Err(WriteError::SideFile(
             "--no-checksum only applies to an image from a URL (a local file or standard input is written without one)".into(),
@@ -1098,7 +1099,7 @@ fn verify_failure(
                 end,
                 detail,
             };
-            match verify::source_bytes(&req.source, decode_options(), start, end) {
+            match verify::source_bytes(&req.source, decode_options(req), start, end) {
                 Ok(Some(src)) => match verify::first_difference(sink, ranges, (start, end), &src, pool) {
                     Ok(Some((offset, found, wanted))) => WriteError::ReadBack {
                         target: name,

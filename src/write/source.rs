@@ -7,7 +7,7 @@ use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::decompress::{self, Format};
+use super::decompress::{self, Format, WindowLimit, WindowTooLarge};
 use crate::net::{self, DownloadHandle, NetError};
 
 /// The image source as the user named it.
@@ -149,6 +149,39 @@ pub enum SourceError {
     SevenZ { what: String, message: String },
     #[error("{what} is a directory; name an image file")]
     Directory { what: String },
+    #[error("{what}: {detail}")]
+    Window {
+        what: String,
+        detail: decompress::WindowTooLarge,
+    },
+    #[error(
+        "{what}: the 7z archive is larger than the {} ({limit} bytes) the temporary directory {} can take (its free space, less {SPOOL_RESERVE_PERCENT}% of its filesystem kept free). A 7z archive needs random access, so one from standard input or a URL is copied there first: set TMPDIR to a directory with more room, or save the archive to a file and write that",
+        crate::size::Human(*limit),
+        dir.display()
+    )]
+    SpoolFull {
+        what: String,
+        dir: PathBuf,
+        limit: u64,
+    },
+    #[error("interrupted by {signal} while copying {what} to a temporary file")]
+    Interrupted { what: String, signal: &'static str },
+    #[error(
+        "--max-window has no effect here: {what} holds {format} data, whose decoder has no window; only zstd, xz and 7z sources have one (leave the option out)"
+    )]
+    NoWindow { what: String, format: &'static str },
+}
+
+impl SourceError {
+    /// 128 + the signal's number when interrupted; 1 when the spool found no room (the machine's
+    /// limit, not the input's fault); otherwise 2: the source or its name is bad.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SourceError::Interrupted { .. } => super::interrupt::exit_status(),
+            SourceError::SpoolFull { .. } => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// How large the image is, as far as the source tells before decoding.
@@ -177,9 +210,14 @@ pub enum Input {
         file: File,
         index: super::xz::XzIndex,
         threads: usize,
+        max_dict: WindowLimit,
     },
     /// A 7z archive (a file, or standard input/HTTP spooled to an unlinked temporary file).
-    SevenZ { file: File, entry: String },
+    SevenZ {
+        file: File,
+        entry: String,
+        max_window: WindowLimit,
+    },
     /// A 7z archive whose LZMA2 stream has dictionary resets, decoded block-parallel between them.
     SevenZBlocks {
         file: File,
@@ -203,6 +241,8 @@ pub struct Source {
 pub struct DecodeOptions {
     /// Threads for block-parallel xz decoding.
     pub threads: u32,
+    /// The largest window (zstd) or dictionary (xz, 7z) allowed.
+    pub max_window: WindowLimit,
 }
 
 /// Reads up to `n` bytes from the start of a stream and gives back a stream that still starts there.
@@ -221,13 +261,48 @@ fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn R
     Ok((head.clone(), Box::new(Cursor::new(head).chain(r))))
 }
 
-/// Copies a stream into an unlinked temporary file (7z needs random access).
-fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
+/// Share of the temporary directory's filesystem a spool leaves free, so that the system keeps room.
+const SPOOL_RESERVE_PERCENT: u64 = 5;
+
+/// How much the spool may take in `dir`: its filesystem's free space less
+/// [`SPOOL_RESERVE_PERCENT`] of its size.
+fn spool_limit(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a zeroed statvfs is valid and statvfs fills it for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    let avail = (st.f_bavail as u64).saturating_mul(unit);
+    let size = (st.f_blocks as u64).saturating_mul(unit);
+    Ok(avail.saturating_sub(size / 100 * SPOOL_RESERVE_PERCENT))
+}
+
+/// Copies a stream into an unlinked temporary file (7z needs random access), at most what the
+/// temporary directory can spare ([`spool_limit`]; refused at once when the server's
+/// `Content-Length` says more). Ctrl-C and SIGTERM stop it: the copy runs on its own thread and
+/// this one polls the signal flag, so a read blocked on a quiet pipe holds nothing up. The file is
+/// unlinked from the start: nothing is left behind whatever happens.
+fn spool(r: Box<dyn Read + Send>, what: &str, announced: Option<u64>) -> Result<File, SourceError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = std::env::temp_dir();
     let err = |e: io::Error| SourceError::Open {
         what: format!("a temporary file in {} to hold {what}", dir.display()),
         source: e,
     };
+    let limit = spool_limit(&dir).map_err(err)?;
+    let full = || SourceError::SpoolFull {
+        what: what.to_string(),
+        dir: dir.clone(),
+        limit,
+    };
+    if announced.is_some_and(|n| n > limit) {
+        return Err(full());
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -235,10 +310,67 @@ fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
         .mode(0o600)
         .open(&dir)
         .map_err(err)?;
-    io::copy(&mut r, &mut f).map_err(|e| SourceError::Open {
-        what: what.to_string(),
-        source: e,
-    })?;
+    let mut out = f.try_clone().map_err(err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), Option<io::Error>>>();
+    let copier = {
+        let stop = stop.clone();
+        let mut r = r;
+        std::thread::Builder::new()
+            .name("boardsmith-spool".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0u64;
+                let result = loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break Ok(());
+                    }
+                    let n = match r.read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Err(Some(e)),
+                    };
+                    total += n as u64;
+                    if total > limit {
+                        break Err(None);
+                    }
+                    if let Err(e) = out.write_all(&buf[..n]) {
+                        break Err(Some(e));
+                    }
+                };
+                let _ = tx.send(result);
+            })
+            .map_err(err)?
+    };
+    let result = loop {
+        if super::interrupt::interrupted() {
+            stop.store(true, Ordering::SeqCst);
+            // The copier may be blocked in a read; the process is about to end without it.
+            return Err(SourceError::Interrupted {
+                what: what.to_string(),
+                signal: super::interrupt::signal_name(),
+            });
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(Some(io::Error::other("the copying thread stopped")));
+            }
+        }
+    };
+    let _ = copier.join();
+    match result {
+        Ok(()) => {}
+        Err(None) => return Err(full()),
+        Err(Some(e)) => {
+            return Err(SourceError::Open {
+                what: what.to_string(),
+                source: e,
+            });
+        }
+    }
     f.flush().map_err(err)?;
     f.seek(SeekFrom::Start(0)).map_err(err)?;
     Ok(f)
@@ -358,44 +490,112 @@ impl Probe {
             None => e,
         };
         let mut size = SizeInfo::default();
-        let input = match format {
+        let limit = opts.max_window;
+        let (input, windowed) = match format {
             Format::Raw => {
                 size.exact = content_length;
-                Input::Stream(stream)
+                (Input::Stream(stream), false)
             }
             Format::SevenZ => {
                 note(&format!(
                     "7z needs random access: copying {what} to a temporary file first"
                 ));
-                let mut file = spool(stream, &what).map_err(failed)?;
-                let (entry, len) =
-                    decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                        what: what.clone(),
-                        message,
-                    })?;
+                let mut file = spool(stream, &what, content_length).map_err(failed)?;
+                let (_, entry, len) = sevenz_checked(&mut file, &what, limit)?;
                 size.exact = Some(len);
-                Input::SevenZ { file, entry }
+                (
+                    Input::SevenZ {
+                        file,
+                        entry,
+                        max_window: limit,
+                    },
+                    true,
+                )
             }
             f => {
                 if f == Format::Zstd {
                     size.at_least = decompress::zstd_first_frame_size(&head);
+                    zstd_checked(&head, &what, limit)?;
                 }
-                Input::Stream(decompress::decoder(f, stream).map_err(|e| {
+                let (r, windowed) = decompress::decoder(f, stream, limit).map_err(|e| {
                     failed(SourceError::Open {
                         what: what.clone(),
                         source: e,
                     })
-                })?)
+                })?;
+                (Input::Stream(r), windowed)
             }
         };
-        Ok(Source {
-            spec,
-            format,
-            size,
-            input,
-            download,
-        })
+        finish(&spec, format, size, input, windowed, opts, download)
     }
+}
+
+/// The opened source, unless `--max-window` was given for a format that has no window.
+fn finish(
+    spec: &SourceSpec,
+    format: Format,
+    size: SizeInfo,
+    input: Input,
+    windowed: bool,
+    opts: DecodeOptions,
+    download: Option<DownloadHandle>,
+) -> Result<Source, SourceError> {
+    if opts.max_window.chosen && !windowed {
+        return Err(SourceError::NoWindow {
+            what: spec.display(),
+            format: format.name(),
+        });
+    }
+    Ok(Source {
+        spec: spec.clone(),
+        format,
+        size,
+        input,
+        download,
+    })
+}
+
+/// Refuses a zstd stream whose first frame declares a window over the limit, before anything is
+/// written (later frames are checked by the decoder as they come).
+fn zstd_checked(head: &[u8], what: &str, limit: WindowLimit) -> Result<(), SourceError> {
+    match decompress::zstd_window(head) {
+        Some(w) if w > limit.bytes => Err(SourceError::Window {
+            what: what.to_string(),
+            detail: WindowTooLarge {
+                format: "zstd",
+                needed: Some(w),
+                limit,
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a 7z archive's headers and finds the image entry (name, size), refusing dictionaries over
+/// the limit before anything is decoded.
+fn sevenz_checked(
+    file: &mut File,
+    what: &str,
+    limit: WindowLimit,
+) -> Result<(sevenz_rust2::Archive, String, u64), SourceError> {
+    let err = |message| SourceError::SevenZ {
+        what: what.to_string(),
+        message,
+    };
+    let archive = decompress::sevenz_archive(file).map_err(err)?;
+    let (entry, len) = decompress::sevenz_entry(&archive).map_err(err)?;
+    let dict = decompress::sevenz_dict(&archive);
+    if dict > limit.bytes {
+        return Err(SourceError::Window {
+            what: what.to_string(),
+            detail: WindowTooLarge {
+                format: "7z",
+                needed: Some(dict),
+                limit,
+            },
+        });
+    }
+    Ok((archive, entry, len))
 }
 
 fn open_regular(
@@ -416,7 +616,8 @@ fn open_regular(
         })?;
     let format = Format::detect(&head);
     let mut size = SizeInfo::default();
-    let input = match format {
+    let limit = opts.max_window;
+    let (input, windowed) = match format {
         Format::Raw => {
             size.exact = Some(len);
             // SAFETY: posix_fadvise only gives the kernel a hint about a valid descriptor.
@@ -428,57 +629,79 @@ fn open_regular(
                     libc::POSIX_FADV_SEQUENTIAL,
                 );
             }
-            Input::RawFile(file)
+            (Input::RawFile(file), false)
         }
         Format::SevenZ => {
-            let (entry, len) =
-                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                    what: what.clone(),
-                    message,
-                })?;
+            let (archive, entry, len) = sevenz_checked(&mut file, &what, limit)?;
             size.exact = Some(len);
             let threads = u64::from(opts.threads);
-            match decompress::sevenz_blocks(&mut file, &entry, len, threads) {
+            let input = match decompress::sevenz_blocks(&archive, &file, &entry, len, threads) {
                 Some(blocks) if threads > 1 => Input::SevenZBlocks {
                     file,
                     entry,
                     blocks,
                     threads: opts.threads as usize,
                 },
-                _ => Input::SevenZ { file, entry },
-            }
+                _ => Input::SevenZ {
+                    file,
+                    entry,
+                    max_window: limit,
+                },
+            };
+            (input, true)
         }
         Format::Xz if let Some(index) = super::xz::index(&file) => {
             size.exact = Some(index.uncompressed);
-            if index.blocks.len() > 1 && opts.threads > 1 {
-                Input::XzBlocks {
-                    file,
-                    index,
-                    threads: opts.threads as usize,
+            let threads = u64::from(opts.threads);
+            // Every block's dictionary is checked here, before anything is written.
+            match super::xz::parallel_fits(
+                &file,
+                &index,
+                threads,
+                decompress::DICT_BUDGET,
+                limit.bytes,
+            ) {
+                Err((i, dict)) => {
+                    return Err(SourceError::Window {
+                        what: format!("{what} (xz block {})", i + 1),
+                        detail: WindowTooLarge {
+                            format: "xz",
+                            needed: Some(dict),
+                            limit,
+                        },
+                    });
                 }
-            } else {
-                stream_of(Format::Xz, file, &what)?
+                Ok(true) => (
+                    Input::XzBlocks {
+                        file,
+                        index,
+                        threads: opts.threads as usize,
+                        max_dict: limit,
+                    },
+                    true,
+                ),
+                Ok(false) => stream_of(Format::Xz, file, &what, limit)?,
             }
         }
         f => {
             if f == Format::Zstd {
                 size.at_least = decompress::zstd_first_frame_size(&head);
+                zstd_checked(&head, &what, limit)?;
             }
-            stream_of(f, file, &what)?
+            stream_of(f, file, &what, limit)?
         }
     };
-    Ok(Source {
-        spec: spec.clone(),
-        format,
-        size,
-        input,
-        download: None,
-    })
+    finish(spec, format, size, input, windowed, opts, None)
 }
 
-fn stream_of(format: Format, file: File, what: &str) -> Result<Input, SourceError> {
-    decompress::decoder(format, Box::new(file))
-        .map(Input::Stream)
+fn stream_of(
+    format: Format,
+    file: File,
+    what: &str,
+    limit: WindowLimit,
+) -> Result<(Input, bool), SourceError> {
+    decompress::decoder(format, Box::new(file), limit)
+        .map(|(r, windowed)| (Input::Stream(r), windowed))
         .map_err(|e| SourceError::Open {
             what: what.to_string(),
             source: e,
