@@ -515,8 +515,8 @@ pub struct WriteArgs {
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<String>,
     /// zstd, xz and 7z sources: the largest window (zstd) or dictionary (xz, 7z) to decode with, a
-    /// power of two up to 2GiB; the writer holds that much memory for it (default 128MiB, zstd's
-    /// own limit; e.g. 2GiB for `zstd --long=31` files)
+    /// power of two up to 2GiB; the writer holds that much memory for it (default 16MiB, which keeps
+    /// the writer under 64MiB; e.g. 64MiB for `xz -9` images, 2GiB for `zstd --long=31` files)
     #[arg(long, value_name = "SIZE")]
     pub max_window: Option<String>,
 }

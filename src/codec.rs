@@ -66,14 +66,22 @@ impl Format {
 /// Input buffer for decoders: large enough that syscalls are rare.
 pub const IN_BUF: usize = 1 << 20;
 
-/// The largest window (zstd) or dictionary (xz, 7z) a decoder may use unless the user allows more:
-/// zstd's own default limit (`zstd -d` refuses larger frames without `--long`/`--memory`), which
-/// also admits `xz -9` and `7z -mx9` (64 MiB dictionaries). A decoder holds its whole window in
-/// memory; a few KB of crafted input can declare gigabytes.
-pub const DEFAULT_MAX_WINDOW: u64 = 1 << 27;
+/// The largest window (zstd) or dictionary (xz, 7z) a decoder may use unless the user allows more.
+/// A decoder holds its whole window in memory, and a few KB of crafted input can declare gigabytes.
+/// 16 MiB keeps the writer (a 32 MiB buffer pool and the program) under 64 MiB whatever the input,
+/// and admits `xz -0`…`-7`, `zstd -1`…`-19` and `7z -mx5` (boardsmith's own release formats);
+/// larger ones (`xz -9`, `zstd --long`, `7z -mx9`) need `--max-window`, which says how much more
+/// memory the writer may take. (zstd's own default limit, 128 MiB, would allow 170 MiB.)
+pub const DEFAULT_MAX_WINDOW: u64 = 1 << 24;
 /// Range of `--max-window`: powers of two (a zstd window limit is a power of two).
 pub const MIN_MAX_WINDOW: u64 = 1 << 20;
 pub const MAX_MAX_WINDOW: u64 = 1 << 31;
+
+/// The window limit for a root filesystem tarball (`rootfs --rootfs-tarball`): zstd's own default
+/// limit, which admits `xz -9` and `7z -mx9` (64 MiB), as distributions compress their tarballs.
+/// The tarball is decoded on its own (not beside the writer's pool), so the writer's 64 MiB budget
+/// does not apply; crafted input still cannot claim more.
+pub const TARBALL_MAX_WINDOW: u64 = 1 << 27;
 
 /// The largest window or dictionary a decoder may use, and whether the user chose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +89,8 @@ pub struct WindowLimit {
     pub bytes: u64,
     /// Set with `--max-window` (otherwise [`DEFAULT_MAX_WINDOW`]).
     pub chosen: bool,
+    /// A fixed limit that no option raises (root filesystem tarballs).
+    pub fixed: bool,
 }
 
 impl Default for WindowLimit {
@@ -88,6 +98,7 @@ impl Default for WindowLimit {
         WindowLimit {
             bytes: DEFAULT_MAX_WINDOW,
             chosen: false,
+            fixed: false,
         }
     }
 }
@@ -106,7 +117,17 @@ impl WindowLimit {
         Ok(WindowLimit {
             bytes,
             chosen: true,
+            fixed: false,
         })
+    }
+
+    /// The limit for a root filesystem tarball ([`TARBALL_MAX_WINDOW`]).
+    pub fn tarball() -> WindowLimit {
+        WindowLimit {
+            bytes: TARBALL_MAX_WINDOW,
+            chosen: false,
+            fixed: true,
+        }
     }
 }
 
@@ -140,15 +161,21 @@ impl WindowTooLarge {
             ),
             None => format!("a {} to decode larger than", self.what()),
         };
-        let limit = if self.limit.chosen {
+        let limit = if self.limit.fixed {
+            format!("the {} allowed (zstd's own limit)", Human(self.limit.bytes))
+        } else if self.limit.chosen {
             format!("the {} that --max-window allows", Human(self.limit.bytes))
         } else {
             format!(
-                "the {} allowed by default (zstd's own limit)",
+                "the {} allowed by default (it keeps the writer under 64 MiB)",
                 Human(self.limit.bytes)
             )
         };
         let advice = match self.needed.map(|n| n.next_power_of_two()) {
+            _ if self.limit.fixed => {
+                "decompress it with a tool you trust first and give the uncompressed .tar"
+                    .to_string()
+            }
             Some(p) if p > MAX_MAX_WINDOW => format!(
                 "that is more than boardsmith allows at all ({}); decompress it with a tool you trust first",
                 Human(MAX_MAX_WINDOW)
@@ -507,7 +534,7 @@ mod tests {
         };
         assert_eq!(
             w.to_string(),
-            "the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 128 MiB allowed by default (zstd's own limit): a few bytes of crafted input can claim gigabytes of memory this way; if you trust this image, allow it with --max-window 2GiB (the writer then uses up to that much more memory)"
+            "the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 16 MiB allowed by default (it keeps the writer under 64 MiB): a few bytes of crafted input can claim gigabytes of memory this way; if you trust this image, allow it with --max-window 2GiB (the writer then uses up to that much more memory)"
         );
         let w = WindowTooLarge {
             format: "xz",

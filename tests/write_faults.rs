@@ -1006,7 +1006,7 @@ fn zstd_long_window_is_refused_within_64_mib() {
         2,
         &[
             &format!(
-                "{}: the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 128 MiB allowed by default (zstd's own limit)",
+                "{}: the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 16 MiB allowed by default (it keeps the writer under 64 MiB)",
                 src.display()
             ),
             "if you trust this image, allow it with --max-window 2GiB",
@@ -1083,7 +1083,7 @@ fn xz_dictionary_over_the_limit_is_refused() {
     ));
     assert!(sh(&format!("xz -lvv {}", src.display())).contains("Memory needed:     257 MiB"));
     let out = dir.path().join("out.img");
-    let need = "the xz data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 128 MiB allowed by default";
+    let need = "the xz data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
     let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
     assert_failed(
         &o,
@@ -1138,7 +1138,7 @@ fn sevenz_dictionary_over_the_limit_is_refused() {
     ));
     assert!(sh(&format!("7z l -slt {}", src.display())).contains("Method = LZMA2:28"));
     let out = dir.path().join("out.img");
-    let need = "the 7z data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 128 MiB allowed by default";
+    let need = "the 7z data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
     let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
     assert_failed(
         &o,
@@ -1209,6 +1209,68 @@ fn max_window_without_a_window_is_an_error() {
         2,
         &["--max-window: 314572800 bytes is not a power of two from 1 MiB to 2 GiB"],
     );
+}
+
+/// The largest window or dictionary accepted by default (16 MiB: `xz -7`, `7z -mx5`, a zstd window
+/// of 2^24) keeps the writer under 64 MiB: the image repeats 16 MiB of random bytes, so each
+/// decoder fills its whole window. A 32 MiB dictionary (`xz -8`) is refused by default.
+#[test]
+fn largest_default_window_writes_within_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let i = img.display();
+    sh(&format!(
+        "head -c 16M /dev/urandom > {i}.part && cat {i}.part {i}.part {i}.part {i}.part > {i}"
+    ));
+    let want = sha256sum(&img);
+    for (ext, cmd) in [
+        ("xz", format!("xz -7 -T1 -c {i} > {i}.xz")),
+        (
+            "zst",
+            format!("zstd -q -19 --zstd=wlog=24 -c {i} > {i}.zst"),
+        ),
+        ("7z", format!("7z a -bd -mx5 -md=16m {i}.7z {i} >/dev/null")),
+    ] {
+        sh(&cmd);
+        let src = dir.path().join(format!("img.{ext}"));
+        let out = dir.path().join(format!("out-{ext}.img"));
+        let (o, rss) = measured(
+            &[
+                os("write"),
+                src.as_os_str(),
+                out.as_os_str(),
+                os("--no-bmap"),
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "{ext}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
+        assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
+        assert_eq!(sha256sum(&out), want, "{ext}");
+    }
+    sh(&format!("xz -8 -T1 -c {i} > {i}.8.xz"));
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            dir.path().join("img.8.xz").as_os_str(),
+            dir.path().join("out-8.img").as_os_str(),
+            os("--no-bmap"),
+        ],
+        None,
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            "the xz data needs a 32 MiB dictionary (33554432 bytes) to decode, more than the 16 MiB allowed by default",
+            "--max-window 32MiB",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
 }
 
 /// Every format of the round-trip fixture (xz in several blocks decoded in parallel, 7z with
@@ -1364,6 +1426,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
     let o = Command::new(bin_path())
         .args(["write", &url])
         .arg(&out)
+        .arg("--no-checksum")
         .env("TMPDIR", &tmp)
         .output()
         .unwrap();
@@ -1402,7 +1465,7 @@ fn later_zstd_frame_over_the_window_limit() {
         2,
         &[
             &format!(
-                "{} (after 3145728 bytes of the image): the zstd data needs a window to decode larger than the 128 MiB allowed by default (zstd's own limit)",
+                "{} (after 3145728 bytes of the image): the zstd data needs a window to decode larger than the 16 MiB allowed by default (it keeps the writer under 64 MiB)",
                 src.display()
             ),
             "allow more with --max-window (a power of two up to 2GiB)",

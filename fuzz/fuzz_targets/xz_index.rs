@@ -26,5 +26,5 @@ fuzz_target!(|data: &[u8]| {
     if !index.blocks.is_empty() {
         assert_eq!(sum, index.uncompressed);
     }
-    let _ = xz::parallel_fits(data, &index, 2, 24 << 20, 128 << 20);
+    let _ = xz::parallel_threads(data, &index, 2, 20 << 20, 16 << 20);
 });

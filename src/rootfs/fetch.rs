@@ -253,7 +253,7 @@ pub fn decompress_tarball(what: &str, src: &Path, dest: &Path) -> Result<(), Fet
     let mut decoded = codec::decoder(
         format,
         Box::new(BufReader::new(input)),
-        codec::WindowLimit::default(),
+        codec::WindowLimit::tarball(),
     )
     .map_err(decompress_err)?
     .0;

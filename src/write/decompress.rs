@@ -115,14 +115,17 @@ pub fn sevenz_dict(archive: &sevenz_rust2::Archive) -> u64 {
 const SEVENZ_LZMA2: &[u8] = &[0x21];
 /// Unpacked bytes gathered into one unit of parallel work (several dictionary-reset segments).
 const LZMA2_UNIT: u64 = 8 << 20;
-/// Dictionary memory the parallel decoders (xz blocks, 7z LZMA2 segments) may touch together;
-/// beyond it, one thread decodes. With the pool this keeps the writer under 64 MiB.
-pub const DICT_BUDGET: u64 = 24 << 20;
+/// Dictionary memory the parallel decoders (xz blocks, 7z LZMA2 segments) may touch together: as
+/// many threads decode as fit (2 × 8 MiB for `xz -6`), else one. With the 32 MiB pool and the
+/// program (about 42 MB together) this keeps the writer under 64 MiB.
+pub const DICT_BUDGET: u64 = 20 << 20;
 
 /// A 7z archive whose image is one LZMA2 stream with dictionary resets (what 7-Zip and boardsmith
 /// write with several threads), cut at those resets into units that decode independently.
 pub struct SevenZBlocks {
     pub index: super::xz::XzIndex,
+    /// Threads to decode on (those whose dictionaries fit [`DICT_BUDGET`]).
+    pub threads: u64,
     /// CRC-32 of the unpacked entry, when the archive records it.
     pub crc32: Option<u32>,
 }
@@ -169,10 +172,12 @@ pub fn sevenz_blocks(
     let dict = super::xz::lzma2_dict(props)?;
     let blocks = lzma2_units(file, start, end, size, props)?;
     let largest = blocks.iter().map(|b| b.uncompressed).max()?;
-    if blocks.len() < 2 || threads.min(blocks.len() as u64) * dict.min(largest) > DICT_BUDGET {
+    let threads = super::xz::threads_within(threads, blocks.len(), dict.min(largest), DICT_BUDGET);
+    if threads < 2 {
         return None;
     }
     Some(SevenZBlocks {
+        threads,
         index: super::xz::XzIndex {
             blocks,
             uncompressed: size,

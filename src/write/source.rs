@@ -636,11 +636,11 @@ fn open_regular(
             size.exact = Some(len);
             let threads = u64::from(opts.threads);
             let input = match decompress::sevenz_blocks(&archive, &file, &entry, len, threads) {
-                Some(blocks) if threads > 1 => Input::SevenZBlocks {
+                Some(blocks) => Input::SevenZBlocks {
                     file,
                     entry,
+                    threads: blocks.threads as usize,
                     blocks,
-                    threads: opts.threads as usize,
                 },
                 _ => Input::SevenZ {
                     file,
@@ -654,7 +654,7 @@ fn open_regular(
             size.exact = Some(index.uncompressed);
             let threads = u64::from(opts.threads);
             // Every block's dictionary is checked here, before anything is written.
-            match super::xz::parallel_fits(
+            match super::xz::parallel_threads(
                 &file,
                 &index,
                 threads,
@@ -671,16 +671,16 @@ fn open_regular(
                         },
                     });
                 }
-                Ok(true) => (
+                Ok(n) if n > 1 => (
                     Input::XzBlocks {
                         file,
                         index,
-                        threads: opts.threads as usize,
+                        threads: n as usize,
                         max_dict: limit,
                     },
                     true,
                 ),
-                Ok(false) => stream_of(Format::Xz, file, &what, limit)?,
+                Ok(_) => stream_of(Format::Xz, file, &what, limit)?,
             }
         }
         f => {

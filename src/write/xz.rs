@@ -242,18 +242,19 @@ pub fn block_dict(file: &(impl ReadAt + ?Sized), offset: u64) -> Option<u64> {
     dict
 }
 
-/// Whether decoding `index` on `threads` threads keeps the dictionaries the decoders touch within
-/// `budget` together. A decoder touches at most its block's output of its dictionary, and the
-/// output is held to the index's size as it is decoded ([`decode_block`]), so neither the header's
-/// dictionary nor the index's size is trusted alone. Blocks whose dictionary exceeds `max_dict`
-/// are an error: (the first such block's number, its dictionary).
-pub fn parallel_fits(
+/// How many of `threads` may decode `index` in parallel while the dictionaries the decoders touch
+/// stay within `budget` together (1: decode on one thread). A decoder touches at most its block's
+/// output of its dictionary, and the output is held to the index's size as it is decoded
+/// ([`decode_block`]), so neither the header's dictionary nor the index's size is trusted alone.
+/// Blocks whose dictionary exceeds `max_dict` are an error: (the first such block's number, its
+/// dictionary).
+pub fn parallel_threads(
     file: &(impl ReadAt + ?Sized),
     index: &XzIndex,
     threads: u64,
     budget: u64,
     max_dict: u64,
-) -> Result<bool, (usize, u64)> {
+) -> Result<u64, (usize, u64)> {
     let mut largest = 0u64;
     for (i, b) in index.blocks.iter().enumerate() {
         let dict = match b.codec {
@@ -261,15 +262,20 @@ pub fn parallel_fits(
             BlockCodec::Lzma2 { props } => lzma2_dict(props),
         };
         let Some(dict) = dict else {
-            return Ok(false);
+            return Ok(1);
         };
         if dict > max_dict {
             return Err((i, dict));
         }
         largest = largest.max(dict.min(b.uncompressed));
     }
-    let n = threads.min(index.blocks.len() as u64);
-    Ok(n > 1 && n.saturating_mul(largest) <= budget)
+    Ok(threads_within(threads, index.blocks.len(), largest, budget))
+}
+
+/// Threads (at least 1) for `blocks` blocks whose decoders touch up to `each` bytes of dictionary,
+/// within `budget` together.
+pub fn threads_within(threads: u64, blocks: usize, each: u64, budget: u64) -> u64 {
+    threads.min(blocks as u64).min(budget / each.max(1)).max(1)
 }
 
 enum Msg {
@@ -569,11 +575,13 @@ mod tests {
         for b in &idx.blocks {
             assert_eq!(block_dict(&xz[..], b.offset), Some(1 << 20));
         }
-        assert_eq!(parallel_fits(&xz[..], &idx, 2, 24 << 20, 1 << 20), Ok(true));
+        assert_eq!(parallel_threads(&xz[..], &idx, 2, 24 << 20, 1 << 20), Ok(2));
         // Two decoders touching up to 1 MiB each do not fit in 1 MiB together.
-        assert_eq!(parallel_fits(&xz[..], &idx, 2, 1 << 20, 1 << 20), Ok(false));
+        assert_eq!(parallel_threads(&xz[..], &idx, 2, 1 << 20, 1 << 20), Ok(1));
+        // More cores than the budget allows: as many as fit.
+        assert_eq!(parallel_threads(&xz[..], &idx, 8, 2 << 20, 1 << 20), Ok(2));
         assert_eq!(
-            parallel_fits(&xz[..], &idx, 2, 24 << 20, 512 << 10),
+            parallel_threads(&xz[..], &idx, 2, 24 << 20, 512 << 10),
             Err((0, 1 << 20))
         );
         assert_eq!(lzma2_dict(40), Some(u64::from(u32::MAX)));
@@ -596,10 +604,7 @@ mod tests {
         liblzma::read::XzEncoder::new_stream(&data[..], enc)
             .read_to_end(&mut out)
             .unwrap();
-        let limit = WindowLimit {
-            bytes: 4 << 20,
-            chosen: true,
-        };
+        let limit = WindowLimit::chosen(4 << 20).unwrap();
         let e = XzReader::new(&out[..], limit)
             .unwrap()
             .read_to_end(&mut Vec::new())
