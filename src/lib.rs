@@ -16,6 +16,7 @@ pub mod plan;
 pub mod profile;
 pub mod release;
 pub mod rootfs;
+pub mod rootmods;
 pub mod size;
 pub mod sparse;
 pub mod time;

@@ -74,6 +74,8 @@ pub struct Run {
     pub uploads: Vec<(PathBuf, String)>,
     /// debconf answers (a file in the work directory) given before the remaining packages install.
     pub debconf: Option<PathBuf>,
+    /// Shell commands run once everything is installed (`$1` is the chroot), before the cache is saved.
+    pub customize_hooks: Vec<String>,
     pub output: PathBuf,
     pub tmpdir: PathBuf,
     pub log: PathBuf,
@@ -109,7 +111,7 @@ pub fn sources(
     v
 }
 
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -176,6 +178,9 @@ impl Run {
                 "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/boardsmith-debconf && rm -f \"$1\"/tmp/boardsmith-debconf"
                     .into(),
             );
+        }
+        for h in &self.customize_hooks {
+            a.push(format!("--customize-hook={h}"));
         }
         a.push(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {cache}/archives"
@@ -407,6 +412,9 @@ mod tests {
                 "/etc/initramfs-tools/modules".into(),
             )],
             debconf: None,
+            customize_hooks: vec![
+                "'/usr/bin/boardsmith' __initramfs-hook '/w/in.json' \"$1\"".into(),
+            ],
             output: PathBuf::from("/w/out.tar"),
             tmpdir: PathBuf::from("/w"),
             log: PathBuf::from("/w/log"),
@@ -430,6 +438,11 @@ mod tests {
             a.iter()
                 .any(|x| x.starts_with("--setup-hook=mkdir -p '/c a/che'/archives"))
         );
+        let hook = a
+            .iter()
+            .position(|x| x.contains("__initramfs-hook"))
+            .unwrap();
+        assert!(a[hook + 1].starts_with("--customize-hook=sync-out"));
         let tail: Vec<&str> = a[a.len() - 5..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,
