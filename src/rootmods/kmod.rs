@@ -83,9 +83,56 @@ pub struct ModuleIndex {
     builtin_aliases: Vec<(String, String)>,
     /// Soft dependencies: normalized module → (pre, post) names or aliases.
     softdeps: HashMap<String, (Vec<String>, Vec<String>)>,
-    /// Literal text every string matching the alias must contain (prefilter for the globs).
-    alias_keys: Vec<String>,
-    builtin_alias_keys: Vec<String>,
+    /// Finds the aliases that can match a string: every string an alias glob matches contains the
+    /// glob's longest literal run, so only globs whose run occurs in it are tried.
+    alias_finder: KeyFinder,
+    builtin_alias_finder: KeyFinder,
+}
+
+/// The longest literal run of each glob, searched for all at once (Aho-Corasick).
+#[derive(Debug, Clone, Default)]
+struct KeyFinder {
+    ac: Option<aho_corasick::AhoCorasick>,
+    /// Per distinct key: the globs (indexes) that have it.
+    globs: Vec<Vec<usize>>,
+    /// Globs without a literal run (`*`): always tried.
+    always: Vec<usize>,
+}
+
+impl KeyFinder {
+    fn new(patterns: &[(String, String)]) -> KeyFinder {
+        let mut keys: Vec<String> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        let mut f = KeyFinder::default();
+        for (i, (p, _)) in patterns.iter().enumerate() {
+            let k = literal_key(p);
+            if k.is_empty() {
+                f.always.push(i);
+                continue;
+            }
+            let id = *by_key.entry(k.clone()).or_insert_with(|| {
+                keys.push(k);
+                f.globs.push(Vec::new());
+                keys.len() - 1
+            });
+            f.globs[id].push(i);
+        }
+        f.ac = aho_corasick::AhoCorasick::new(&keys).ok();
+        f
+    }
+
+    /// Indexes of the globs worth trying on `s`, ascending.
+    fn candidates(&self, s: &str) -> Vec<usize> {
+        let mut out = self.always.clone();
+        if let Some(ac) = &self.ac {
+            for m in ac.find_overlapping_iter(s) {
+                out.extend_from_slice(&self.globs[m.pattern().as_usize()]);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The metadata files' contents (`None` for an absent optional file).
@@ -113,38 +160,45 @@ fn lines<'a>(
     })
 }
 
-/// The longest run of literal characters in a glob: any string the glob matches contains it.
+/// The longest run of literal characters in a glob: any string the glob matches contains it. Classes
+/// are skipped exactly as [`fnmatch`] reads them.
 fn literal_key(pattern: &str) -> String {
+    let p: Vec<char> = pattern.chars().collect();
     let mut best = String::new();
     let mut cur = String::new();
-    let mut chars = pattern.chars();
-    let mut in_class = false;
-    while let Some(c) = chars.next() {
-        if in_class {
-            if c == ']' {
-                in_class = false;
-            }
-            continue;
-        }
-        match c {
-            '*' | '?' => {
-                if cur.len() > best.len() {
-                    best = std::mem::take(&mut cur);
+    let mut i = 0;
+    while i < p.len() {
+        let mut literal = None;
+        match p[i] {
+            '*' | '?' => i += 1,
+            '[' => match class(&p, i, '\0') {
+                Some((_, next)) => i = next,
+                None => {
+                    literal = Some('[');
+                    i += 1;
                 }
-                cur.clear();
-            }
-            '[' => {
-                if cur.len() > best.len() {
-                    best = std::mem::take(&mut cur);
-                }
-                cur.clear();
-                in_class = true;
-            }
-            '\\' => match chars.next() {
-                Some(e) => cur.push(e),
-                None => cur.push('\\'),
             },
-            _ => cur.push(c),
+            '\\' => match p.get(i + 1) {
+                Some(c) => {
+                    literal = Some(*c);
+                    i += 2;
+                }
+                // Matches nothing: any key will do; the empty one keeps it simple.
+                None => return String::new(),
+            },
+            c => {
+                literal = Some(c);
+                i += 1;
+            }
+        }
+        match literal {
+            Some(c) => cur.push(c),
+            None => {
+                if cur.len() > best.len() {
+                    best = std::mem::take(&mut cur);
+                }
+                cur.clear();
+            }
         }
     }
     if cur.len() > best.len() {
@@ -322,12 +376,8 @@ impl ModuleIndex {
                 }
             }
         }
-        idx.alias_keys = idx.aliases.iter().map(|(p, _)| literal_key(p)).collect();
-        idx.builtin_alias_keys = idx
-            .builtin_aliases
-            .iter()
-            .map(|(p, _)| literal_key(p))
-            .collect();
+        idx.alias_finder = KeyFinder::new(&idx.aliases);
+        idx.builtin_alias_finder = KeyFinder::new(&idx.builtin_aliases);
         Ok(idx)
     }
 
@@ -344,9 +394,9 @@ impl ModuleIndex {
     /// Loadable modules with an alias matching `s` (a modalias), by index, in index order.
     pub fn alias_matches(&self, s: &str) -> Vec<usize> {
         let mut out: Vec<usize> = Vec::new();
-        for ((pat, module), key) in self.aliases.iter().zip(&self.alias_keys) {
-            if s.contains(key.as_str())
-                && fnmatch(pat, s)
+        for c in self.alias_finder.candidates(s) {
+            let (pat, module) = &self.aliases[c];
+            if fnmatch(pat, s)
                 && let Some(i) = self.module(module)
                 && !out.contains(&i)
             {
@@ -360,8 +410,9 @@ impl ModuleIndex {
     /// Built-in drivers (normalized names) with an alias matching `s`.
     pub fn builtin_alias_matches(&self, s: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for ((pat, module), key) in self.builtin_aliases.iter().zip(&self.builtin_alias_keys) {
-            if s.contains(key.as_str()) && fnmatch(pat, s) && !out.contains(module) {
+        for c in self.builtin_alias_finder.candidates(s) {
+            let (pat, module) = &self.builtin_aliases[c];
+            if fnmatch(pat, s) && !out.contains(module) {
                 out.push(module.clone());
             }
         }
@@ -608,6 +659,14 @@ mod tests {
         #[test]
         fn fnmatch_is_libc_fnmatch(p in "[ab*?\\[\\]!^\\\\-]{0,8}", t in "[ab\\[\\]!^\\\\-]{0,6}") {
             proptest::prop_assert_eq!(fnmatch(&p, &t), libc_fnmatch(&p, &t), "pattern {:?} text {:?}", p, t);
+        }
+
+        #[test]
+        fn a_match_contains_the_literal_key(p in "[ab*?\\[\\]!^\\\\-]{0,8}", t in "[ab\\[\\]!^\\\\-]{0,6}") {
+            if fnmatch(&p, &t) {
+                let k = literal_key(&p);
+                proptest::prop_assert!(t.contains(&k), "pattern {:?} text {:?} key {:?}", p, t, k);
+            }
         }
     }
 
