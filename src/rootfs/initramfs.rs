@@ -233,22 +233,32 @@ impl HookInput {
     }
 }
 
-/// The customize-hook command line (shell text for mmdebstrap): this program, the hook argument, the
-/// input file, and mmdebstrap's chroot directory.
-pub fn hook_command(exe: &Path, input: &Path) -> Result<String, InitramfsError> {
-    let q = |p: &Path| -> Result<String, InitramfsError> {
-        let s = p
-            .to_str()
-            .filter(|s| !s.chars().any(char::is_control))
+/// Where the hook's input is uploaded inside the chroot (mmdebstrap's `upload` reads the host file from
+/// outside any namespace, so the work directory's permissions do not matter).
+pub const HOOK_INPUT_IN_CHROOT: &str = "/tmp/boardsmith-initramfs.json";
+
+/// mmdebstrap's customize hooks (shell text): upload the input, then run this program with the hook
+/// argument, the uploaded input and the chroot directory. The program must be readable and executable by
+/// the user mmdebstrap's hooks run as (root, or the unshared user of a non-root build).
+pub fn hook_commands(exe: &Path, input: &Path) -> Result<Vec<String>, InitramfsError> {
+    let text = |p: &Path| -> Result<String, InitramfsError> {
+        p.to_str()
+            .filter(|s| !s.chars().any(|c| c.is_control() || c.is_whitespace()))
+            .map(str::to_string)
             .ok_or_else(|| {
                 hook_err(
                     "the initramfs hook",
-                    format!("path {} is not printable UTF-8", p.display()),
+                    format!("path {} is not printable UTF-8 without spaces", p.display()),
                 )
-            })?;
-        Ok(super::mmdebstrap::sh_quote(s))
+            })
     };
-    Ok(format!("{} {HOOK_ARG} {} \"$1\"", q(exe)?, q(input)?))
+    Ok(vec![
+        format!("upload {} {HOOK_INPUT_IN_CHROOT}", text(input)?),
+        format!(
+            "{} {HOOK_ARG} \"$1\"{HOOK_INPUT_IN_CHROOT} \"$1\"",
+            super::mmdebstrap::sh_quote(&text(exe)?)
+        ),
+    ])
 }
 
 /// Runs inside mmdebstrap's customize phase: derive from the chroot `root`, write the module list, and
@@ -264,6 +274,10 @@ pub fn run_hook(input: &Path, root: &Path) -> Result<Report, InitramfsError> {
     }
     let inp: HookInput =
         serde_json::from_slice(&text).map_err(|e| hook_err(format!("{}", input.display()), e))?;
+    // Uploaded into the chroot: leave nothing behind there.
+    if input.starts_with(root) {
+        let _ = std::fs::remove_file(input);
+    }
     let tree = RootTree::open(root).map_err(|e| hook_err("the chroot", e))?;
     let files = TreeFiles(&tree);
     let req = Request {
@@ -333,4 +347,34 @@ pub fn run_hook(input: &Path, root: &Path) -> Result<Report, InitramfsError> {
 /// Where `rootfs` writes the hook's input.
 pub fn hook_input_path(work: &Path) -> PathBuf {
     work.join("initramfs-hook.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_commands_quote_the_program_and_refuse_odd_paths() {
+        let h = hook_commands(
+            Path::new("/opt/it's/boardsmith"),
+            Path::new("/w/initramfs-hook.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            [
+                "upload /w/initramfs-hook.json /tmp/boardsmith-initramfs.json",
+                "'/opt/it'\\''s/boardsmith' __initramfs-hook \"$1\"/tmp/boardsmith-initramfs.json \"$1\""
+            ]
+        );
+        assert!(hook_commands(Path::new("/a b/boardsmith"), Path::new("/w/x.json")).is_err());
+        assert!(hook_commands(Path::new("/bin/x"), Path::new("/w/x\n.json")).is_err());
+    }
+
+    #[test]
+    fn module_list_file() {
+        let t = modules_file("cubieboard", &["sunxi-mmc".into(), "ext4".into()], true);
+        assert!(t.ends_with("\nsunxi-mmc\next4\n"), "{t}");
+        assert!(t.lines().take_while(|l| l.starts_with('#')).count() >= 2);
+    }
 }

@@ -907,7 +907,7 @@ pub fn build_rootfs(
                     source: e.into(),
                 })?;
                 std::fs::write(&p, json).map_err(io(format!("writing {}", p.display())))?;
-                customize_hooks.push(initramfs::hook_command(exe, &p)?);
+                customize_hooks.extend(initramfs::hook_commands(exe, &p)?);
                 hooked = true;
             }
             let mut uploads = Vec::new();
