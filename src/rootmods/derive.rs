@@ -267,10 +267,13 @@ fn decompress_module(path: &str, data: Vec<u8>) -> Vec<u8> {
     let limit = 64 << 20;
     let mut out = Vec::new();
     let ok = if path.ends_with(".xz") {
-        liblzma::read::XzDecoder::new(data.as_slice())
-            .take(limit)
-            .read_to_end(&mut out)
-            .is_ok()
+        match liblzma::stream::Stream::new_stream_decoder(super::MAX_DECODER_MEMORY, 0) {
+            Ok(st) => liblzma::read::XzDecoder::new_stream(data.as_slice(), st)
+                .take(limit)
+                .read_to_end(&mut out)
+                .is_ok(),
+            Err(_) => false,
+        }
     } else if path.ends_with(".zst") {
         match zstd::stream::read::Decoder::new(data.as_slice()) {
             Ok(d) => d.take(limit).read_to_end(&mut out).is_ok(),

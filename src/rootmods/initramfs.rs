@@ -121,7 +121,7 @@ fn sections(
         }
         if starts(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
             let stream = liblzma::stream::Stream::new_stream_decoder(
-                u64::MAX,
+                super::MAX_DECODER_MEMORY,
                 liblzma::stream::CONCATENATED,
             )
             .map_err(std::io::Error::other)?;
@@ -129,7 +129,7 @@ fn sections(
             return sections(&mut d, names, false);
         }
         if starts(&[0x5d, 0x00, 0x00]) {
-            let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+            let stream = liblzma::stream::Stream::new_lzma_decoder(super::MAX_DECODER_MEMORY)
                 .map_err(std::io::Error::other)?;
             let mut d = BufReader::new(liblzma::bufread::XzDecoder::new_stream(r, stream));
             return sections(&mut d, names, false);
@@ -329,6 +329,11 @@ mod tests {
         assert!(e.contains("lzo"), "{e}");
         let e = list(&b"hello"[..]).unwrap_err().to_string();
         assert!(e.contains("neither a cpio archive"), "{e}");
+        // A legacy lzma header asking for a 2.9 GB dictionary (found by fuzzing): refused, not allocated.
+        let mut lzma = vec![0x5d, 0, 0, 0x01, 0xad];
+        lzma.extend_from_slice(&[0xff; 8]);
+        lzma.extend_from_slice(&[0; 32]);
+        assert!(list(lzma.as_slice()).is_err());
         // A header claiming a 4 GiB file in a short image.
         let mut huge = newc(&[("a", b"")]);
         huge[6 + 6 * 8..6 + 7 * 8].copy_from_slice(b"FFFFFFFF");

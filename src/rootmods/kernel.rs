@@ -75,7 +75,13 @@ impl KernelStrings {
         for (at, kind) in candidates {
             let input = &data[at..];
             let out = match kind {
-                "xz" => decode(liblzma::read::XzDecoder::new(input)),
+                "xz" => {
+                    match liblzma::stream::Stream::new_stream_decoder(super::MAX_DECODER_MEMORY, 0)
+                    {
+                        Ok(st) => decode(liblzma::read::XzDecoder::new_stream(input, st)),
+                        Err(_) => continue,
+                    }
+                }
                 "gzip" => decode(flate2::read::GzDecoder::new(input)),
                 _ => match zstd::stream::read::Decoder::new(input) {
                     Ok(d) => decode(d),

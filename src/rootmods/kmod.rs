@@ -172,11 +172,13 @@ fn literal_key(pattern: &str) -> String {
         match p[i] {
             '*' | '?' => i += 1,
             '[' => match class(&p, i, '\0') {
-                Some((_, next)) => i = next,
-                None => {
+                Ok(Some((_, next))) => i = next,
+                Ok(None) => {
                     literal = Some('[');
                     i += 1;
                 }
+                // Matches nothing: any key will do.
+                Err(()) => return String::new(),
             },
             '\\' => match p.get(i + 1) {
                 Some(c) => {
@@ -512,10 +514,11 @@ pub fn fnmatch(pattern: &str, text: &str) -> bool {
             }
             Some('?') => Some(pi + 1),
             Some('[') => match class(&p, pi, t[ti]) {
-                Some((true, next)) => Some(next),
-                Some((false, _)) => None,
+                Ok(Some((true, next))) => Some(next),
+                Ok(Some((false, _))) => None,
                 // An unterminated `[` is a literal.
-                None => (t[ti] == '[').then_some(pi + 1),
+                Ok(None) => (t[ti] == '[').then_some(pi + 1),
+                Err(()) => return false,
             },
             // A trailing lone backslash matches nothing (glibc).
             Some('\\') => match p.get(pi + 1) {
@@ -543,9 +546,11 @@ pub fn fnmatch(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// Matches one character against the class starting at `p[start] == '['`: (matched, index after `]`),
-/// or `None` when the class is not terminated.
-fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+/// Matches one character against the class starting at `p[start] == '['`: `Ok(Some((matched, index
+/// after ']')))`, `Ok(None)` when the class is not terminated (the `[` is then a literal), and `Err(())`
+/// when the pattern ends inside a range (`[a-`), which glibc's fnmatch treats as matching nothing.
+#[allow(clippy::result_unit_err)]
+fn class(p: &[char], start: usize, c: char) -> Result<Option<(bool, usize)>, ()> {
     let mut i = start + 1;
     let negate = matches!(p.get(i), Some('!') | Some('^'));
     if negate {
@@ -554,22 +559,30 @@ fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
     let mut matched = false;
     let mut first = true;
     loop {
-        let ch = *p.get(i)?;
+        let Some(&ch) = p.get(i) else {
+            return Ok(None);
+        };
         if ch == ']' && !first {
-            return Some((matched != negate, i + 1));
+            return Ok(Some((matched != negate, i + 1)));
         }
         first = false;
         let (lo, after) = if ch == '\\' {
-            (*p.get(i + 1)?, i + 2)
+            match p.get(i + 1) {
+                Some(e) => (*e, i + 2),
+                None => return Ok(None),
+            }
         } else {
             (ch, i + 1)
         };
-        if p.get(after) == Some(&'-') && p.get(after + 1).is_some_and(|n| *n != ']') {
+        if p.get(after) == Some(&'-') && p.get(after + 1) != Some(&']') {
             let hi_at = after + 1;
-            let (hi, next) = if p[hi_at] == '\\' {
-                (*p.get(hi_at + 1)?, hi_at + 2)
-            } else {
-                (p[hi_at], hi_at + 1)
+            let (hi, next) = match p.get(hi_at) {
+                None => return Err(()),
+                Some('\\') => match p.get(hi_at + 1) {
+                    Some(e) => (*e, hi_at + 2),
+                    None => return Err(()),
+                },
+                Some(h) => (*h, hi_at + 1),
             };
             if lo <= c && c <= hi {
                 matched = true;
@@ -641,6 +654,10 @@ mod tests {
             ("*[", "x["),
             ("?*?", "ab"),
             ("[!]]x", "ax"),
+            // The pattern ends inside a range: glibc matches nothing (found by the property test).
+            ("[a-", "[a-"),
+            ("*[!a-", "[!a-"),
+            ("[!a-z", "[!a-z"),
         ];
         for (p, t) in cases {
             assert_eq!(fnmatch(p, t), libc_fnmatch(p, t), "fnmatch({p:?}, {t:?})");

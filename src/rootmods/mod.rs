@@ -22,6 +22,9 @@ use kmod::{MAX_META, MetaFiles, ModuleIndex};
 const MAX_MODULE_FILE: u64 = 64 << 20;
 /// Largest initramfs read.
 pub const MAX_INITRD: u64 = 512 << 20;
+/// Memory an xz or lzma decoder may use: a stream's header chooses its dictionary size, and a forged
+/// one must not make us allocate gigabytes (initramfs-tools and the kernel use at most 64 MiB).
+pub const MAX_DECODER_MEMORY: u64 = 256 << 20;
 
 /// Read access to a root filesystem (a directory or a tarball), paths relative to its root.
 pub trait Files {
