@@ -66,6 +66,21 @@ no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...)
     Boot(BootArgs),
     /// Build a root filesystem for BOARD from Debian packages (mmdebstrap) or a prebuilt tarball
     Rootfs(RootfsArgs),
+    /// Derive the modules the initramfs needs to mount the root filesystem, from the board's device tree
+    /// and the kernel's module metadata in a root filesystem, each with the chain that needs it
+    #[command(
+        after_help = "Exit status: 0 derived (unresolved providers are listed, not fatal); 1 the root filesystem \
+could not be read; 2 invalid usage, or the root filesystem lacks the kernel, device tree or module metadata."
+    )]
+    InitramfsModules(InitramfsModulesArgs),
+    /// Internal: mmdebstrap's customize hook of `rootfs` (derives the modules inside the build)
+    #[command(name = "__initramfs-hook", hide = true)]
+    InitramfsHook {
+        /// The hook's input, written by `rootfs`
+        input: PathBuf,
+        /// mmdebstrap's chroot directory
+        root: PathBuf,
+    },
     /// Write an image to a card or a file: decode, write, verify what landed, optionally grow
     Write(WriteArgs),
     /// Grow the last partition and its ext2/3/4 filesystem to the end of a card or file
@@ -92,6 +107,18 @@ pub struct ShowArgs {
     /// Root filesystem (directory or .tar) to size the layout from
     #[arg(long, value_name = "DIR|TAR")]
     pub rootfs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitramfsModulesArgs {
+    /// Board name or path to a profile .toml (its `medium` and `kernel.dtb` say what to derive)
+    pub board: String,
+    /// Root filesystem (directory or uncompressed .tar) holding the kernel, device trees and modules
+    #[arg(long, value_name = "DIR|TAR")]
+    pub rootfs: PathBuf,
+    /// Print JSON: the modules with their chains, built-in and unresolved providers, the load order
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -736,6 +763,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Kernel(args) => kernel_cmd(&catalog, args),
         Command::Boot(args) => boot_cmd(&catalog, args),
         Command::Rootfs(args) => rootfs_cmd(&catalog, args),
+        Command::InitramfsModules(args) => initramfs_modules_cmd(&catalog, args),
+        Command::InitramfsHook { input, root } => {
+            let report = crate::rootfs::initramfs::run_hook(&input, &root)
+                .map_err(|e| Failure::failed(report_chain(&e)))?;
+            eprintln!(
+                "I: boardsmith: initramfs modules for {} on {}: {}",
+                report.dtb,
+                report.derivation.medium.name(),
+                report.initramfs_modules.join(" ")
+            );
+            Ok(())
+        }
         Command::Write(args) => write_cmd(args),
         Command::Grow(args) => grow_cmd(args),
         Command::Completions { shell } => {
@@ -753,6 +792,45 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::failed(e.to_string()))
         }
     }
+}
+
+fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Result<(), Failure> {
+    use crate::rootmods::RootmodsError;
+    let profile = load(catalog, &args.board)?;
+    let req = crate::rootfs::initramfs::request(&profile).ok_or_else(|| {
+        Failure::usage(if profile.medium.is_none() {
+            format!(
+                "board `{}` has no `medium` in its profile: nothing to derive (set medium = \"sd\", \"emmc\", \"usb\", \"sata\" or \"virtio\")",
+                profile.name
+            )
+        } else {
+            format!(
+                "board `{}` has no kernel.dtb in its profile: the controllers cannot be read from a device tree",
+                profile.name
+            )
+        })
+    })?;
+    let tree = crate::image::tree::RootTree::open(&args.rootfs)
+        .map_err(|e| Failure::usage(report_chain(&e)))?;
+    let files = crate::rootfs::initramfs::TreeFiles(&tree);
+    let report = crate::rootmods::analyze(&files, &req).map_err(|e| Failure {
+        code: match e {
+            RootmodsError::Read { .. } => EXIT_FAILURE,
+            _ => EXIT_USAGE,
+        },
+        message: format!("{}: {}", args.rootfs.display(), report_chain(&e)),
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        let _ = write!(out, "{}", report.text());
+    }
+    Ok(())
 }
 
 fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
@@ -983,6 +1061,7 @@ fn rootfs_request(
 ) -> Result<crate::rootfs::RootfsRequest, Failure> {
     use crate::rootfs::{ArtifactSource, Password, RootfsRequest, Selection};
     let mut req = RootfsRequest::new(out, epoch);
+    req.initramfs_hook = std::env::current_exe().ok();
     req.selection = Selection {
         add: o.features.clone(),
         remove: o.no_features.clone(),

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod profile;
 pub mod release;
 pub mod rootfs;
+pub mod rootmods;
 pub mod signals;
 pub mod size;
 pub mod sparse;

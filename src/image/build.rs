@@ -313,6 +313,59 @@ fn find_boot_files(profile: &Profile, tree: &RootTree) -> Result<Found, BuildErr
     })
 }
 
+/// What the root filesystem's initramfs lacks of the modules derived for the board's root medium (see
+/// `rootmods`), and providers nothing is known to drive.
+fn initramfs_warnings(profile: &Profile, tree: &RootTree) -> Vec<String> {
+    use crate::rootfs::initramfs as irf;
+    let (Some(req), Some(pattern)) = (irf::request(profile), profile.kernel.initrd.as_deref())
+    else {
+        return Vec::new();
+    };
+    let files = irf::TreeFiles(tree);
+    let report = match crate::rootmods::analyze(&files, &req) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![format!(
+                "cannot check the initramfs against the board's device tree: {e}"
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    let how = format!(
+        "`boardsmith initramfs-modules {} --rootfs {}` shows why",
+        profile.name,
+        tree.path().display()
+    );
+    match irf::initrd_modules(&files, pattern, &report.kernel_version) {
+        Ok(Some((path, present))) => {
+            let lacking = irf::missing(&report, &present);
+            if !lacking.is_empty() {
+                out.push(format!(
+                    "the initramfs {path} lacks modules the root device ({}) needs: {}; the board will likely stop at \"root not mounted\" ({how}; `boardsmith rootfs` builds an initramfs with them)",
+                    report.derivation.medium.describe(),
+                    lacking.join(", ")
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => out.push(format!("cannot check the initramfs: {e}")),
+    }
+    if !report.derivation.unresolved.is_empty() {
+        out.push(format!(
+            "{} providers in the root device's chain are unresolved: {} ({how})",
+            report.derivation.unresolved.len(),
+            report
+                .derivation
+                .unresolved
+                .iter()
+                .map(|u| u.what.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
+}
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// The kernel as the boot partition needs it. U-Boot's `booti` takes only an uncompressed arm64 `Image`,
@@ -534,6 +587,7 @@ pub fn build(
     on(BuildEvent::Phase("reading the root filesystem"));
     let tree = RootTree::open(&req.rootfs)?;
     let found = find_boot_files(profile, &tree)?;
+    let initramfs_warnings = initramfs_warnings(profile, &tree);
     let stats = tree.stats()?;
     if profile.partition(Role::Root).is_some() {
         ext4::check_mke2fs()?;
@@ -633,7 +687,7 @@ pub fn build(
     }
 
     let mut fat_summary = None;
-    let mut warnings = Vec::new();
+    let mut warnings = initramfs_warnings;
     for part in &layout.partitions {
         match (part.role, part.fs) {
             (Role::Boot, _) => {

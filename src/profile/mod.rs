@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use crate::rootmods::Medium;
 use crate::size::parse_size;
 pub use raw::RawRootfs;
 use raw::{RawAttributes, RawPartition, RawProfile, RawVboot, SizeValue};
@@ -125,6 +126,7 @@ pub struct Kernel {
     /// Where `kernel.fragments` was written (relative fragment paths resolve against that file).
     #[serde(skip)]
     pub fragments_origin: Option<Origin>,
+    /// Modules the initramfs carries besides those derived from the device tree for `medium`.
     pub initramfs_modules: Vec<String>,
 }
 
@@ -320,6 +322,8 @@ pub struct Profile {
     pub description: String,
     pub arch: Arch,
     pub console: String,
+    /// Where the root filesystem lives; the initramfs gets the modules its controller needs.
+    pub medium: Option<Medium>,
     pub kernel: Kernel,
     pub bootloader: Option<Bootloader>,
     pub table: Table,
@@ -649,6 +653,7 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
             description,
             arch,
             console,
+            medium,
             partitions,
             emulator,
             vboot,
@@ -834,8 +839,35 @@ fn validate(
         &[("armhf", Arch::Armhf), ("arm64", Arch::Arm64)],
     )?;
     let console = required(raw.console, file, "console")?.value;
+    let medium_loc = raw.medium;
+    let medium = medium_loc
+        .as_ref()
+        .map(|m| one_of(m, "medium", &Medium::ALL))
+        .transpose()?;
 
     let k = raw.kernel;
+    if let Some(m) = &k.initramfs_modules {
+        if let Some(bad) = m
+            .value
+            .iter()
+            .find(|n| !crate::rootmods::kmod::valid_module_name(n))
+        {
+            return Err(ProfileError::invalid(
+                m,
+                "kernel.initramfs_modules",
+                format!(
+                    "{bad:?} is not a module name (letters, digits, '_' and '-', as in `sunxi-mmc`)"
+                ),
+            ));
+        }
+        if !m.value.is_empty() && k.initrd.is_none() {
+            return Err(ProfileError::invalid(
+                m,
+                "kernel.initramfs_modules",
+                "has no effect without kernel.initrd (there is no initramfs to put modules in); remove it or set kernel.initrd",
+            ));
+        }
+    }
     let image_loc = required(k.image, file, "kernel.image")?;
     let image = one_of(
         &image_loc,
@@ -867,6 +899,12 @@ fn validate(
         return Err(ProfileError::Missing {
             file: file.name.clone(),
             field: "kernel.dtb_dir".into(),
+        });
+    }
+    if medium_loc.is_none() && kernel.initrd.is_some() {
+        return Err(ProfileError::Missing {
+            file: file.name.clone(),
+            field: "medium (where the root filesystem lives: \"sd\", \"emmc\", \"usb\", \"sata\" or \"virtio\"; the initramfs gets the modules its controller needs)".into(),
         });
     }
 
@@ -1089,6 +1127,23 @@ fn validate(
         }),
     };
 
+    if let (Some(e), Some(m), Some(loc)) = (&emulator, medium, &medium_loc) {
+        let fits = match e.drive.as_str() {
+            "sd" => matches!(m, Medium::Sd | Medium::Emmc),
+            _ => m == Medium::Virtio,
+        };
+        if !fits {
+            return Err(ProfileError::invalid(
+                loc,
+                "medium",
+                format!(
+                    "is \"{}\" but emulator.drive is \"{}\": the emulated disk would not be where the initramfs looks for the root filesystem",
+                    m.name(),
+                    e.drive
+                ),
+            ));
+        }
+    }
     let vboot = raw.vboot.map(validate_vboot).transpose()?;
     if let Some(k) = partitions
         .iter()
@@ -1114,6 +1169,7 @@ fn validate(
         description: raw.description.map(|v| v.value).unwrap_or_default(),
         arch,
         console,
+        medium,
         kernel,
         bootloader,
         table,
@@ -1548,6 +1604,95 @@ mod tests {
     fn missing_field_is_named() {
         let e = load_text("arch = \"armhf\"\n").unwrap_err().to_string();
         assert!(e.contains("console"), "{e}");
+    }
+
+    #[test]
+    fn seed_boards_name_their_medium_and_only_true_extras() {
+        let c = Catalog::default();
+        for (board, medium, extras) in [
+            ("cubieboard", Medium::Sd, &[][..]),
+            ("mk802", Medium::Sd, &[][..]),
+            ("chromebook-snow", Medium::Sd, &[][..]),
+            ("armv8-foundation", Medium::Virtio, &["virtio_pci"][..]),
+        ] {
+            let p = c.load(board).unwrap();
+            assert_eq!(p.medium, Some(medium), "{board}");
+            assert_eq!(p.kernel.initramfs_modules, extras, "{board}");
+        }
+    }
+
+    const WITH_INITRD: &str = "arch = \"armhf\"\nconsole = \"ttyS0\"\nMEDIUM[kernel]\nimage = \"zImage\"\npath = \"boot/vmlinuz-*\"\ninitrd = \"boot/initrd.img-*\"\ndtb_dir = \"usr/lib/linux-image-*\"\ndtb = \"x.dtb\"\nEXTRA\n[table]\ntype = \"mbr\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\nEMU";
+
+    fn with(medium: &str, extra: &str, emu: &str) -> Result<Profile, ProfileError> {
+        load_text(
+            &WITH_INITRD
+                .replace("MEDIUM", medium)
+                .replace("EXTRA", extra)
+                .replace("EMU", emu),
+        )
+    }
+
+    #[test]
+    fn medium_rules() {
+        let ok = with("medium = \"emmc\"\n", "", "").unwrap();
+        assert_eq!(ok.medium, Some(Medium::Emmc));
+        // An unknown medium names the line and the choices.
+        let e = with("medium = \"floppy\"\n", "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:3:10") && e.contains("\"floppy\"") && e.contains("\"virtio\""),
+            "{e}"
+        );
+        // An initramfs without a medium: the modules could not be derived.
+        let e = with("", "", "").unwrap_err().to_string();
+        assert!(e.contains("`medium") && e.contains("\"sd\""), "{e}");
+        // The emulated disk must be the medium the initramfs looks for.
+        let emu =
+            "[emulator]\nsystem = \"qemu-system-arm\"\nmachine = \"cubieboard\"\ndrive = \"sd\"\n";
+        let e = with("medium = \"virtio\"\n", "", emu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("emulator.drive is \"sd\""), "{e}");
+        assert!(with("medium = \"sd\"\n", "", emu).is_ok());
+        let e = with(
+            "medium = \"usb\"\n",
+            "",
+            &emu.replace("\"sd\"", "\"virtio\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("emulator.drive is \"virtio\""), "{e}");
+    }
+
+    #[test]
+    fn initramfs_modules_rules() {
+        let e = with(
+            "medium = \"sd\"\n",
+            "initramfs_modules = [\"ext4\", \"evil; rm -rf /\"]",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("kernel.initramfs_modules") && e.contains("not a module name"),
+            "{e}"
+        );
+        let no_initrd = WITH_INITRD
+            .replace("MEDIUM", "")
+            .replace("initrd = \"boot/initrd.img-*\"\n", "")
+            .replace("EXTRA", "initramfs_modules = [\"ext4\"]")
+            .replace("EMU", "");
+        let e = load_text(&no_initrd).unwrap_err().to_string();
+        assert!(e.contains("has no effect without kernel.initrd"), "{e}");
+        assert!(
+            with(
+                "medium = \"sd\"\n",
+                "initramfs_modules = [\"dw_mmc-exynos\"]",
+                ""
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Run {
     pub uploads: Vec<(PathBuf, String)>,
     /// debconf answers (a file in the work directory) given before the remaining packages install.
     pub debconf: Option<PathBuf>,
+    /// Shell commands run once everything is installed (`$1` is the chroot), before the cache is saved.
+    pub customize_hooks: Vec<String>,
     pub output: PathBuf,
     pub tmpdir: PathBuf,
     pub log: PathBuf,
@@ -113,7 +115,7 @@ pub fn sources(
 pub const CACHE_ENV: &str = "BOARDSMITH_APT_CACHE";
 
 /// Single-quotes for sh and for Perl's shellwords (which mmdebstrap's special hooks use).
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -185,6 +187,9 @@ impl Run {
                 "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/boardsmith-debconf && rm -f \"$1\"/tmp/boardsmith-debconf"
                     .into(),
             );
+        }
+        for h in &self.customize_hooks {
+            a.push(format!("--customize-hook={h}"));
         }
         a.push(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
@@ -419,6 +424,9 @@ mod tests {
                 "/etc/initramfs-tools/modules".into(),
             )],
             debconf: None,
+            customize_hooks: vec![
+                "'/usr/bin/boardsmith' __initramfs-hook '/w/in.json' \"$1\"".into(),
+            ],
             output: PathBuf::from("/w/out.tar"),
             tmpdir: PathBuf::from("/w"),
             log: PathBuf::from("/w/log"),
@@ -452,6 +460,11 @@ mod tests {
         for hook in a.iter().filter(|x| x.contains("-hook=")) {
             assert!(!hook.contains(" /c a") && !hook.contains(" /w/"), "{hook}");
         }
+        let hook = a
+            .iter()
+            .position(|x| x.contains("__initramfs-hook"))
+            .unwrap();
+        assert!(a[hook + 1].starts_with("--customize-hook=sync-out"));
         let tail: Vec<&str> = a[a.len() - 5..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,

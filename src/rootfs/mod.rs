@@ -10,6 +10,7 @@ pub mod customize;
 pub mod features;
 pub mod fetch;
 pub mod fstab;
+pub mod initramfs;
 pub mod mmdebstrap;
 pub mod prerequisites;
 pub mod recipe;
@@ -50,6 +51,8 @@ pub enum RootfsError {
     Customize(#[from] customize::CustomizeError),
     #[error(transparent)]
     Tree(#[from] TarTreeError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
     #[error("invalid layout for fstab: {0}")]
     Plan(#[from] PlanError),
     #[error("setting `{name}` (feature {feature}): {message}")]
@@ -182,6 +185,10 @@ pub struct RootfsRequest {
     pub interactive: bool,
     /// The tarball holds password hashes: owner-only unless this is set.
     pub world_readable: bool,
+    /// This program, run by mmdebstrap's customize hook as `PROGRAM __initramfs-hook INPUT ROOT` to derive
+    /// the initramfs modules once the kernel is installed (see [`initramfs::run_hook`]); without it the
+    /// initramfs holds only the profile's `kernel.initramfs_modules`.
+    pub initramfs_hook: Option<PathBuf>,
 }
 
 impl RootfsRequest {
@@ -208,6 +215,7 @@ impl RootfsRequest {
             epoch,
             interactive: false,
             world_readable: false,
+            initramfs_hook: None,
         }
     }
 
@@ -254,6 +262,8 @@ pub struct RootfsReport {
     pub fstab: Vec<fstab::FstabEntry>,
     pub enabled: Vec<String>,
     pub boot: BootFiles,
+    /// The initramfs modules derived from the device tree, with why each is needed.
+    pub initramfs: Option<crate::rootmods::Report>,
     pub checks: usize,
     pub contents: TarStats,
     pub size_bytes: u64,
@@ -624,6 +634,94 @@ fn unpack(tar: &Path, dir: &Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// Derives the board's initramfs modules from the built tree, puts the list into `initramfs` (written by
+/// the customization) and checks the tree's initramfs. With the customize hook (`hooked`) the initramfs
+/// must already hold every derived module; a prebuilt tarball only gets warnings.
+fn initramfs_modules(
+    profile: &Profile,
+    tree: &TarTree,
+    initramfs: &mut [(String, String)],
+    hooked: bool,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::rootmods::Report>, RootfsError> {
+    let mut warn = |w: String| {
+        on(RootfsEvent::Warning(&w));
+        warnings.push(w);
+    };
+    let Some(req) = initramfs::request(profile) else {
+        if profile.medium.is_some() {
+            warn(format!(
+                "board `{}` has a medium but no kernel.dtb: the initramfs modules cannot be derived, so it carries only kernel.initramfs_modules",
+                profile.name
+            ));
+        }
+        return Ok(None);
+    };
+    let files = initramfs::TarFiles(tree);
+    let report = match crate::rootmods::analyze(&files, &req) {
+        Ok(r) => r,
+        Err(e) if !hooked => {
+            warn(format!(
+                "cannot derive the initramfs modules from this root filesystem: {e}; the initramfs configuration lists only kernel.initramfs_modules"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(initramfs::InitramfsError::from(e).into()),
+    };
+    for w in &report.warnings {
+        warn(w.clone());
+    }
+    if !report.derivation.unresolved.is_empty() {
+        warn(format!(
+            "{} providers in the root device's chain are unresolved (no module or built-in driver known): {}; see `boardsmith initramfs-modules {} --rootfs ROOT`",
+            report.derivation.unresolved.len(),
+            report
+                .derivation
+                .unresolved
+                .iter()
+                .map(|u| u.what.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            profile.name
+        ));
+    }
+    if let Some(entry) = initramfs
+        .iter_mut()
+        .find(|(p, _)| p == initramfs::MODULES_FILE)
+    {
+        entry.1 = initramfs::modules_file(&profile.name, &report.initramfs_modules, true);
+    }
+    if let Some(pattern) = &profile.kernel.initrd {
+        match initramfs::initrd_modules(&files, pattern, &report.kernel_version) {
+            Ok(Some((path, present))) => {
+                let lacking = initramfs::missing(&report, &present);
+                if !lacking.is_empty() {
+                    let msg = format!(
+                        "the initramfs {path} lacks modules the root device needs: {}",
+                        lacking.join(", ")
+                    );
+                    if hooked {
+                        return Err(initramfs::InitramfsError::Hook {
+                            context: "after the initramfs hook".into(),
+                            message: msg,
+                        }
+                        .into());
+                    }
+                    warn(format!(
+                        "{msg}; regenerate it in the root filesystem (update-initramfs -u) with the list written to /{}",
+                        initramfs::MODULES_FILE
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) if !hooked => warn(format!("cannot check the initramfs: {e}")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(report))
+}
+
 fn output_is_tar(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "tar")
 }
@@ -887,15 +985,11 @@ pub fn build_rootfs(
         artifacts.push((a.dest.clone(), data, a.mode));
     }
 
-    let modules = &profile.kernel.initramfs_modules;
-    let initramfs = vec![
+    // The profile's extras now; the derived modules join them once the kernel is in the tree.
+    let mut initramfs = vec![
         (
-            "etc/initramfs-tools/modules".to_string(),
-            format!(
-                "# boardsmith: modules the initramfs carries so that board `{}` can mount its root\n# filesystem (kernel.initramfs_modules of its profile).\n{}",
-                profile.name,
-                modules.iter().map(|m| format!("{m}\n")).collect::<String>()
-            ),
+            initramfs::MODULES_FILE.to_string(),
+            initramfs::modules_file(&profile.name, &profile.kernel.initramfs_modules, false),
         ),
         (
             "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
@@ -908,6 +1002,7 @@ pub fn build_rootfs(
     let mut cache_used = None;
     let source_tar = work.path().join("source.tar");
     let source_desc;
+    let mut hooked = false;
     match &tarball {
         Some((source, sha)) => {
             on(RootfsEvent::Phase("fetching the root filesystem tarball"));
@@ -929,6 +1024,19 @@ pub fn build_rootfs(
             let logs = req.cache.join("logs");
             std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
             let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
+            let mut customize_hooks = Vec::new();
+            if let (Some(exe), Some(input)) =
+                (&req.initramfs_hook, initramfs::HookInput::new(profile))
+            {
+                let p = initramfs::hook_input_path(work.path());
+                let json = serde_json::to_vec(&input).map_err(|e| RootfsError::Io {
+                    context: "writing the initramfs hook's input".into(),
+                    source: e.into(),
+                })?;
+                std::fs::write(&p, json).map_err(io(format!("writing {}", p.display())))?;
+                customize_hooks.extend(initramfs::hook_commands(exe, &p)?);
+                hooked = true;
+            }
             let mut uploads = Vec::new();
             for (i, (inside, text)) in initramfs.iter().enumerate() {
                 let p = work.path().join(format!("upload-{i}"));
@@ -993,6 +1101,7 @@ pub fn build_rootfs(
                 cache: arch_cache.clone(),
                 uploads,
                 debconf,
+                customize_hooks,
                 output: source_tar.clone(),
                 tmpdir: work.path().to_path_buf(),
                 log: log_path.clone(),
@@ -1021,6 +1130,8 @@ pub fn build_rootfs(
         None => source_tar.clone(),
     };
     let mut tree = TarTree::open_as(&source_tar, &shown)?;
+    let initramfs_report =
+        initramfs_modules(profile, &tree, &mut initramfs, hooked, on, &mut warnings)?;
     let customized = customize::apply(
         &mut tree,
         &recipe,
@@ -1131,6 +1242,7 @@ pub fn build_rootfs(
         fstab: customized.fstab,
         enabled: customized.enabled,
         boot,
+        initramfs: initramfs_report,
         checks,
         contents,
         size_bytes,
