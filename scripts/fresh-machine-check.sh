@@ -45,6 +45,14 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian/}
 MIRROR=${MIRROR%/}
 SECURITY=${MIRROR%/debian}/debian-security
 
+# Say it before starting, not as a tar error half-way: the root with every package takes about 2.5 GB, and the
+# main job (release build, kernel packages, image) about 3 GB more.
+NEED_GB=$((MAIN_JOB ? 6 : 3))
+AVAIL_GB=$(( $(df --output=avail -B1 /var/tmp | tail -n 1) / 1000000000 ))
+if [ "$AVAIL_GB" -lt "$NEED_GB" ]; then
+  echo "fresh-machine-check: needs about $NEED_GB GB free in /var/tmp, $AVAIL_GB GB are; free some space and run it again" >&2
+  exit 1
+fi
 ROOT=$(mktemp -d /var/tmp/boardsmith-fresh.XXXXXX)
 CACHE="$REPO/.cache/fresh-machine/$SUITE"
 mkdir -p "$CACHE"
