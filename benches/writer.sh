@@ -17,7 +17,8 @@
 # Every boardsmith run finds sdcard.bmap beside the image (as bmaptool does) and checks each mapped
 # range's SHA-256, like bmaptool copy; "no verify" skips only the read-back.
 # Environment: RUNS (rounds; default 9 for raw, 3 for compressed), ONLY (groups to run, default
-# "raw xz zst gz 7z"), MAKE_WORKLOAD (path of make-workload.sh).
+# "raw xz zst gz 7z"), MAKE_WORKLOAD (path of make-workload.sh), BASELINE (another boardsmith binary, e.g. an
+# older commit's release build: each group then also runs it, in the same rounds, as "baseline ...").
 set -euo pipefail
 export LC_ALL=C
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -79,8 +80,12 @@ ONLY="${ONLY:-raw xz zst gz 7z}"
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "## load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+# base EXT: the baseline binary's no-verify write of sdcard.img.EXT, when BASELINE is set.
+base() { [ -z "${BASELINE:-}" ] || printf '%s\0' -n "baseline write $1 (no verify)" "$BASELINE write $W/sdcard.img$1 $T --no-verify --progress none"; }
+mapfile -d '' BRAW < <(base "")
 want raw && rounds raw "$RAW_RUNS" \
   -n "boardsmith write (no verify)" "$BS write $W/sdcard.img $T --no-verify --progress none" \
+  "${BRAW[@]}" \
   -n "boardsmith write + verify" "$BS write $W/sdcard.img $T --progress none" \
   -n "dd bs=4M conv=sparse,fsync" "dd if=$W/sdcard.img of=$T bs=4M conv=sparse,fsync status=none" \
   -n "cp --sparse=always + sync" "cp --sparse=always $W/sdcard.img $T && sync $T" \
@@ -94,15 +99,19 @@ for f in xz:"xz -T2 -dc" zst:"zstd -dc" gz:"gzip -dc"; do
   want "$ext" || continue
   verify=()
   [ "$ext" = xz ] && verify=(-n "boardsmith write .xz + verify" "$BS write $W/sdcard.img.xz $T --progress none")
+  mapfile -d '' BZ < <(base ".$ext")
   rounds "$ext" "$Z_RUNS" \
     -n "boardsmith write .$ext (no verify)" "$BS write $W/sdcard.img.$ext $T --no-verify --progress none" \
+    "${BZ[@]}" \
     "${verify[@]}" \
     -n "$dec >/dev/null" "$dec $W/sdcard.img.$ext >/dev/null" \
     -n "$dec | dd" "$dec $W/sdcard.img.$ext | $DD" \
     -n "bmaptool copy .$ext" "bmaptool -q copy --bmap $W/sdcard.bmap $W/sdcard.img.$ext $T"
 done
+mapfile -d '' B7 < <(base .7z)
 want 7z && rounds 7z "$Z_RUNS" \
   -n "boardsmith write .7z (no verify)" "$BS write $W/sdcard.img.7z $T --no-verify --progress none" \
+  "${B7[@]}" \
   -n "7z x -so >/dev/null" "7z x -so $W/sdcard.img.7z >/dev/null" \
   -n "7z x -so | dd" "7z x -so $W/sdcard.img.7z | $DD"
 echo "## load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
