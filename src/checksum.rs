@@ -178,7 +178,7 @@ mod tests {
         f.flush().unwrap();
         let mut all = vec![0u8; size as usize];
         f.read_exact_at(&mut all, 0).unwrap();
-        let data = crate::sparse::data_extents(&f, 0, size).unwrap();
+        let data = crate::disk::sparse::data_extents(&f, 0, size).unwrap();
         let ranges = [
             (0u64, 4096u64),
             (2 * CHUNK as u64 - 4096, 2 * CHUNK as u64 + 8192),

@@ -732,7 +732,7 @@ fn parse_size_arg(s: Option<&str>) -> Result<Option<u64>, Failure> {
 }
 
 fn epoch() -> Result<u64, Failure> {
-    crate::ids::source_date_epoch().map_err(Failure::usage)
+    crate::disk::ids::source_date_epoch().map_err(Failure::usage)
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -810,7 +810,7 @@ fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Resul
             )
         })
     })?;
-    let tree = crate::image::tree::RootTree::open(&args.rootfs)
+    let tree = crate::rootfs::tree::RootTree::open(&args.rootfs)
         .map_err(|e| Failure::usage(report_chain(&e)))?;
     let files = crate::rootfs::initramfs::TreeFiles(&tree);
     let report = crate::rootmods::analyze(&files, &req).map_err(|e| Failure {
@@ -843,7 +843,7 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     };
     if let Some(r) = &args.rootfs {
         let tree =
-            crate::image::tree::RootTree::open(r).map_err(|e| Failure::usage(report_chain(&e)))?;
+            crate::rootfs::tree::RootTree::open(r).map_err(|e| Failure::usage(report_chain(&e)))?;
         let stats = tree.stats().map_err(|e| Failure::usage(report_chain(&e)))?;
         input.fill_content = Some(crate::image::ext4::auto_size(&stats));
         if let Some(b) = &profile.bootloader
@@ -1530,7 +1530,8 @@ fn merged_fragments(
 ) -> Result<(Profile, crate::kconfig::merge::Merged), Failure> {
     use crate::kconfig::{locate, merge};
     let profile = load(catalog, board)?;
-    let mut extra = locate::feature_fragments(&profile, &common.features);
+    let wanted = crate::rootfs::features::kernel_fragments_wanted(&common.features);
+    let mut extra = locate::extra_fragments(&profile, &wanted);
     extra.extend(common.fragments.iter().cloned());
     let refs = locate::refs_for(&profile, &extra);
     let fragments = locate::load_all(&refs).map_err(|e| kconfig_failure(e.into()))?;
@@ -1883,8 +1884,8 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
     }
 }
 
-fn write_display(mode: WriteProgressMode) -> crate::write::progress::ProgressDisplay {
-    use crate::write::progress::{Display, ProgressDisplay};
+fn write_display(mode: WriteProgressMode) -> crate::device::progress::ProgressDisplay {
+    use crate::device::progress::{Display, ProgressDisplay};
     ProgressDisplay::new(match mode {
         WriteProgressMode::Auto if std::io::stderr().is_terminal() => Display::Bar,
         WriteProgressMode::Auto | WriteProgressMode::None => Display::None,
@@ -1938,7 +1939,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
                 })?,
         },
     };
-    crate::write::interrupt::install();
+    crate::device::interrupt::install();
     let display = write_display(args.progress);
     let result = crate::write::write(&req, &|e| display.event(e));
     display.finish();
@@ -1960,10 +1961,10 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
 
 fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
     let size = parse_size_arg(args.size.as_deref())?;
-    crate::write::interrupt::install();
-    let mut target = crate::write::sink::Target::open_checked(
+    crate::device::interrupt::install();
+    let mut target = crate::device::target::Target::open_checked(
         &args.target,
-        &crate::write::sink::Checks {
+        &crate::device::target::Checks {
             yes: args.yes,
             create: false,
             ..Default::default()

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::image::gpt::{ENTRY_SIZE, Gpt, GptHeader, array_sectors};
-use crate::image::mbr::{Mbr, SECTOR};
+use crate::device::blockdev;
+use crate::device::interrupt;
+use crate::device::progress::{Event, Observer, Phase};
+use crate::device::target::{Target, TargetError, TargetKind};
+use crate::disk::gpt::{ENTRY_SIZE, Gpt, GptHeader, array_sectors};
+use crate::disk::mbr::{Mbr, SECTOR};
 use crate::size::{Human, align_down};
-use crate::write::blockdev;
-use crate::write::interrupt;
-use crate::write::progress::{Event, Observer, Phase};
-use crate::write::sink::{Target, TargetError, TargetKind};
 
 /// Partitions end on this boundary (1 MiB in sectors).
 const ALIGN_SECTORS: u64 = 2048;
@@ -1017,7 +1017,7 @@ fn resize_in_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::gpt::{GptEntry, Guid, LINUX_FS};
+    use crate::disk::gpt::{GptEntry, Guid, LINUX_FS};
     use proptest::prelude::*;
 
     const MIB_SECTORS: u64 = 2048;
@@ -1178,7 +1178,7 @@ mod tests {
         let mbr = |entries: [Option<(u32, u32)>; 4]| Mbr {
             disk_signature: 1,
             entries: entries.map(|e| {
-                e.map(|(start_lba, sectors)| crate::image::mbr::MbrEntry {
+                e.map(|(start_lba, sectors)| crate::disk::mbr::MbrEntry {
                     bootable: false,
                     type_byte: 0x83,
                     start_lba,

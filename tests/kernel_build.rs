@@ -12,7 +12,7 @@ mod linux_source;
 use std::path::Path;
 use std::process::Command;
 
-use boardsmith::image::tree::RootTree;
+use boardsmith::rootfs::tree::RootTree;
 use linux_source::{linux_src, work_dir};
 
 fn tool(cmd: &str, args: &[&str]) -> String {

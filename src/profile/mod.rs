@@ -241,7 +241,7 @@ pub enum PartitionType {
         bootable: bool,
     },
     Gpt {
-        type_guid: crate::image::gpt::Guid,
+        type_guid: crate::disk::gpt::Guid,
         name: String,
         attributes: u64,
     },
@@ -1407,12 +1407,12 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
                 });
             }
             let type_guid = match &p.gpt_type {
-                Some(t) => crate::image::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
+                Some(t) => crate::disk::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
                     ProfileError::invalid(t, field("gpt_type"), "is neither a known type name (linux, esp, basic-data, chromeos-kernel, chromeos-root, chromeos-reserved) nor a GUID like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")
                 })?,
                 None => match fs {
-                    Fs::Vfat | Fs::Fat16 | Fs::Fat32 => crate::image::gpt::BASIC_DATA,
-                    _ => crate::image::gpt::LINUX_FS,
+                    Fs::Vfat | Fs::Fat16 | Fs::Fat32 => crate::disk::gpt::BASIC_DATA,
+                    _ => crate::disk::gpt::LINUX_FS,
                 },
             };
             let attributes = match &p.attributes {

@@ -9,13 +9,13 @@
 pub mod customize;
 pub mod features;
 pub mod fetch;
-pub mod fstab;
 pub mod initramfs;
 pub mod mmdebstrap;
 pub mod prerequisites;
 pub mod recipe;
 pub mod systemd;
 pub mod tartree;
+pub mod tree;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -259,7 +259,7 @@ pub struct RootfsReport {
     pub log: Option<PathBuf>,
     pub hostname: String,
     pub user: users::UserReport,
-    pub fstab: Vec<fstab::FstabEntry>,
+    pub fstab: Vec<crate::plan::fstab::FstabEntry>,
     pub enabled: Vec<String>,
     pub boot: BootFiles,
     /// The initramfs modules derived from the device tree, with why each is needed.
@@ -530,7 +530,7 @@ fn check_boot_files(tree: &TarTree, profile: &Profile) -> Result<BootFiles, Root
                 v.push(p);
             }
         }
-        v.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+        v.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
         Ok(v)
     };
     let pkg_hint = |p: &str| {
@@ -556,7 +556,7 @@ fn check_boot_files(tree: &TarTree, profile: &Profile) -> Result<BootFiles, Root
     let dtb = match &k.dtb {
         Some(name) => {
             let mut dirs = tree.glob(&k.dtb_dir);
-            dirs.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+            dirs.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
             let found = dirs
                 .iter()
                 .rev()

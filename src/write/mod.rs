@@ -6,15 +6,9 @@
 //! flush → finish the read-back, re-check a probe per MiB → write the first 64 KiB → verify them →
 //! re-read the partition table → grow.
 
-pub mod blockdev;
-pub mod buffers;
 pub mod decompress;
 pub mod digest;
-pub mod interrupt;
-pub mod lock;
 pub mod pipeline;
-pub mod progress;
-pub mod sink;
 pub mod source;
 pub mod sums;
 pub mod verify;
@@ -27,13 +21,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use self::buffers::Pool;
 use self::decompress::Format;
 use self::digest::{RangeCheck, RangeMismatch};
-use self::progress::{Event, Observer, Phase};
-use self::sink::{Checks, Sink, SourceId, Target, TargetError};
 use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
 use self::sums::{ExpectedSum, SumKind};
+use crate::device::buffers::Pool;
+use crate::device::interrupt;
+use crate::device::progress::{Event, Observer, Phase};
+use crate::device::target::{Checks, Sink, SourceId, Target, TargetError};
 use crate::grow::{GrowFailure, GrowReport};
 use crate::image::bmap::{Bmap, BmapError};
 use crate::net::{self, DownloadHandle, FailureKind, NetError, NetOptions};
@@ -417,7 +412,7 @@ fn body_ranges(ranges: &[(u64, u64)], head: u64, len: u64) -> Vec<(u64, u64)> {
 pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<WriteFailure>> {
     let target_name = req.target.display().to_string();
     let mut state = TargetState::Untouched;
-    buffers::map_large_allocations();
+    crate::device::buffers::map_large_allocations();
     // Reconnects happen on the reader thread, which cannot borrow `obs`: they come through a channel.
     let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
     let tx = std::sync::Mutex::new(tx);
@@ -789,7 +784,7 @@ fn write_inner(
                 });
                 let t = Instant::now();
                 while !v.is_finished() {
-                    obs(Event::Progress(progress::Counters {
+                    obs(Event::Progress(crate::device::progress::Counters {
                         done: trail.verified(),
                         written: 0,
                         skipped: 0,
@@ -1045,7 +1040,7 @@ fn write_head(sink: &Sink, head: &pipeline::Head, skip_zero: bool) -> io::Result
 
 /// Reads the head back and compares it byte by byte.
 fn check_head(sink: &Sink, head: &pipeline::Head, target: &str) -> Result<(), WriteError> {
-    let mut buf = buffers::AlignedBuf::new(HEAD_LEN as usize);
+    let mut buf = crate::device::buffers::AlignedBuf::new(HEAD_LEN as usize);
     for &(s, e) in &head.segments {
         let n = (e - s) as usize;
         sink.read_back(&mut buf[..n], s)

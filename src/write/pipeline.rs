@@ -11,15 +11,15 @@ use std::thread;
 use std::time::Duration;
 
 use super::WriteError;
-use super::buffers::{Pool, PoolBuf};
 use super::decompress::{self, Format};
 use super::digest::{RangeCheck, WholeHash};
-use super::interrupt;
-use super::progress::{Counters, Event, Observer, Throttle};
-use super::sink::{FLUSH_WINDOW, Sink};
 use super::source::Input;
 use super::sums::SumKind;
 use super::verify::{Fingerprints, Trail};
+use crate::device::buffers::{Pool, PoolBuf};
+use crate::device::interrupt;
+use crate::device::progress::{Counters, Event, Observer, Throttle};
+use crate::device::target::{FLUSH_WINDOW, Sink};
 
 /// A piece of the image: data in a pool buffer, or a run of zeros (a hole) without a buffer.
 pub struct Chunk {
@@ -396,11 +396,12 @@ fn produce(
                 if rs >= re {
                     continue;
                 }
-                let extents =
-                    crate::sparse::data_extents(&file, rs, re).map_err(|e| WriteError::Io {
+                let extents = crate::disk::sparse::data_extents(&file, rs, re).map_err(|e| {
+                    WriteError::Io {
                         context: format!("finding the data in {}", names.0),
                         source: e,
-                    })?;
+                    }
+                })?;
                 let mut pos = rs;
                 for (ds, de) in extents.into_iter().chain(std::iter::once((re, re))) {
                     if ds > pos

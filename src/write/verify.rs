@@ -22,11 +22,11 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use super::buffers::{Pool, PoolBuf, ZEROS, ZEROS_LEN};
 use super::decompress;
-use super::interrupt;
-use super::sink::Sink;
 use super::source::{self, DecodeOptions, Input, SourceSpec};
+use crate::device::buffers::{Pool, PoolBuf, ZEROS, ZEROS_LEN};
+use crate::device::interrupt;
+use crate::device::target::Sink;
 
 /// Bytes per fingerprint window.
 pub const WINDOW: u64 = 1 << 20;
@@ -573,9 +573,9 @@ pub fn first_difference(
 
 #[cfg(test)]
 mod tests {
-    use super::super::buffers::AlignedBuf;
-    use super::super::sink::Target;
     use super::*;
+    use crate::device::buffers::AlignedBuf;
+    use crate::device::target::Target;
     use std::path::Path;
 
     #[test]

@@ -854,7 +854,7 @@ impl Sink {
         if self.is_device {
             Ok(vec![(start, end)])
         } else {
-            crate::sparse::data_extents(&self.plain, start, end)
+            crate::disk::sparse::data_extents(&self.plain, start, end)
         }
     }
 
@@ -871,7 +871,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::write::blockdev::fake;
+    use crate::device::blockdev::fake;
 
     /// Disks as sysfs shows them: (name, devpath, major, minor, attributes).
     fn disks(sys: &Path) -> Vec<(&'static str, u64)> {
