@@ -1153,9 +1153,10 @@ fn rootfs_request(
     Ok(req)
 }
 
-/// Makes SIGINT/SIGTERM/SIGHUP remove this command's temporary files and exit with 128+N.
-fn install_signals() -> Result<(), Failure> {
-    crate::signals::install()
+/// Makes SIGINT/SIGTERM/SIGHUP end this command with 128+N: at once, removing its temporary files
+/// (`OnStop::Exit`), or once the work stopped at its next check (`OnStop::Poll`).
+fn install_signals(on_stop: crate::signals::OnStop) -> Result<(), Failure> {
+    crate::signals::install(on_stop)
         .map_err(|e| Failure::failed(format!("installing the signal handlers: {e}")))
 }
 
@@ -1184,7 +1185,7 @@ fn run_rootfs(
 }
 
 fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
-    install_signals()?;
+    install_signals(crate::signals::OnStop::Exit)?;
     let profile = load(catalog, &args.board)?;
     let req = rootfs_request(
         &args.options,
@@ -1261,7 +1262,7 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
             crate::profile::describe_control(c)
         )));
     }
-    install_signals()?;
+    install_signals(crate::signals::OnStop::Exit)?;
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
         out_dir: args.out.clone(),
@@ -1349,7 +1350,7 @@ fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
 
 fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
     use crate::release::{Format, ReleaseEvent, ReleaseRequest, Settings, release};
-    install_signals()?;
+    install_signals(crate::signals::OnStop::Exit)?;
     let profile = load(catalog, &args.board)?;
     let mut formats = Vec::new();
     for f in &args.compress {
@@ -1851,6 +1852,7 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
             let _ = writeln!(std::io::stderr().lock(), "qemu: {line}");
         }
     };
+    install_signals(crate::signals::OnStop::Poll)?;
     match boot(&profile, &req, &mut on) {
         Ok(report) => {
             if json {
@@ -1939,7 +1941,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
                 })?,
         },
     };
-    crate::device::interrupt::install();
+    install_signals(crate::signals::OnStop::Poll)?;
     let display = write_display(args.progress);
     let result = crate::write::write(&req, &|e| display.event(e));
     display.finish();
@@ -1961,7 +1963,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
 
 fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
     let size = parse_size_arg(args.size.as_deref())?;
-    crate::device::interrupt::install();
+    install_signals(crate::signals::OnStop::Poll)?;
     let mut target = crate::device::target::Target::open_checked(
         &args.target,
         &crate::device::target::Checks {

@@ -25,4 +25,5 @@ pub mod rootmods;
 pub mod signals;
 pub mod size;
 pub mod time;
+pub mod tools;
 pub mod write;

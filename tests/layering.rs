@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations (std and crates only)",
-        &["size", "time", "embedded", "signals", "rootmods"],
+        &["size", "time", "embedded", "signals", "tools", "rootmods"],
     ),
     ("formats and plumbing", &["disk", "output", "codec", "net"]),
     ("shared services", &["checksum", "device"]),

@@ -5,7 +5,6 @@
 
 pub mod blockdev;
 pub mod buffers;
-pub mod interrupt;
 pub mod lock;
 pub mod progress;
 pub mod target;

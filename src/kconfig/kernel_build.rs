@@ -109,12 +109,7 @@ fn is_step(line: &str) -> bool {
 }
 
 fn depmod() -> Option<PathBuf> {
-    kbuild::find_in_path("depmod").or_else(|| {
-        ["/usr/sbin/depmod", "/sbin/depmod"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-    })
+    crate::tools::system_tool("depmod")
 }
 
 /// Builds the configured kernel and installs it into `req.staging`.

@@ -321,30 +321,16 @@ struct CacheLock {
 
 impl CacheLock {
     fn take(cache: &Path, on: &dyn Fn(RootfsEvent<'_>)) -> Result<CacheLock, RootfsError> {
-        use std::os::fd::AsRawFd;
         std::fs::create_dir_all(cache).map_err(io(format!(
             "creating the package cache {}",
             cache.display()
         )))?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(cache.join(".lock"))
-            .map_err(io(format!("locking the package cache {}", cache.display())))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let f = crate::output::lock_waiting(&cache.join(".lock"), || {
             on(RootfsEvent::Phase(
                 "waiting for another build using the package cache",
-            ));
-            // SAFETY: as above, blocking.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(RootfsError::Io {
-                    context: format!("locking the package cache {}", cache.display()),
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-        }
+            ))
+        })
+        .map_err(io(format!("locking the package cache {}", cache.display())))?;
         Ok(CacheLock { _file: f })
     }
 }

@@ -26,12 +26,12 @@ use self::digest::{RangeCheck, RangeMismatch};
 use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
 use self::sums::{ExpectedSum, SumKind};
 use crate::device::buffers::Pool;
-use crate::device::interrupt;
 use crate::device::progress::{Event, Observer, Phase};
 use crate::device::target::{Checks, Sink, SourceId, Target, TargetError};
 use crate::grow::{GrowFailure, GrowReport};
 use crate::image::bmap::{Bmap, BmapError};
 use crate::net::{self, DownloadHandle, FailureKind, NetError, NetOptions};
+use crate::signals;
 use crate::size::Human;
 
 /// The first bytes of the image (partition table, boot loader area), written last.
@@ -214,7 +214,7 @@ impl WriteError {
         match self {
             WriteError::Net(n) | WriteError::Source(SourceError::Net(n)) => net(n),
             WriteError::Unchecked { .. } => 2,
-            WriteError::Interrupted { .. } => interrupt::exit_status(),
+            WriteError::Interrupted { .. } => signals::exit_status(),
             WriteError::Grow { source, .. } => source.exit_code(),
             WriteError::Source(s) => s.exit_code(),
             WriteError::Bmap { .. } | WriteError::SideFile(_) | WriteError::BmapSize { .. } => 2,
@@ -417,7 +417,7 @@ pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<W
     let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
     let tx = std::sync::Mutex::new(tx);
     let client = net::Client::new(req.net)
-        .cancel_when(interrupt::interrupted)
+        .cancel_when(signals::interrupted)
         .observe(std::sync::Arc::new(move |r: &net::Reconnect| {
             if let Ok(tx) = tx.lock() {
                 let _ = tx.send(r.clone());
@@ -1008,9 +1008,9 @@ fn write_and_flush(
 }
 
 fn check_interrupt() -> Result<(), WriteError> {
-    if interrupt::interrupted() {
+    if signals::interrupted() {
         Err(WriteError::Interrupted {
-            signal: interrupt::signal_name(),
+            signal: signals::pending_name(),
         })
     } else {
         Ok(())
@@ -1076,7 +1076,7 @@ fn verify_failure(
     let name = target_name(target);
     match e {
         verify::VerifyError::Interrupted => WriteError::Interrupted {
-            signal: interrupt::signal_name(),
+            signal: signals::pending_name(),
         },
         verify::VerifyError::Io { offset, source } => WriteError::Io {
             context: format!("reading back {name} at byte {offset}"),

@@ -177,7 +177,7 @@ impl SourceError {
     /// limit, not the input's fault); otherwise 2: the source or its name is bad.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SourceError::Interrupted { .. } => crate::device::interrupt::exit_status(),
+            SourceError::Interrupted { .. } => crate::signals::exit_status(),
             SourceError::SpoolFull { .. } => 1,
             _ => 2,
         }
@@ -344,12 +344,12 @@ fn spool(r: Box<dyn Read + Send>, what: &str, announced: Option<u64>) -> Result<
             .map_err(err)?
     };
     let result = loop {
-        if crate::device::interrupt::interrupted() {
+        if crate::signals::interrupted() {
             stop.store(true, Ordering::SeqCst);
             // The copier may be blocked in a read; the process is about to end without it.
             return Err(SourceError::Interrupted {
                 what: what.to_string(),
-                signal: crate::device::interrupt::signal_name(),
+                signal: crate::signals::pending_name(),
             });
         }
         match rx.recv_timeout(std::time::Duration::from_millis(50)) {
