@@ -14,6 +14,18 @@ use sha2::{Digest, Sha256};
 
 const CHUNK: usize = 1 << 20;
 
+/// Whether `s` is exactly `digits` hex digits (either case): the one check of a digest given by a
+/// user, a sums file or a bmap.
+pub fn is_hex_digest(s: &str, digits: usize) -> bool {
+    s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `s` without surrounding white space, in lower case, if it is a digest of `digits` hex digits.
+pub fn parse_hex_digest(s: &str, digits: usize) -> Option<String> {
+    let t = s.trim();
+    is_hex_digest(t, digits).then(|| t.to_ascii_lowercase())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageDigest {
     pub sha256: String,
@@ -166,6 +178,16 @@ fn range_hashes(rx: Receiver<Chunk>, ranges: &[(u64, u64)]) -> Vec<String> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn hex_digests() {
+        assert!(is_hex_digest("0aF9", 4));
+        assert!(!is_hex_digest("0aF9", 3));
+        assert!(!is_hex_digest(" 0aF9", 4));
+        assert!(!is_hex_digest("0aG9", 4));
+        assert_eq!(parse_hex_digest(" 0aF9\n", 4).as_deref(), Some("0af9"));
+        assert_eq!(parse_hex_digest("0aF9", 5), None);
+    }
 
     #[test]
     fn matches_plain_hashes_with_holes() {

@@ -83,13 +83,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 /// boardsmith's default work directory: `$XDG_CACHE_HOME/boardsmith`, else `~/.cache/boardsmith`.
 pub fn default_work_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("boardsmith");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("boardsmith");
-    }
-    PathBuf::from(".boardsmith-work")
+    crate::output::user_cache_dir().unwrap_or_else(|| PathBuf::from(".boardsmith-work"))
 }
 
 /// The Debian package that provides a tool.
