@@ -970,8 +970,7 @@ fn resize_in_file(
         state.fs_grown = true;
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(GrowError::Table {
             path: path.into(),
             message: format!(

@@ -646,12 +646,7 @@ impl Target {
     /// what the file occupies now (its old content is dropped before writing). None when the
     /// filesystem keeps no account of space (it reports no blocks at all: some FUSE filesystems).
     pub fn free_space(&self) -> io::Result<Option<u64>> {
-        // SAFETY: an all-zero statvfs is valid; fstatvfs fills it for a valid descriptor.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::fstatvfs(self.anchor.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let st = rustix::fs::fstatvfs(&self.anchor)?;
         if st.f_blocks == 0 {
             return Ok(None);
         }
@@ -813,15 +808,10 @@ impl Sink {
 
     /// Drops cached pages of `[start, end)` so the next read comes from the medium.
     pub fn drop_cache(&self, start: u64, end: u64) {
-        // SAFETY: posix_fadvise only affects caching of a valid descriptor.
-        unsafe {
-            libc::posix_fadvise(
-                self.plain.as_raw_fd(),
-                start as libc::off_t,
-                (end - start) as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
-        }
+        // Only a hint: a failure leaves pages cached, and the read-back then reads them.
+        // A zero length (None) means "to the end of the file", as for posix_fadvise.
+        let len = std::num::NonZeroU64::new(end.saturating_sub(start));
+        let _ = rustix::fs::fadvise(&self.plain, start, len, rustix::fs::Advice::DontNeed);
     }
 
     /// Reads back with the page cache bypassed: O_DIRECT when aligned, otherwise a read after the

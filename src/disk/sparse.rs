@@ -2,21 +2,19 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
-fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
-    // SAFETY: lseek on a valid open descriptor has no memory-safety requirements.
-    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENXIO) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
+use rustix::fs::SeekFrom;
+
+/// `SEEK_DATA` or `SEEK_HOLE` from `offset`; None (ENXIO) when there is no such place before the end.
+fn seek(file: &File, offset: u64, whence: fn(u64) -> SeekFrom) -> io::Result<Option<u64>> {
+    if i64::try_from(offset).is_err() {
+        return Err(io::Error::other("offset too large"));
     }
-    Ok(Some(r as u64))
+    match rustix::fs::seek(file, whence(offset)) {
+        Ok(pos) => Ok(Some(pos)),
+        Err(rustix::io::Errno::NXIO) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Data extents of `file` within [start, end), in order. A filesystem without SEEK_DATA support reports
@@ -25,13 +23,13 @@ pub fn data_extents(file: &File, start: u64, end: u64) -> io::Result<Vec<(u64, u
     let mut out = Vec::new();
     let mut pos = start;
     while pos < end {
-        let Some(data) = seek(file, pos, libc::SEEK_DATA)? else {
+        let Some(data) = seek(file, pos, SeekFrom::Data)? else {
             break;
         };
         if data >= end {
             break;
         }
-        let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        let hole = seek(file, data, SeekFrom::Hole)?.unwrap_or(end).min(end);
         out.push((data, hole));
         pos = hole;
     }

@@ -849,8 +849,7 @@ pub fn build_rootfs(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     if !as_tar {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             return Err(RootfsError::Output {
                 path: out,
                 message: "a directory root filesystem needs root (owners and device nodes); write a .tar instead (-o NAME.tar), which needs no root".into(),

@@ -724,7 +724,7 @@ fn write_inner(
         _ => None,
     };
     // The pool is the whole data memory of the writer and of the verifier that follows it.
-    let pool = Pool::new(BUFS, BUF_SIZE);
+    let pool = Pool::new(BUFS, BUF_SIZE).map_err(io_err("allocating the write buffers".into()))?;
     let trail = verify::Trail::default();
     // Everything written but the head is read back; the image's end comes with the trail.
     let verify_ranges = body_ranges(
@@ -885,18 +885,14 @@ fn source_identity(spec: &SourceSpec) -> Option<SourceId> {
             .ok()
             .map(|m| SourceId::of(p.display().to_string(), &m)),
         SourceSpec::Stdin => {
-            // SAFETY: an all-zero stat is valid; fstat fills it for descriptor 0 or fails.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            if unsafe { libc::fstat(0, &mut st) } != 0 {
-                return None;
-            }
-            let kind = st.st_mode & libc::S_IFMT;
-            (kind == libc::S_IFREG || kind == libc::S_IFBLK).then(|| SourceId {
+            use rustix::fs::FileType;
+            let st = rustix::fs::fstat(std::io::stdin()).ok()?;
+            let kind = FileType::from_raw_mode(st.st_mode);
+            (kind == FileType::RegularFile || kind == FileType::BlockDevice).then(|| SourceId {
                 name: "standard input".into(),
                 dev: st.st_dev,
                 ino: st.st_ino,
-                rdev: (kind == libc::S_IFBLK).then_some(st.st_rdev),
+                rdev: (kind == FileType::BlockDevice).then_some(st.st_rdev),
             })
         }
         SourceSpec::Url(_) => None,
@@ -1040,7 +1036,12 @@ fn write_head(sink: &Sink, head: &pipeline::Head, skip_zero: bool) -> io::Result
 
 /// Reads the head back and compares it byte by byte.
 fn check_head(sink: &Sink, head: &pipeline::Head, target: &str) -> Result<(), WriteError> {
-    let mut buf = crate::device::buffers::AlignedBuf::new(HEAD_LEN as usize);
+    let mut buf = crate::device::buffers::AlignedBuf::new(HEAD_LEN as usize).map_err(|source| {
+        WriteError::Io {
+            context: format!("reading back the first 64 KiB of {target}"),
+            source,
+        }
+    })?;
     for &(s, e) in &head.segments {
         let n = (e - s) as usize;
         sink.read_back(&mut buf[..n], s)

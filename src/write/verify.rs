@@ -644,10 +644,10 @@ mod tests {
         let len = 4 * WINDOW + 12345;
         let image: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let sink = target.open_sink(len).unwrap();
-        let pool = Pool::new(4, WINDOW as usize);
+        let pool = Pool::new(4, WINDOW as usize).unwrap();
         let trail = Trail::default();
         let ranges = [(HEAD, u64::MAX)];
-        let mut buf = AlignedBuf::new(WINDOW as usize);
+        let mut buf = AlignedBuf::new(WINDOW as usize).unwrap();
         let result = thread::scope(|s| {
             let verifier = s.spawn(|| read_back(&sink, &ranges, &trail, &pool));
             let mut prints = Fingerprints::default();

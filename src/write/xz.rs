@@ -635,7 +635,7 @@ mod tests {
         let idx = index(&f).unwrap();
         assert_eq!(idx.uncompressed, 5_000_000);
         assert_eq!(idx.blocks.len(), 5);
-        let pool = Pool::new(6, 256 << 10);
+        let pool = Pool::new(6, 256 << 10).unwrap();
         let mut got = Vec::new();
         let n = decode_parallel(
             &f,
