@@ -661,6 +661,18 @@ impl Failure {
     }
 }
 
+/// `value` as pretty JSON: a value serde cannot represent is a failure, never an empty line.
+fn pretty_json(value: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::failed(format!("writing the report as JSON: {e}")))
+}
+
+/// `value` as a JSON value, to add fields to.
+fn json_value(value: &impl serde::Serialize) -> Result<serde_json::Value, Failure> {
+    serde_json::to_value(value)
+        .map_err(|e| Failure::failed(format!("writing the report as JSON: {e}")))
+}
+
 fn report_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -744,11 +756,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(report_chain(&e)))?;
             let mut out = std::io::stdout().lock();
             if json {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&boards).unwrap_or_default()
-                );
+                let _ = writeln!(out, "{}", pretty_json(&boards)?);
             } else {
                 for b in boards {
                     let _ = writeln!(out, "{:<20} {:<6} {}", b.name, b.arch, b.description);
@@ -822,11 +830,7 @@ fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Resul
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{}", pretty_json(&report)?);
     } else {
         let _ = write!(out, "{}", report.text());
     }
@@ -870,11 +874,7 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({ "profile": profile, "layout": layout });
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{v:#}");
         return Ok(());
     }
     let _ = writeln!(out, "{} — {}", profile.name, profile.description);
@@ -1018,7 +1018,7 @@ fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Resul
     .map_err(|e| Failure::usage(report_chain(&e)))?;
     std::fs::create_dir_all(&req.out_dir)
         .map_err(|e| Failure::failed(format!("creating {}: {e}", req.out_dir.display())))?;
-    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    let json = pretty_json(&summary)?;
     let summary_path = req.out_dir.join("build-summary.json");
     crate::output::write_atomic(&summary_path, format!("{json}\n").as_bytes())
         .and_then(|p| p.commit())
@@ -1198,10 +1198,7 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
     progress.finish();
     let report = result?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&report)?);
     } else {
         eprintln!(
             "built {} ({}, {} {}) in {:.0} s\n  features  {}\n  kernel    {}\n  user      {} (uid {}, groups {})\n  fstab     {}\n  packages  {} downloaded ({}), {} index files fetched",
@@ -1316,16 +1313,16 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         },
         message: report_chain(&e),
     })?;
-    print_build_report(&report, args.json);
+    print_build_report(&report, args.json)?;
     Ok(())
 }
 
-fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
+fn print_build_report(
+    report: &crate::image::build::BuildReport,
+    json: bool,
+) -> Result<(), Failure> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&report)?);
     } else {
         eprintln!(
             "built {} ({}, {} mapped) in {:.1} s\n  bmap   {}\n  sha256 {}  {}\n  md5    {}  {}",
@@ -1346,6 +1343,7 @@ fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
             eprintln!("warning: {w}");
         }
     }
+    Ok(())
 }
 
 fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
@@ -1430,10 +1428,7 @@ fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
         message: report_chain(&e),
     })?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&manifest).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&manifest)?);
     } else {
         for a in &manifest.artefacts {
             eprintln!(
@@ -1639,7 +1634,7 @@ fn kconfig_cmd(catalog: &Catalog, args: KconfigArgs) -> Result<(), Failure> {
                 "entries": entries,
                 "notes": merged.notes,
             });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            println!("{v:#}");
         } else if args.out.is_none() {
             print!("{text}");
         }
@@ -1664,7 +1659,7 @@ fn kconfig_cmd(catalog: &Catalog, args: KconfigArgs) -> Result<(), Failure> {
     .map_err(kconfig_failure)?;
     if args.common.json {
         let v = serde_json::json!({ "check": configured, "merge_notes": merged.notes });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{v:#}");
     } else {
         print_check(&configured, true, &mut std::io::stdout().lock());
     }
@@ -1755,7 +1750,7 @@ fn kernel_cmd(catalog: &Catalog, args: KernelArgs) -> Result<(), Failure> {
     let report = result.map_err(kconfig_failure)?;
     if args.common.json {
         let v = serde_json::json!({ "check": configured, "build": report });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{v:#}");
     }
     eprintln!(
         "installed linux {} for {} into {} in {:.0} s: {}, {} device trees{}, {} modules{}\n  log {}",
@@ -1857,7 +1852,7 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
         Ok(report) => {
             if json {
                 let v = serde_json::json!({ "result": "booted", "report": report });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                println!("{v:#}");
             } else if let Some(m) = &report.matched {
                 eprintln!(
                     "boardsmith: {} booted to /{}/ in {:.1} s: {m}",
@@ -1876,7 +1871,7 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
             };
             if json && let BootError::Failed(f) = &e {
                 let v = serde_json::json!({ "result": "failed", "failure": f });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                println!("{v:#}");
             }
             Err(Failure {
                 code,
@@ -1950,7 +1945,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         message: f.to_string(),
     })?;
     if args.progress == WriteProgressMode::Json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        let mut v = json_value(&report)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("event".into(), "summary".into());
         }
@@ -1988,7 +1983,7 @@ fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
         message: format!("growing {} failed: {f}", args.target.display()),
     })?;
     if args.progress == WriteProgressMode::Json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        let mut v = json_value(&report)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("event".into(), "summary".into());
         }
