@@ -2,6 +2,7 @@
 //! signed by vbutil_kernel; the firmware's own tools (cgpt, vbutil_kernel, futility, dumpimage) are the judge.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 

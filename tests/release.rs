@@ -2,6 +2,7 @@
 //! md5sum; reproducibility; release notes computed from the image; a batch with a broken profile.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

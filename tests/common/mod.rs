@@ -5,15 +5,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
-
-/// The boardsmith binary under test, with a fixed SOURCE_DATE_EPOCH and no user board directory.
-pub fn boardsmith() -> Command {
-    let mut c = Command::cargo_bin("boardsmith").expect("binary built by cargo");
-    c.env("SOURCE_DATE_EPOCH", "1700000000")
-        .env_remove("BOARDSMITH_BOARDS");
-    c
-}
+// The launcher and the sha256 helper are the ones every integration test uses (tests/support/).
+#[allow(unused_imports)]
+pub use crate::support::{boardsmith, sha256_file};
 
 /// Runs a command, returning its output; panics with the command line if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
@@ -35,14 +29,6 @@ pub fn tool(program: &str, args: &[&str]) -> String {
         out.status
     );
     text
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    tool("sha256sum", &[path.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so fixtures and golden layouts are stable.
