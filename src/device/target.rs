@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -280,15 +280,13 @@ fn file_type_name(m: &std::fs::Metadata) -> &'static str {
 /// Opens `fd`'s file again through /proc/self/fd with `flags` (plus O_CLOEXEC) and checks that
 /// it is the same file: same device, inode and (for devices) device number.
 pub fn reopen(fd: RawFd, flags: libc::c_int, identity: Identity) -> io::Result<File> {
-    let name = std::ffi::CString::new(format!("/proc/self/fd/{fd}"))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: open with a NUL-terminated path; the result is checked.
-    let r = unsafe { libc::open(name.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: r is a descriptor we just opened and own.
-    let f = unsafe { File::from_raw_fd(r) };
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::from_bits_retain(flags as _) | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let f = File::from(rustix::fs::open(
+        format!("/proc/self/fd/{fd}"),
+        flags,
+        Mode::empty(),
+    )?);
     if Identity::of(&f.metadata()?) != identity {
         return Err(io::Error::other("a different file was opened"));
     }
