@@ -27,13 +27,7 @@ fn build_board(board: &str, tarball: bool) -> Built {
         tree.clone()
     };
     let out = dir.path().join("out");
-    let o = support::run_ok(
-        boardsmith()
-            .args(["build", board, "--json", "--progress", "none", "--rootfs"])
-            .arg(&rootfs)
-            .arg("-o")
-            .arg(&out),
-    );
+    let o = build_ok(board, &rootfs, &out, &["--json"]);
     let report: Value = serde_json::from_slice(&o.stdout).expect("--json prints a JSON report");
     Built {
         image: out.join(format!("{board}.img")),
@@ -355,20 +349,7 @@ fn image_mode_follows_world_readable() {
         .unwrap();
     for (flag, want) in [(None, 0o600), (Some("--world-readable"), 0o666 & !umask)] {
         let out = dir.path().join("out");
-        support::run_ok(
-            boardsmith()
-                .args([
-                    "build",
-                    "armv8-foundation",
-                    "--progress",
-                    "none",
-                    "--rootfs",
-                ])
-                .arg(&rootfs)
-                .args(flag)
-                .arg("-o")
-                .arg(&out),
-        );
+        build_ok("armv8-foundation", &rootfs, &out, flag.as_slice());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&out.join("armv8-foundation.img")), want, "{flag:?}");
         assert_eq!(mode(&out.join("armv8-foundation.img.bmap")), 0o666 & !umask);
@@ -496,19 +477,7 @@ fn moved_gpt_entry_array_makes_room_for_the_spl() {
         ),
     );
     let out = dir.path().join("out");
-    support::run_ok(
-        boardsmith()
-            .args([
-                "build",
-                p.to_str().unwrap(),
-                "--progress",
-                "none",
-                "--rootfs",
-            ])
-            .arg(&rootfs)
-            .arg("-o")
-            .arg(&out),
-    );
+    build_ok(p.to_str().unwrap(), &rootfs, &out, &[]);
     let v = tool(
         "sgdisk",
         &["-v", out.join("testboard.img").to_str().unwrap()],
@@ -770,20 +739,7 @@ fn fat32_boot_partition_is_fsck_clean() {
         ),
     );
     let out = dir.path().join("out");
-    let o = support::run_ok(
-        boardsmith()
-            .args([
-                "build",
-                p.to_str().unwrap(),
-                "--json",
-                "--progress",
-                "none",
-                "--rootfs",
-            ])
-            .arg(&rootfs)
-            .arg("-o")
-            .arg(&out),
-    );
+    let o = build_ok(p.to_str().unwrap(), &rootfs, &out, &["--json"]);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["fat"]["geometry"]["kind"], "Fat32");
     let image = out.join("testboard.img");
@@ -1188,19 +1144,11 @@ fn fvp_script_quotes_hostile_values() {
     let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
     let out = dir.path().join("out");
     let append = "x='$(touch pwned-e)' \"`touch pwned-f`\" ; touch pwned-g # \\";
-    support::run_ok(
-        boardsmith()
-            .args([
-                "build",
-                profile.to_str().unwrap(),
-                "--progress",
-                "none",
-                "--rootfs",
-            ])
-            .arg(&rootfs)
-            .arg("-o")
-            .arg(&out)
-            .args(["--cmdline-append", append]),
+    build_ok(
+        profile.to_str().unwrap(),
+        &rootfs,
+        &out,
+        &["--cmdline-append", append],
     );
     let script = out.join("armv8-foundation.fvp.sh");
     for shell in ["sh", "bash"] {
@@ -1371,20 +1319,11 @@ fn boot_scr_hands_a_hostile_command_line_to_u_boot_literally() {
     let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
     let out = dir.path().join("out");
     let append = "a\"b $c ${bootcmd} `echo INJECTED1` $(echo INJECTED2); echo INJECTED3 # \\d";
-    let o = support::run_ok(
-        boardsmith()
-            .args([
-                "build",
-                profile.to_str().unwrap(),
-                "--json",
-                "--progress",
-                "none",
-            ])
-            .arg("--rootfs")
-            .arg(&rootfs)
-            .arg("-o")
-            .arg(&out)
-            .args(["--cmdline-append", append]),
+    let o = build_ok(
+        profile.to_str().unwrap(),
+        &rootfs,
+        &out,
+        &["--json", "--cmdline-append", append],
     );
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let cmdline = report["cmdline"].as_str().unwrap().to_string();

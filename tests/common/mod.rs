@@ -9,6 +9,19 @@ use std::process::{Command, Output};
 #[allow(unused_imports)]
 pub use crate::support::{boardsmith, sha256_file};
 
+/// `boardsmith build BOARD --progress none --rootfs ROOTFS -o OUT EXTRA...`, asserting that it
+/// succeeded (`--json` in `extra` for the report on stdout).
+pub fn build_ok(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Output {
+    crate::support::run_ok(
+        boardsmith()
+            .args(["build", board, "--progress", "none", "--rootfs"])
+            .arg(rootfs)
+            .arg("-o")
+            .arg(out)
+            .args(extra),
+    )
+}
+
 /// Runs a command, returning its output; panics with the command line if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
