@@ -17,15 +17,7 @@ use boardsmith::rootfs::tree::RootTree;
 use linux_source::{linux_src, work_dir};
 
 fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::run_ok(Command::new(cmd).args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
