@@ -14,6 +14,18 @@ use sha2::{Digest, Sha256};
 
 const CHUNK: usize = 1 << 20;
 
+/// Whether `s` is exactly `digits` hex digits (either case): the one check of a digest given by a
+/// user, a sums file or a bmap.
+pub fn is_hex_digest(s: &str, digits: usize) -> bool {
+    s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `s` without surrounding white space, in lower case, if it is a digest of `digits` hex digits.
+pub fn parse_hex_digest(s: &str, digits: usize) -> Option<String> {
+    let t = s.trim();
+    is_hex_digest(t, digits).then(|| t.to_ascii_lowercase())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageDigest {
     pub sha256: String,
@@ -168,6 +180,16 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    fn hex_digests() {
+        assert!(is_hex_digest("0aF9", 4));
+        assert!(!is_hex_digest("0aF9", 3));
+        assert!(!is_hex_digest(" 0aF9", 4));
+        assert!(!is_hex_digest("0aG9", 4));
+        assert_eq!(parse_hex_digest(" 0aF9\n", 4).as_deref(), Some("0af9"));
+        assert_eq!(parse_hex_digest("0aF9", 5), None);
+    }
+
+    #[test]
     fn matches_plain_hashes_with_holes() {
         let mut f = tempfile::tempfile().unwrap();
         let size = 3 * CHUNK as u64 + 100;
@@ -178,7 +200,7 @@ mod tests {
         f.flush().unwrap();
         let mut all = vec![0u8; size as usize];
         f.read_exact_at(&mut all, 0).unwrap();
-        let data = crate::sparse::data_extents(&f, 0, size).unwrap();
+        let data = crate::disk::sparse::data_extents(&f, 0, size).unwrap();
         let ranges = [
             (0u64, 4096u64),
             (2 * CHUNK as u64 - 4096, 2 * CHUNK as u64 + 8192),

@@ -661,6 +661,18 @@ impl Failure {
     }
 }
 
+/// `value` as pretty JSON: a value serde cannot represent is a failure, never an empty line.
+fn pretty_json(value: &impl serde::Serialize) -> Result<String, Failure> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::failed(format!("writing the report as JSON: {e}")))
+}
+
+/// `value` as a JSON value, to add fields to.
+fn json_value(value: &impl serde::Serialize) -> Result<serde_json::Value, Failure> {
+    serde_json::to_value(value)
+        .map_err(|e| Failure::failed(format!("writing the report as JSON: {e}")))
+}
+
 fn report_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -732,7 +744,7 @@ fn parse_size_arg(s: Option<&str>) -> Result<Option<u64>, Failure> {
 }
 
 fn epoch() -> Result<u64, Failure> {
-    crate::ids::source_date_epoch().map_err(Failure::usage)
+    crate::disk::ids::source_date_epoch().map_err(Failure::usage)
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -744,11 +756,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(report_chain(&e)))?;
             let mut out = std::io::stdout().lock();
             if json {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&boards).unwrap_or_default()
-                );
+                let _ = writeln!(out, "{}", pretty_json(&boards)?);
             } else {
                 for b in boards {
                     let _ = writeln!(out, "{:<20} {:<6} {}", b.name, b.arch, b.description);
@@ -810,7 +818,7 @@ fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Resul
             )
         })
     })?;
-    let tree = crate::image::tree::RootTree::open(&args.rootfs)
+    let tree = crate::rootfs::tree::RootTree::open(&args.rootfs)
         .map_err(|e| Failure::usage(report_chain(&e)))?;
     let files = crate::rootfs::initramfs::TreeFiles(&tree);
     let report = crate::rootmods::analyze(&files, &req).map_err(|e| Failure {
@@ -822,11 +830,7 @@ fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Resul
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{}", pretty_json(&report)?);
     } else {
         let _ = write!(out, "{}", report.text());
     }
@@ -843,7 +847,7 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     };
     if let Some(r) = &args.rootfs {
         let tree =
-            crate::image::tree::RootTree::open(r).map_err(|e| Failure::usage(report_chain(&e)))?;
+            crate::rootfs::tree::RootTree::open(r).map_err(|e| Failure::usage(report_chain(&e)))?;
         let stats = tree.stats().map_err(|e| Failure::usage(report_chain(&e)))?;
         input.fill_content = Some(crate::image::ext4::auto_size(&stats));
         if let Some(b) = &profile.bootloader
@@ -870,11 +874,7 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({ "profile": profile, "layout": layout });
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_default()
-        );
+        let _ = writeln!(out, "{v:#}");
         return Ok(());
     }
     let _ = writeln!(out, "{} — {}", profile.name, profile.description);
@@ -1018,7 +1018,7 @@ fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Resul
     .map_err(|e| Failure::usage(report_chain(&e)))?;
     std::fs::create_dir_all(&req.out_dir)
         .map_err(|e| Failure::failed(format!("creating {}: {e}", req.out_dir.display())))?;
-    let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+    let json = pretty_json(&summary)?;
     let summary_path = req.out_dir.join("build-summary.json");
     crate::output::write_atomic(&summary_path, format!("{json}\n").as_bytes())
         .and_then(|p| p.commit())
@@ -1153,9 +1153,10 @@ fn rootfs_request(
     Ok(req)
 }
 
-/// Makes SIGINT/SIGTERM/SIGHUP remove this command's temporary files and exit with 128+N.
-fn install_signals() -> Result<(), Failure> {
-    crate::signals::install()
+/// Makes SIGINT/SIGTERM/SIGHUP end this command with 128+N: at once, removing its temporary files
+/// (`OnStop::Exit`), or once the work stopped at its next check (`OnStop::Poll`).
+fn install_signals(on_stop: crate::signals::OnStop) -> Result<(), Failure> {
+    crate::signals::install(on_stop)
         .map_err(|e| Failure::failed(format!("installing the signal handlers: {e}")))
 }
 
@@ -1184,7 +1185,7 @@ fn run_rootfs(
 }
 
 fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
-    install_signals()?;
+    install_signals(crate::signals::OnStop::Exit)?;
     let profile = load(catalog, &args.board)?;
     let req = rootfs_request(
         &args.options,
@@ -1197,10 +1198,7 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
     progress.finish();
     let report = result?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&report)?);
     } else {
         eprintln!(
             "built {} ({}, {} {}) in {:.0} s\n  features  {}\n  kernel    {}\n  user      {} (uid {}, groups {})\n  fstab     {}\n  packages  {} downloaded ({}), {} index files fetched",
@@ -1261,7 +1259,7 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
             crate::profile::describe_control(c)
         )));
     }
-    install_signals()?;
+    install_signals(crate::signals::OnStop::Exit)?;
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
         out_dir: args.out.clone(),
@@ -1315,16 +1313,16 @@ fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
         },
         message: report_chain(&e),
     })?;
-    print_build_report(&report, args.json);
+    print_build_report(&report, args.json)?;
     Ok(())
 }
 
-fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
+fn print_build_report(
+    report: &crate::image::build::BuildReport,
+    json: bool,
+) -> Result<(), Failure> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&report)?);
     } else {
         eprintln!(
             "built {} ({}, {} mapped) in {:.1} s\n  bmap   {}\n  sha256 {}  {}\n  md5    {}  {}",
@@ -1345,11 +1343,12 @@ fn print_build_report(report: &crate::image::build::BuildReport, json: bool) {
             eprintln!("warning: {w}");
         }
     }
+    Ok(())
 }
 
 fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
     use crate::release::{Format, ReleaseEvent, ReleaseRequest, Settings, release};
-    install_signals()?;
+    install_signals(crate::signals::OnStop::Exit)?;
     let profile = load(catalog, &args.board)?;
     let mut formats = Vec::new();
     for f in &args.compress {
@@ -1429,10 +1428,7 @@ fn release_cmd(catalog: &Catalog, args: ReleaseArgs) -> Result<(), Failure> {
         message: report_chain(&e),
     })?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&manifest).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&manifest)?);
     } else {
         for a in &manifest.artefacts {
             eprintln!(
@@ -1530,7 +1526,8 @@ fn merged_fragments(
 ) -> Result<(Profile, crate::kconfig::merge::Merged), Failure> {
     use crate::kconfig::{locate, merge};
     let profile = load(catalog, board)?;
-    let mut extra = locate::feature_fragments(&profile, &common.features);
+    let wanted = crate::rootfs::features::kernel_fragments_wanted(&common.features);
+    let mut extra = locate::extra_fragments(&profile, &wanted);
     extra.extend(common.fragments.iter().cloned());
     let refs = locate::refs_for(&profile, &extra);
     let fragments = locate::load_all(&refs).map_err(|e| kconfig_failure(e.into()))?;
@@ -1637,7 +1634,7 @@ fn kconfig_cmd(catalog: &Catalog, args: KconfigArgs) -> Result<(), Failure> {
                 "entries": entries,
                 "notes": merged.notes,
             });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            println!("{v:#}");
         } else if args.out.is_none() {
             print!("{text}");
         }
@@ -1662,7 +1659,7 @@ fn kconfig_cmd(catalog: &Catalog, args: KconfigArgs) -> Result<(), Failure> {
     .map_err(kconfig_failure)?;
     if args.common.json {
         let v = serde_json::json!({ "check": configured, "merge_notes": merged.notes });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{v:#}");
     } else {
         print_check(&configured, true, &mut std::io::stdout().lock());
     }
@@ -1753,7 +1750,7 @@ fn kernel_cmd(catalog: &Catalog, args: KernelArgs) -> Result<(), Failure> {
     let report = result.map_err(kconfig_failure)?;
     if args.common.json {
         let v = serde_json::json!({ "check": configured, "build": report });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        println!("{v:#}");
     }
     eprintln!(
         "installed linux {} for {} into {} in {:.0} s: {}, {} device trees{}, {} modules{}\n  log {}",
@@ -1850,11 +1847,12 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
             let _ = writeln!(std::io::stderr().lock(), "qemu: {line}");
         }
     };
+    install_signals(crate::signals::OnStop::Poll)?;
     match boot(&profile, &req, &mut on) {
         Ok(report) => {
             if json {
                 let v = serde_json::json!({ "result": "booted", "report": report });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                println!("{v:#}");
             } else if let Some(m) = &report.matched {
                 eprintln!(
                     "boardsmith: {} booted to /{}/ in {:.1} s: {m}",
@@ -1873,7 +1871,7 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
             };
             if json && let BootError::Failed(f) = &e {
                 let v = serde_json::json!({ "result": "failed", "failure": f });
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                println!("{v:#}");
             }
             Err(Failure {
                 code,
@@ -1883,8 +1881,8 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
     }
 }
 
-fn write_display(mode: WriteProgressMode) -> crate::write::progress::ProgressDisplay {
-    use crate::write::progress::{Display, ProgressDisplay};
+fn write_display(mode: WriteProgressMode) -> crate::device::progress::ProgressDisplay {
+    use crate::device::progress::{Display, ProgressDisplay};
     ProgressDisplay::new(match mode {
         WriteProgressMode::Auto if std::io::stderr().is_terminal() => Display::Bar,
         WriteProgressMode::Auto | WriteProgressMode::None => Display::None,
@@ -1938,7 +1936,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
                 })?,
         },
     };
-    crate::write::interrupt::install();
+    install_signals(crate::signals::OnStop::Poll)?;
     let display = write_display(args.progress);
     let result = crate::write::write(&req, &|e| display.event(e));
     display.finish();
@@ -1947,7 +1945,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         message: f.to_string(),
     })?;
     if args.progress == WriteProgressMode::Json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        let mut v = json_value(&report)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("event".into(), "summary".into());
         }
@@ -1960,10 +1958,10 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
 
 fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
     let size = parse_size_arg(args.size.as_deref())?;
-    crate::write::interrupt::install();
-    let mut target = crate::write::sink::Target::open_checked(
+    install_signals(crate::signals::OnStop::Poll)?;
+    let mut target = crate::device::target::Target::open_checked(
         &args.target,
-        &crate::write::sink::Checks {
+        &crate::device::target::Checks {
             yes: args.yes,
             create: false,
             ..Default::default()
@@ -1985,7 +1983,7 @@ fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
         message: format!("growing {} failed: {f}", args.target.display()),
     })?;
     if args.progress == WriteProgressMode::Json {
-        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        let mut v = json_value(&report)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("event".into(), "summary".into());
         }

@@ -12,19 +12,19 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::image::gpt::{ENTRY_SIZE, Gpt, GptHeader, array_sectors};
-use crate::image::mbr::{Mbr, SECTOR};
+use crate::device::blockdev;
+use crate::device::progress::{Event, Observer, Phase};
+use crate::device::target::{Target, TargetError, TargetKind};
+use crate::disk::gpt::{ENTRY_SIZE, Gpt, GptHeader, array_sectors};
+use crate::disk::mbr::{Mbr, SECTOR};
+use crate::signals;
 use crate::size::{Human, align_down};
-use crate::write::blockdev;
-use crate::write::interrupt;
-use crate::write::progress::{Event, Observer, Phase};
-use crate::write::sink::{Target, TargetError, TargetKind};
 
 /// Partitions end on this boundary (1 MiB in sectors).
 const ALIGN_SECTORS: u64 = 2048;
@@ -73,7 +73,7 @@ impl GrowError {
     /// 128 + N after signal N, 2 for usage, else 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            GrowError::Interrupted(_) => interrupt::exit_status(),
+            GrowError::Interrupted(_) => signals::exit_status(),
             e if e.is_usage() => 2,
             _ => 1,
         }
@@ -630,17 +630,7 @@ fn ext_superblock(
 }
 
 fn find_tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-    {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    PathBuf::from(name)
+    crate::tools::system_tool(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// Runs a tool (e2fsck, resize2fs, losetup) in its own process group, so Ctrl-C on the terminal
@@ -910,8 +900,8 @@ fn same_target(target: &Target) -> Result<(), GrowError> {
 }
 
 fn check_interrupt() -> Result<(), GrowError> {
-    if interrupt::interrupted() {
-        Err(GrowError::Interrupted(interrupt::signal_name()))
+    if signals::interrupted() {
+        Err(GrowError::Interrupted(signals::pending_name()))
     } else {
         Ok(())
     }
@@ -980,8 +970,7 @@ fn resize_in_file(
         state.fs_grown = true;
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(GrowError::Table {
             path: path.into(),
             message: format!(
@@ -1017,7 +1006,7 @@ fn resize_in_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::gpt::{GptEntry, Guid, LINUX_FS};
+    use crate::disk::gpt::{GptEntry, Guid, LINUX_FS};
     use proptest::prelude::*;
 
     const MIB_SECTORS: u64 = 2048;
@@ -1178,7 +1167,7 @@ mod tests {
         let mbr = |entries: [Option<(u32, u32)>; 4]| Mbr {
             disk_signature: 1,
             entries: entries.map(|e| {
-                e.map(|(start_lba, sectors)| crate::image::mbr::MbrEntry {
+                e.map(|(start_lba, sectors)| crate::disk::mbr::MbrEntry {
                     bootable: false,
                     type_byte: 0x83,
                     start_lba,

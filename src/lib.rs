@@ -1,15 +1,18 @@
 //! boardsmith: bootable SD-card and disk images for ARM boards, from board profiles.
 //!
-//! The modules follow the data: [`profile`] → [`plan`] → [`image`] → [`boot`]. The library knows nothing of the
-//! command line; [`cli`] turns arguments into validated requests for it.
+//! The modules follow the data: [`profile`] → [`plan`] → ([`kconfig`], [`rootfs`]) → [`image`] → [`write`] →
+//! [`boot`], over shared lower layers ([`disk`], [`device`], ...). A module uses only modules of lower layers
+//! (the table in DEVELOPERS.md, enforced by tests/layering.rs). The library knows nothing of the command line;
+//! [`cli`] turns arguments into validated requests for it.
 
 pub mod boot;
 pub mod checksum;
 pub mod cli;
 pub mod codec;
+pub mod device;
+pub mod disk;
 pub mod embedded;
 pub mod grow;
-pub mod ids;
 pub mod image;
 pub mod kconfig;
 pub mod net;
@@ -21,6 +24,6 @@ pub mod rootfs;
 pub mod rootmods;
 pub mod signals;
 pub mod size;
-pub mod sparse;
 pub mod time;
+pub mod tools;
 pub mod write;

@@ -113,6 +113,42 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// boardsmith's cache directory, the one rule for every cache: `$XDG_CACHE_HOME/boardsmith`, else
+/// `$HOME/.cache/boardsmith` (empty variables count as unset); `None` without either, each caller
+/// choosing its own fallback.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+}
+
+fn cache_dir_from(
+    xdg: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    set(xdg)
+        .or_else(|| set(home).map(|h| h.join(".cache")))
+        .map(|c| c.join("boardsmith"))
+}
+
+/// Opens (creating it) the lock file `path` and locks it exclusively (flock, through `File::lock`),
+/// calling `on_wait` first when another process holds it. The lock lasts while the file is open.
+pub fn lock_waiting(path: &Path, on_wait: impl FnOnce()) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            on_wait();
+            f.lock()?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +167,39 @@ mod tests {
         p.commit().unwrap();
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_cache_dir_rule() {
+        let s = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(
+            cache_dir_from(s("/x"), s("/h")),
+            Some(PathBuf::from("/x/boardsmith"))
+        );
+        assert_eq!(
+            cache_dir_from(s(""), s("/h")),
+            Some(PathBuf::from("/h/.cache/boardsmith"))
+        );
+        assert_eq!(
+            cache_dir_from(None, s("/h")),
+            Some(PathBuf::from("/h/.cache/boardsmith"))
+        );
+        assert_eq!(cache_dir_from(None, s("")), None);
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(".lock");
+        let first = lock_waiting(&path, || panic!("nobody holds it yet")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = path.clone();
+        let second =
+            std::thread::spawn(move || lock_waiting(&p2, || tx.send(()).unwrap()).map(|_| ()));
+        // The second open file description waits for the first to close.
+        rx.recv().unwrap();
+        drop(first);
+        second.join().unwrap().unwrap();
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! SIGINT, SIGTERM and SIGHUP during `rootfs`, `build` and `release`: temporary files and work
-//! directories are registered here while they exist; a signal stops the children, removes everything
-//! registered and exits with 128+N. Nothing is registered unless a command called [`install`], so the
-//! library behaves the same without it.
+//! SIGINT, SIGTERM and SIGHUP: the one place that catches them, for every command. A command chooses how
+//! it stops ([`install`] with an [`OnStop`]); nothing is caught unless it did, so the library behaves the
+//! same without it. Either way the process ends with 128+N.
 //!
-//! The handler itself (signal-hook's self-pipe) only wakes a thread; the cleanup runs there, in normal
-//! code, while holding the registry lock, so a rename at commit ([`commit_rename`]) either happens
-//! entirely before the cleanup (the final file is complete and stays) or not at all.
-//!
-//! A later refactor moves `write`'s and `boot`'s own signal handling here too.
+//! - [`OnStop::Exit`] (`rootfs`, `build`, `release`): temporary files and work directories are registered
+//!   here while they exist; a signal stops the children, removes everything registered and exits at once.
+//!   The handler itself (signal-hook's self-pipe) only wakes a thread; the cleanup runs there, in normal
+//!   code, while holding the registry lock, so a rename at commit ([`commit_rename`]) either happens
+//!   entirely before the cleanup (the final file is complete and stays) or not at all.
+//! - [`OnStop::Poll`] (`write`, `grow`, `boot`): the handler only records the signal; the work polls
+//!   [`interrupted`] at its next buffer or tick and stops there, so a card or QEMU is left in a known
+//!   state, and the command exits with [`exit_status`].
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,8 +40,8 @@ struct Entry {
 #[derive(Default)]
 struct Registry {
     entries: Vec<Entry>,
-    /// Terminal settings to restore (a password prompt had turned echo off).
-    termios: Option<(libc::c_int, libc::termios)>,
+    /// Standard input's terminal settings to restore (a password prompt had turned echo off).
+    termios: Option<rustix::termios::Termios>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -47,8 +49,20 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     termios: None,
 });
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// 0 until [`install`]; then 1 + the [`OnStop`] chosen.
+static MODE: AtomicU8 = AtomicU8::new(0);
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The latest stop signal received (0: none).
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// How a command stops on SIGINT, SIGTERM or SIGHUP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStop {
+    /// Stop the children, remove every registered temporary path and exit with 128+N at once.
+    Exit,
+    /// Record the signal: the work polls [`interrupted`], stops cleanly and then exits with 128+N.
+    Poll,
+}
 
 fn registry() -> MutexGuard<'static, Registry> {
     // A panic elsewhere while holding the lock leaves the list usable.
@@ -140,9 +154,10 @@ pub fn commit_rename(from: &Path, to: &Path, guard: Tracked) -> std::io::Result<
     Ok(())
 }
 
-/// Remembers terminal settings to restore if a stop signal arrives (a hidden password prompt).
-pub fn remember_terminal(fd: libc::c_int, termios: libc::termios) -> TerminalGuard {
-    registry().termios = Some((fd, termios));
+/// Remembers standard input's terminal settings, to restore if a stop signal arrives (a hidden
+/// password prompt).
+pub fn remember_terminal(termios: rustix::termios::Termios) -> TerminalGuard {
+    registry().termios = Some(termios);
     TerminalGuard
 }
 
@@ -155,21 +170,72 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Installs the stop-signal thread (once per process). From then on SIGINT, SIGTERM and SIGHUP end
-/// the process through [`stop`].
-pub fn install() -> std::io::Result<()> {
-    if INSTALLED.swap(true, Ordering::SeqCst) {
-        return Ok(());
+/// Starts catching SIGINT, SIGTERM and SIGHUP for the rest of the process, answering them as `on_stop`
+/// says. Calling it again with the same choice does nothing; with the other one it is an error.
+pub fn install(on_stop: OnStop) -> std::io::Result<()> {
+    let want = on_stop as u8 + 1;
+    match MODE.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => {}
+        Err(m) if m == want => return Ok(()),
+        Err(_) => {
+            return Err(std::io::Error::other(
+                "stop signals are already handled another way in this process",
+            ));
+        }
     }
-    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)?;
-    std::thread::Builder::new()
-        .name("boardsmith-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                stop(sig);
+    match on_stop {
+        OnStop::Exit => {
+            let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)?;
+            std::thread::Builder::new()
+                .name("boardsmith-signals".into())
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        stop(sig);
+                    }
+                })?;
+        }
+        OnStop::Poll => {
+            for sig in STOP_SIGNALS {
+                // The handler only stores to an atomic (signal-hook keeps it async-signal-safe).
+                signal_hook::flag::register_usize(sig, &PENDING, sig as usize)?;
             }
-        })?;
+        }
+    }
     Ok(())
+}
+
+/// The stop signal received since [`install`], if any (the latest, when several arrived).
+pub fn pending() -> Option<libc::c_int> {
+    match PENDING.load(Ordering::SeqCst) {
+        0 => None,
+        s => libc::c_int::try_from(s).ok(),
+    }
+}
+
+/// Whether a stop signal arrived: work polls this and stops at its next buffer or tick.
+pub fn interrupted() -> bool {
+    pending().is_some()
+}
+
+/// A stop signal's name, for messages.
+pub fn name(sig: libc::c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT (Ctrl-C)",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
+/// The name of the signal received, for messages.
+pub fn pending_name() -> &'static str {
+    pending().map(name).unwrap_or("a signal")
+}
+
+/// The exit status after the signal received: 128 + its number, as a shell reports a process it
+/// ended (SIGINT 130, SIGTERM 143, SIGHUP 129); 130 when none was recorded.
+pub fn exit_status() -> i32 {
+    128 + pending().unwrap_or(libc::SIGINT)
 }
 
 /// When a stop signal is being handled, waits for the process to end (with 128+N): an error caused by
@@ -183,11 +249,12 @@ pub fn wait_if_stopping() {
 /// Stops the children, removes every registered path and exits with 128+`sig`.
 fn stop(sig: libc::c_int) -> ! {
     STOPPING.store(true, Ordering::SeqCst);
+    PENDING.store(sig as usize, Ordering::SeqCst);
     // Held until exit: no commit and no new registration happens after this point.
     let reg = registry();
-    if let Some((fd, t)) = reg.termios {
-        // SAFETY: restores terminal settings read earlier by tcgetattr on the same descriptor.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
+    if let Some(t) = &reg.termios {
+        let _ =
+            rustix::termios::tcsetattr(std::io::stdin(), rustix::termios::OptionalActions::Now, t);
     }
     stop_children();
     let mut kept = Vec::new();
@@ -205,12 +272,7 @@ fn stop(sig: libc::c_int) -> ! {
             kept.push(e.path.display().to_string());
         }
     }
-    let name = match sig {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        _ => "a signal",
-    };
+    let name = name(sig);
     if kept.is_empty() {
         eprintln!("boardsmith: stopped by {name}; temporary files removed");
     } else {
@@ -302,13 +364,20 @@ fn running(pid: libc::pid_t) -> bool {
         .unwrap_or(false)
 }
 
+/// Signals a child (ours, not yet reaped, so the pid cannot have been reused).
+fn kill(pid: libc::pid_t, sig: rustix::process::Signal) -> rustix::io::Result<()> {
+    match rustix::process::Pid::from_raw(pid) {
+        Some(p) => rustix::process::kill_process(p, sig),
+        None => Ok(()),
+    }
+}
+
 /// SIGTERM to every child (mmdebstrap cleans up its namespace and chroot on it), SIGKILL after the grace
 /// period; waits until they have ended so that none writes into a directory being removed.
 fn stop_children() {
     let pids = children();
     for &p in &pids {
-        // SAFETY: kill has no memory effects; the pid is our own child (not yet reaped).
-        unsafe { libc::kill(p, libc::SIGTERM) };
+        let _ = kill(p, rustix::process::Signal::TERM);
     }
     let deadline = Instant::now() + CHILD_GRACE;
     while pids.iter().any(|&p| running(p)) && Instant::now() < deadline {
@@ -316,8 +385,7 @@ fn stop_children() {
     }
     let left: Vec<_> = pids.iter().copied().filter(|&p| running(p)).collect();
     for &p in &left {
-        // SAFETY: as above.
-        unsafe { libc::kill(p, libc::SIGKILL) };
+        let _ = kill(p, rustix::process::Signal::KILL);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while left.iter().any(|&p| running(p)) && Instant::now() < deadline {

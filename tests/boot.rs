@@ -6,6 +6,8 @@
 //! Every boardsmith started here carries a unique BOARDSMITH_TEST_TAG in its environment, which QEMU
 //! inherits; after each run no process may carry it any more (other QEMUs on the machine are ignored).
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -16,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_boardsmith");
 const MARKER: &str = "BOARDSMITH-ROOT-OK";
 const TAG_VAR: &str = "BOARDSMITH_TEST_TAG";
 /// Generous: a boot that works takes 5–30 s here, but the machine is shared.
@@ -51,7 +52,7 @@ fn rootfs(board: &str) -> PathBuf {
     let status = Command::new(repo().join("scripts/minimal-rootfs.sh"))
         .arg(board)
         .arg(&out)
-        .env("BOARDSMITH", BIN)
+        .env("BOARDSMITH", support::bin_path())
         .status()
         .unwrap();
     assert!(status.success(), "minimal-rootfs.sh {board} failed");
@@ -80,7 +81,7 @@ fn shared_image(board: &str) -> PathBuf {
 
 /// `boardsmith build BOARD` from `rootfs_board`'s root filesystem into `dir`; returns the image.
 fn build(board: &str, rootfs_board: &str, dir: &Path, extra: &[&str]) -> PathBuf {
-    let out = Command::new(BIN)
+    let out = support::boardsmith()
         .args(["build", board, "--progress", "none", "--rootfs"])
         .arg(rootfs(rootfs_board))
         .arg("-o")
@@ -146,16 +147,6 @@ fn wait_untagged(tag: &str, limit: Duration) -> Vec<String> {
     }
 }
 
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 struct Booted {
     status: ExitStatus,
     stdout: String,
@@ -168,8 +159,8 @@ struct Booted {
 fn boot(image: &Path, args: &[&str]) -> Booted {
     let tag = new_tag();
     let log = work_dir().join(format!("boot-{tag}.log"));
-    let before = sha256(image);
-    let out: Output = Command::new(BIN)
+    let before = support::sha256_file(image);
+    let out: Output = support::boardsmith()
         .arg("boot")
         .arg(image)
         .args(args)
@@ -181,7 +172,11 @@ fn boot(image: &Path, args: &[&str]) -> Booted {
         .unwrap();
     // boardsmith reaps QEMU before it exits: nothing may be left, without waiting.
     assert_eq!(tagged(&tag), Vec::<String>::new(), "QEMU left behind");
-    assert_eq!(sha256(image), before, "booting changed the image");
+    assert_eq!(
+        support::sha256_file(image),
+        before,
+        "booting changed the image"
+    );
     Booted {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -395,7 +390,7 @@ fn stop_signals_end_qemu() {
     ] {
         let tag = new_tag();
         let log = dir.path().join(format!("{name}.log"));
-        let child = Command::new(BIN)
+        let child = support::boardsmith()
             .arg("boot")
             .arg(&image)
             .args([
@@ -447,7 +442,7 @@ fn interactive_hands_over_the_console() {
     let image = shared_image("armv8-foundation");
     let tag = new_tag();
     let log = dir.path().join("interactive.log");
-    let mut child = Command::new(BIN)
+    let mut child = support::boardsmith()
         .arg("boot")
         .arg(&image)
         .args(["--interactive", "--log"])
@@ -518,7 +513,7 @@ fn uboot_env_is_what_mkenvimage_makes() {
 // ---- input errors: exit 2 before QEMU starts (fast) ----
 
 fn boardsmith(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    support::boardsmith().args(args).output().unwrap()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! md5sum), golden partition-table dumps, reproducibility, and a must-fail case per validation rule.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -26,16 +27,7 @@ fn build_board(board: &str, tarball: bool) -> Built {
         tree.clone()
     };
     let out = dir.path().join("out");
-    let o = run(boardsmith()
-        .args(["build", board, "--json", "--progress", "none", "--rootfs"])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out));
-    assert!(
-        o.status.success(),
-        "build {board} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = build_ok(board, &rootfs, &out, &["--json"]);
     let report: Value = serde_json::from_slice(&o.stdout).expect("--json prints a JSON report");
     Built {
         image: out.join(format!("{board}.img")),
@@ -357,19 +349,7 @@ fn image_mode_follows_world_readable() {
         .unwrap();
     for (flag, want) in [(None, 0o600), (Some("--world-readable"), 0o666 & !umask)] {
         let out = dir.path().join("out");
-        let o = run(boardsmith()
-            .args([
-                "build",
-                "armv8-foundation",
-                "--progress",
-                "none",
-                "--rootfs",
-            ])
-            .arg(&rootfs)
-            .args(flag)
-            .arg("-o")
-            .arg(&out));
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        build_ok("armv8-foundation", &rootfs, &out, flag.as_slice());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&out.join("armv8-foundation.img")), want, "{flag:?}");
         assert_eq!(mode(&out.join("armv8-foundation.img.bmap")), 0o666 & !umask);
@@ -391,12 +371,11 @@ fn two_builds_are_byte_identical() {
 fn another_epoch_gives_other_identifiers() {
     let dir = tempfile::tempdir().unwrap();
     let show = |epoch: &str| -> Value {
-        let o = run(boardsmith().env("SOURCE_DATE_EPOCH", epoch).args([
+        let o = support::run_ok(boardsmith().env("SOURCE_DATE_EPOCH", epoch).args([
             "show",
             "cubieboard",
             "--json",
         ]));
-        assert!(o.status.success());
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let (a, b) = (show("1700000000"), show("1700000001"));
@@ -498,18 +477,7 @@ fn moved_gpt_entry_array_makes_room_for_the_spl() {
         ),
     );
     let out = dir.path().join("out");
-    let o = run(boardsmith()
-        .args([
-            "build",
-            p.to_str().unwrap(),
-            "--progress",
-            "none",
-            "--rootfs",
-        ])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    build_ok(p.to_str().unwrap(), &rootfs, &out, &[]);
     let v = tool(
         "sgdisk",
         &["-v", out.join("testboard.img").to_str().unwrap()],
@@ -698,8 +666,7 @@ fn unknown_board_fails_listing_known_ones() {
 
 #[test]
 fn boards_lists_the_embedded_profiles() {
-    let o = run(boardsmith().args(["boards", "--json"]));
-    assert!(o.status.success());
+    let o = support::run_ok(boardsmith().args(["boards", "--json"]));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let names: Vec<&str> = v
         .as_array()
@@ -733,8 +700,7 @@ fn user_boards_dir_adds_and_shadows_profiles() {
 
 #[test]
 fn show_accounts_for_every_byte() {
-    let o = run(boardsmith().args(["show", "cubieboard", "--json", "--size", "1GiB"]));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = support::run_ok(boardsmith().args(["show", "cubieboard", "--json", "--size", "1GiB"]));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let mut pos = 0;
     for r in v["layout"]["regions"].as_array().unwrap() {
@@ -773,19 +739,7 @@ fn fat32_boot_partition_is_fsck_clean() {
         ),
     );
     let out = dir.path().join("out");
-    let o = run(boardsmith()
-        .args([
-            "build",
-            p.to_str().unwrap(),
-            "--json",
-            "--progress",
-            "none",
-            "--rootfs",
-        ])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = build_ok(p.to_str().unwrap(), &rootfs, &out, &["--json"]);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["fat"]["geometry"]["kind"], "Fat32");
     let image = out.join("testboard.img");
@@ -1190,19 +1144,12 @@ fn fvp_script_quotes_hostile_values() {
     let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
     let out = dir.path().join("out");
     let append = "x='$(touch pwned-e)' \"`touch pwned-f`\" ; touch pwned-g # \\";
-    let o = run(boardsmith()
-        .args([
-            "build",
-            profile.to_str().unwrap(),
-            "--progress",
-            "none",
-            "--rootfs",
-        ])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out)
-        .args(["--cmdline-append", append]));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    build_ok(
+        profile.to_str().unwrap(),
+        &rootfs,
+        &out,
+        &["--cmdline-append", append],
+    );
     let script = out.join("armv8-foundation.fvp.sh");
     for shell in ["sh", "bash"] {
         let st = run(std::process::Command::new(shell).arg("-n").arg(&script));
@@ -1372,20 +1319,12 @@ fn boot_scr_hands_a_hostile_command_line_to_u_boot_literally() {
     let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
     let out = dir.path().join("out");
     let append = "a\"b $c ${bootcmd} `echo INJECTED1` $(echo INJECTED2); echo INJECTED3 # \\d";
-    let o = run(boardsmith()
-        .args([
-            "build",
-            profile.to_str().unwrap(),
-            "--json",
-            "--progress",
-            "none",
-        ])
-        .arg("--rootfs")
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out)
-        .args(["--cmdline-append", append]));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = build_ok(
+        profile.to_str().unwrap(),
+        &rootfs,
+        &out,
+        &["--json", "--cmdline-append", append],
+    );
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let cmdline = report["cmdline"].as_str().unwrap().to_string();
     assert!(cmdline.ends_with(append), "{cmdline}");

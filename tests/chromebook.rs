@@ -2,6 +2,7 @@
 //! signed by vbutil_kernel; the firmware's own tools (cgpt, vbutil_kernel, futility, dumpimage) are the judge.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 
@@ -21,20 +22,12 @@ fn build(extra: &[&str]) -> Built {
     let dir = tempfile::tempdir().unwrap();
     let rootfs = make_rootfs(dir.path(), "chromebook-snow");
     let out = dir.path().join("out");
-    let o = run(boardsmith()
-        .args([
-            "build",
-            "chromebook-snow",
-            "--json",
-            "--progress",
-            "none",
-            "--rootfs",
-        ])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out)
-        .args(extra));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = build_ok(
+        "chromebook-snow",
+        &rootfs,
+        &out,
+        &[&["--json"], extra].concat(),
+    );
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     Built {
         image: out.join("chromebook-snow.img"),

@@ -2,6 +2,7 @@
 //! `write --grow` and `boardsmith grow`. Checked with sfdisk --verify, sgdisk -v, e2fsck -fn,
 //! dumpe2fs and debugfs.
 
+mod support;
 mod writer_common;
 
 use std::path::Path;
@@ -257,12 +258,13 @@ fn grow_as_an_ordinary_user() {
     let c = card.display().to_string();
     run("chown", &["65534:65534", &c]);
     run("chmod", &["0777", &dir.path().display().to_string()]);
-    let o = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin_path())
-        .args(["grow", &c, "--size", "1G"])
-        .output()
-        .unwrap();
+    let o = under(
+        "setpriv",
+        &["--reuid=65534", "--regid=65534", "--clear-groups"],
+    )
+    .args(["grow", &c, "--size", "1G"])
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     check_grown(&c, Table::Gpt, GIB);
@@ -473,7 +475,7 @@ fn grow_terminated(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let marker = dir.join("e2fsck-started");
     let _ = std::fs::remove_file(&marker);
     let path = slow_e2fsck(dir, &marker);
-    let child = std::process::Command::new(bin_path())
+    let child = boardsmith()
         .arg("grow")
         .args(args)
         .env("PATH", path)

@@ -7,6 +7,7 @@
 //! Results are checked with sha256sum and cmp.
 
 mod http_support;
+mod support;
 mod writer_common;
 
 use std::path::{Path, PathBuf};

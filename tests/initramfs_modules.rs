@@ -8,6 +8,8 @@
 //! kmod's `modprobe --resolve-alias` and `--show-depends` (alias matching, load order), `cpio` and `zstd`
 //! (initramfs images).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,8 +17,6 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_boardsmith");
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -146,7 +146,7 @@ fn board(name: &str) -> String {
 
 /// `boardsmith initramfs-modules BOARD --rootfs TREE --json`.
 fn derive(name: &str, tree: &Path) -> Value {
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .args(["initramfs-modules", &board(name), "--json", "--rootfs"])
         .arg(tree));
     assert!(
@@ -526,7 +526,7 @@ fn hook_writes_the_list_and_checks_the_initramfs() {
         r#"{"board":"cubieboard","kernel":"boot/vmlinuz-*","initrd":"boot/initrd.img-*","dtb_dir":"usr/lib/linux-image-*","dtb":"sun4i-a10-cubieboard.dtb","medium":"sd","root_fs":"ext4","extras":["uas"]}"#,
     )
     .unwrap();
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .arg("__initramfs-hook")
         .arg(&input)
         .arg(&root));
@@ -541,7 +541,7 @@ fn hook_writes_the_list_and_checks_the_initramfs() {
     // says so when that fails (this tree has no update-initramfs).
     let d2 = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let root = rootfs_with_initramfs(d2.path(), "armhf", &all[1..]);
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .arg("__initramfs-hook")
         .arg(&input)
         .arg(&root));
@@ -560,7 +560,7 @@ fn build_warns_when_the_initramfs_lacks_a_derived_module() {
     need_tool("mke2fs", "e2fsprogs");
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let root = rootfs_with_initramfs(d.path(), "armhf", &["kernel/fs/ext4/ext4.ko"]);
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .args(["build", "cubieboard", "--progress", "none", "--rootfs"])
         .arg(&root)
@@ -590,7 +590,7 @@ fn must_fail() {
         "arch = \"armhf\"\nconsole = \"ttyS0\"\n[kernel]\nimage = \"zImage\"\npath = \"boot/vmlinuz-*\"\n[table]\ntype = \"mbr\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n",
     )
     .unwrap();
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .args(["initramfs-modules", p.to_str().unwrap(), "--rootfs"])
         .arg(&tree));
     assert_eq!(o.status.code(), Some(2));
@@ -606,7 +606,7 @@ fn must_fail() {
         std::fs::copy(tree.join(&f), bare.join(&f)).unwrap();
     }
     std::fs::create_dir_all(bare.join(format!("lib/modules/{version}"))).unwrap();
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .args(["initramfs-modules", "cubieboard", "--rootfs"])
         .arg(&bare));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -622,7 +622,7 @@ fn must_fail() {
     let mut data = std::fs::read(&dtb).unwrap();
     data[0] = 0;
     std::fs::write(&dtb, data).unwrap();
-    let o = run(Command::new(BIN)
+    let o = run(support::boardsmith()
         .args(["initramfs-modules", "cubieboard", "--rootfs"])
         .arg(&bare));
     let err = String::from_utf8_lossy(&o.stderr);

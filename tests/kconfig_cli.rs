@@ -1,16 +1,15 @@
 //! `boardsmith kconfig` / `boardsmith kernel` through the real binary, without a kernel tree: merging
 //! (golden outputs), and every input rule that must fail before any kernel work starts.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 
 fn bs() -> Command {
-    let mut c = Command::cargo_bin("boardsmith").expect("binary");
-    c.env_remove("BOARDSMITH_BOARDS")
-        .env_remove("BOARDSMITH_WORK_DIR");
-    c
+    support::boardsmith_cmd()
 }
 
 fn fixture(p: &str) -> String {

@@ -4,6 +4,7 @@
 //! and the Kconfig reader agrees with what Kconfig computed for thousands of symbols.
 
 mod linux_source;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -18,10 +19,7 @@ use boardsmith::kconfig::value::{Tri, Value};
 use linux_source::{linux_src, work_dir};
 
 fn bs() -> Command {
-    let mut c = Command::cargo_bin("boardsmith").expect("binary");
-    c.env_remove("BOARDSMITH_BOARDS")
-        .env_remove("BOARDSMITH_WORK_DIR");
-    c
+    support::boardsmith_cmd()
 }
 
 /// Runs `kconfig BOARD --kernel-src SRC --json [extra]`; returns (exit code, JSON, stderr).

@@ -8,23 +8,16 @@
 //! Runs under `nice -n 19`.
 
 mod linux_source;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
-use boardsmith::image::tree::RootTree;
+use boardsmith::rootfs::tree::RootTree;
 use linux_source::{linux_src, work_dir};
 
 fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::run_ok(Command::new(cmd).args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -35,10 +28,8 @@ fn cubieboard_kernel_cross_build() {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let staging = out_dir.path().join("cubieboard-kernel");
     let log = out_dir.path().join("build.log");
-    let bin = assert_cmd::cargo::cargo_bin("boardsmith");
-    let out = Command::new("nice")
-        .args(["-n", "19"])
-        .arg(&bin)
+    let bin = support::bin_path();
+    let out = support::under("nice", &["-n", "19"])
         .args([
             "kernel",
             "cubieboard",
@@ -54,7 +45,6 @@ fn cubieboard_kernel_cross_build() {
         .arg(&log)
         .arg("--work-dir")
         .arg(work_dir().join("build"))
-        .env_remove("BOARDSMITH_WORK_DIR")
         .output()
         .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -2,6 +2,7 @@
 //! md5sum; reproducibility; release notes computed from the image; a batch with a broken profile.
 
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,12 +25,7 @@ fn built_image(dir: &Path) -> PathBuf {
     )
     .unwrap();
     let out = dir.join("out");
-    let o = run(boardsmith()
-        .args(["build", "cubieboard", "--progress", "none", "--rootfs"])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    build_ok("cubieboard", &rootfs, &out, &[]);
     out.join("cubieboard.img")
 }
 

@@ -3,28 +3,17 @@
 
 mod http_support;
 mod rootfs_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use assert_cmd::cargo::CommandCargoExt;
 use rootfs_support::*;
 
 const EPOCH: &str = "1700000000";
 const PASSWORD: &str = "board pass 1";
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_boardsmith"))
-}
-
-fn boardsmith() -> Command {
-    let mut c = Command::cargo_bin("boardsmith").expect("binary");
-    c.env("SOURCE_DATE_EPOCH", EPOCH)
-        .env_remove("BOARDSMITH_PASSWORD_HASH")
-        .env_remove("BOARDSMITH_DROIDMOTE_PASSWORD")
-        .env_remove("BOARDSMITH_BINFMT_DIR");
-    c
-}
+use support::{bin_path as bin, boardsmith};
 
 fn hash() -> String {
     sha512_hash(PASSWORD, "testsalt")

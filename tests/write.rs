@@ -2,6 +2,7 @@
 //! file, standard input and a local HTTP server; bmaptool interop both ways. Results are checked
 //! with sha256sum, bmaptool and the file's allocation (holes kept).
 
+mod support;
 mod writer_common;
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! after the real compressors made them, real loop devices, a real mount, a second real writer, a
 //! FUSE filesystem that drops writes like a fake card, and a real SIGINT.
 
+mod support;
 mod writer_common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -486,7 +487,7 @@ fn the_source_itself_is_refused() {
             )],
         );
     }
-    let o = Command::new(bin_path())
+    let o = boardsmith()
         .args(["write", "-"])
         .arg(&img)
         .stdin(std::fs::File::open(&img).unwrap())
@@ -512,7 +513,7 @@ fn the_target_is_opened_once() {
     filled(&file_target, 1 << 20, 0x55);
     for target in [lo.dev.clone(), file_target.display().to_string()] {
         let trace = dir.path().join("trace");
-        let o = std::process::Command::new("strace")
+        let o = crate::support::clean_env(&mut std::process::Command::new("strace"))
             .args(["-qq", "-e", "trace=open,openat,openat2", "-o"])
             .arg(&trace)
             .arg(bin_path())
@@ -698,7 +699,7 @@ fn start_stdin_writer(
     BufReader<std::process::ChildStdout>,
 ) {
     let f = fixture();
-    let mut child = Command::new(bin_path())
+    let mut child = boardsmith()
         .args(["write", "-", target, "--progress", "json", "--no-bmap"])
         .args(extra)
         .stdin(Stdio::piped())
@@ -945,7 +946,7 @@ _, status, usage = os.wait4(pid, 0)\n\
 open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n\
 sys.exit(os.waitstatus_to_exitcode(status) % 256)\n";
     let rss_file = tempfile::NamedTempFile::new().unwrap();
-    let output = Command::new("python3")
+    let output = crate::support::clean_env(&mut Command::new("python3"))
         .arg("-c")
         .arg(PARENT)
         .arg(rss_file.path())
@@ -1316,7 +1317,7 @@ fn interrupted_while_spooling_a_7z() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.img");
         let mut child = Killed(
-            Command::new(bin_path())
+            boardsmith()
                 .args(["write", "-"])
                 .arg(&out)
                 .args(["--size", "10M"])
@@ -1413,7 +1414,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
         assert!(!out.exists());
     };
-    let o = Command::new(bin_path())
+    let o = boardsmith()
         .args(["write", "-"])
         .arg(&out)
         .env("TMPDIR", &tmp)
@@ -1423,7 +1424,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
     expect(&o, "standard input");
     let server = HttpServer::serve(&web);
     let url = format!("{}/big.7z", server.base);
-    let o = Command::new(bin_path())
+    let o = boardsmith()
         .args(["write", &url])
         .arg(&out)
         .arg("--no-checksum")
@@ -1432,7 +1433,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
         .unwrap();
     expect(&o, &url);
     // With room, the same archive from standard input writes.
-    let o = Command::new(bin_path())
+    let o = boardsmith()
         .args(["write", "-"])
         .arg(&out)
         .stdin(std::fs::File::open(&src).unwrap())

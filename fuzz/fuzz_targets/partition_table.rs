@@ -3,8 +3,8 @@
 //! that parses encodes back to bytes that parse to the same table.
 #![no_main]
 
-use boardsmith::image::gpt::Gpt;
-use boardsmith::image::mbr::Mbr;
+use boardsmith::disk::gpt::Gpt;
+use boardsmith::disk::mbr::Mbr;
 use libfuzzer_sys::fuzz_target;
 
 const SECTOR: usize = 512;

@@ -6,7 +6,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use boardsmith::image::tree::{TarKind, index_tar};
+use boardsmith::rootfs::tree::{TarKind, index_tar};
 use boardsmith::rootfs::tartree::{self, Data, Kind};
 use libfuzzer_sys::fuzz_target;
 

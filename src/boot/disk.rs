@@ -30,7 +30,7 @@ impl Disk {
         let src = File::open(image)?;
         let dst = tempfile::tempfile()?;
         dst.set_len(padded)?;
-        for (start, end) in crate::sparse::data_extents(&src, 0, size)? {
+        for (start, end) in crate::disk::sparse::data_extents(&src, 0, size)? {
             copy_range(&src, &dst, start, end)?;
         }
         Ok(Disk::Copy {

@@ -7,7 +7,6 @@
 pub mod console;
 pub mod disk;
 pub mod qemu;
-pub mod signals;
 
 use std::fmt;
 use std::fs::File;
@@ -20,10 +19,10 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::profile::Profile;
+use crate::signals;
 use console::{Sanitizer, Stage, Verdict, Watcher};
 use disk::Disk;
 use qemu::{ConsoleMode, Qemu};
-use signals::Caught;
 
 /// The default `--expect`: a getty login prompt such as `debian login: `.
 pub const DEFAULT_EXPECT: &str = r"\S+ login:\s*$";
@@ -238,7 +237,8 @@ impl Sinks<'_> {
 
 /// Boots `req.image` with the board's emulator. Returns when the expected pattern appears (Ok), the
 /// console shows a failure or the timeout passes ([`BootError::Failed`]), or a stop signal arrives
-/// ([`BootError::Interrupted`]); QEMU has been ended by then in every case.
+/// ([`BootError::Interrupted`]: seen when the caller installed `signals::OnStop::Poll`); QEMU has been
+/// ended by then in every case.
 ///
 /// Call from the thread that lives as long as the boot (the main thread): QEMU's parent-death signal
 /// fires when the thread that started it exits.
@@ -269,10 +269,6 @@ pub fn boot(
             path: PathBuf::from(fw),
         });
     }
-    let caught = Caught::install().map_err(|source| BootError::Io {
-        context: "installing signal handlers",
-        source,
-    })?;
     if emu.size_power_of_two && !meta.len().is_power_of_two() {
         on(BootEvent::Padding {
             to: meta.len().checked_next_power_of_two().unwrap_or(0),
@@ -284,14 +280,14 @@ pub fn boot(
             source,
         }
     })?;
-    if let Some(sig) = caught.pending() {
+    if let Some(sig) = signals::pending() {
         return Err(BootError::Interrupted {
             signal: sig,
             seconds: 0.0,
         });
     }
     if req.interactive {
-        return interactive(profile, req, emu, &disk, &caught, on);
+        return interactive(profile, req, emu, &disk, on);
     }
 
     let log = match &req.log {
@@ -334,7 +330,7 @@ pub fn boot(
     let mut lines = Vec::new();
 
     let outcome: Result<String, (Ended, Stage, String)> = 'watch: loop {
-        if let Some(sig) = caught.pending() {
+        if let Some(sig) = signals::pending() {
             vm.end();
             flush_partial(&mut text, &mut sinks)?;
             let seconds = started.elapsed().as_secs_f64();
@@ -481,7 +477,6 @@ fn interactive(
     req: &BootRequest,
     emu: &crate::profile::Emulator,
     disk: &Disk,
-    caught: &Caught,
     on: &mut dyn FnMut(BootEvent<'_>),
 ) -> Result<BootReport, BootError> {
     let log = match &req.log {
@@ -503,7 +498,7 @@ fn interactive(
         source,
     })?;
     let status = loop {
-        if let Some(sig) = caught.pending() {
+        if let Some(sig) = signals::pending() {
             vm.end();
             return Err(BootError::Interrupted {
                 signal: sig,

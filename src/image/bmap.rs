@@ -522,9 +522,7 @@ impl Bmap {
             }
             let checksum = match cs {
                 Some(c) => {
-                    if c.len() != checksum_type.hex_len()
-                        || !c.bytes().all(|b| b.is_ascii_hexdigit())
-                    {
+                    if !crate::checksum::is_hex_digest(&c, checksum_type.hex_len()) {
                         return Err(p.field(
                             at,
                             "Range",
@@ -574,9 +572,7 @@ impl Bmap {
             let span = l.span.ok_or_else(|| {
                 p.field(l.offset, element, "must hold the checksum as plain text")
             })?;
-            if stored.len() != checksum_type.hex_len()
-                || !stored.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if !crate::checksum::is_hex_digest(&stored, checksum_type.hex_len()) {
                 return Err(p.field(
                     l.offset,
                     element,

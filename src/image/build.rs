@@ -9,15 +9,15 @@ use serde::Serialize;
 use super::bmap::{Bmap, BmapRange, ChecksumType};
 use super::bootconfig::{self, BootFiles};
 use super::ext4::{self, Ext4Error, Mke2fs};
-use super::fat::{self, FatError, FatFile, FatKind, FatOptions, FatSummary, FileData};
+use super::fat::{self, FatError, FatFile, FatKind, FatOptions, FatSummary};
 use super::sink::ImageSink;
-use super::tree::{ContentStats, RootTree, TreeError};
 use super::ubootenv::Env;
 use super::vboot::{self, KernelBlob, Keys, VbootError};
 use crate::checksum::{ImageDigest, digest_image};
 use crate::output::{PendingFile, sync_dir, write_atomic};
 use crate::plan::{Layout, PlanError, PlanInput, PlannedPartition, plan};
 use crate::profile::{BootMethod, Fs, KernelImage, Profile, Role};
+use crate::rootfs::tree::{ContentStats, FileData, RootTree, TreeError};
 use crate::size::Human;
 
 pub const BMAP_BLOCK: u64 = 4096;
@@ -395,9 +395,9 @@ fn kernel_for_boot(image: KernelImage, data: FileData) -> std::io::Result<FileDa
     Ok(FileData::Bytes(out))
 }
 
-/// A root filesystem whose fstab names a root partition must name this layout's (see `rootfs::fstab`).
+/// A root filesystem whose fstab names a root partition must name this layout's (see `plan::fstab`).
 fn check_fstab(text: &str, layout: &Layout) -> Result<(), BuildError> {
-    use crate::rootfs::fstab;
+    use crate::plan::fstab;
     if fstab::root_matches(text, layout) == Some(false) {
         let found = fstab::parse(text)
             .into_iter()
@@ -707,7 +707,7 @@ pub fn build(
                     source: &req.rootfs,
                     label: part.label.as_deref(),
                     uuid: part.fs_uuid,
-                    hash_seed: crate::ids::Ids::new(&profile.name, req.epoch)
+                    hash_seed: crate::disk::ids::Ids::new(&profile.name, req.epoch)
                         .guid("ext4 hash seed"),
                     epoch: req.epoch,
                     partition: &part.name,
@@ -779,7 +779,7 @@ pub fn build(
     let (file, written) = sink.into_parts();
     let blocks = written.to_blocks(BMAP_BLOCK, layout.image_size);
     let ranges: Vec<(u64, u64)> = blocks.iter().collect();
-    let data = crate::sparse::data_extents(&file, 0, layout.image_size)
+    let data = crate::disk::sparse::data_extents(&file, 0, layout.image_size)
         .map_err(io("reading the image layout"))?;
     let digest: ImageDigest =
         digest_image(&file, layout.image_size, &data, &ranges).map_err(io("hashing the image"))?;

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::image::gpt::Guid;
-use crate::image::tree::ContentStats;
+use crate::disk::gpt::Guid;
+use crate::rootfs::tree::ContentStats;
 use crate::size::{Human, MIB};
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use super::sink::ImageSink;
+use crate::rootfs::tree::FileData;
 
 const SECTOR: u64 = 512;
 const DIR_ENTRY: usize = 32;
@@ -23,26 +24,6 @@ const MEDIA: u8 = 0xf8;
 pub enum FatKind {
     Fat16,
     Fat32,
-}
-
-/// Contents of one file to put on the filesystem.
-#[derive(Debug, Clone)]
-pub enum FileData {
-    Bytes(Vec<u8>),
-    /// A file on the host, read while writing; its size must not change meanwhile.
-    Path(PathBuf, u64),
-}
-
-impl FileData {
-    pub fn len(&self) -> u64 {
-        match self {
-            FileData::Bytes(b) => b.len() as u64,
-            FileData::Path(_, n) => *n,
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[derive(Debug, Clone)]

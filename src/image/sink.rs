@@ -103,7 +103,7 @@ impl ImageSink {
     /// Records ranges another program (mke2fs) wrote into [start, end): the data extents the file
     /// system reports there, found with SEEK_DATA/SEEK_HOLE.
     pub fn record_external(&mut self, start: u64, end: u64) -> io::Result<()> {
-        for (s, e) in crate::sparse::data_extents(&self.file, start, end)? {
+        for (s, e) in crate::disk::sparse::data_extents(&self.file, start, end)? {
             self.written.insert(s, e);
         }
         Ok(())

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::fat::FileData;
 use crate::profile::Vboot;
+use crate::rootfs::tree::FileData;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VbootError {

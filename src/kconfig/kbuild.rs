@@ -4,9 +4,8 @@
 //! of every command goes to a log file; the last lines are kept for error messages.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -84,21 +83,7 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 
 /// boardsmith's default work directory: `$XDG_CACHE_HOME/boardsmith`, else `~/.cache/boardsmith`.
 pub fn default_work_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("boardsmith");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("boardsmith");
-    }
-    PathBuf::from(".boardsmith-work")
-}
-
-/// Finds an executable in PATH.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    crate::output::user_cache_dir().unwrap_or_else(|| PathBuf::from(".boardsmith-work"))
 }
 
 /// The Debian package that provides a tool.
@@ -115,7 +100,7 @@ fn package_for(tool: &str) -> String {
 /// Checks that every tool is in PATH.
 pub fn require_tools(tools: &[&str]) -> Result<(), KbuildError> {
     for t in tools {
-        if find_in_path(t).is_none() {
+        if crate::tools::which(t).is_none() {
             return Err(KbuildError::ToolMissing {
                 tool: t.to_string(),
                 package: package_for(t),
@@ -275,24 +260,8 @@ pub fn open(
         .join(format!("{board}-{}-{tag}", arch.kernel_arch()));
     std::fs::create_dir_all(&objtree).map_err(io("cannot create build directory", &objtree))?;
     let lock_path = objtree.join(".boardsmith.lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io("cannot open lock", &lock_path))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        on_wait(&objtree);
-        // SAFETY: as above.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(KbuildError::Io {
-                what: "cannot lock build directory",
-                path: objtree,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    }
+    let lock = crate::output::lock_waiting(&lock_path, || on_wait(&objtree))
+        .map_err(io("cannot lock build directory", &lock_path))?;
     let log_path = log_path
         .map(Path::to_path_buf)
         .unwrap_or_else(|| objtree.join(log_name));

@@ -109,12 +109,7 @@ fn is_step(line: &str) -> bool {
 }
 
 fn depmod() -> Option<PathBuf> {
-    kbuild::find_in_path("depmod").or_else(|| {
-        ["/usr/sbin/depmod", "/sbin/depmod"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-    })
+    crate::tools::system_tool("depmod")
 }
 
 /// Builds the configured kernel and installs it into `req.staging`.
@@ -329,11 +324,8 @@ fn install(
         "kernel_src": kb.srctree,
     });
     let marker_path = root.join(STAGING_MARKER);
-    std::fs::write(
-        &marker_path,
-        serde_json::to_string_pretty(&marker).unwrap_or_default(),
-    )
-    .map_err(write_err(&marker_path))?;
+    // A JSON value always serialises; `{:#}` is serde_json's pretty form.
+    std::fs::write(&marker_path, format!("{marker:#}")).map_err(write_err(&marker_path))?;
     Ok(report)
 }
 

@@ -117,20 +117,15 @@ pub fn refs_for(profile: &Profile, extra: &[String]) -> Vec<FragmentRef> {
     refs
 }
 
-/// The fragments rootfs features require: those a feature declares in rootfs/features/NAME.toml
-/// (`kernel_fragments`: droidmote needs uinput, bluetooth usb-bluetooth), else the embedded fragment of
-/// the same name, if there is one (the rule the release notes use too). Features already covered by the
-/// profile's fragments, and features without a fragment, add nothing.
-pub fn feature_fragments(profile: &Profile, features: &[String]) -> Vec<String> {
+/// The embedded fragments among `wanted` (what rootfs features ask for: see
+/// `rootfs::features::kernel_fragments_wanted`) that the profile's own fragments do not already name, in
+/// order, each once. Names without an embedded fragment add nothing.
+pub fn extra_fragments(profile: &Profile, wanted: &[String]) -> Vec<String> {
     let known = embedded_names();
     let mut out: Vec<String> = Vec::new();
-    for f in features {
-        let wanted = crate::rootfs::features::declared_kernel_fragments(f)
-            .unwrap_or_else(|| vec![f.clone()]);
-        for w in wanted {
-            if known.contains(&w) && !profile.kernel.fragments.contains(&w) && !out.contains(&w) {
-                out.push(w);
-            }
+    for w in wanted {
+        if known.contains(w) && !profile.kernel.fragments.contains(w) && !out.contains(w) {
+            out.push(w.clone());
         }
     }
     out

@@ -13,7 +13,10 @@ use serde::Serialize;
 pub use crate::rootmods::Medium;
 use crate::size::parse_size;
 pub use raw::RawRootfs;
-use raw::{RawAttributes, RawPartition, RawProfile, RawVboot, SizeValue};
+use raw::{
+    RawAttributes, RawBoot, RawBootloader, RawEmulator, RawKernel, RawPartition, RawProfile,
+    RawTable, RawVboot, SizeValue,
+};
 pub use source::{Loc, Origin, SourceFile};
 
 /// Why a profile could not be loaded.
@@ -241,7 +244,7 @@ pub enum PartitionType {
         bootable: bool,
     },
     Gpt {
-        type_guid: crate::image::gpt::Guid,
+        type_guid: crate::disk::gpt::Guid,
         name: String,
         attributes: u64,
     },
@@ -811,7 +814,81 @@ fn validate(
     file: &Arc<SourceFile>,
     sources: Vec<Arc<SourceFile>>,
 ) -> Result<Profile, ProfileError> {
-    let name = match raw.name {
+    let name = board_name(raw.name, file)?;
+    let arch_loc = required(raw.arch, file, "arch")?;
+    let arch = one_of(
+        &arch_loc,
+        "arch",
+        &[("armhf", Arch::Armhf), ("arm64", Arch::Arm64)],
+    )?;
+    let console = required(raw.console, file, "console")?.value;
+    let medium_loc = raw.medium;
+    let medium = medium_loc
+        .as_ref()
+        .map(|m| one_of(m, "medium", &Medium::ALL))
+        .transpose()?;
+
+    let kernel = validate_kernel(raw.kernel, file, medium_loc.is_some())?;
+    let bootloader = validate_bootloader(raw.bootloader, file)?;
+    let table = validate_table(raw.table, file)?;
+    let partitions = validate_partitions(raw.partitions, file, &table)?;
+    let boot = validate_boot(raw.boot, file, &partitions)?;
+    let emulator = validate_emulator(raw.emulator, file)?;
+    check_medium_fits(emulator.as_ref(), medium, medium_loc.as_ref())?;
+    let vboot = raw.vboot.map(validate_vboot).transpose()?;
+    if let Some(k) = partitions
+        .iter()
+        .find(|p| p.role == Role::Kernel && p.source.is_none())
+        && vboot.is_none()
+    {
+        return Err(ProfileError::invalid(
+            &k.name,
+            "source",
+            "a kernel partition needs `source` (a prebuilt blob in the root filesystem) or a [vboot] section to build and sign one",
+        ));
+    }
+    let fvp = match raw.fvp {
+        None => None,
+        Some(f) => Some(Fvp {
+            model: required(f.model, file, "fvp.model")?.value,
+            args: f.args.map(|v| v.value).unwrap_or_default(),
+        }),
+    };
+
+    Ok(Profile {
+        name,
+        description: raw.description.map(|v| v.value).unwrap_or_default(),
+        arch,
+        console,
+        medium,
+        kernel,
+        bootloader,
+        table,
+        partitions,
+        boot,
+        display: Display {
+            video: raw.display.video.map(|v| v.value),
+        },
+        emulator,
+        vboot,
+        release: ReleaseText {
+            changelog: raw.release.changelog.map(|v| v.value).unwrap_or_default(),
+            known_issues: raw
+                .release
+                .known_issues
+                .map(|v| v.value)
+                .unwrap_or_default(),
+            console_notes: raw.release.console_notes.map(|v| v.value),
+        },
+        fvp,
+        rootfs: raw.rootfs.unwrap_or_default(),
+        sources,
+    })
+}
+
+/// The board's name: `name`, else the file's stem; it names output files.
+fn board_name(name: Option<Loc<String>>, file: &SourceFile) -> Result<String, ProfileError> {
+    let name = match name {
         Some(n) => n.value,
         None => file
             .path
@@ -832,20 +909,15 @@ fn validate(
             ),
         });
     }
-    let arch_loc = required(raw.arch, file, "arch")?;
-    let arch = one_of(
-        &arch_loc,
-        "arch",
-        &[("armhf", Arch::Armhf), ("arm64", Arch::Arm64)],
-    )?;
-    let console = required(raw.console, file, "console")?.value;
-    let medium_loc = raw.medium;
-    let medium = medium_loc
-        .as_ref()
-        .map(|m| one_of(m, "medium", &Medium::ALL))
-        .transpose()?;
+    Ok(name)
+}
 
-    let k = raw.kernel;
+/// `[kernel]`; `medium_given`: whether `medium` is set (an initrd needs it).
+fn validate_kernel(
+    k: RawKernel,
+    file: &SourceFile,
+    medium_given: bool,
+) -> Result<Kernel, ProfileError> {
     if let Some(m) = &k.initramfs_modules {
         if let Some(bad) = m
             .value
@@ -901,14 +973,21 @@ fn validate(
             field: "kernel.dtb_dir".into(),
         });
     }
-    if medium_loc.is_none() && kernel.initrd.is_some() {
+    if !medium_given && kernel.initrd.is_some() {
         return Err(ProfileError::Missing {
             file: file.name.clone(),
             field: "medium (where the root filesystem lives: \"sd\", \"emmc\", \"usb\", \"sata\" or \"virtio\"; the initramfs gets the modules its controller needs)".into(),
         });
     }
+    Ok(kernel)
+}
 
-    let bootloader = match raw.bootloader {
+/// `[bootloader]`, if any.
+fn validate_bootloader(
+    raw: Option<RawBootloader>,
+    file: &SourceFile,
+) -> Result<Option<Bootloader>, ProfileError> {
+    Ok(match raw {
         None => None,
         Some(b) => {
             let offset = loc_size(
@@ -938,9 +1017,11 @@ fn validate(
                 env: b.env.map(|e| validate_uboot_env(&e)).transpose()?,
             })
         }
-    };
+    })
+}
 
-    let t = raw.table;
+/// `[table]`: its type, alignment, size, and the settings of that type only.
+fn validate_table(t: RawTable, file: &SourceFile) -> Result<Table, ProfileError> {
     let kind_loc = required(t.kind, file, "table.type")?;
     let kind = one_of(
         &kind_loc,
@@ -1015,16 +1096,23 @@ fn validate(
             "must be a multiple of 512 at or after byte 1024 (sector 2, right after the GPT header)",
         ));
     }
-    let table = Table {
+    Ok(Table {
         kind,
         alignment,
         size,
         disk_signature: t.disk_signature.map(|v| v.value),
         gpt_entries,
         gpt_entries_offset,
-    };
+    })
+}
 
-    let raw_parts = required(raw.partitions, file, "partition")?;
+/// The `[[partition]]` list: each partition, then the rules between them (names, fill, roles).
+fn validate_partitions(
+    raw: Option<Loc<Vec<RawPartition>>>,
+    file: &SourceFile,
+    table: &Table,
+) -> Result<Vec<Partition>, ProfileError> {
+    let raw_parts = required(raw, file, "partition")?;
     if raw_parts.value.is_empty() {
         return Err(ProfileError::invalid(
             &raw_parts,
@@ -1034,7 +1122,7 @@ fn validate(
     }
     let mut partitions = Vec::new();
     for (i, p) in raw_parts.value.into_iter().enumerate() {
-        partitions.push(validate_partition(p, i, &table)?);
+        partitions.push(validate_partition(p, i, table)?);
     }
     for (i, p) in partitions.iter().enumerate() {
         if let Some(q) = partitions[..i]
@@ -1075,8 +1163,16 @@ fn validate(
             ));
         }
     }
+    Ok(partitions)
+}
 
-    let methods = match raw.boot.methods {
+/// `[boot]`: the boot methods need a boot partition to write to.
+fn validate_boot(
+    raw: RawBoot,
+    file: &SourceFile,
+    partitions: &[Partition],
+) -> Result<BootConfig, ProfileError> {
+    let methods = match raw.methods {
         None => Vec::new(),
         Some(m) => {
             let mut out = Vec::new();
@@ -1105,12 +1201,18 @@ fn validate(
                     .into(),
         });
     }
-    let boot = BootConfig {
+    Ok(BootConfig {
         methods,
-        extlinux_fdt: raw.boot.extlinux_fdt.map(|v| v.value).unwrap_or(true),
-    };
+        extlinux_fdt: raw.extlinux_fdt.map(|v| v.value).unwrap_or(true),
+    })
+}
 
-    let emulator = match raw.emulator {
+/// `[emulator]`, if any.
+fn validate_emulator(
+    raw: Option<RawEmulator>,
+    file: &SourceFile,
+) -> Result<Option<Emulator>, ProfileError> {
+    Ok(match raw {
         None => None,
         Some(e) => Some(Emulator {
             system: required(e.system, file, "emulator.system")?.value,
@@ -1125,9 +1227,16 @@ fn validate(
             size_power_of_two: e.size_power_of_two.map(|v| v.value).unwrap_or(false),
             extra_args: e.extra_args.map(|v| v.value).unwrap_or_default(),
         }),
-    };
+    })
+}
 
-    if let (Some(e), Some(m), Some(loc)) = (&emulator, medium, &medium_loc) {
+/// The emulated disk must be where the initramfs looks for the root filesystem (`medium`).
+fn check_medium_fits(
+    emulator: Option<&Emulator>,
+    medium: Option<Medium>,
+    medium_loc: Option<&Loc<String>>,
+) -> Result<(), ProfileError> {
+    if let (Some(e), Some(m), Some(loc)) = (emulator, medium, medium_loc) {
         let fits = match e.drive.as_str() {
             "sd" => matches!(m, Medium::Sd | Medium::Emmc),
             _ => m == Medium::Virtio,
@@ -1144,55 +1253,7 @@ fn validate(
             ));
         }
     }
-    let vboot = raw.vboot.map(validate_vboot).transpose()?;
-    if let Some(k) = partitions
-        .iter()
-        .find(|p| p.role == Role::Kernel && p.source.is_none())
-        && vboot.is_none()
-    {
-        return Err(ProfileError::invalid(
-            &k.name,
-            "source",
-            "a kernel partition needs `source` (a prebuilt blob in the root filesystem) or a [vboot] section to build and sign one",
-        ));
-    }
-    let fvp = match raw.fvp {
-        None => None,
-        Some(f) => Some(Fvp {
-            model: required(f.model, file, "fvp.model")?.value,
-            args: f.args.map(|v| v.value).unwrap_or_default(),
-        }),
-    };
-
-    Ok(Profile {
-        name,
-        description: raw.description.map(|v| v.value).unwrap_or_default(),
-        arch,
-        console,
-        medium,
-        kernel,
-        bootloader,
-        table,
-        partitions,
-        boot,
-        display: Display {
-            video: raw.display.video.map(|v| v.value),
-        },
-        emulator,
-        vboot,
-        release: ReleaseText {
-            changelog: raw.release.changelog.map(|v| v.value).unwrap_or_default(),
-            known_issues: raw
-                .release
-                .known_issues
-                .map(|v| v.value)
-                .unwrap_or_default(),
-            console_notes: raw.release.console_notes.map(|v| v.value),
-        },
-        fvp,
-        rootfs: raw.rootfs.unwrap_or_default(),
-        sources,
-    })
+    Ok(())
 }
 
 const DEVKEYS: &str = "/usr/share/vboot/devkeys";
@@ -1271,6 +1332,47 @@ pub fn role_name(role: Role) -> &'static str {
 
 fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partition, ProfileError> {
     let field = |f: &str| format!("partition[{i}].{f}");
+    let (role, fs) = partition_role_fs(&p, &field)?;
+    let size = partition_size(&p, &field)?;
+    let offset = p
+        .offset
+        .as_ref()
+        .map(|o| loc_size(o, &field("offset")))
+        .transpose()?;
+    let align = match &p.align {
+        Some(a) => loc_size(a, &field("align"))?,
+        None => table.alignment.clone(),
+    };
+    if align.value == 0 || align.value % 512 != 0 {
+        return Err(ProfileError::invalid(
+            &align,
+            field("align"),
+            "must be a non-zero multiple of 512 bytes",
+        ));
+    }
+
+    let kind = match table.kind {
+        TableKind::Mbr => mbr_partition_type(&p, &field, fs)?,
+        TableKind::Gpt => gpt_partition_type(&p, &field, fs)?,
+    };
+    Ok(Partition {
+        name: p.name,
+        role,
+        fs,
+        size,
+        offset,
+        align,
+        label: p.label.map(|l| l.value),
+        kind,
+        source: p.source,
+    })
+}
+
+/// A partition's role and filesystem (each defaulting from the other), and whether they go together.
+fn partition_role_fs(
+    p: &RawPartition,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(Role, Fs), ProfileError> {
     let role = match &p.role {
         Some(r) => one_of(
             r,
@@ -1328,7 +1430,15 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
             "a raw partition needs `source`, the file (inside the root filesystem tree) that fills it",
         ));
     }
-    let size = match &p.size.value {
+    Ok((role, fs))
+}
+
+/// `size`: "fill", or a positive number of whole sectors.
+fn partition_size(
+    p: &RawPartition,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Loc<PartSize>, ProfileError> {
+    Ok(match &p.size.value {
         SizeValue::Text(s) if s == "fill" => Loc {
             value: PartSize::Fill,
             origin: p.size.origin.clone(),
@@ -1347,113 +1457,95 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
                 origin: p.size.origin.clone(),
             }
         }
-    };
-    let offset = p
-        .offset
-        .as_ref()
-        .map(|o| loc_size(o, &field("offset")))
-        .transpose()?;
-    let align = match &p.align {
-        Some(a) => loc_size(a, &field("align"))?,
-        None => table.alignment.clone(),
-    };
-    if align.value == 0 || align.value % 512 != 0 {
-        return Err(ProfileError::invalid(
-            &align,
-            field("align"),
-            "must be a non-zero multiple of 512 bytes",
-        ));
-    }
+    })
+}
 
+/// An MBR partition's type byte and boot flag; GPT fields are refused.
+fn mbr_partition_type(
+    p: &RawPartition,
+    field: &dyn Fn(&str) -> String,
+    fs: Fs,
+) -> Result<PartitionType, ProfileError> {
     let gpt_only = [
         p.gpt_type.as_ref().map(|l| (l.at(), "gpt_type")),
         p.gpt_name.as_ref().map(|l| (l.at(), "gpt_name")),
         p.attributes.as_ref().map(|l| (l.at(), "attributes")),
     ];
+    if let Some((at, f)) = gpt_only.into_iter().flatten().next() {
+        return Err(ProfileError::Invalid {
+            at,
+            field: field(f),
+            message: "is a GPT field but table.type is \"mbr\"; use mbr_type/bootable, or switch the table to gpt".into(),
+        });
+    }
+    let type_byte = match &p.mbr_type {
+        Some(t) => u8::try_from(t.value).ok().filter(|b| *b != 0).ok_or_else(|| {
+            ProfileError::invalid(t, field("mbr_type"), "must be a partition type byte between 0x01 and 0xff, e.g. 0x0c (FAT32 LBA) or 0x83 (Linux)")
+        })?,
+        None => match fs {
+            Fs::Vfat | Fs::Fat32 => 0x0c,
+            Fs::Fat16 => 0x0e,
+            _ => 0x83,
+        },
+    };
+    Ok(PartitionType::Mbr {
+        type_byte,
+        bootable: p.bootable.as_ref().map(|b| b.value).unwrap_or(false),
+    })
+}
+
+/// A GPT partition's type GUID, name and attribute bits; MBR fields are refused.
+fn gpt_partition_type(
+    p: &RawPartition,
+    field: &dyn Fn(&str) -> String,
+    fs: Fs,
+) -> Result<PartitionType, ProfileError> {
     let mbr_only = [
         p.mbr_type.as_ref().map(|l| (l.at(), "mbr_type")),
         p.bootable.as_ref().map(|l| (l.at(), "bootable")),
     ];
-    let kind = match table.kind {
-        TableKind::Mbr => {
-            if let Some((at, f)) = gpt_only.into_iter().flatten().next() {
-                return Err(ProfileError::Invalid {
-                    at,
-                    field: field(f),
-                    message: "is a GPT field but table.type is \"mbr\"; use mbr_type/bootable, or switch the table to gpt".into(),
-                });
-            }
-            let type_byte = match &p.mbr_type {
-                Some(t) => u8::try_from(t.value).ok().filter(|b| *b != 0).ok_or_else(|| {
-                    ProfileError::invalid(t, field("mbr_type"), "must be a partition type byte between 0x01 and 0xff, e.g. 0x0c (FAT32 LBA) or 0x83 (Linux)")
-                })?,
-                None => match fs {
-                    Fs::Vfat | Fs::Fat32 => 0x0c,
-                    Fs::Fat16 => 0x0e,
-                    _ => 0x83,
-                },
-            };
-            PartitionType::Mbr {
-                type_byte,
-                bootable: p.bootable.map(|b| b.value).unwrap_or(false),
-            }
-        }
-        TableKind::Gpt => {
-            if let Some((at, f)) = mbr_only.into_iter().flatten().next() {
-                return Err(ProfileError::Invalid {
-                    at,
-                    field: field(f),
-                    message: "is an MBR field but table.type is \"gpt\"; use gpt_type and attributes (legacy_boot = true marks a GPT partition bootable)".into(),
-                });
-            }
-            let type_guid = match &p.gpt_type {
-                Some(t) => crate::image::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
-                    ProfileError::invalid(t, field("gpt_type"), "is neither a known type name (linux, esp, basic-data, chromeos-kernel, chromeos-root, chromeos-reserved) nor a GUID like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")
-                })?,
-                None => match fs {
-                    Fs::Vfat | Fs::Fat16 | Fs::Fat32 => crate::image::gpt::BASIC_DATA,
-                    _ => crate::image::gpt::LINUX_FS,
-                },
-            };
-            let attributes = match &p.attributes {
-                Some(a) => attribute_bits(&a.value)
-                    .map_err(|m| ProfileError::invalid(a, field("attributes"), m))?,
-                None => 0,
-            };
-            let name = p
-                .gpt_name
-                .as_ref()
-                .map(|n| n.value.clone())
-                .unwrap_or_else(|| p.name.value.clone());
-            if name.encode_utf16().count() > 36 {
-                let at = p
-                    .gpt_name
-                    .as_ref()
-                    .map(|l| l.at())
-                    .unwrap_or_else(|| p.name.at());
-                return Err(ProfileError::Invalid {
-                    at,
-                    field: field("gpt_name"),
-                    message: "GPT partition names hold at most 36 UTF-16 code units".into(),
-                });
-            }
-            PartitionType::Gpt {
-                type_guid,
-                name,
-                attributes,
-            }
-        }
+    if let Some((at, f)) = mbr_only.into_iter().flatten().next() {
+        return Err(ProfileError::Invalid {
+            at,
+            field: field(f),
+            message: "is an MBR field but table.type is \"gpt\"; use gpt_type and attributes (legacy_boot = true marks a GPT partition bootable)".into(),
+        });
+    }
+    let type_guid = match &p.gpt_type {
+        Some(t) => crate::disk::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
+            ProfileError::invalid(t, field("gpt_type"), "is neither a known type name (linux, esp, basic-data, chromeos-kernel, chromeos-root, chromeos-reserved) nor a GUID like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+        })?,
+        None => match fs {
+            Fs::Vfat | Fs::Fat16 | Fs::Fat32 => crate::disk::gpt::BASIC_DATA,
+            _ => crate::disk::gpt::LINUX_FS,
+        },
     };
-    Ok(Partition {
-        name: p.name,
-        role,
-        fs,
-        size,
-        offset,
-        align,
-        label: p.label.map(|l| l.value),
-        kind,
-        source: p.source,
+    let attributes = match &p.attributes {
+        Some(a) => attribute_bits(&a.value)
+            .map_err(|m| ProfileError::invalid(a, field("attributes"), m))?,
+        None => 0,
+    };
+    let name = p
+        .gpt_name
+        .as_ref()
+        .map(|n| n.value.clone())
+        .unwrap_or_else(|| p.name.value.clone());
+    if name.encode_utf16().count() > 36 {
+        let at = p
+            .gpt_name
+            .as_ref()
+            .map(|l| l.at())
+            .unwrap_or_else(|| p.name.at());
+        return Err(ProfileError::Invalid {
+            at,
+            field: field("gpt_name"),
+            message: "GPT partition names hold at most 36 UTF-16 code units".into(),
+        });
+    }
+    Ok(PartitionType::Gpt {
+        type_guid,
+        name,
+        attributes,
     })
 }
 

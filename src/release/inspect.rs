@@ -9,8 +9,8 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::gpt::Gpt;
-use crate::image::mbr::{Mbr, SECTOR};
+use crate::disk::gpt::Gpt;
+use crate::disk::mbr::{Mbr, SECTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -214,10 +214,10 @@ pub fn inspect(
         .iter()
         .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
         .collect();
-    releases.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+    releases.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
     if releases.is_empty() {
         releases = debugfs_ls(image, offset, "/lib/modules")?;
-        releases.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+        releases.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
     }
     facts.kernel_release = releases.last().cloned();
     if let Some(r) = &facts.kernel_release {

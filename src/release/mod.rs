@@ -128,7 +128,7 @@ pub fn release(
     let image_digest = crate::checksum::digest_image(
         &std::fs::File::open(&req.image).map_err(io(format!("opening {}", req.image.display())))?,
         total,
-        &crate::sparse::data_extents(
+        &crate::disk::sparse::data_extents(
             &std::fs::File::open(&req.image)
                 .map_err(io(format!("opening {}", req.image.display())))?,
             0,

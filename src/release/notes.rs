@@ -49,7 +49,8 @@ pub fn fragment_reports(
 ) -> Vec<FragmentReport> {
     use crate::kconfig::locate;
     let values = config.map(kernel_config_values);
-    let extra = locate::feature_fragments(profile, features);
+    let wanted = crate::rootfs::features::kernel_fragments_wanted(features);
+    let extra = locate::extra_fragments(profile, &wanted);
     locate::refs_for(profile, &extra)
         .iter()
         .map(|r| match locate::load(r) {

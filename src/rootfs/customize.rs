@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 
 use super::features::{CheckSpec, FileBody, Recipe};
-use super::fstab::{self, FstabEntry};
 use super::systemd::{self, UnitError};
 use super::tartree::{Kind, Node, TarTree, TarTreeError};
 use super::users::{Accounts, Db, UserError, UserReport};
 use crate::plan::Layout;
+use crate::plan::fstab::{self, FstabEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CustomizeError {

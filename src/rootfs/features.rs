@@ -46,13 +46,7 @@ pub enum FeatureError {
     Recipe(#[from] RecipeError),
 }
 
-/// How /etc/fstab names partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FstabNaming {
-    Partuuid,
-    Label,
-}
+pub use crate::plan::fstab::FstabNaming;
 
 #[derive(Debug, Clone)]
 pub enum FileBody {
@@ -703,6 +697,17 @@ fn mentions(text: &str, name: &str) -> bool {
 pub fn declared_kernel_fragments(name: &str) -> Option<Vec<String>> {
     let f = recipe::feature(name).ok().flatten()?;
     Some(f.raw.kernel_fragments.map(|l| l.value).unwrap_or_default())
+}
+
+/// The kernel config fragments rootfs features ask for: those a feature declares in
+/// rootfs/features/NAME.toml (`kernel_fragments`: droidmote needs uinput, bluetooth usb-bluetooth), else
+/// the fragment of the feature's own name (the rule the release notes use too). kconfig keeps those it
+/// has (`kconfig::locate::extra_fragments`).
+pub fn kernel_fragments_wanted(features: &[String]) -> Vec<String> {
+    features
+        .iter()
+        .flat_map(|f| declared_kernel_fragments(f).unwrap_or_else(|| vec![f.clone()]))
+        .collect()
 }
 
 /// The feature that declares setting `name`, if any (to say which feature an option belongs to).

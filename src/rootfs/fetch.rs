@@ -68,9 +68,9 @@ impl FetchError {
 /// Normalizes a sha256 given by the user.
 pub fn parse_sha256(what: &str, given: &str) -> Result<String, FetchError> {
     let h = given.trim().to_ascii_lowercase();
-    let h = h.strip_prefix("sha256:").unwrap_or(&h).to_string();
-    if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(h)
+    let h = h.strip_prefix("sha256:").unwrap_or(&h);
+    if crate::checksum::is_hex_digest(h, 64) {
+        Ok(h.to_string())
     } else {
         Err(FetchError::BadChecksum {
             what: what.into(),

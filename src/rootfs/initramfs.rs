@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::tartree::{Kind, TarTree, wildcard};
-use crate::image::tree::{RootTree, TarKind, version_cmp};
 use crate::profile::{Fs, Profile, Role};
+use crate::rootfs::tree::{RootTree, TarKind, version_cmp};
 use crate::rootmods::{self, Files, Medium, Report, Request};
 
 /// The hidden subcommand the customize hook runs: `boardsmith __initramfs-hook INPUT.json ROOT`.

@@ -388,13 +388,9 @@ impl Downloads {
 
 /// The default package cache: $XDG_CACHE_HOME/boardsmith/apt, else ~/.cache/boardsmith/apt.
 pub fn default_cache() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("boardsmith/apt");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h).join(".cache/boardsmith/apt");
-    }
-    PathBuf::from("/var/cache/boardsmith/apt")
+    crate::output::user_cache_dir()
+        .unwrap_or_else(|| PathBuf::from("/var/cache/boardsmith"))
+        .join("apt")
 }
 
 #[cfg(test)]

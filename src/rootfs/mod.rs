@@ -9,13 +9,13 @@
 pub mod customize;
 pub mod features;
 pub mod fetch;
-pub mod fstab;
 pub mod initramfs;
 pub mod mmdebstrap;
 pub mod prerequisites;
 pub mod recipe;
 pub mod systemd;
 pub mod tartree;
+pub mod tree;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -259,7 +259,7 @@ pub struct RootfsReport {
     pub log: Option<PathBuf>,
     pub hostname: String,
     pub user: users::UserReport,
-    pub fstab: Vec<fstab::FstabEntry>,
+    pub fstab: Vec<crate::plan::fstab::FstabEntry>,
     pub enabled: Vec<String>,
     pub boot: BootFiles,
     /// The initramfs modules derived from the device tree, with why each is needed.
@@ -321,30 +321,16 @@ struct CacheLock {
 
 impl CacheLock {
     fn take(cache: &Path, on: &dyn Fn(RootfsEvent<'_>)) -> Result<CacheLock, RootfsError> {
-        use std::os::fd::AsRawFd;
         std::fs::create_dir_all(cache).map_err(io(format!(
             "creating the package cache {}",
             cache.display()
         )))?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(cache.join(".lock"))
-            .map_err(io(format!("locking the package cache {}", cache.display())))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let f = crate::output::lock_waiting(&cache.join(".lock"), || {
             on(RootfsEvent::Phase(
                 "waiting for another build using the package cache",
-            ));
-            // SAFETY: as above, blocking.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(RootfsError::Io {
-                    context: format!("locking the package cache {}", cache.display()),
-                    source: std::io::Error::last_os_error(),
-                });
-            }
-        }
+            ))
+        })
+        .map_err(io(format!("locking the package cache {}", cache.display())))?;
         Ok(CacheLock { _file: f })
     }
 }
@@ -530,7 +516,7 @@ fn check_boot_files(tree: &TarTree, profile: &Profile) -> Result<BootFiles, Root
                 v.push(p);
             }
         }
-        v.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+        v.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
         Ok(v)
     };
     let pkg_hint = |p: &str| {
@@ -556,7 +542,7 @@ fn check_boot_files(tree: &TarTree, profile: &Profile) -> Result<BootFiles, Root
     let dtb = match &k.dtb {
         Some(name) => {
             let mut dirs = tree.glob(&k.dtb_dir);
-            dirs.sort_by(|a, b| crate::image::tree::version_cmp(a, b));
+            dirs.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
             let found = dirs
                 .iter()
                 .rev()
@@ -863,8 +849,7 @@ pub fn build_rootfs(
         .unwrap_or(Path::new("."))
         .to_path_buf();
     if !as_tar {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             return Err(RootfsError::Output {
                 path: out,
                 message: "a directory root filesystem needs root (owners and device nodes); write a .tar instead (-o NAME.tar), which needs no root".into(),

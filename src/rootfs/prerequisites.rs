@@ -52,16 +52,8 @@ pub enum PrerequisiteError {
     },
 }
 
-/// Finds `tool` in PATH.
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
-
 pub fn require_tool(tool: &str, package: &str) -> Result<PathBuf, PrerequisiteError> {
-    which(tool).ok_or_else(|| PrerequisiteError::MissingTool {
+    crate::tools::which(tool).ok_or_else(|| PrerequisiteError::MissingTool {
         tool: tool.into(),
         package: package.into(),
     })
@@ -186,7 +178,7 @@ mod tests {
         .unwrap();
         let e = check_foreign_arch(arch, d.path()).unwrap_err().to_string();
         assert!(e.contains("--reinstall qemu-user-static"), "{e}");
-        let sh = which("sh").unwrap();
+        let sh = crate::tools::which("sh").unwrap();
         std::fs::write(
             d.path().join(entry),
             format!("enabled\ninterpreter {}\nflags: F\n", sh.display()),

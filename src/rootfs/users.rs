@@ -127,25 +127,22 @@ fn prompt_hidden(text: &str) -> Result<String, UserError> {
     let mut err = std::io::stderr();
     err.write_all(text.as_bytes())?;
     err.flush()?;
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data; tcgetattr fills it or fails without touching memory we rely on.
-    let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd 0 is open for the process; the pointer is to a valid termios.
-    let have_term = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
-    let saved = term;
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    // Not a terminal (a pipe): nothing to hide.
+    let saved = tcgetattr(&stdin).ok();
     // A stop signal during the prompt must give the terminal its echo back.
-    let _restore = have_term.then(|| crate::signals::remember_terminal(fd, saved));
-    if have_term {
-        term.c_lflag &= !libc::ECHO;
-        term.c_lflag |= libc::ECHONL;
-        // SAFETY: as above, with the termios we just read and modified.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    let _restore = saved.clone().map(crate::signals::remember_terminal);
+    if let Some(saved) = &saved {
+        let mut term = saved.clone();
+        term.local_modes &= !LocalModes::ECHO;
+        term.local_modes |= LocalModes::ECHONL;
+        let _ = tcsetattr(&stdin, OptionalActions::Now, &term);
     }
     let mut line = String::new();
-    let res = std::io::stdin().lock().read_line(&mut line);
-    if have_term {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    let res = stdin.lock().read_line(&mut line);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, OptionalActions::Now, saved);
     }
     res?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())

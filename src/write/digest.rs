@@ -6,8 +6,8 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use super::buffers::{ZEROS, ZEROS_LEN};
 use super::sums::SumKind;
+use crate::device::buffers::{ZEROS, ZEROS_LEN};
 use crate::image::bmap::{Bmap, ChecksumType};
 
 /// Feeds `len` bytes at the chunk: its data, or zeros.

@@ -6,15 +6,9 @@
 //! flush → finish the read-back, re-check a probe per MiB → write the first 64 KiB → verify them →
 //! re-read the partition table → grow.
 
-pub mod blockdev;
-pub mod buffers;
 pub mod decompress;
 pub mod digest;
-pub mod interrupt;
-pub mod lock;
 pub mod pipeline;
-pub mod progress;
-pub mod sink;
 pub mod source;
 pub mod sums;
 pub mod verify;
@@ -27,16 +21,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use self::buffers::Pool;
 use self::decompress::Format;
 use self::digest::{RangeCheck, RangeMismatch};
-use self::progress::{Event, Observer, Phase};
-use self::sink::{Checks, Sink, SourceId, Target, TargetError};
 use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
 use self::sums::{ExpectedSum, SumKind};
+use crate::device::buffers::Pool;
+use crate::device::progress::{Event, Observer, Phase};
+use crate::device::target::{Checks, Sink, SourceId, Target, TargetError};
 use crate::grow::{GrowFailure, GrowReport};
 use crate::image::bmap::{Bmap, BmapError};
 use crate::net::{self, DownloadHandle, FailureKind, NetError, NetOptions};
+use crate::signals;
 use crate::size::Human;
 
 /// The first bytes of the image (partition table, boot loader area), written last.
@@ -219,7 +214,7 @@ impl WriteError {
         match self {
             WriteError::Net(n) | WriteError::Source(SourceError::Net(n)) => net(n),
             WriteError::Unchecked { .. } => 2,
-            WriteError::Interrupted { .. } => interrupt::exit_status(),
+            WriteError::Interrupted { .. } => signals::exit_status(),
             WriteError::Grow { source, .. } => source.exit_code(),
             WriteError::Source(s) => s.exit_code(),
             WriteError::Bmap { .. } | WriteError::SideFile(_) | WriteError::BmapSize { .. } => 2,
@@ -417,12 +412,12 @@ fn body_ranges(ranges: &[(u64, u64)], head: u64, len: u64) -> Vec<(u64, u64)> {
 pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<WriteFailure>> {
     let target_name = req.target.display().to_string();
     let mut state = TargetState::Untouched;
-    buffers::map_large_allocations();
+    crate::device::buffers::map_large_allocations();
     // Reconnects happen on the reader thread, which cannot borrow `obs`: they come through a channel.
     let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
     let tx = std::sync::Mutex::new(tx);
     let client = net::Client::new(req.net)
-        .cancel_when(interrupt::interrupted)
+        .cancel_when(signals::interrupted)
         .observe(std::sync::Arc::new(move |r: &net::Reconnect| {
             if let Ok(tx) = tx.lock() {
                 let _ = tx.send(r.clone());
@@ -729,7 +724,7 @@ fn write_inner(
         _ => None,
     };
     // The pool is the whole data memory of the writer and of the verifier that follows it.
-    let pool = Pool::new(BUFS, BUF_SIZE);
+    let pool = Pool::new(BUFS, BUF_SIZE).map_err(io_err("allocating the write buffers".into()))?;
     let trail = verify::Trail::default();
     // Everything written but the head is read back; the image's end comes with the trail.
     let verify_ranges = body_ranges(
@@ -789,7 +784,7 @@ fn write_inner(
                 });
                 let t = Instant::now();
                 while !v.is_finished() {
-                    obs(Event::Progress(progress::Counters {
+                    obs(Event::Progress(crate::device::progress::Counters {
                         done: trail.verified(),
                         written: 0,
                         skipped: 0,
@@ -890,18 +885,14 @@ fn source_identity(spec: &SourceSpec) -> Option<SourceId> {
             .ok()
             .map(|m| SourceId::of(p.display().to_string(), &m)),
         SourceSpec::Stdin => {
-            // SAFETY: an all-zero stat is valid; fstat fills it for descriptor 0 or fails.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            if unsafe { libc::fstat(0, &mut st) } != 0 {
-                return None;
-            }
-            let kind = st.st_mode & libc::S_IFMT;
-            (kind == libc::S_IFREG || kind == libc::S_IFBLK).then(|| SourceId {
+            use rustix::fs::FileType;
+            let st = rustix::fs::fstat(std::io::stdin()).ok()?;
+            let kind = FileType::from_raw_mode(st.st_mode);
+            (kind == FileType::RegularFile || kind == FileType::BlockDevice).then(|| SourceId {
                 name: "standard input".into(),
                 dev: st.st_dev,
                 ino: st.st_ino,
-                rdev: (kind == libc::S_IFBLK).then_some(st.st_rdev),
+                rdev: (kind == FileType::BlockDevice).then_some(st.st_rdev),
             })
         }
         SourceSpec::Url(_) => None,
@@ -1013,9 +1004,9 @@ fn write_and_flush(
 }
 
 fn check_interrupt() -> Result<(), WriteError> {
-    if interrupt::interrupted() {
+    if signals::interrupted() {
         Err(WriteError::Interrupted {
-            signal: interrupt::signal_name(),
+            signal: signals::pending_name(),
         })
     } else {
         Ok(())
@@ -1045,7 +1036,12 @@ fn write_head(sink: &Sink, head: &pipeline::Head, skip_zero: bool) -> io::Result
 
 /// Reads the head back and compares it byte by byte.
 fn check_head(sink: &Sink, head: &pipeline::Head, target: &str) -> Result<(), WriteError> {
-    let mut buf = buffers::AlignedBuf::new(HEAD_LEN as usize);
+    let mut buf = crate::device::buffers::AlignedBuf::new(HEAD_LEN as usize).map_err(|source| {
+        WriteError::Io {
+            context: format!("reading back the first 64 KiB of {target}"),
+            source,
+        }
+    })?;
     for &(s, e) in &head.segments {
         let n = (e - s) as usize;
         sink.read_back(&mut buf[..n], s)
@@ -1081,7 +1077,7 @@ fn verify_failure(
     let name = target_name(target);
     match e {
         verify::VerifyError::Interrupted => WriteError::Interrupted {
-            signal: interrupt::signal_name(),
+            signal: signals::pending_name(),
         },
         verify::VerifyError::Io { offset, source } => WriteError::Io {
             context: format!("reading back {name} at byte {offset}"),

@@ -11,15 +11,15 @@ use std::thread;
 use std::time::Duration;
 
 use super::WriteError;
-use super::buffers::{Pool, PoolBuf};
 use super::decompress::{self, Format};
 use super::digest::{RangeCheck, WholeHash};
-use super::interrupt;
-use super::progress::{Counters, Event, Observer, Throttle};
-use super::sink::{FLUSH_WINDOW, Sink};
 use super::source::Input;
 use super::sums::SumKind;
 use super::verify::{Fingerprints, Trail};
+use crate::device::buffers::{Pool, PoolBuf};
+use crate::device::progress::{Counters, Event, Observer, Throttle};
+use crate::device::target::{FLUSH_WINDOW, Sink};
+use crate::signals;
 
 /// A piece of the image: data in a pool buffer, or a run of zeros (a hole) without a buffer.
 pub struct Chunk {
@@ -56,7 +56,7 @@ impl Control {
         self.abort.store(true, Ordering::SeqCst);
     }
     pub fn stopped(&self) -> bool {
-        self.abort.load(Ordering::SeqCst) || interrupt::interrupted()
+        self.abort.load(Ordering::SeqCst) || signals::interrupted()
     }
     /// Stops everyone without recording an error (the caller reports its own).
     pub fn abort(&self) {
@@ -255,10 +255,10 @@ pub fn run(
     });
     let (written, range, sha, md5) = result;
 
-    if interrupt::interrupted() {
+    if signals::interrupted() {
         // Leave the reader (possibly blocked on input) behind.
         return Err(WriteError::Interrupted {
-            signal: interrupt::signal_name(),
+            signal: signals::pending_name(),
         });
     }
     let image_len = match reader.join() {
@@ -321,7 +321,7 @@ fn produce(
 ) -> Result<u64, WriteError> {
     let stop = || ctl.stopped();
     let interrupted = || WriteError::Interrupted {
-        signal: interrupt::signal_name(),
+        signal: signals::pending_name(),
     };
     let send = |c: Chunk| -> bool {
         let c = Arc::new(c);
@@ -396,11 +396,12 @@ fn produce(
                 if rs >= re {
                     continue;
                 }
-                let extents =
-                    crate::sparse::data_extents(&file, rs, re).map_err(|e| WriteError::Io {
+                let extents = crate::disk::sparse::data_extents(&file, rs, re).map_err(|e| {
+                    WriteError::Io {
                         context: format!("finding the data in {}", names.0),
                         source: e,
-                    })?;
+                    }
+                })?;
                 let mut pos = rs;
                 for (ds, de) in extents.into_iter().chain(std::iter::once((re, re))) {
                     if ds > pos
@@ -526,7 +527,7 @@ fn stream_chunks(
     loop {
         let Some(mut buf) = pool.take(&stop) else {
             return Err(WriteError::Interrupted {
-                signal: interrupt::signal_name(),
+                signal: signals::pending_name(),
             });
         };
         let mut n = 0;
@@ -539,7 +540,7 @@ fn stream_chunks(
             }
             if ctl.stopped() {
                 return Err(WriteError::Interrupted {
-                    signal: interrupt::signal_name(),
+                    signal: signals::pending_name(),
                 });
             }
         }
@@ -562,7 +563,7 @@ fn stream_chunks(
             data: Some(buf),
         }) {
             return Err(WriteError::Interrupted {
-                signal: interrupt::signal_name(),
+                signal: signals::pending_name(),
             });
         }
         pos += n as u64;

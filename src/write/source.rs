@@ -177,7 +177,7 @@ impl SourceError {
     /// limit, not the input's fault); otherwise 2: the source or its name is bad.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SourceError::Interrupted { .. } => super::interrupt::exit_status(),
+            SourceError::Interrupted { .. } => crate::signals::exit_status(),
             SourceError::SpoolFull { .. } => 1,
             _ => 2,
         }
@@ -267,17 +267,10 @@ const SPOOL_RESERVE_PERCENT: u64 = 5;
 /// How much the spool may take in `dir`: its filesystem's free space less
 /// [`SPOOL_RESERVE_PERCENT`] of its size.
 fn spool_limit(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: a zeroed statvfs is valid and statvfs fills it for a NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let unit = st.f_frsize as u64;
-    let avail = (st.f_bavail as u64).saturating_mul(unit);
-    let size = (st.f_blocks as u64).saturating_mul(unit);
+    let st = rustix::fs::statvfs(dir)?;
+    let unit = st.f_frsize;
+    let avail = st.f_bavail.saturating_mul(unit);
+    let size = st.f_blocks.saturating_mul(unit);
     Ok(avail.saturating_sub(size / 100 * SPOOL_RESERVE_PERCENT))
 }
 
@@ -344,12 +337,12 @@ fn spool(r: Box<dyn Read + Send>, what: &str, announced: Option<u64>) -> Result<
             .map_err(err)?
     };
     let result = loop {
-        if super::interrupt::interrupted() {
+        if crate::signals::interrupted() {
             stop.store(true, Ordering::SeqCst);
             // The copier may be blocked in a read; the process is about to end without it.
             return Err(SourceError::Interrupted {
                 what: what.to_string(),
-                signal: super::interrupt::signal_name(),
+                signal: crate::signals::pending_name(),
             });
         }
         match rx.recv_timeout(std::time::Duration::from_millis(50)) {
@@ -426,7 +419,7 @@ pub fn probe(spec: &SourceSpec, client: &net::Client) -> Result<Probe, SourceErr
                 });
             }
             let len = if meta.file_type().is_block_device() {
-                super::blockdev::size(&file).ok()
+                crate::device::blockdev::size(&file).ok()
             } else {
                 None
             };
@@ -620,15 +613,8 @@ fn open_regular(
     let (input, windowed) = match format {
         Format::Raw => {
             size.exact = Some(len);
-            // SAFETY: posix_fadvise only gives the kernel a hint about a valid descriptor.
-            unsafe {
-                libc::posix_fadvise(
-                    std::os::fd::AsRawFd::as_raw_fd(&file),
-                    0,
-                    0,
-                    libc::POSIX_FADV_SEQUENTIAL,
-                );
-            }
+            // Only a hint: a failure changes nothing.
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
             (Input::RawFile(file), false)
         }
         Format::SevenZ => {

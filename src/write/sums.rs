@@ -44,15 +44,14 @@ pub struct ExpectedSum {
 
 /// Checks a hex digest given on the command line.
 pub fn parse_hex(kind: SumKind, s: &str) -> Result<String, String> {
-    let t = s.trim();
-    if t.len() != kind.hex_len() || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{t:?} is not a {} digest ({} hex digits)",
+    crate::checksum::parse_hex_digest(s, kind.hex_len()).ok_or_else(|| {
+        format!(
+            "{:?} is not a {} digest ({} hex digits)",
+            s.trim(),
             kind.name(),
             kind.hex_len()
-        ));
-    }
-    Ok(t.to_ascii_lowercase())
+        )
+    })
 }
 
 /// The digest a sums file gives for `name`: lines `HEX  NAME`, `HEX *NAME`, `HEX` alone (a file

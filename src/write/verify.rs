@@ -22,11 +22,11 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-use super::buffers::{Pool, PoolBuf, ZEROS, ZEROS_LEN};
 use super::decompress;
-use super::interrupt;
-use super::sink::Sink;
 use super::source::{self, DecodeOptions, Input, SourceSpec};
+use crate::device::buffers::{Pool, PoolBuf, ZEROS, ZEROS_LEN};
+use crate::device::target::Sink;
+use crate::signals;
 
 /// Bytes per fingerprint window.
 pub const WINDOW: u64 = 1 << 20;
@@ -249,7 +249,7 @@ impl Trail {
     ) -> Result<T, VerifyError> {
         let mut st = self.lock();
         loop {
-            if st.abandoned || self.failed() || interrupt::interrupted() {
+            if st.abandoned || self.failed() || signals::interrupted() {
                 return Err(VerifyError::Interrupted);
             }
             if let Some(t) = cond(&mut st) {
@@ -321,7 +321,7 @@ fn follow(
     pool: &Pool,
 ) -> Result<Vec<Probe>, VerifyError> {
     let stop = AtomicBool::new(false);
-    let stopped = || stop.load(Ordering::Relaxed) || interrupt::interrupted();
+    let stopped = || stop.load(Ordering::Relaxed) || signals::interrupted();
     let step = pool.buf_size() as u64;
     // Two reads queued: enough to keep the disk busy, few enough to leave the writer its buffers.
     let (tx, rx) = sync_channel::<Result<Piece, VerifyError>>(2);
@@ -383,7 +383,7 @@ fn follow(
         });
         let mut consume = || -> Result<(), VerifyError> {
             for piece in rx.iter() {
-                if interrupt::interrupted() {
+                if signals::interrupted() {
                     return Err(VerifyError::Interrupted);
                 }
                 let n = match piece? {
@@ -435,11 +435,11 @@ const PROBE_READERS: usize = 4;
 /// window (by offset) whose probe differs.
 fn check_probes(sink: &Sink, probes: &[Probe], pool: &Pool) -> Result<(), VerifyError> {
     let check = |k: usize| -> Result<(), VerifyError> {
-        let Some(mut buf) = pool.take(&interrupt::interrupted) else {
+        let Some(mut buf) = pool.take(&signals::interrupted) else {
             return Err(VerifyError::Interrupted);
         };
         for p in probes.iter().skip(k).step_by(PROBE_READERS) {
-            if interrupt::interrupted() {
+            if signals::interrupted() {
                 return Err(VerifyError::Interrupted);
             }
             let n = p.len as usize;
@@ -573,9 +573,9 @@ pub fn first_difference(
 
 #[cfg(test)]
 mod tests {
-    use super::super::buffers::AlignedBuf;
-    use super::super::sink::Target;
     use super::*;
+    use crate::device::buffers::AlignedBuf;
+    use crate::device::target::Target;
     use std::path::Path;
 
     #[test]
@@ -644,10 +644,10 @@ mod tests {
         let len = 4 * WINDOW + 12345;
         let image: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let sink = target.open_sink(len).unwrap();
-        let pool = Pool::new(4, WINDOW as usize);
+        let pool = Pool::new(4, WINDOW as usize).unwrap();
         let trail = Trail::default();
         let ranges = [(HEAD, u64::MAX)];
-        let mut buf = AlignedBuf::new(WINDOW as usize);
+        let mut buf = AlignedBuf::new(WINDOW as usize).unwrap();
         let result = thread::scope(|s| {
             let verifier = s.spawn(|| read_back(&sink, &ranges, &trail, &pool));
             let mut prints = Fingerprints::default();

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use liblzma::stream::{Action, Filters, Stream};
 
-use super::buffers::{Pool, PoolBuf};
 pub use crate::codec::lzma2_dict;
 use crate::codec::{WindowLimit, dict_error, xz_stream_decoder as stream_decoder};
+use crate::device::buffers::{Pool, PoolBuf};
 
 /// A raw LZMA2 decoder (no container) for the coder properties `props`.
 fn lzma2_decoder(props: u8) -> io::Result<Stream> {
@@ -635,7 +635,7 @@ mod tests {
         let idx = index(&f).unwrap();
         assert_eq!(idx.uncompressed, 5_000_000);
         assert_eq!(idx.blocks.len(), 5);
-        let pool = Pool::new(6, 256 << 10);
+        let pool = Pool::new(6, 256 << 10).unwrap();
         let mut got = Vec::new();
         let n = decode_parallel(
             &f,

@@ -5,14 +5,21 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use assert_cmd::cargo::CommandCargoExt;
+// The launcher and the sha256 helper are the ones every integration test uses (tests/support/).
+#[allow(unused_imports)]
+pub use crate::support::{boardsmith, sha256_file};
 
-/// The boardsmith binary under test, with a fixed SOURCE_DATE_EPOCH and no user board directory.
-pub fn boardsmith() -> Command {
-    let mut c = Command::cargo_bin("boardsmith").expect("binary built by cargo");
-    c.env("SOURCE_DATE_EPOCH", "1700000000")
-        .env_remove("BOARDSMITH_BOARDS");
-    c
+/// `boardsmith build BOARD --progress none --rootfs ROOTFS -o OUT EXTRA...`, asserting that it
+/// succeeded (`--json` in `extra` for the report on stdout).
+pub fn build_ok(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Output {
+    crate::support::run_ok(
+        boardsmith()
+            .args(["build", board, "--progress", "none", "--rootfs"])
+            .arg(rootfs)
+            .arg("-o")
+            .arg(out)
+            .args(extra),
+    )
 }
 
 /// Runs a command, returning its output; panics with the command line if it cannot start.
@@ -35,14 +42,6 @@ pub fn tool(program: &str, args: &[&str]) -> String {
         out.status
     );
     text
-}
-
-pub fn sha256_file(path: &Path) -> String {
-    tool("sha256sum", &[path.to_str().unwrap()])
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so fixtures and golden layouts are stable.

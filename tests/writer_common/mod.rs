@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
-pub fn bin() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("boardsmith").expect("boardsmith binary")
-}
+// The launcher and the sha256 helper are the ones every integration test uses (tests/support/).
+#[allow(unused_imports)]
+pub use crate::support::{bin_path, boardsmith, sha256_file as sha256sum, under};
 
-pub fn bin_path() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("boardsmith")
+/// `boardsmith` with the clean environment of every test, as an `assert_cmd` command.
+pub fn bin() -> assert_cmd::Command {
+    crate::support::boardsmith_cmd()
 }
 
 pub fn is_root() -> bool {
@@ -47,15 +48,6 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 
 pub fn sh(script: &str) -> String {
     run("bash", &["-euo", "pipefail", "-c", script])
-}
-
-/// sha256 by sha256sum (an independent implementation).
-pub fn sha256sum(path: &Path) -> String {
-    run("sha256sum", &[&path.display().to_string()])
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// sha256 of the first `len` bytes of a file or device.

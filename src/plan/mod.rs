@@ -2,13 +2,15 @@
 //! alignment; the partition-table areas themselves; raw blobs at fixed offsets. Rejects overlaps (naming both
 //! regions and their byte ranges), anything past the image end, misalignment and too many MBR primaries.
 
+pub mod fstab;
+
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::ids::Ids;
-use crate::image::gpt::{self, Guid};
-use crate::image::mbr::SECTOR;
+use crate::disk::gpt::{self, Guid};
+use crate::disk::ids::Ids;
+use crate::disk::mbr::SECTOR;
 use crate::profile::{Fs, ImageSize, PartSize, PartitionType, Profile, Role, TableKind};
 use crate::size::{Human, align_up};
 
@@ -208,7 +210,7 @@ impl Layout {
     }
 
     /// The MBR this layout describes (None for GPT, which gets a protective MBR).
-    pub fn mbr(&self) -> Option<crate::image::mbr::Mbr> {
+    pub fn mbr(&self) -> Option<crate::disk::mbr::Mbr> {
         let TableLayout::Mbr { disk_signature } = self.table else {
             return None;
         };
@@ -219,7 +221,7 @@ impl Layout {
                 bootable,
             } = p.kind
             {
-                entries[(p.number - 1) as usize] = Some(crate::image::mbr::MbrEntry {
+                entries[(p.number - 1) as usize] = Some(crate::disk::mbr::MbrEntry {
                     bootable,
                     type_byte,
                     start_lba: (p.start / SECTOR) as u32,
@@ -227,7 +229,7 @@ impl Layout {
                 });
             }
         }
-        Some(crate::image::mbr::Mbr {
+        Some(crate::disk::mbr::Mbr {
             disk_signature,
             entries,
         })

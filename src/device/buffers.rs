@@ -3,6 +3,7 @@
 //! so memory stays fixed whatever the image size.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,16 +24,26 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    /// A zeroed buffer of `len` bytes (`len` > 0, a multiple of [`ALIGN`]).
-    pub fn new(len: usize) -> AlignedBuf {
-        let len = len.max(ALIGN).next_multiple_of(ALIGN);
-        let layout = Layout::from_size_align(len, ALIGN).unwrap_or(Layout::new::<u8>());
+    /// A zeroed buffer of at least `len` bytes (rounded up to a non-zero multiple of [`ALIGN`]); an
+    /// error if no allocation can be that large.
+    pub fn new(len: usize) -> io::Result<AlignedBuf> {
+        let too_large = || {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("a buffer of {len} bytes is larger than any allocation can be"),
+            )
+        };
+        let len = len
+            .max(ALIGN)
+            .checked_next_multiple_of(ALIGN)
+            .ok_or_else(too_large)?;
+        let layout = Layout::from_size_align(len, ALIGN).map_err(|_| too_large())?;
         // SAFETY: layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let Some(ptr) = NonNull::new(ptr) else {
             std::alloc::handle_alloc_error(layout)
         };
-        AlignedBuf { ptr, len }
+        Ok(AlignedBuf { ptr, len })
     }
 }
 
@@ -74,18 +85,20 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(count: usize, buf_size: usize) -> Pool {
+    /// `count` buffers of `buf_size` bytes (each at least 1, sizes rounded up as [`AlignedBuf::new`]
+    /// does); an error if a buffer cannot be that large.
+    pub fn new(count: usize, buf_size: usize) -> io::Result<Pool> {
         let free = (0..count.max(1))
             .map(|_| AlignedBuf::new(buf_size))
-            .collect();
-        Pool {
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Pool {
             shared: Arc::new(Shared {
                 free: Mutex::new(free),
                 available: Condvar::new(),
             }),
             buf_size: buf_size.max(ALIGN).next_multiple_of(ALIGN),
             count: count.max(1),
-        }
+        })
     }
 
     /// How many buffers the pool owns.
@@ -184,8 +197,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_impossible_size_is_an_error_not_a_short_buffer() {
+        let e = AlignedBuf::new(usize::MAX).err().expect("no buffer");
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains(&usize::MAX.to_string()), "{e}");
+        // Rounded up to a page, the largest valid layout size is still too large to round.
+        assert!(AlignedBuf::new(isize::MAX as usize).is_err());
+        assert!(Pool::new(2, usize::MAX - 1).is_err());
+    }
+
+    #[test]
     fn buffers_are_aligned_and_return_to_the_pool() {
-        let pool = Pool::new(2, 10_000);
+        let pool = Pool::new(2, 10_000).unwrap();
         assert_eq!(pool.buf_size(), 12_288);
         let a = pool.take(&|| false).unwrap();
         let b = pool.take(&|| false).unwrap();

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -280,15 +280,13 @@ fn file_type_name(m: &std::fs::Metadata) -> &'static str {
 /// Opens `fd`'s file again through /proc/self/fd with `flags` (plus O_CLOEXEC) and checks that
 /// it is the same file: same device, inode and (for devices) device number.
 pub fn reopen(fd: RawFd, flags: libc::c_int, identity: Identity) -> io::Result<File> {
-    let name = std::ffi::CString::new(format!("/proc/self/fd/{fd}"))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: open with a NUL-terminated path; the result is checked.
-    let r = unsafe { libc::open(name.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOCTTY) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: r is a descriptor we just opened and own.
-    let f = unsafe { File::from_raw_fd(r) };
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::from_bits_retain(flags as _) | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let f = File::from(rustix::fs::open(
+        format!("/proc/self/fd/{fd}"),
+        flags,
+        Mode::empty(),
+    )?);
     if Identity::of(&f.metadata()?) != identity {
         return Err(io::Error::other("a different file was opened"));
     }
@@ -646,12 +644,7 @@ impl Target {
     /// what the file occupies now (its old content is dropped before writing). None when the
     /// filesystem keeps no account of space (it reports no blocks at all: some FUSE filesystems).
     pub fn free_space(&self) -> io::Result<Option<u64>> {
-        // SAFETY: an all-zero statvfs is valid; fstatvfs fills it for a valid descriptor.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::fstatvfs(self.anchor.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let st = rustix::fs::fstatvfs(&self.anchor)?;
         if st.f_blocks == 0 {
             return Ok(None);
         }
@@ -813,15 +806,10 @@ impl Sink {
 
     /// Drops cached pages of `[start, end)` so the next read comes from the medium.
     pub fn drop_cache(&self, start: u64, end: u64) {
-        // SAFETY: posix_fadvise only affects caching of a valid descriptor.
-        unsafe {
-            libc::posix_fadvise(
-                self.plain.as_raw_fd(),
-                start as libc::off_t,
-                (end - start) as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
-        }
+        // Only a hint: a failure leaves pages cached, and the read-back then reads them.
+        // A zero length (None) means "to the end of the file", as for posix_fadvise.
+        let len = std::num::NonZeroU64::new(end.saturating_sub(start));
+        let _ = rustix::fs::fadvise(&self.plain, start, len, rustix::fs::Advice::DontNeed);
     }
 
     /// Reads back with the page cache bypassed: O_DIRECT when aligned, otherwise a read after the
@@ -854,7 +842,7 @@ impl Sink {
         if self.is_device {
             Ok(vec![(start, end)])
         } else {
-            crate::sparse::data_extents(&self.plain, start, end)
+            crate::disk::sparse::data_extents(&self.plain, start, end)
         }
     }
 
@@ -871,7 +859,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::write::blockdev::fake;
+    use crate::device::blockdev::fake;
 
     /// Disks as sysfs shows them: (name, devpath, major, minor, attributes).
     fn disks(sys: &Path) -> Vec<(&'static str, u64)> {

@@ -194,11 +194,20 @@ impl ProgressDisplay {
                 let msg = r.message();
                 match self.mode {
                     Display::Json => {
-                        let mut v = serde_json::to_value(r).unwrap_or_default();
-                        if let Some(o) = v.as_object_mut() {
-                            o.insert("event".into(), "reconnect".into());
+                        // A display cannot fail the write: if the event does not serialise, its
+                        // message still gets out, saying so.
+                        match serde_json::to_value(r) {
+                            Ok(mut v) => {
+                                if let Some(o) = v.as_object_mut() {
+                                    o.insert("event".into(), "reconnect".into());
+                                }
+                                json_line(&v);
+                            }
+                            Err(e) => json_line(&serde_json::json!({
+                                "event": "note",
+                                "message": format!("{msg} (not serialisable as JSON: {e})"),
+                            })),
                         }
-                        json_line(&v);
                     }
                     Display::Bar => {
                         if let Some(b) = &self.bar {

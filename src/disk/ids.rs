@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::image::gpt::Guid;
+use crate::disk::gpt::Guid;
 
 /// Used when SOURCE_DATE_EPOCH is not set: builds stay reproducible by default.
 pub const DEFAULT_EPOCH: u64 = 1_700_000_000;

@@ -1,9 +1,16 @@
 //! /etc/fstab from the image plan: the same PARTUUIDs and labels the image builder writes, computed by
 //! [`crate::plan::plan`] from the board and SOURCE_DATE_EPOCH, so the two cannot disagree.
 
-use super::features::FstabNaming;
-use crate::plan::{Layout, PlannedPartition};
+use super::{Layout, PlannedPartition};
 use crate::profile::{Fs, Role};
+
+/// How /etc/fstab names partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FstabNaming {
+    Partuuid,
+    Label,
+}
 
 /// Where the boot (FAT) partition is mounted: kernel, device tree and boot configuration stay editable
 /// from the running system without hiding the root filesystem's /boot.

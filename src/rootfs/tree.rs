@@ -8,7 +8,25 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::fat::FileData;
+/// Contents of one file read from the tree (or made for the image): bytes, or a host path read later.
+#[derive(Debug, Clone)]
+pub enum FileData {
+    Bytes(Vec<u8>),
+    /// A file on the host, read while writing; its size must not change meanwhile.
+    Path(PathBuf, u64),
+}
+
+impl FileData {
+    pub fn len(&self) -> u64 {
+        match self {
+            FileData::Bytes(b) => b.len() as u64,
+            FileData::Path(_, n) => *n,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {

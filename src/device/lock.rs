@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -25,26 +24,21 @@ fn command(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Locks `file` (opened on `path`) exclusively, without waiting. The lock belongs to the open
-/// file description: it lasts until `file` (and every descriptor duplicated from it) is closed.
+/// Locks `file` (opened on `path`) exclusively, without waiting (`File::try_lock`: flock on Linux,
+/// which is what /proc/locks lists as FLOCK). The lock belongs to the open file description: it lasts
+/// until `file` (and every descriptor duplicated from it) is closed.
 pub fn acquire(file: &File, path: &Path) -> Result<(), LockError> {
-    // SAFETY: flock on a valid descriptor.
-    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        let holder = file.metadata().ok().and_then(|m| holder_pid(&m));
-        return Err(LockError::Held {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held {
             path: path.display().to_string(),
-            holder,
-        });
+            holder: file.metadata().ok().and_then(|m| holder_pid(&m)),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(LockError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
     }
-    Err(LockError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })
 }
 
 /// The pid holding a FLOCK on the inode of `meta`, from /proc/locks
@@ -54,8 +48,8 @@ fn holder_pid(meta: &std::fs::Metadata) -> Option<u32> {
     let dev = meta.dev();
     let want = format!(
         "{:02x}:{:02x}:{}",
-        libc::major(dev),
-        libc::minor(dev),
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
         meta.ino()
     );
     let me = std::process::id();

@@ -5,35 +5,26 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-// ioctl numbers from <linux/fs.h>.
-const BLKRRPART: libc::c_ulong = 0x125f;
-const BLKSSZGET: libc::c_ulong = 0x1268;
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+use rustix::ioctl::{Getter, NoArg, Opcode, ioctl, opcode};
+
+// <linux/fs.h>, encoded for the host by rustix: `BLKGETSIZE64` is `_IOR(0x12, 114, size_t)`, so its
+// number depends on the width of size_t (0x80041272 on 32-bit ARM, 0x80081272 on 64-bit hosts) while
+// the kernel always writes a u64.
+const BLKGETSIZE64: Opcode = opcode::read::<usize>(0x12, 114);
+const BLKRRPART: Opcode = opcode::none(0x12, 95);
 
 /// Size of the device in bytes.
 pub fn size(file: &File) -> io::Result<u64> {
-    let mut size: u64 = 0;
-    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(size)
+    // SAFETY: BLKGETSIZE64 is a getter that writes one u64.
+    Ok(unsafe { ioctl(file, Getter::<BLKGETSIZE64, u64>::new()) }?)
 }
 
 /// Logical sector size (the O_DIRECT alignment unit).
 pub fn logical_sector_size(file: &File) -> io::Result<u32> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int through the pointer.
-    let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET as _, &mut v as *mut libc::c_int) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v.max(512) as u32)
+    Ok(rustix::fs::ioctl_blksszget(file)?.max(512))
 }
 
 /// Asks the kernel to re-read the partition table (the caller holds the disk exclusively). udev
@@ -42,11 +33,10 @@ pub fn reread_partitions(file: &File) -> io::Result<()> {
     let mut tries = 0;
     loop {
         // SAFETY: BLKRRPART takes no argument.
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART as _, 0) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
+        let e = match unsafe { ioctl(file, NoArg::<BLKRRPART>::new()) } {
+            Ok(()) => return Ok(()),
+            Err(e) => io::Error::from(e),
+        };
         if e.raw_os_error() != Some(libc::EBUSY) || tries >= 20 {
             return Err(e);
         }
@@ -324,18 +314,11 @@ pub fn loop_backing(file: &File) -> Option<(u64, u64)> {
         encrypt_key: [u8; 32],
         init: [u64; 2],
     }
-    const LOOP_GET_STATUS64: libc::c_ulong = 0x4c05;
-    // SAFETY: an all-zero loop_info64 is valid; the ioctl fills at most sizeof(loop_info64).
-    let mut li: LoopInfo64 = unsafe { std::mem::zeroed() };
-    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 through the pointer.
-    let r = unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            LOOP_GET_STATUS64 as _,
-            &mut li as *mut LoopInfo64,
-        )
-    };
-    (r == 0).then_some((li.device, li.inode))
+    // An old-style number without direction or size bits.
+    const LOOP_GET_STATUS64: Opcode = 0x4c05;
+    // SAFETY: LOOP_GET_STATUS64 is a getter that writes one whole struct loop_info64.
+    let li = unsafe { ioctl(file, Getter::<LOOP_GET_STATUS64, LoopInfo64>::new()) }.ok()?;
+    Some((li.device, li.inode))
 }
 
 /// Every whole disk that holds a mounted filesystem or active swap, with what uses it
@@ -499,6 +482,25 @@ mod tests {
         "devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb";
     const EMMC: &str = "devices/platform/soc/11230000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0";
     const SD: &str = "devices/platform/soc/11240000.mmc/mmc_host/mmc1/mmc1:aaaa/block/mmcblk1";
+
+    #[test]
+    fn ioctl_numbers_follow_the_host() {
+        // The values <linux/fs.h> gives on 64-bit and on 32-bit hosts.
+        let getsize64 = if cfg!(target_pointer_width = "64") {
+            0x8008_1272
+        } else {
+            0x8004_1272
+        };
+        assert_eq!(BLKGETSIZE64 as u64, getsize64);
+        assert_eq!(BLKRRPART as u64, 0x125f);
+    }
+
+    #[test]
+    fn a_regular_file_is_no_block_device() {
+        let f = tempfile::tempfile().unwrap();
+        assert_eq!(size(&f).unwrap_err().raw_os_error(), Some(libc::ENOTTY));
+        assert!(logical_sector_size(&f).is_err());
+    }
 
     #[test]
     fn removable_comes_from_sysfs_not_from_the_bus_or_the_name() {
