@@ -2040,7 +2040,7 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs, m: Option<&ArgMatches>) -> Result
             }
             for f in &req.forwards {
                 eprintln!(
-                    "boardsmith: {}:{} on this machine reaches port {} of the board",
+                    "boardsmith: forwarding {}:{} on this machine to port {} of the board",
                     f.addr, f.host_port, f.guest_port
                 );
             }

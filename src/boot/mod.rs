@@ -197,6 +197,10 @@ pub enum BootError {
         "--forward needs a network device, but emulator `{emulator}` of board `{board}` has none (no emulator network)"
     )]
     NoNetwork { board: String, emulator: String },
+    #[error(
+        "emulator `{emulator}` of board `{board}` starts the kernel of the image's extlinux.conf, but the board's boot.methods does not include \"extlinux\": its images have none; choose another --emulator"
+    )]
+    NoExtlinux { board: String, emulator: String },
     #[error("--forward: host port {port} is forwarded twice")]
     DuplicateForward { port: u16 },
     #[error("--screenshot: {file} is given twice")]
@@ -256,6 +260,7 @@ impl BootError {
                 | BootError::NoSuchEmulator { .. }
                 | BootError::NoDisplay { .. }
                 | BootError::NoNetwork { .. }
+                | BootError::NoExtlinux { .. }
                 | BootError::DuplicateForward { .. }
                 | BootError::DuplicateScreenshot { .. }
                 | BootError::Image { .. }
@@ -398,6 +403,17 @@ pub fn check_attachments(
                 Some(o) => format!("; --emulator {o} has one"),
                 None => String::new(),
             },
+        });
+    }
+    if emu.direct_boot.is_some()
+        && !profile
+            .boot
+            .methods
+            .contains(&crate::profile::BootMethod::Extlinux)
+    {
+        return Err(BootError::NoExtlinux {
+            board: profile.name.clone(),
+            emulator: emu.label().to_string(),
         });
     }
     if !req.forwards.is_empty() && emu.network.is_none() {
@@ -751,6 +767,14 @@ pub fn boot(
                     )
                 } else if watcher.any_output() {
                     watcher.stalled()
+                } else if emulator_stderr
+                    .iter()
+                    .any(|l| l.contains("Could not set up host forwarding rule"))
+                {
+                    (
+                        Stage::Emulator,
+                        "QEMU could not listen on a --forward host port (is it in use? pick another HOST_PORT)".into(),
+                    )
                 } else if !emulator_stderr.is_empty() {
                     (
                         Stage::Emulator,
