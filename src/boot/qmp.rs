@@ -60,6 +60,14 @@ impl QemuEnd {
     }
 }
 
+/// QEMU gone (its end closed, with or without our unread data) is `Closed`, whichever call noticed.
+fn closed_or_io(e: io::Error) -> QmpError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => QmpError::Closed,
+        _ => QmpError::Io(e),
+    }
+}
+
 impl Qmp {
     /// A connected pair. Both ends are close-on-exec; the spawn clears that flag on QEMU's end only.
     pub fn pair() -> io::Result<(Qmp, QemuEnd)> {
@@ -79,7 +87,8 @@ impl Qmp {
         let mut line = Vec::new();
         let n = (&mut self.reader)
             .take(MAX_MESSAGE as u64 + 1)
-            .read_until(b'\n', &mut line)?;
+            .read_until(b'\n', &mut line)
+            .map_err(closed_or_io)?;
         if n == 0 {
             return Err(QmpError::Closed);
         }
@@ -109,10 +118,7 @@ impl Qmp {
         text.push('\n');
         self.writer
             .write_all(text.as_bytes())
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => QmpError::Closed,
-                _ => QmpError::Io(e),
-            })?;
+            .map_err(closed_or_io)?;
         loop {
             let reply = self.read_message()?;
             if let Some(r) = reply.get("return") {
