@@ -1942,6 +1942,25 @@ fn screenshot_specs(
                 s.file.display()
             )));
         }
+        // QEMU gets the path in QMP's JSON, which carries text only.
+        if s.file.to_str().is_none() {
+            return Err(Failure::usage(format!(
+                "--screenshot: {} is not UTF-8; choose a UTF-8 file name",
+                s.file.display()
+            )));
+        }
+        // Known now, not after a boot of minutes.
+        let dir = match s.file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(Failure::usage(format!(
+                "--screenshot: {}: the directory {} does not exist",
+                s.file.display(),
+                dir.display()
+            )));
+        }
     }
     Ok(specs)
 }

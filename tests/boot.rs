@@ -599,7 +599,7 @@ fn screen_and_forward(board: &str, uname_m: &str) -> Booted {
             "--timeout",
             BOOT_TIMEOUT,
         ])
-        .args(["--forward", &format!("{port}:80")])
+        .args(["--forward", &format!("{port}:80"), "--json"])
         .arg("--screenshot")
         .arg(&shot)
         .args(["--screenshot-after", MARKER, "--screenshot-delay", "2"])
@@ -651,6 +651,26 @@ fn screen_and_forward(board: &str, uname_m: &str) -> Booted {
         b.stderr
     );
     assert!(b.stderr.contains("screenshot"), "{}", b.stderr);
+    // The JSON result names the emulator, the screenshot and the forward.
+    let r: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+    assert_eq!(r["result"], "booted", "{r}");
+    let r = &r["report"];
+    assert_eq!(r["emulator"], "desktop", "{r}");
+    assert_eq!(
+        r["screenshots"][0]["file"],
+        shot.to_string_lossy().as_ref(),
+        "{r}"
+    );
+    assert_eq!(r["screenshots"][0]["width"], 1280, "{r}");
+    assert!(
+        r["screenshots"][0]["trigger"]
+            .as_str()
+            .unwrap()
+            .contains(MARKER),
+        "{r}"
+    );
+    assert_eq!(r["forwards"][0]["host_port"], port, "{r}");
+    assert_eq!(r["forwards"][0]["guest_port"], 80, "{r}");
 
     // `file` (libmagic) reads the header: a PNG of the virtio GPU's 1280x720 screen.
     let file = Command::new("file")
@@ -715,6 +735,64 @@ fn cubieboard_desktop_emulator_boots_the_images_kernel_on_virt() {
         "root is not the virtio disk:\n{}",
         b.log
     );
+}
+
+/// `--vnc`: QEMU serves the screen (its RFB greeting is read on 5900+N) and the board keeps running after
+/// the pattern appeared, until boardsmith is stopped (SIGTERM: 143, QEMU gone with it).
+#[test]
+fn vnc_serves_the_screen_until_boardsmith_is_stopped() {
+    let image = shared_image("armv8-foundation");
+    let dir = tempdir();
+    let log = dir.path().join("boot.log");
+    let display = (40..100)
+        .find(|n| std::net::TcpListener::bind(("127.0.0.1", 5900 + n)).is_ok())
+        .expect("no free VNC port between 5940 and 5999");
+    let tag = new_tag();
+    let mut child = Command::new(BIN)
+        .arg("boot")
+        .arg(&image)
+        .args(["--emulator", "desktop", "--quiet", "--expect", MARKER])
+        .args(["--timeout", BOOT_TIMEOUT, "--vnc", &format!(":{display}")])
+        .arg("--log")
+        .arg(&log)
+        .env(TAG_VAR, &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let booted = wait_for_text(&log, "BOARDSMITH-HTTP-UP", Duration::from_secs(240));
+    // Still running some seconds after the marker.
+    std::thread::sleep(Duration::from_secs(3));
+    let running = child.try_wait().unwrap().is_none();
+    let greeting = std::net::TcpStream::connect(("127.0.0.1", 5900 + display)).map(|mut s| {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut g = [0u8; 12];
+        s.read_exact(&mut g).map(|_| g)
+    });
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(st.success());
+    assert_eq!(
+        wait_untagged(&tag, Duration::from_secs(10)),
+        Vec::<String>::new(),
+        "QEMU left behind"
+    );
+    assert!(booted, "{err}");
+    assert!(running, "boot ended after the pattern: {err}");
+    let g = greeting.expect("VNC port").expect("VNC greeting");
+    assert!(g.starts_with(b"RFB 003."), "{g:?}");
+    assert!(
+        err.contains(&format!("VNC on 127.0.0.1:{}", 5900 + display)),
+        "{err}"
+    );
+    assert!(err.contains("keeps running"), "{err}");
+    assert_eq!(out.status.code(), Some(128 + 15), "{err}");
 }
 
 #[test]
@@ -841,6 +919,18 @@ fn screen_and_network_options_are_checked_before_qemu_starts() {
     fails(
         &with(&v8, &["--emulator", "desktop", "--screenshot", "/"]),
         &["names no file"],
+    );
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot",
+                "/nonexistent-dir/a.png",
+            ],
+        ),
+        &["/nonexistent-dir/a.png", "does not exist"],
     );
     // A screen needs a display device: QEMU's cubieboard machine has none; the desktop emulator has.
     fails(
