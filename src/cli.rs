@@ -997,6 +997,23 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
     if !methods.is_empty() {
         let _ = writeln!(out, "boot configuration: {}", methods.join(", "));
     }
+    // `boot --emulator NAME`: what each setup gives the board.
+    for e in profile.emulator.iter().chain(&profile.emulators) {
+        let mut what = vec![format!("QEMU {} ({})", e.machine, e.system)];
+        what.push(format!("{} disk", e.drive));
+        if e.direct_boot.is_some() {
+            what.push("kernel of the image's extlinux.conf".into());
+        }
+        match &e.display {
+            Some(d) => what.push(format!("screen {d}")),
+            None => what.push("no screen".into()),
+        }
+        match &e.network {
+            Some(n) => what.push(format!("network {n} (--forward)")),
+            None => what.push("no network".into()),
+        }
+        let _ = writeln!(out, "emulator {}: {}", e.label(), what.join(", "));
+    }
     if let Some((part, size, capacity)) = blob {
         let _ = writeln!(
             out,

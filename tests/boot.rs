@@ -1013,6 +1013,16 @@ fn screen_and_network_options_are_checked_before_qemu_starts() {
         &["--board", &noconfig, "--emulator", "desktop"],
         &["does not include \"extlinux\"", "choose another --emulator"],
     );
+    // `show` lists what each emulator gives the board.
+    let show = String::from_utf8_lossy(&boardsmith(&["show", "cubieboard"]).stdout).into_owned();
+    assert!(
+        show.contains("emulator default: QEMU cubieboard (qemu-system-arm), sd disk, no screen"),
+        "{show}"
+    );
+    assert!(
+        show.contains("emulator desktop: QEMU virt,highmem=off (qemu-system-arm), virtio disk, kernel of the image's extlinux.conf, screen virtio-gpu-pci"),
+        "{show}"
+    );
     // Unknown emulators are named with the known ones.
     fails(
         &with(&a10, &["--emulator", "gpu"]),
