@@ -13,7 +13,8 @@
 //! root filesystem under qemu-user on two cores, then some minutes per boot). A root filesystem is
 //! kept in target/tmp/desktop-e2e/ with the list of its inputs (recipe and profile files, the stand-in,
 //! the options); a later run whose inputs are identical boots that tarball again instead of rebuilding
-//! it (it says so). Remove the directory to force the builds.
+//! it (it says so). Remove the directory to force the builds. With BOARDSMITH_SCREENSHOT_DIR=docs the
+//! checked screenshots are copied to docs/desktop-BOARD.png (the README shows them).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -514,6 +515,11 @@ fn desktop(board: &str, arch: &str) {
         listener.received()
     );
     assert_xfce_panel(&shot);
+    // For the README: BOARDSMITH_SCREENSHOT_DIR=docs keeps the checked screenshot in the repository.
+    if let Some(dir) = std::env::var_os("BOARDSMITH_SCREENSHOT_DIR") {
+        let to = Path::new(&dir).join(format!("desktop-{board}.png"));
+        std::fs::copy(&shot, &to).unwrap_or_else(|e| panic!("copying to {}: {e}", to.display()));
+    }
     eprintln!(
         "TIME desktop {board}: whole test {} (screenshot {})",
         elapsed(total),
