@@ -10,7 +10,8 @@
 #   BOARDSMITH-ROOT-OK
 # on the console, then offers a shell. On QEMU's virt machine it also loads the virtio devices' drivers,
 # writes the marker on the screen (tty1), and serves HTTP on port 80 (/cgi-bin/hello prints
-# BOARDSMITH-HTTP-SERVED on the console when asked), for `boot --screenshot` and `--forward`. Writes the tree to OUT/ and a reproducible tarball to OUT.tar.
+# BOARDSMITH-HTTP-SERVED on the console when asked), for `boot --screenshot` and `--forward`.
+# Writes the tree to OUT/ and a reproducible tarball to OUT.tar.
 # Downloads are cached in .cache/debs/ARCH (set DEB_CACHE to move it).
 set -euo pipefail
 export LC_ALL=C

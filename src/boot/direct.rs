@@ -205,7 +205,12 @@ fn mcopy(
         .env("MTOOLSRC", "/dev/null")
         .arg("-n")
         .arg("-i")
-        .arg(format!("{}@@{offset}", image.display()))
+        .arg({
+            // The path as bytes (not as displayed text): mtools takes IMAGE@@OFFSET.
+            let mut a = image.as_os_str().to_os_string();
+            a.push(format!("@@{offset}"));
+            a
+        })
         .arg(path)
         .arg("-")
         .stdin(Stdio::null())
@@ -242,7 +247,12 @@ pub fn prepare(
         image: image.to_path_buf(),
         message,
     };
-    if image.to_string_lossy().contains("@@") {
+    if image
+        .as_os_str()
+        .as_encoded_bytes()
+        .windows(2)
+        .any(|w| w == b"@@")
+    {
         return Err(img_err(
             "the image's path contains `@@`, which mtools reads as an offset; rename it".into(),
         ));
