@@ -147,7 +147,7 @@ pub fn replace_console(append: &str, console: Option<&str>) -> String {
 
 /// A path in extlinux.conf, as a path on the partition for mtools (`::/zImage`): an absolute path is
 /// from the partition's root, a relative one from extlinux.conf's directory (`dir`), as U-Boot reads them.
-fn partition_path(p: &str, dir: &str) -> Result<String, String> {
+pub fn partition_path(p: &str, dir: &str) -> Result<String, String> {
     let full = match p.strip_prefix('/') {
         Some(abs) => abs.to_string(),
         None => format!("{dir}{p}"),
@@ -371,6 +371,41 @@ mod tests {
             replace_console("console=ttyS0 console=hvc0", Some("ttyAMA0")),
             "console=ttyAMA0"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// Whatever an image's extlinux.conf says: an entry with a kernel or a line-numbered error, and
+        /// the files it names either stay on the partition or are refused.
+        #[test]
+        fn any_extlinux_conf_gives_an_entry_on_the_partition_or_an_error(
+            conf in "((default|label|kernel|linux|initrd|append|fdt|menu|#)[ \t]{0,2}[ -~]{0,20}\n){0,8}"
+        ) {
+            match parse_extlinux(&conf) {
+                Ok(e) => {
+                    proptest::prop_assert!(!e.kernel.is_empty());
+                    for p in std::iter::once(&e.kernel).chain(&e.initrd) {
+                        if let Ok(path) = partition_path(p, "extlinux/") {
+                            let rest = path.strip_prefix("::/").unwrap();
+                            proptest::prop_assert!(
+                                rest.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
+                                "{path}"
+                            );
+                        }
+                    }
+                }
+                Err((line, _)) => proptest::prop_assert!(line <= conf.lines().count()),
+            }
+        }
+
+        /// The emulator's console replaces every serial console and is the last one (/dev/console).
+        #[test]
+        fn the_emulators_console_is_the_last(append in "(console=(ttyS0|ttyAMA0,115200|tty1|hvc0) |root=X |quiet ){0,6}") {
+            let out = replace_console(&append, Some("ttyAMA0"));
+            let consoles: Vec<&str> = out.split_whitespace().filter(|w| w.starts_with("console=")).collect();
+            proptest::prop_assert_eq!(consoles.last().copied(), Some("console=ttyAMA0"));
+            proptest::prop_assert!(consoles[..consoles.len() - 1].iter().all(|c| *c == "console=tty1"));
+        }
     }
 
     #[test]
