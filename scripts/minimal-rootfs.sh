@@ -8,7 +8,10 @@
 # kernel.initramfs_modules, with their dependencies) whose /init mounts the root partition named by
 # root=PARTUUID=... and switches to it, and a /sbin/init on the root filesystem that prints
 #   BOARDSMITH-ROOT-OK
-# on the console, then offers a shell. Writes the tree to OUT/ and a reproducible tarball to OUT.tar.
+# on the console, then offers a shell. On QEMU's virt machine it also loads the virtio devices' drivers,
+# writes the marker on the screen (tty1), and serves HTTP on port 80 (/cgi-bin/hello prints
+# BOARDSMITH-HTTP-SERVED on the console when asked), for `boot --screenshot` and `--forward`.
+# Writes the tree to OUT/ and a reproducible tarball to OUT.tar.
 # Downloads are cached in .cache/debs/ARCH (set DEB_CACHE to move it).
 set -euo pipefail
 export LC_ALL=C
@@ -139,6 +142,31 @@ cat >"$OUT/sbin/init" <<'INIT'
 bb=/bin/busybox
 $bb mount -t proc proc /proc 2>/dev/null
 $bb mount -t sysfs sysfs /sys 2>/dev/null
+# The virtio devices of QEMU's virt machine (GPU, NIC, keyboard, tablet): load their drivers as udev would.
+for a in /sys/bus/virtio/devices/*/modalias; do
+  [ -e "$a" ] && $bb modprobe -q "$($bb cat "$a")" 2>/dev/null
+done
+# A screen (the virtio GPU's framebuffer console): say where we are on it too.
+if [ -e /dev/tty1 ]; then
+  $bb sleep 1
+  printf '\n  BOARDSMITH-ROOT-OK on the screen of %s\n  kernel %s\n' "$($bb hostname)" "$($bb uname -r)" >/dev/tty1 2>/dev/null
+fi
+# A network device (QEMU's user-mode network: the guest is 10.0.2.15, the host 10.0.2.2): an HTTP
+# server on port 80 whose /cgi-bin/hello answers and says on the console that it was asked.
+if [ -e /sys/class/net/eth0 ]; then
+  $bb mount -t tmpfs tmpfs /tmp
+  $bb ip link set lo up
+  $bb ip addr add 10.0.2.15/24 dev eth0 && $bb ip link set eth0 up && $bb ip route add default via 10.0.2.2
+  $bb mkdir -p /tmp/www/cgi-bin
+  echo "BOARDSMITH-HTTP-OK" >/tmp/www/index.html
+  $bb cat >/tmp/www/cgi-bin/hello <<'CGI'
+#!/bin/busybox sh
+echo "BOARDSMITH-HTTP-SERVED to $REMOTE_ADDR" >/dev/console
+printf 'Content-Type: text/plain\r\n\r\nBOARDSMITH-HTTP-OK from %s\n' "$(/bin/busybox uname -m)"
+CGI
+  $bb chmod 755 /tmp/www/cgi-bin/hello
+  $bb httpd -p 80 -h /tmp/www && echo "BOARDSMITH-HTTP-UP: httpd on eth0 port 80"
+fi
 echo "BOARDSMITH-ROOT-OK: init running from the root filesystem ($($bb awk '$2 == "/" { print $1 }' /proc/mounts | $bb tail -n1)), kernel $($bb uname -r)"
 exec $bb sh
 INIT

@@ -225,24 +225,84 @@ pub struct BootArgs {
     /// Board name or path to a profile .toml (default: the image's file name, e.g. out/cubieboard.img)
     #[arg(long, value_name = "BOARD")]
     pub board: Option<String>,
-    /// Regular expression awaited on the serial console, matched line by line
-    #[arg(long, value_name = "REGEX", default_value = crate::boot::DEFAULT_EXPECT)]
-    pub expect: String,
-    /// Seconds to wait for the pattern
-    #[arg(long, value_name = "S", default_value_t = 300.0)]
-    pub timeout: f64,
+    /// The profile's emulator setup to use: `default` (its [emulator]) or the NAME of an
+    /// [emulators.NAME] section, e.g. `desktop` (a screen, keyboard, tablet and network)
+    #[arg(long, value_name = "NAME")]
+    pub emulator: Option<String>,
     /// Write the serial console (as text) to FILE
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// Hand the console to the user (Ctrl-A x quits QEMU, Ctrl-A c its monitor); no pattern is awaited
-    #[arg(long, conflicts_with_all = ["json"])]
+    #[arg(long)]
     pub interactive: bool,
+    #[command(flatten)]
+    pub watch: WatchOptions,
+    #[command(flatten)]
+    pub screen: ScreenOptions,
+    #[command(flatten)]
+    pub net: NetOptions,
+}
+
+/// What matters only when boardsmith watches the console (refused with --interactive).
+#[derive(Args, Debug)]
+pub struct WatchOptions {
+    /// Regular expression awaited on the serial console, matched line by line
+    #[arg(long, value_name = "REGEX", default_value = crate::boot::DEFAULT_EXPECT)]
+    pub expect: String,
+    /// Seconds to wait for the pattern (and the screenshots)
+    #[arg(long, value_name = "S", default_value_t = 300.0)]
+    pub timeout: f64,
     /// Print a JSON result on stdout (the console goes to stderr)
     #[arg(long)]
     pub json: bool,
     /// Do not echo the console (the log still gets it)
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub screenshots: ScreenshotOptions,
+}
+
+/// Screenshots of the emulated screen (the emulator needs a display device).
+#[derive(Args, Debug)]
+pub struct ScreenshotOptions {
+    /// Write a PNG of the emulated screen to FILE when --expect's pattern appears (or when the
+    /// --screenshot-after that follows it does), --screenshot-delay later; repeatable. The boot ends
+    /// once the pattern appeared and every screenshot is taken
+    #[arg(long = "screenshot", value_name = "FILE.png")]
+    pub screenshot: Vec<PathBuf>,
+    /// The console pattern that triggers the --screenshot given before it (instead of --expect's)
+    #[arg(
+        long = "screenshot-after",
+        value_name = "REGEX",
+        requires = "screenshot"
+    )]
+    pub screenshot_after: Vec<String>,
+    /// Seconds after its trigger that the --screenshot given before it is taken [default: 0]
+    #[arg(long = "screenshot-delay", value_name = "S", requires = "screenshot")]
+    pub screenshot_delay: Vec<f64>,
+}
+
+/// An interactive screen (the emulator needs a display device). The board keeps running after the
+/// pattern appeared, until QEMU exits (window closed, guest powered off) or boardsmith is stopped.
+#[derive(Args, Debug)]
+pub struct ScreenOptions {
+    /// Show the screen in a window of QEMU's user interface (gtk, or sdl)
+    #[arg(long, value_name = "UI", num_args = 0..=1, default_missing_value = "gtk",
+          value_parser = ["gtk", "sdl"], conflicts_with = "vnc")]
+    pub display: Option<String>,
+    /// Serve the screen over VNC on [ADDRESS]:DISPLAY (TCP port 5900+DISPLAY; the address is 127.0.0.1
+    /// unless given; there is no password, so keep it on the loopback or a network you trust)
+    #[arg(long, value_name = "[ADDR]:N")]
+    pub vnc: Option<String>,
+}
+
+/// Networking between host and board (the emulator needs a network device).
+#[derive(Args, Debug)]
+pub struct NetOptions {
+    /// Forward a TCP port of the host to the board over QEMU's user-mode network, e.g. 2222:22 for ssh,
+    /// 2303:2303 for DroidMote; the host side listens on 127.0.0.1 unless ADDR is given (repeatable)
+    #[arg(long = "forward", value_name = "[ADDR:]HOST_PORT:GUEST_PORT")]
+    pub forwards: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -437,6 +497,13 @@ fn refuse_ignored_options(m: &ArgMatches) -> Result<(), Failure> {
             if given(b, "rootfs_tarball") {
                 refuse_given(b, &debian_only_arguments(), PREBUILT)?;
             }
+        }
+        Some(("boot", b)) if given(b, "interactive") => {
+            refuse_given(
+                b,
+                &arguments_of::<WatchOptions>(),
+                "--interactive hands the console to you and nothing watches it (no pattern, timeout, JSON result or screenshot)",
+            )?;
         }
         Some(("rootfs", r)) if given(r, "rootfs_tarball") => {
             refuse_given(r, &debian_only_arguments(), PREBUILT)?;
@@ -700,7 +767,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let result = refuse_ignored_options(&matches).and_then(|()| run(cli));
+    let result = refuse_ignored_options(&matches).and_then(|()| run(cli, Some(&matches)));
     // A stop signal being handled decides the exit status (128+N), whatever the work returned.
     crate::signals::wait_if_stopping();
     match result {
@@ -747,7 +814,8 @@ fn epoch() -> Result<u64, Failure> {
     crate::disk::ids::source_date_epoch().map_err(Failure::usage)
 }
 
-pub fn run(cli: Cli) -> Result<(), Failure> {
+/// Runs a parsed command line; `matches` (clap's) lets options be refused by where they were given.
+pub fn run(cli: Cli, matches: Option<&ArgMatches>) -> Result<(), Failure> {
     let catalog = Catalog::new(cli.boards_dir.clone());
     match cli.command {
         Command::Boards { json } => {
@@ -769,7 +837,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Release(args) => release_cmd(&catalog, args),
         Command::Kconfig(args) => kconfig_cmd(&catalog, args),
         Command::Kernel(args) => kernel_cmd(&catalog, args),
-        Command::Boot(args) => boot_cmd(&catalog, args),
+        Command::Boot(args) => boot_cmd(
+            &catalog,
+            args,
+            matches.and_then(|m| m.subcommand_matches("boot")),
+        ),
         Command::Rootfs(args) => rootfs_cmd(&catalog, args),
         Command::InitramfsModules(args) => initramfs_modules_cmd(&catalog, args),
         Command::InitramfsHook { input, root } => {
@@ -924,6 +996,23 @@ fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
         .collect();
     if !methods.is_empty() {
         let _ = writeln!(out, "boot configuration: {}", methods.join(", "));
+    }
+    // `boot --emulator NAME`: what each setup gives the board.
+    for e in profile.emulator.iter().chain(&profile.emulators) {
+        let mut what = vec![format!("QEMU {} ({})", e.machine, e.system)];
+        what.push(format!("{} disk", e.drive));
+        if e.direct_boot.is_some() {
+            what.push("kernel of the image's extlinux.conf".into());
+        }
+        match &e.display {
+            Some(d) => what.push(format!("screen {d}")),
+            None => what.push("no screen".into()),
+        }
+        match &e.network {
+            Some(n) => what.push(format!("network {n} (--forward)")),
+            None => what.push("no network".into()),
+        }
+        let _ = writeln!(out, "emulator {}: {}", e.label(), what.join(", "));
     }
     if let Some((part, size, capacity)) = blob {
         let _ = writeln!(
@@ -1795,25 +1884,183 @@ fn boot_board(catalog: &Catalog, args: &BootArgs) -> Result<Profile, Failure> {
     }
 }
 
-fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
-    use crate::boot::{BootError, BootEvent, BootRequest, boot};
+/// The screenshots, each with the --screenshot-after and --screenshot-delay that follow it on the
+/// command line (clap keeps each option's values apart; their positions pair them).
+fn screenshot_specs(
+    m: Option<&ArgMatches>,
+    o: &ScreenshotOptions,
+) -> Result<Vec<crate::boot::ScreenshotSpec>, Failure> {
+    let index = |id: &str| -> Vec<usize> {
+        m.and_then(|m| m.indices_of(id))
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    let shots = index("screenshot");
+    let mut specs: Vec<crate::boot::ScreenshotSpec> = o
+        .screenshot
+        .iter()
+        .map(|f| crate::boot::ScreenshotSpec {
+            file: f.clone(),
+            after: None,
+            delay: std::time::Duration::ZERO,
+        })
+        .collect();
+    // The --screenshot an option belongs to: the last one before it.
+    let owner = |at: usize, what: &str| -> Result<usize, Failure> {
+        shots.iter().rposition(|&s| s < at).ok_or_else(|| {
+            Failure::usage(format!(
+                "{what} has no effect here: it applies to the --screenshot given before it, and there is none; put it after its --screenshot FILE.png"
+            ))
+        })
+    };
+    let mut after_set = vec![false; specs.len()];
+    for (at, re) in index("screenshot_after")
+        .into_iter()
+        .zip(&o.screenshot_after)
+    {
+        let i = owner(at, "--screenshot-after")?;
+        if std::mem::replace(&mut after_set[i], true) {
+            return Err(Failure::usage(format!(
+                "--screenshot-after is given twice for --screenshot {}",
+                specs[i].file.display()
+            )));
+        }
+        specs[i].after = Some(
+            regex::Regex::new(re)
+                .map_err(|e| Failure::usage(format!("--screenshot-after: {e}")))?,
+        );
+    }
+    let mut delay_set = vec![false; specs.len()];
+    for (at, d) in index("screenshot_delay")
+        .into_iter()
+        .zip(&o.screenshot_delay)
+    {
+        let i = owner(at, "--screenshot-delay")?;
+        if std::mem::replace(&mut delay_set[i], true) {
+            return Err(Failure::usage(format!(
+                "--screenshot-delay is given twice for --screenshot {}",
+                specs[i].file.display()
+            )));
+        }
+        if !(d.is_finite() && *d >= 0.0 && *d < 1e6) {
+            return Err(Failure::usage(format!(
+                "--screenshot-delay: {d} is not a number of seconds (0 or more)"
+            )));
+        }
+        specs[i].delay = std::time::Duration::from_secs_f64(*d);
+    }
+    for s in &specs {
+        if s.file.file_name().is_none() {
+            return Err(Failure::usage(format!(
+                "--screenshot: {} names no file",
+                s.file.display()
+            )));
+        }
+        // QEMU gets the path in QMP's JSON, which carries text only.
+        if s.file.to_str().is_none() {
+            return Err(Failure::usage(format!(
+                "--screenshot: {} is not UTF-8; choose a UTF-8 file name",
+                s.file.display()
+            )));
+        }
+        // Known now, not after a boot of minutes.
+        let dir = match s.file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(Failure::usage(format!(
+                "--screenshot: {}: the directory {} does not exist",
+                s.file.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(specs)
+}
+
+fn boot_cmd(catalog: &Catalog, args: BootArgs, m: Option<&ArgMatches>) -> Result<(), Failure> {
+    use crate::boot::{BootError, BootEvent, BootRequest, Screen, boot};
     let profile = boot_board(catalog, &args)?;
+    let emu = crate::boot::select_emulator(&profile, args.emulator.as_deref())
+        .map_err(|e| Failure::usage(report_chain(&e)))?;
+    // What the chosen emulator cannot do is refused as a whole options struct (clap's own list).
+    if let Some(m) = m {
+        if emu.display.is_none() {
+            let why = format!(
+                "emulator `{}` of board `{}` has no display device (QEMU's {} machine shows no screen){}",
+                emu.label(),
+                profile.name,
+                emu.machine,
+                match profile.emulators.iter().find(|e| e.display.is_some()) {
+                    Some(e) => format!("; --emulator {} has one", e.label()),
+                    None => String::new(),
+                }
+            );
+            refuse_given(m, &arguments_of::<ScreenshotOptions>(), &why)?;
+            refuse_given(m, &arguments_of::<ScreenOptions>(), &why)?;
+        }
+        if emu.network.is_none() {
+            refuse_given(
+                m,
+                &arguments_of::<NetOptions>(),
+                &format!(
+                    "emulator `{}` of board `{}` has no network device (emulator.network)",
+                    emu.label(),
+                    profile.name
+                ),
+            )?;
+        }
+    }
+    let w = &args.watch;
     let expect =
-        regex::Regex::new(&args.expect).map_err(|e| Failure::usage(format!("--expect: {e}")))?;
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout < 1e7) {
+        regex::Regex::new(&w.expect).map_err(|e| Failure::usage(format!("--expect: {e}")))?;
+    if !(w.timeout.is_finite() && w.timeout > 0.0 && w.timeout < 1e7) {
         return Err(Failure::usage(format!(
             "--timeout: {} is not a positive number of seconds",
-            args.timeout
+            w.timeout
         )));
     }
+    let screen = match (&args.screen.display, &args.screen.vnc) {
+        (Some(ui), _) => {
+            if std::env::var_os("DISPLAY").is_none()
+                && std::env::var_os("WAYLAND_DISPLAY").is_none()
+            {
+                return Err(Failure::usage(
+                    "--display needs a graphical session (neither DISPLAY nor WAYLAND_DISPLAY is set); use --vnc :N and a VNC viewer instead",
+                ));
+            }
+            Screen::Window(ui.clone())
+        }
+        (None, Some(v)) => Screen::Vnc(
+            v.parse()
+                .map_err(|e| Failure::usage(format!("--vnc: {e}")))?,
+        ),
+        (None, None) => Screen::Hidden,
+    };
+    let forwards = args
+        .net
+        .forwards
+        .iter()
+        .map(|f| {
+            f.parse()
+                .map_err(|e| Failure::usage(format!("--forward: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let req = BootRequest {
-        image: args.image.clone(),
-        expect,
-        timeout: std::time::Duration::from_secs_f64(args.timeout),
         log: args.log.clone(),
         interactive: args.interactive,
+        emulator: args.emulator.clone(),
+        screenshots: screenshot_specs(m, &w.screenshots)?,
+        forwards,
+        screen,
+        ..BootRequest::new(
+            args.image.clone(),
+            expect,
+            std::time::Duration::from_secs_f64(w.timeout),
+        )
     };
-    let (json, quiet) = (args.json, args.quiet);
+    let (json, quiet) = (w.json, w.quiet);
     let mut on = |e: BootEvent<'_>| match e {
         BootEvent::Starting { command } => {
             if !quiet {
@@ -1824,6 +2071,19 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
                     "boardsmith: console handed over; Ctrl-A x quits QEMU, Ctrl-A c switches to its monitor"
                 );
             }
+            for f in &req.forwards {
+                eprintln!(
+                    "boardsmith: forwarding {}:{} on this machine to port {} of the board",
+                    f.addr, f.host_port, f.guest_port
+                );
+            }
+            if let Screen::Vnc(v) = &req.screen {
+                eprintln!(
+                    "boardsmith: the screen is served over VNC on {}:{} (display {v})",
+                    v.addr,
+                    v.port()
+                );
+            }
         }
         BootEvent::Padding { to } => {
             if !quiet {
@@ -1832,6 +2092,27 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
                     Human(to)
                 );
             }
+        }
+        BootEvent::DirectBoot { cmdline } => {
+            if !quiet {
+                eprintln!(
+                    "boardsmith: starting the kernel and initrd of the image's extlinux.conf with QEMU's device tree: {cmdline}"
+                );
+            }
+        }
+        BootEvent::Screenshot(s) => {
+            eprintln!(
+                "boardsmith: screenshot {} ({}x{}) after {:.1} s",
+                s.file.display(),
+                s.width,
+                s.height,
+                s.seconds
+            );
+        }
+        BootEvent::KeepRunning { .. } => {
+            eprintln!(
+                "boardsmith: the board keeps running for you; end it by closing QEMU's window, powering the board off, or Ctrl-C"
+            );
         }
         BootEvent::Console(line) => {
             if !quiet {
@@ -1857,7 +2138,7 @@ fn boot_cmd(catalog: &Catalog, args: BootArgs) -> Result<(), Failure> {
                 eprintln!(
                     "boardsmith: {} booted to /{}/ in {:.1} s: {m}",
                     report.image.display(),
-                    args.expect,
+                    w.expect,
                     report.seconds
                 );
             }

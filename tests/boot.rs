@@ -543,3 +543,488 @@ fn boot_rejects_bad_input_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cubieboard.img"));
 }
+
+// ---- a screen and the network: `--emulator desktop`, `--screenshot`, `--forward` (issue 18) ----
+
+/// A free TCP port on 127.0.0.1 (bound, then released for QEMU to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The PNG decoded by Python's zlib (tests/fixtures/png_stats.py: chunk CRCs, filters, pixels).
+fn png_stats(png: &Path, regions: &[&str]) -> serde_json::Value {
+    let mut c = Command::new("python3");
+    c.arg(repo().join("tests/fixtures/png_stats.py")).arg(png);
+    for r in regions {
+        c.args(["--region", r]);
+    }
+    let o = c.output().expect("python3 (package python3)");
+    assert!(
+        o.status.success(),
+        "{} does not decode: {}",
+        png.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Boots the board's minimal image on its desktop emulator with a screenshot taken once init reports
+/// on the serial console (it has written to the framebuffer console, tty1, by then) and the board's
+/// HTTP server forwarded to the host; the boot ends when the server's CGI reports, on the board's
+/// console, that the host asked it. The PNG is checked with `file` and decoded with Python's zlib.
+fn screen_and_forward(board: &str, uname_m: &str) -> Booted {
+    let image = shared_image(board);
+    let dir = tempdir();
+    let shot = dir.path().join("screen.png");
+    let port = free_port();
+    let tag = new_tag();
+    let log = dir.path().join("boot.log");
+    let before = support::sha256_file(&image);
+    let child = support::boardsmith()
+        .arg("boot")
+        .arg(&image)
+        .args(["--board", board, "--emulator", "desktop"])
+        .args([
+            "--expect",
+            "BOARDSMITH-HTTP-SERVED",
+            "--timeout",
+            BOOT_TIMEOUT,
+        ])
+        .args(["--forward", &format!("{port}:80"), "--json"])
+        .arg("--screenshot")
+        .arg(&shot)
+        .args(["--screenshot-after", MARKER, "--screenshot-delay", "2"])
+        .arg("--log")
+        .arg(&log)
+        .env(TAG_VAR, &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up = wait_for_text(&log, "BOARDSMITH-HTTP-UP", Duration::from_secs(240));
+    // curl, from the host, through QEMU's host forward to busybox httpd on the board.
+    let answer = if up {
+        let o = Command::new("curl")
+            .args(["-sS", "--max-time", "60"])
+            .arg(format!("http://127.0.0.1:{port}/cgi-bin/hello"))
+            .output()
+            .expect("curl (package curl)");
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    } else {
+        String::new()
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(tagged(&tag), Vec::<String>::new(), "QEMU left behind");
+    assert_eq!(
+        support::sha256_file(&image),
+        before,
+        "booting changed the image"
+    );
+    let b = Booted {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        log: std::fs::read_to_string(&log).unwrap_or_default(),
+    };
+    assert!(
+        up,
+        "the board's HTTP server never came up:\n{}\n{}",
+        b.stderr, b.log
+    );
+    assert!(
+        answer.contains(&format!("BOARDSMITH-HTTP-OK from {uname_m}")),
+        "curl through --forward: {answer}"
+    );
+    assert!(b.status.success(), "{}\n{}", b.stderr, b.log);
+    assert!(b.log.contains("BOARDSMITH-HTTP-SERVED to"), "{}", b.log);
+    assert!(
+        b.stderr.contains(&format!(
+            "forwarding 127.0.0.1:{port} on this machine to port 80"
+        )),
+        "{}",
+        b.stderr
+    );
+    assert!(b.stderr.contains("screenshot"), "{}", b.stderr);
+    // The JSON result names the emulator, the screenshot and the forward.
+    let r: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+    assert_eq!(r["result"], "booted", "{r}");
+    let r = &r["report"];
+    assert_eq!(r["emulator"], "desktop", "{r}");
+    assert_eq!(
+        r["screenshots"][0]["file"],
+        shot.to_string_lossy().as_ref(),
+        "{r}"
+    );
+    assert_eq!(r["screenshots"][0]["width"], 1280, "{r}");
+    assert!(
+        r["screenshots"][0]["trigger"]
+            .as_str()
+            .unwrap()
+            .contains(MARKER),
+        "{r}"
+    );
+    assert_eq!(r["forwards"][0]["host_port"], port, "{r}");
+    assert_eq!(r["forwards"][0]["guest_port"], 80, "{r}");
+
+    // `file` (libmagic) reads the header: a PNG of the virtio GPU's 1280x720 screen.
+    let file = Command::new("file")
+        .arg("-b")
+        .arg(&shot)
+        .output()
+        .expect("file (package file)");
+    let what = String::from_utf8_lossy(&file.stdout);
+    assert!(what.starts_with("PNG image data, 1280 x 720"), "{what}");
+    // Decoded: not uniform; the text init wrote is at the top left, the bottom of the screen is empty.
+    let s = png_stats(&shot, &["0,0,480,60", "0,400,1280,720"]);
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    assert!(
+        s["distinct"].as_u64().unwrap() >= 2,
+        "the screen is uniform: {s}"
+    );
+    assert!(
+        s["region_colours"]["0,0,480,60"].as_u64().unwrap() >= 2,
+        "no text at the top: {s}"
+    );
+    assert_eq!(
+        s["region_colours"]["0,400,1280,720"].as_u64(),
+        Some(1),
+        "{s}"
+    );
+    // Nothing of boardsmith's temporary screenshot name is left beside it.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    b
+}
+
+#[test]
+fn armv8_foundation_desktop_emulator_shows_the_screen_and_forwards_a_port() {
+    let b = screen_and_forward("armv8-foundation", "aarch64");
+    assert!(
+        b.stdout.contains("virtio_gpu") || b.log.contains("virtio_gpu"),
+        "{}",
+        b.log
+    );
+}
+
+#[test]
+fn cubieboard_desktop_emulator_boots_the_images_kernel_on_virt() {
+    let b = screen_and_forward("cubieboard", "armv7l");
+    // No U-Boot: boardsmith started the kernel of the image's extlinux.conf with the serial console
+    // moved to virt's PL011; the root filesystem is the image's, over virtio.
+    assert!(
+        b.stderr.contains("extlinux.conf with QEMU's device tree"),
+        "{}",
+        b.stderr
+    );
+    assert!(b.stderr.contains("console=ttyAMA0"), "{}", b.stderr);
+    assert!(!b.log.contains("U-Boot SPL"), "{}", b.log);
+    assert!(
+        b.log.contains("(/dev/vda2)"),
+        "root is not the virtio disk:\n{}",
+        b.log
+    );
+}
+
+/// `--vnc`: QEMU serves the screen (its RFB greeting is read on 5900+N) and the board keeps running after
+/// the pattern appeared, until boardsmith is stopped (SIGTERM: 143, QEMU gone with it).
+#[test]
+fn vnc_serves_the_screen_until_boardsmith_is_stopped() {
+    let image = shared_image("armv8-foundation");
+    let dir = tempdir();
+    let log = dir.path().join("boot.log");
+    let display = (40..100)
+        .find(|n| std::net::TcpListener::bind(("127.0.0.1", 5900 + n)).is_ok())
+        .expect("no free VNC port between 5940 and 5999");
+    let tag = new_tag();
+    let mut child = support::boardsmith()
+        .arg("boot")
+        .arg(&image)
+        .args(["--emulator", "desktop", "--quiet", "--expect", MARKER])
+        .args(["--timeout", BOOT_TIMEOUT, "--vnc", &format!(":{display}")])
+        .arg("--log")
+        .arg(&log)
+        .env(TAG_VAR, &tag)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let booted = wait_for_text(&log, "BOARDSMITH-HTTP-UP", Duration::from_secs(240));
+    // Still running some seconds after the marker.
+    std::thread::sleep(Duration::from_secs(3));
+    let running = child.try_wait().unwrap().is_none();
+    let greeting = std::net::TcpStream::connect(("127.0.0.1", 5900 + display)).map(|mut s| {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut g = [0u8; 12];
+        s.read_exact(&mut g).map(|_| g)
+    });
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(st.success());
+    assert_eq!(
+        wait_untagged(&tag, Duration::from_secs(10)),
+        Vec::<String>::new(),
+        "QEMU left behind"
+    );
+    assert!(booted, "{err}");
+    assert!(running, "boot ended after the pattern: {err}");
+    let g = greeting.expect("VNC port").expect("VNC greeting");
+    assert!(g.starts_with(b"RFB 003."), "{g:?}");
+    assert!(
+        err.contains(&format!("VNC on 127.0.0.1:{}", 5900 + display)),
+        "{err}"
+    );
+    assert!(err.contains("keeps running"), "{err}");
+    assert_eq!(out.status.code(), Some(128 + 15), "{err}");
+}
+
+#[test]
+fn forward_to_a_busy_host_port_fails_naming_it() {
+    let image = shared_image("armv8-foundation");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let b = boot(
+        &image,
+        &[
+            "--emulator",
+            "desktop",
+            "--forward",
+            &format!("{port}:80"),
+            "--timeout",
+            "60",
+        ],
+    );
+    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
+    assert!(b.stderr.contains(&port.to_string()), "{}", b.stderr);
+    assert!(
+        b.stderr
+            .contains("could not listen on a --forward host port"),
+        "{}",
+        b.stderr
+    );
+}
+
+#[test]
+fn screen_and_network_options_are_checked_before_qemu_starts() {
+    let dir = tempdir();
+    let img = dir.path().join("some.img");
+    std::fs::write(&img, vec![0u8; 4096]).unwrap();
+    let img = img.to_string_lossy().into_owned();
+    let fails = |args: &[&str], expect: &[&str]| {
+        let mut all = vec!["boot", &img];
+        all.extend(args);
+        let out = boardsmith(&all);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for x in expect {
+            assert!(err.contains(x), "{args:?}: {x:?} not in {err}");
+        }
+    };
+    let a10 = ["--board", "cubieboard"];
+    let v8 = ["--board", "armv8-foundation"];
+    let with = |base: &[&'static str], more: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(more).copied().collect()
+    };
+    // Options that belong to a --screenshot need one (clap), and one given before them.
+    fails(&with(&v8, &["--screenshot-after", "x"]), &["--screenshot"]);
+    fails(&with(&v8, &["--screenshot-delay", "3"]), &["--screenshot"]);
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot-delay",
+                "3",
+                "--screenshot",
+                "a.png",
+            ],
+        ),
+        &["--screenshot-delay has no effect here", "before it"],
+    );
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot",
+                "a.png",
+                "--screenshot-after",
+                "x",
+                "--screenshot-after",
+                "y",
+            ],
+        ),
+        &["--screenshot-after is given twice"],
+    );
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot",
+                "a.png",
+                "--screenshot-after",
+                "(",
+            ],
+        ),
+        &["--screenshot-after"],
+    );
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot",
+                "a.png",
+                "--screenshot-delay=-1",
+            ],
+        ),
+        &["--screenshot-delay"],
+    );
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot",
+                "a.png",
+                "--screenshot",
+                "a.png",
+            ],
+        ),
+        &["a.png is given twice"],
+    );
+    fails(
+        &with(&v8, &["--emulator", "desktop", "--screenshot", "/"]),
+        &["names no file"],
+    );
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--screenshot",
+                "/nonexistent-dir/a.png",
+            ],
+        ),
+        &["/nonexistent-dir/a.png", "does not exist"],
+    );
+    // A screen needs a display device: QEMU's cubieboard machine has none; the desktop emulator has.
+    fails(
+        &with(&a10, &["--screenshot", "a.png"]),
+        &["no display device", "--emulator desktop"],
+    );
+    fails(&with(&a10, &["--vnc", ":1"]), &["no display device"]);
+    fails(&with(&a10, &["--display"]), &["no display device"]);
+    fails(
+        &with(&v8, &["--emulator", "desktop", "--display", "--vnc", ":1"]),
+        &["--vnc"],
+    );
+    fails(
+        &with(&v8, &["--emulator", "desktop", "--display", "curses"]),
+        &["curses"],
+    );
+    for bad in [":x", "1", ":60000", "host:1"] {
+        fails(
+            &with(&v8, &["--emulator", "desktop", "--vnc", bad]),
+            &["--vnc"],
+        );
+    }
+    // Watching options mean nothing when the console is handed over.
+    fails(
+        &with(
+            &v8,
+            &[
+                "--emulator",
+                "desktop",
+                "--interactive",
+                "--screenshot",
+                "a.png",
+            ],
+        ),
+        &["--interactive"],
+    );
+    // Ports: each value checked, each host port once.
+    for bad in [
+        "22",
+        "0:22",
+        "2222:0",
+        "70000:22",
+        "2222:65536",
+        "a:b",
+        "host:2222:22",
+        "1:2:3:4",
+    ] {
+        fails(&with(&v8, &["--forward", bad]), &["--forward"]);
+    }
+    fails(
+        &with(&v8, &["--forward", "2222:22", "--forward", "2222:80"]),
+        &["2222", "twice"],
+    );
+    // An emulator that names no network device gets none, and --forward is refused.
+    let text = std::fs::read_to_string(repo().join("boards/armv8-foundation.toml")).unwrap();
+    let text = text
+        .split("[emulators.desktop]")
+        .next()
+        .unwrap()
+        .replace("network = \"virtio-net-pci\"\n", "");
+    let profile = dir.path().join("offline.toml");
+    std::fs::write(&profile, text).unwrap();
+    let profile = profile.to_string_lossy().into_owned();
+    fails(
+        &["--board", &profile, "--forward", "2222:22"],
+        &["no network device"],
+    );
+    // The A10 desktop emulator starts the kernel of the image's extlinux.conf: a board without one
+    // (boot.methods = []) inherits the setup but cannot use it.
+    let noconfig = dir.path().join("a10-noconfig.toml");
+    std::fs::write(
+        &noconfig,
+        "extends = \"allwinner-a10\"\n[kernel]\ndtb = \"sun4i-a10-cubieboard.dtb\"\n\
+         [bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n\
+         [boot]\nmethods = []\n",
+    )
+    .unwrap();
+    let noconfig = noconfig.to_string_lossy().into_owned();
+    fails(
+        &["--board", &noconfig, "--emulator", "desktop"],
+        &["does not include \"extlinux\"", "choose another --emulator"],
+    );
+    // `show` lists what each emulator gives the board.
+    let show = String::from_utf8_lossy(&boardsmith(&["show", "cubieboard"]).stdout).into_owned();
+    assert!(
+        show.contains("emulator default: QEMU cubieboard (qemu-system-arm), sd disk, no screen"),
+        "{show}"
+    );
+    assert!(
+        show.contains("emulator desktop: QEMU virt,highmem=off (qemu-system-arm), virtio disk, kernel of the image's extlinux.conf, screen virtio-gpu-pci"),
+        "{show}"
+    );
+    // Unknown emulators are named with the known ones.
+    fails(
+        &with(&a10, &["--emulator", "gpu"]),
+        &["no emulator named `gpu`", "default", "desktop"],
+    );
+}

@@ -227,6 +227,8 @@ pub struct Watcher {
     keep: usize,
     /// True when the board's bootloader starts with an SPL the boot ROM loads from the image.
     has_spl: bool,
+    /// True when QEMU starts the kernel itself (no firmware prints first).
+    direct: bool,
 }
 
 impl Watcher {
@@ -238,7 +240,14 @@ impl Watcher {
             last: VecDeque::with_capacity(keep),
             keep,
             has_spl,
+            direct: false,
         }
+    }
+
+    /// The kernel is the first to print (QEMU started it directly, without firmware).
+    pub fn kernel_first(mut self) -> Watcher {
+        self.direct = true;
+        self
     }
 
     /// The last lines seen, oldest first; a line repeated in a row appears once, with its count.
@@ -364,6 +373,13 @@ impl Watcher {
     /// The stage the boot was in when time ran out (or QEMU exited), with an explanation.
     pub fn stalled(&self) -> (Stage, String) {
         let s = &self.seen;
+        if !s.output && self.direct {
+            return (
+                Stage::Kernel,
+                "nothing appeared on the serial console: QEMU started the kernel, which printed nothing (is the emulator's console= right for this machine?)"
+                    .into(),
+            );
+        }
         if !s.output {
             return if self.has_spl {
                 (

@@ -5,8 +5,11 @@
 //! is streamed to the caller and to an optional log file as it arrives.
 
 pub mod console;
+pub mod direct;
 pub mod disk;
 pub mod qemu;
+pub mod qmp;
+pub mod screen;
 
 use std::fmt;
 use std::fs::File;
@@ -18,11 +21,14 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use serde::Serialize;
 
-use crate::profile::Profile;
+use crate::profile::{Emulator, Profile};
 use crate::signals;
 use console::{Sanitizer, Stage, Verdict, Watcher};
+use direct::DirectBootError;
 use disk::Disk;
-use qemu::{ConsoleMode, Qemu};
+use qemu::{Attachments, ConsoleMode, Qemu};
+use qmp::Qmp;
+pub use screen::{Forward, Screen, Screenshot, ScreenshotError, ScreenshotSpec, VncAddr};
 
 /// The default `--expect`: a getty login prompt such as `debian login: `.
 pub const DEFAULT_EXPECT: &str = r"\S+ login:\s*$";
@@ -41,6 +47,32 @@ pub struct BootRequest {
     pub log: Option<PathBuf>,
     /// Hand the console to the user instead of watching it.
     pub interactive: bool,
+    /// The emulator setup: None for the profile's `[emulator]`, else an `[emulators.NAME]`.
+    pub emulator: Option<String>,
+    /// Screenshots to take (the emulator needs a display).
+    pub screenshots: Vec<ScreenshotSpec>,
+    /// Host ports forwarded to the guest (the emulator needs a network device).
+    pub forwards: Vec<Forward>,
+    /// How the screen is shown. A shown screen is for a person: the board keeps running after the
+    /// pattern appeared, until QEMU exits or boardsmith is stopped.
+    pub screen: Screen,
+}
+
+impl BootRequest {
+    /// A request to boot `image` and wait for `expect`, nothing else attached.
+    pub fn new(image: PathBuf, expect: Regex, timeout: Duration) -> BootRequest {
+        BootRequest {
+            image,
+            expect,
+            timeout,
+            log: None,
+            interactive: false,
+            emulator: None,
+            screenshots: Vec::new(),
+            forwards: Vec::new(),
+            screen: Screen::Hidden,
+        }
+    }
 }
 
 /// Progress for the front end.
@@ -54,6 +86,12 @@ pub enum BootEvent<'a> {
     Console(&'a str),
     /// One line QEMU printed on its stderr.
     Emulator(&'a str),
+    /// The kernel was read from the image's boot partition (`direct_boot`), with this command line.
+    DirectBoot { cmdline: &'a str },
+    /// A screenshot was written.
+    Screenshot(&'a Screenshot),
+    /// The pattern appeared and the screen is shown: the board keeps running until QEMU exits.
+    KeepRunning { screen: &'a Screen },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +103,10 @@ pub struct BootReport {
     /// Seconds from starting QEMU to the match (or to the end of the interactive session).
     pub seconds: f64,
     pub command: Vec<String>,
+    /// The emulator setup used (`default` or its name).
+    pub emulator: String,
+    pub screenshots: Vec<Screenshot>,
+    pub forwards: Vec<Forward>,
 }
 
 /// A boot that did not reach the expected output.
@@ -133,6 +175,39 @@ pub enum BootError {
         "board `{board}` has no [emulator] section: boardsmith does not know how to boot it (add one: system, machine, memory, drive)"
     )]
     NoEmulator { board: String },
+    #[error(
+        "board `{board}` has no emulator named `{name}`; its emulators: {known} (`default` is its [emulator] section)"
+    )]
+    NoSuchEmulator {
+        board: String,
+        name: String,
+        known: String,
+    },
+    #[error(
+        "{what} needs a screen, but emulator `{emulator}` of board `{board}` has none (no emulator display device){hint}"
+    )]
+    NoDisplay {
+        what: &'static str,
+        board: String,
+        emulator: String,
+        hint: String,
+    },
+    #[error(
+        "--forward needs a network device, but emulator `{emulator}` of board `{board}` has none (no emulator network)"
+    )]
+    NoNetwork { board: String, emulator: String },
+    #[error(
+        "emulator `{emulator}` of board `{board}` starts the kernel of the image's extlinux.conf, but the board's boot.methods does not include \"extlinux\": its images have none; choose another --emulator"
+    )]
+    NoExtlinux { board: String, emulator: String },
+    #[error("--forward: host port {port} is forwarded twice")]
+    DuplicateForward { port: u16 },
+    #[error("--screenshot: {file} is given twice")]
+    DuplicateScreenshot { file: PathBuf },
+    #[error(transparent)]
+    DirectBoot(#[from] DirectBootError),
+    #[error(transparent)]
+    Screenshot(#[from] ScreenshotError),
     #[error("image {path}: {source}")]
     Image {
         path: PathBuf,
@@ -180,7 +255,22 @@ impl BootError {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            BootError::NoEmulator { .. } | BootError::Image { .. } | BootError::NotAFile { .. }
+            BootError::NoEmulator { .. }
+                | BootError::NoSuchEmulator { .. }
+                | BootError::NoDisplay { .. }
+                | BootError::NoNetwork { .. }
+                | BootError::NoExtlinux { .. }
+                | BootError::DuplicateForward { .. }
+                | BootError::DuplicateScreenshot { .. }
+                | BootError::Image { .. }
+                | BootError::NotAFile { .. }
+        ) || matches!(
+            self,
+            BootError::DirectBoot(
+                DirectBootError::Image { .. }
+                    | DirectBootError::File { .. }
+                    | DirectBootError::Conf { .. }
+            )
         )
     }
 }
@@ -235,10 +325,129 @@ impl Sinks<'_> {
     }
 }
 
-/// Boots `req.image` with the board's emulator. Returns when the expected pattern appears (Ok), the
-/// console shows a failure or the timeout passes ([`BootError::Failed`]), or a stop signal arrives
-/// ([`BootError::Interrupted`]: seen when the caller installed `signals::OnStop::Poll`); QEMU has been
-/// ended by then in every case.
+/// The emulator `name` of `profile` (None or `default`: its `[emulator]` section).
+pub fn select_emulator<'p>(
+    profile: &'p Profile,
+    name: Option<&str>,
+) -> Result<&'p Emulator, BootError> {
+    match name {
+        None | Some("default") => profile.emulator.as_ref().ok_or_else(|| {
+            if profile.emulators.is_empty() {
+                BootError::NoEmulator {
+                    board: profile.name.clone(),
+                }
+            } else {
+                no_such(profile, "default")
+            }
+        }),
+        Some(n) => profile
+            .emulators
+            .iter()
+            .find(|e| e.name.as_deref() == Some(n))
+            .ok_or_else(|| no_such(profile, n)),
+    }
+}
+
+fn no_such(profile: &Profile, name: &str) -> BootError {
+    let mut known: Vec<String> = profile
+        .emulator
+        .iter()
+        .chain(&profile.emulators)
+        .map(|e| match &e.description {
+            Some(d) => format!("{} ({d})", e.label()),
+            None => e.label().to_string(),
+        })
+        .collect();
+    if known.is_empty() {
+        known.push("none".into());
+    }
+    BootError::NoSuchEmulator {
+        board: profile.name.clone(),
+        name: name.to_string(),
+        known: known.join(", "),
+    }
+}
+
+/// Checks what the request attaches against the emulator: a screen needs a display device, a forward
+/// a network device; host ports and screenshot files are unique.
+pub fn check_attachments(
+    profile: &Profile,
+    emu: &Emulator,
+    req: &BootRequest,
+) -> Result<(), BootError> {
+    let what = if !req.screenshots.is_empty() {
+        Some("--screenshot")
+    } else {
+        match req.screen {
+            Screen::Hidden => None,
+            Screen::Window(_) => Some("--display"),
+            Screen::Vnc(_) => Some("--vnc"),
+        }
+    };
+    if let Some(what) = what
+        && emu.display.is_none()
+    {
+        let others: Vec<&str> = profile
+            .emulator
+            .iter()
+            .chain(&profile.emulators)
+            .filter(|e| e.display.is_some())
+            .map(Emulator::label)
+            .collect();
+        return Err(BootError::NoDisplay {
+            what,
+            board: profile.name.clone(),
+            emulator: emu.label().to_string(),
+            hint: match others.first() {
+                Some(o) => format!("; --emulator {o} has one"),
+                None => String::new(),
+            },
+        });
+    }
+    if emu.direct_boot.is_some()
+        && !profile
+            .boot
+            .methods
+            .contains(&crate::profile::BootMethod::Extlinux)
+    {
+        return Err(BootError::NoExtlinux {
+            board: profile.name.clone(),
+            emulator: emu.label().to_string(),
+        });
+    }
+    if !req.forwards.is_empty() && emu.network.is_none() {
+        return Err(BootError::NoNetwork {
+            board: profile.name.clone(),
+            emulator: emu.label().to_string(),
+        });
+    }
+    for (i, f) in req.forwards.iter().enumerate() {
+        if req.forwards[..i].iter().any(|g| g.host_port == f.host_port) {
+            return Err(BootError::DuplicateForward { port: f.host_port });
+        }
+    }
+    for (i, s) in req.screenshots.iter().enumerate() {
+        if req.screenshots[..i].iter().any(|t| t.file == s.file) {
+            return Err(BootError::DuplicateScreenshot {
+                file: s.file.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A screenshot waiting for its trigger or its time.
+struct PendingShot {
+    spec: ScreenshotSpec,
+    /// When it is due, and the console line that triggered it.
+    due: Option<(Instant, String)>,
+    taken: bool,
+}
+
+/// Boots `req.image` with the board's emulator. Returns when the expected pattern appears and every
+/// screenshot is taken (Ok; with a shown screen, only once QEMU exits), the console shows a failure or
+/// the timeout passes ([`BootError::Failed`]), or a stop signal arrives ([`BootError::Interrupted`]);
+/// QEMU has been ended by then in every case.
 ///
 /// Call from the thread that lives as long as the boot (the main thread): QEMU's parent-death signal
 /// fires when the thread that started it exits.
@@ -247,12 +456,8 @@ pub fn boot(
     req: &BootRequest,
     on: &mut dyn FnMut(BootEvent<'_>),
 ) -> Result<BootReport, BootError> {
-    let emu = profile
-        .emulator
-        .as_ref()
-        .ok_or_else(|| BootError::NoEmulator {
-            board: profile.name.clone(),
-        })?;
+    let emu = select_emulator(profile, req.emulator.as_deref())?;
+    check_attachments(profile, emu, req)?;
     let meta = std::fs::metadata(&req.image).map_err(|source| BootError::Image {
         path: req.image.clone(),
         source,
@@ -269,6 +474,16 @@ pub fn boot(
             path: PathBuf::from(fw),
         });
     }
+    let kernel = match &emu.direct_boot {
+        None => None,
+        Some(d) => {
+            let k = direct::prepare(&req.image, profile, d)?;
+            on(BootEvent::DirectBoot {
+                cmdline: &k.cmdline,
+            });
+            Some(k)
+        }
+    };
     if emu.size_power_of_two && !meta.len().is_power_of_two() {
         on(BootEvent::Padding {
             to: meta.len().checked_next_power_of_two().unwrap_or(0),
@@ -286,9 +501,37 @@ pub fn boot(
             seconds: 0.0,
         });
     }
-    if req.interactive {
-        return interactive(profile, req, emu, &disk, on);
+    let mut keep_fds: Vec<i32> = disk.inherited_fd().into_iter().collect();
+    if let Some(k) = &kernel {
+        keep_fds.extend(k.fds());
     }
+    if req.interactive {
+        let att = Attachments {
+            kernel: kernel.as_ref(),
+            forwards: &req.forwards,
+            screen: Some(&req.screen),
+            qmp: None,
+        };
+        return interactive(profile, req, emu, &disk, &att, &keep_fds, on);
+    }
+    let mut qmp = None;
+    let qemu_end = if req.screenshots.is_empty() {
+        None
+    } else {
+        let (ours, theirs) = Qmp::pair().map_err(|source| BootError::Io {
+            context: "creating the QMP socket pair",
+            source,
+        })?;
+        qmp = Some(ours);
+        keep_fds.push(theirs.fd());
+        Some(theirs)
+    };
+    let att = Attachments {
+        kernel: kernel.as_ref(),
+        forwards: &req.forwards,
+        screen: Some(&req.screen),
+        qmp: qemu_end.as_ref(),
+    };
 
     let log = match &req.log {
         None => None,
@@ -301,15 +544,17 @@ pub fn boot(
         )),
     };
     let mut sinks = Sinks { on, log };
-    let argv = qemu::command_line(emu, &disk, &ConsoleMode::Watched);
+    let argv = qemu::command_line(emu, &disk, &ConsoleMode::Watched, &att);
     (sinks.on)(BootEvent::Starting { command: &argv });
     sinks.log_line(&format!("boardsmith: {}", argv.join(" ")))?;
 
     let started = Instant::now();
-    let mut vm = Qemu::spawn(&argv, &disk, false).map_err(|source| BootError::Spawn {
+    let mut vm = Qemu::spawn(&argv, &keep_fds, false).map_err(|source| BootError::Spawn {
         program: argv[0].clone(),
         source,
     })?;
+    // QEMU has its copy of its QMP end; ours would keep the socket open if QEMU died.
+    drop(qemu_end);
     let (tx, rx) = mpsc::channel();
     let child = vm.child();
     // Kept open (never written) so QEMU's stdio backend does not see end-of-file.
@@ -321,15 +566,45 @@ pub fn boot(
         pump(err, tx, false);
     }
 
-    let has_spl = profile.bootloader.is_some();
+    let has_spl = profile.bootloader.is_some() && kernel.is_none();
     let mut watcher = Watcher::new(req.expect.clone(), has_spl, LAST_LINES);
+    if kernel.is_some() {
+        watcher = watcher.kernel_first();
+    }
     let mut text = Sanitizer::default();
     let mut err_text = Sanitizer::default();
     let mut emulator_stderr: Vec<String> = Vec::new();
     let deadline = started + req.timeout;
     let mut lines = Vec::new();
+    let mut shots: Vec<PendingShot> = req
+        .screenshots
+        .iter()
+        .map(|spec| PendingShot {
+            spec: spec.clone(),
+            due: None,
+            taken: false,
+        })
+        .collect();
+    let mut taken: Vec<Screenshot> = Vec::new();
+    let mut matched: Option<(String, f64)> = None;
+    let keep_running = req.screen != Screen::Hidden;
+    let mut announced = false;
 
-    let outcome: Result<String, (Ended, Stage, String)> = 'watch: loop {
+    // Console lines that trigger screenshots, and the match.
+    let trigger = |line: &str, shots: &mut Vec<PendingShot>, is_match: bool| {
+        let now = Instant::now();
+        for s in shots.iter_mut().filter(|s| s.due.is_none()) {
+            let fires = match &s.spec.after {
+                Some(re) => re.is_match(line),
+                None => is_match,
+            };
+            if fires {
+                s.due = Some((now + s.spec.delay, line.to_string()));
+            }
+        }
+    };
+
+    let outcome: Result<(), (Ended, Stage, String)> = 'watch: loop {
         if let Some(sig) = signals::pending() {
             vm.end();
             flush_partial(&mut text, &mut sinks)?;
@@ -343,29 +618,108 @@ pub fn boot(
                 seconds,
             });
         }
+        // Screenshots whose time has come.
         let now = Instant::now();
-        if now >= deadline {
-            let (stage, why) = watcher.stalled();
+        for s in shots.iter_mut().filter(|s| !s.taken) {
+            let Some((due, line)) = &s.due else { continue };
+            if *due > now {
+                continue;
+            }
+            let Some(q) = qmp.as_mut() else { continue };
+            let (width, height) = screen::take(q, &s.spec.file)?;
+            s.taken = true;
+            let shot = Screenshot {
+                file: s.spec.file.clone(),
+                width,
+                height,
+                seconds: started.elapsed().as_secs_f64(),
+                trigger: line.clone(),
+            };
+            sinks.log_line(&format!(
+                "boardsmith: screenshot {} ({width}x{height}) after {:.1} s",
+                shot.file.display(),
+                shot.seconds
+            ))?;
+            (sinks.on)(BootEvent::Screenshot(&shot));
+            taken.push(shot);
+        }
+        let all_taken = shots.iter().all(|s| s.taken);
+        if matched.is_some() && all_taken {
+            if !keep_running {
+                break 'watch Ok(());
+            }
+            if !announced {
+                announced = true;
+                (sinks.on)(BootEvent::KeepRunning {
+                    screen: &req.screen,
+                });
+            }
+        }
+        let now = Instant::now();
+        let waiting_for_person = matched.is_some() && all_taken && keep_running;
+        if now >= deadline && !waiting_for_person {
+            let reason = match &matched {
+                None => {
+                    let (stage, why) = watcher.stalled();
+                    break 'watch Err((
+                        Ended::Timeout,
+                        stage,
+                        format!(
+                            "/{}/ did not appear within {} s; {why}",
+                            req.expect,
+                            req.timeout.as_secs_f64()
+                        ),
+                    ));
+                }
+                Some(_) => shots
+                    .iter()
+                    .filter(|s| !s.taken)
+                    .map(|s| match (&s.spec.after, &s.due) {
+                        (Some(re), None) => format!(
+                            "screenshot {}: /{re}/ did not appear",
+                            s.spec.file.display()
+                        ),
+                        _ => format!("screenshot {}: not due yet", s.spec.file.display()),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
             break 'watch Err((
                 Ended::Timeout,
-                stage,
+                Stage::Userspace,
                 format!(
-                    "/{}/ did not appear within {} s; {why}",
+                    "/{}/ appeared, but the timeout of {} s passed first: {reason}",
                     req.expect,
                     req.timeout.as_secs_f64()
                 ),
             ));
         }
-        let wait = (deadline - now).min(Duration::from_millis(100));
+        let mut wait = Duration::from_millis(100);
+        if !waiting_for_person {
+            wait = wait.min(deadline - now);
+        }
+        for s in shots.iter().filter(|s| !s.taken) {
+            if let Some((due, _)) = &s.due {
+                wait = wait.min(due.saturating_duration_since(now));
+            }
+        }
         match rx.recv_timeout(wait) {
             Ok(Chunk::Out(bytes)) => {
                 text.feed(&bytes, &mut lines);
                 for l in lines.drain(..) {
                     (sinks.on)(BootEvent::Console(&l));
                     sinks.log_line(&l)?;
+                    if matched.is_some() {
+                        watcher.record(&l);
+                        trigger(&l, &mut shots, false);
+                        continue;
+                    }
                     match watcher.line(&l) {
-                        Verdict::Continue => {}
-                        Verdict::Matched(m) => break 'watch Ok(m),
+                        Verdict::Continue => trigger(&l, &mut shots, false),
+                        Verdict::Matched(m) => {
+                            trigger(&m, &mut shots, true);
+                            matched = Some((m, started.elapsed().as_secs_f64()));
+                        }
                         Verdict::Failed(stage, why) => {
                             break 'watch Err((Ended::Console, stage, why));
                         }
@@ -394,11 +748,28 @@ pub fn boot(
                     sinks.log_line(&format!("qemu: {l}"))?;
                     emulator_stderr.push(l);
                 }
+                if waiting_for_person && status.is_some_and(|s| s.success()) {
+                    // The person closed the window, or the guest powered off.
+                    break 'watch Ok(());
+                }
                 let status = status
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "still running".into());
-                let (stage, why) = if watcher.any_output() {
+                let (stage, why) = if matched.is_some() {
+                    (
+                        Stage::Emulator,
+                        "QEMU exited after the pattern appeared".into(),
+                    )
+                } else if watcher.any_output() {
                     watcher.stalled()
+                } else if emulator_stderr
+                    .iter()
+                    .any(|l| l.contains("Could not set up host forwarding rule"))
+                {
+                    (
+                        Stage::Emulator,
+                        "QEMU could not listen on a --forward host port (is it in use? pick another HOST_PORT)".into(),
+                    )
                 } else if !emulator_stderr.is_empty() {
                     (
                         Stage::Emulator,
@@ -414,11 +785,18 @@ pub fn boot(
                 ));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if matched.is_some() {
+                    continue;
+                }
                 // The console is idle: an unfinished line is a prompt (`login: `, U-Boot's `=> `), not a
                 // line still arriving, so it is checked now.
-                match watcher.partial(&text.partial()) {
+                let partial = text.partial().into_owned();
+                match watcher.partial(&partial) {
                     Verdict::Continue => {}
-                    Verdict::Matched(m) => break 'watch Ok(m),
+                    Verdict::Matched(m) => {
+                        trigger(&m, &mut shots, true);
+                        matched = Some((m, started.elapsed().as_secs_f64()));
+                    }
                     Verdict::Failed(stage, why) => break 'watch Err((Ended::Console, stage, why)),
                 }
             }
@@ -429,19 +807,24 @@ pub fn boot(
     if let Some(p) = flush_partial(&mut text, &mut sinks)? {
         watcher.record(&p);
     }
+    let report = |matched: Option<String>, seconds: f64, argv: Vec<String>, taken| BootReport {
+        board: profile.name.clone(),
+        image: req.image.clone(),
+        matched,
+        seconds,
+        command: argv,
+        emulator: emu.label().to_string(),
+        screenshots: taken,
+        forwards: req.forwards.clone(),
+    };
     match outcome {
-        Ok(matched) => {
+        Ok(()) => {
+            let (m, at) = matched.unwrap_or_default();
             sinks.log_line(&format!(
-                "boardsmith: matched /{}/ after {seconds:.1} s",
+                "boardsmith: matched /{}/ after {at:.1} s",
                 req.expect
             ))?;
-            Ok(BootReport {
-                board: profile.name.clone(),
-                image: req.image.clone(),
-                matched: Some(matched),
-                seconds,
-                command: argv,
-            })
+            Ok(report(Some(m), at, argv, taken))
         }
         Err((ended_by, stage, reason)) => {
             sinks.log_line(&format!(
@@ -472,11 +855,14 @@ fn flush_partial(text: &mut Sanitizer, sinks: &mut Sinks<'_>) -> Result<Option<S
 }
 
 /// The terminal handed to QEMU until it exits (Ctrl-A x) or a stop signal arrives.
+#[allow(clippy::too_many_arguments)]
 fn interactive(
     profile: &Profile,
     req: &BootRequest,
-    emu: &crate::profile::Emulator,
+    emu: &Emulator,
     disk: &Disk,
+    att: &Attachments<'_>,
+    keep_fds: &[i32],
     on: &mut dyn FnMut(BootEvent<'_>),
 ) -> Result<BootReport, BootError> {
     let log = match &req.log {
@@ -490,10 +876,10 @@ fn interactive(
             Some(p.to_string_lossy().into_owned())
         }
     };
-    let argv = qemu::command_line(emu, disk, &ConsoleMode::Interactive { log });
+    let argv = qemu::command_line(emu, disk, &ConsoleMode::Interactive { log }, att);
     on(BootEvent::Starting { command: &argv });
     let started = Instant::now();
-    let mut vm = Qemu::spawn(&argv, disk, true).map_err(|source| BootError::Spawn {
+    let mut vm = Qemu::spawn(&argv, keep_fds, true).map_err(|source| BootError::Spawn {
         program: argv[0].clone(),
         source,
     })?;
@@ -524,6 +910,9 @@ fn interactive(
             matched: None,
             seconds,
             command: argv,
+            emulator: emu.label().to_string(),
+            screenshots: Vec::new(),
+            forwards: req.forwards.clone(),
         })
     } else {
         Err(BootError::Failed(Box::new(BootFailure {

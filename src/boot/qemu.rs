@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::profile::Emulator;
 
+use super::direct::Kernel;
 use super::disk::Disk;
+use super::qmp::QemuEnd;
+use super::screen::{Forward, Screen};
 
 /// How the console is connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +24,41 @@ pub enum ConsoleMode {
     Interactive { log: Option<String> },
 }
 
+/// What is attached to the machine besides its disk and console.
+#[derive(Default)]
+pub struct Attachments<'a> {
+    /// QEMU's end of the QMP socket pair (screenshots).
+    pub qmp: Option<&'a QemuEnd>,
+    /// A kernel boardsmith starts itself (`direct_boot`).
+    pub kernel: Option<&'a Kernel>,
+    /// Host ports forwarded to the guest (needs `network`).
+    pub forwards: &'a [Forward],
+    /// How the screen is shown (needs `display` unless hidden).
+    pub screen: Option<&'a Screen>,
+}
+
 /// QEMU's argument vector (program first).
-pub fn command_line(emu: &Emulator, disk: &Disk, console: &ConsoleMode) -> Vec<String> {
+pub fn command_line(
+    emu: &Emulator,
+    disk: &Disk,
+    console: &ConsoleMode,
+    att: &Attachments<'_>,
+) -> Vec<String> {
     let mut a: Vec<String> = vec![emu.system.clone(), "-M".into(), emu.machine.clone()];
     if let Some(cpu) = &emu.cpu {
         a.extend(["-cpu".into(), cpu.clone()]);
     }
     a.extend(["-m".into(), emu.memory.clone()]);
-    a.extend(["-display".into(), "none".into()]);
+    match att.screen {
+        Some(Screen::Window(ui)) => a.extend(["-display".into(), ui.clone()]),
+        Some(Screen::Vnc(v)) => a.extend([
+            "-display".into(),
+            "none".into(),
+            "-vnc".into(),
+            v.to_string(),
+        ]),
+        Some(Screen::Hidden) | None => a.extend(["-display".into(), "none".into()]),
+    }
     match console {
         ConsoleMode::Watched => {
             a.extend([
@@ -58,10 +88,36 @@ pub fn command_line(emu: &Emulator, disk: &Disk, console: &ConsoleMode) -> Vec<S
     if let Some(fw) = &emu.firmware {
         a.extend(["-bios".into(), fw.clone()]);
     }
+    if let Some(k) = att.kernel {
+        a.extend(k.args());
+    }
     a.extend([
         "-drive".into(),
         format!("if={},format=raw,{}", emu.drive, disk.drive_file()),
     ]);
+    if let Some(d) = &emu.display {
+        a.extend(["-device".into(), d.clone()]);
+    }
+    for i in &emu.input {
+        a.extend(["-device".into(), i.clone()]);
+    }
+    match &emu.network {
+        // What the profile says is what the guest gets: no network device unless it names one.
+        None => a.extend(["-nic".into(), "none".into()]),
+        Some(model) => {
+            let mut nic = format!("user,model={model}");
+            for f in att.forwards {
+                nic.push_str(&format!(
+                    ",hostfwd=tcp:{}:{}-:{}",
+                    f.addr, f.host_port, f.guest_port
+                ));
+            }
+            a.extend(["-nic".into(), nic]);
+        }
+    }
+    if let Some(q) = att.qmp {
+        a.extend(q.args());
+    }
     a.extend(emu.extra_args.iter().cloned());
     a
 }
@@ -78,7 +134,8 @@ impl Qemu {
     /// only boardsmith, which then ends QEMU). Interactive: stdio inherited, same process group (QEMU
     /// needs the terminal). Either way QEMU gets a parent-death signal, so it cannot outlive boardsmith
     /// even if boardsmith is killed with SIGKILL.
-    pub fn spawn(argv: &[String], disk: &Disk, interactive: bool) -> io::Result<Qemu> {
+    /// `keep_fds` are inherited by QEMU (the padded disk, the kernel files, its QMP end).
+    pub fn spawn(argv: &[String], keep_fds: &[i32], interactive: bool) -> io::Result<Qemu> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| io::Error::other("empty QEMU command"))?;
@@ -98,7 +155,7 @@ impl Qemu {
         };
         // SAFETY: getpid is async-signal-safe and called before fork.
         let parent = unsafe { libc::getpid() };
-        let keep_fd = disk.inherited_fd();
+        let keep_fds = keep_fds.to_vec();
         // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
         // (prctl, getppid, fcntl) and does not allocate.
         unsafe {
@@ -118,10 +175,10 @@ impl Qemu {
                     // No allocation between fork and exec: a plain errno.
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
-                if let Some(fd) = keep_fd
-                    && libc::fcntl(fd, libc::F_SETFD, 0) != 0
-                {
-                    return Err(io::Error::last_os_error());
+                for &fd in &keep_fds {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -191,6 +248,13 @@ mod tests {
 
     fn emu(drive: &str, firmware: Option<&str>) -> Emulator {
         Emulator {
+            name: None,
+            description: None,
+            display: None,
+            input: Vec::new(),
+            network: None,
+            direct_boot: None,
+            initramfs_modules: Vec::new(),
             system: "qemu-system-aarch64".into(),
             machine: "virt".into(),
             cpu: Some("cortex-a57".into()),
@@ -209,12 +273,13 @@ mod tests {
             &emu("virtio", Some("/usr/lib/u-boot/qemu_arm64/u-boot.bin")),
             &disk,
             &ConsoleMode::Watched,
+            &Attachments::default(),
         );
         assert_eq!(
             a.join(" "),
             "qemu-system-aarch64 -M virt -cpu cortex-a57 -m 1G -display none -monitor none -serial stdio \
              -no-reboot -bios /usr/lib/u-boot/qemu_arm64/u-boot.bin \
-             -drive if=virtio,format=raw,file=out/a.img,snapshot=on -smp 2"
+             -drive if=virtio,format=raw,file=out/a.img,snapshot=on -nic none -smp 2"
         );
     }
 
@@ -227,6 +292,7 @@ mod tests {
             &ConsoleMode::Interactive {
                 log: Some("boot,1.log".into()),
             },
+            &Attachments::default(),
         );
         let s = a.join(" ");
         assert!(s.contains(
@@ -234,5 +300,65 @@ mod tests {
         ));
         assert!(s.contains("-drive if=sd,format=raw,file=a.img,snapshot=on"));
         assert!(!s.contains("-bios"));
+    }
+
+    #[test]
+    fn screen_network_and_monitor_are_attached() {
+        let disk = Disk::Snapshot(PathBuf::from("a.img"));
+        let mut e = emu("virtio", None);
+        e.display = Some("virtio-gpu-pci,xres=1280,yres=720".into());
+        e.input = vec!["virtio-keyboard-pci".into(), "virtio-tablet-pci".into()];
+        e.network = Some("virtio-net-pci".into());
+        let (_qmp, end) = super::super::qmp::Qmp::pair().unwrap();
+        let forwards = [
+            "2222:22".parse().unwrap(),
+            "0.0.0.0:2303:2303".parse().unwrap(),
+        ];
+        let vnc = Screen::Vnc(":3".parse().unwrap());
+        let a = command_line(
+            &e,
+            &disk,
+            &ConsoleMode::Watched,
+            &Attachments {
+                qmp: Some(&end),
+                forwards: &forwards,
+                screen: Some(&vnc),
+                ..Default::default()
+            },
+        )
+        .join(" ");
+        assert!(a.contains("-display none -vnc 127.0.0.1:3 "), "{a}");
+        assert!(
+            a.contains(
+                "-device virtio-gpu-pci,xres=1280,yres=720 -device virtio-keyboard-pci -device virtio-tablet-pci"
+            ),
+            "{a}"
+        );
+        assert!(
+            a.contains(
+                "-nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:0.0.0.0:2303-:2303"
+            ),
+            "{a}"
+        );
+        assert!(
+            a.contains(&format!(
+                "-chardev socket,id=boardsmith-qmp,fd={} -mon chardev=boardsmith-qmp,mode=control",
+                end.fd()
+            )),
+            "{a}"
+        );
+        let window = Screen::Window("gtk".into());
+        let a = command_line(
+            &e,
+            &disk,
+            &ConsoleMode::Watched,
+            &Attachments {
+                screen: Some(&window),
+                ..Default::default()
+            },
+        )
+        .join(" ");
+        assert!(a.contains("-display gtk ") && !a.contains("-vnc"), "{a}");
+        assert!(a.contains("-nic user,model=virtio-net-pci -smp"), "{a}");
     }
 }

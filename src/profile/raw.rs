@@ -28,6 +28,8 @@ pub struct RawProfile {
     #[serde(default)]
     pub display: RawDisplay,
     pub emulator: Option<RawEmulator>,
+    /// Further emulator setups by name (`[emulators.desktop]`), chosen with `boot --emulator NAME`.
+    pub emulators: Option<std::collections::BTreeMap<String, Loc<RawEmulator>>>,
     pub vboot: Option<RawVboot>,
     #[serde(default)]
     pub release: RawRelease,
@@ -145,6 +147,21 @@ pub struct RawEmulator {
     pub firmware: Option<Loc<String>>,
     pub size_power_of_two: Option<Loc<bool>>,
     pub extra_args: Option<Loc<Vec<String>>>,
+    /// What this setup is for (shown when listing a board's emulators).
+    pub description: Option<Loc<String>>,
+    /// QEMU device that gives the guest a screen (`-device`), e.g. `virtio-gpu-pci,xres=1280,yres=720`.
+    pub display: Option<Loc<String>>,
+    /// QEMU input devices (`-device` each), e.g. a virtio keyboard and tablet.
+    pub input: Option<Loc<Vec<String>>>,
+    /// NIC model on QEMU user-mode networking (`-nic user,model=...`).
+    pub network: Option<Loc<String>>,
+    /// "extlinux": boardsmith starts the kernel and initrd that the image's extlinux.conf names itself,
+    /// with QEMU's own device tree, instead of a bootloader.
+    pub direct_boot: Option<Loc<String>>,
+    /// With `direct_boot`: the serial console that replaces the image's serial `console=`.
+    pub console: Option<Loc<String>>,
+    /// Modules the initramfs needs for this emulator's disk, added to the board's initramfs.
+    pub initramfs_modules: Option<Loc<Vec<String>>>,
 }
 
 /// `[fvp]`: Arm's Fixed Virtual Platform that runs this image; `build` writes a launch script for it.
