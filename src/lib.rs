@@ -4,6 +4,7 @@
 //! command line; [`cli`] turns arguments into validated requests for it.
 
 pub mod boot;
+pub mod cachedir;
 pub mod checksum;
 pub mod cli;
 pub mod embedded;

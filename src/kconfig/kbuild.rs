@@ -82,15 +82,9 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// boardsmith's default work directory: `$XDG_CACHE_HOME/boardsmith`, else `~/.cache/boardsmith`.
+/// boardsmith's default work directory: the cache directory ([`crate::cachedir::root`]).
 pub fn default_work_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("boardsmith");
-    }
-    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("boardsmith");
-    }
-    PathBuf::from(".boardsmith-work")
+    crate::cachedir::root()
 }
 
 /// Finds an executable in PATH.

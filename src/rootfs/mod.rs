@@ -6,6 +6,7 @@
 //! artifacts and their checksums, the machine's prerequisites) is checked before the long package
 //! installation starts; the output appears under its final name only when complete.
 
+pub mod cache;
 pub mod customize;
 pub mod features;
 pub mod fetch;
@@ -44,6 +45,8 @@ pub enum RootfsError {
     Mmdebstrap(#[from] MmdebstrapError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
     #[error(transparent)]
     User(#[from] users::UserError),
     #[error(transparent)]
@@ -101,6 +104,7 @@ impl RootfsError {
             | RootfsError::Invalid { .. }
             | RootfsError::Output { .. } => true,
             RootfsError::Fetch(f) => f.is_input_error(),
+            RootfsError::Cache(c) => c.is_input_error(),
             RootfsError::Customize(c) => matches!(
                 c,
                 customize::CustomizeError::Template { .. }
@@ -154,7 +158,10 @@ pub struct RootfsRequest {
     /// `NAME.tar` for a tarball, anything else for a directory.
     pub out: PathBuf,
     pub selection: Selection,
+    /// The root filesystem cache: packages in `apt/ARCH`, mmdebstrap's logs in `logs`, bases in `bases`.
     pub cache: PathBuf,
+    /// Build the base with mmdebstrap without looking in or storing to the base cache.
+    pub no_cache: bool,
     pub mirror: Option<String>,
     pub security_mirror: Option<String>,
     pub suite: Option<String>,
@@ -189,6 +196,7 @@ impl RootfsRequest {
             out,
             selection: Selection::default(),
             cache: mmdebstrap::default_cache(),
+            no_cache: false,
             mirror: None,
             security_mirror: None,
             suite: None,
@@ -247,6 +255,8 @@ pub struct RootfsReport {
     pub packages_requested: usize,
     pub downloads: Downloads,
     pub cache: Option<PathBuf>,
+    /// The base (mmdebstrap's output): its cache key and whether it came from the cache.
+    pub base: Option<BaseReport>,
     pub log: Option<PathBuf>,
     pub hostname: String,
     pub user: users::UserReport,
@@ -627,15 +637,12 @@ fn output_is_tar(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "tar")
 }
 
-/// Builds the root filesystem described by `profile` and `req`.
-pub fn build_rootfs(
+/// The recipe for this board and request (profile, features, overrides), checked, with the template
+/// variables known before any setting is resolved, and the host name.
+fn resolve_recipe(
     profile: &Profile,
     req: &RootfsRequest,
-    on: &dyn Fn(RootfsEvent<'_>),
-) -> Result<RootfsReport, RootfsError> {
-    let started = Instant::now();
-    let mut warnings = Vec::new();
-    on(RootfsEvent::Phase("resolving the recipe"));
+) -> Result<(Recipe, customize::Vars, String), RootfsError> {
     let mut recipe = features::resolve(profile, &req.selection)?;
     if let Some(m) = &req.mirror {
         recipe.mirror = m.clone();
@@ -747,6 +754,290 @@ pub fn build_rootfs(
     vars.insert("user".into(), recipe.user.clone());
     vars.insert("locale".into(), recipe.locale.clone());
     vars.insert("timezone".into(), recipe.timezone.clone());
+    Ok((recipe, vars, hostname))
+}
+
+/// The files that configure the initramfs: given to mmdebstrap before the kernel installs (so its
+/// initrd carries the board's modules), and written again by the configuration.
+fn initramfs_files(profile: &Profile) -> Vec<(String, String)> {
+    let modules = &profile.kernel.initramfs_modules;
+    vec![
+        (
+            "etc/initramfs-tools/modules".to_string(),
+            // No board name: boards with the same modules share a base (see `cache`).
+            format!(
+                "# boardsmith: modules the initramfs carries so that the board can mount its root\n# filesystem (kernel.initramfs_modules of its profile).\n{}",
+                modules.iter().map(|m| format!("{m}\n")).collect::<String>()
+            ),
+        ),
+        (
+            "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
+            "# boardsmith: the image is built in a chroot, where MODULES=dep cannot see the board's\n# hardware; the initramfs carries the modules listed in /etc/initramfs-tools/modules.\nMODULES=list\n".to_string(),
+        ),
+    ]
+}
+
+/// What mmdebstrap gets for this recipe: the base stage's whole input (see [`cache`]).
+fn base_plan(
+    profile: &Profile,
+    recipe: &Recipe,
+    req: &RootfsRequest,
+    initramfs: &[(String, String)],
+) -> Result<mmdebstrap::BasePlan, RootfsError> {
+    let mut packages = recipe.packages.clone();
+    let mut debconf = None;
+    if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C" | "POSIX") {
+        packages.push("locales".into());
+        let charset = recipe
+            .locale
+            .split_once('.')
+            .map(|(_, c)| c.split('@').next().unwrap_or(c).to_string())
+            .unwrap_or_else(|| "ISO-8859-1".into());
+        debconf = Some(format!(
+            "locales locales/locales_to_be_generated multiselect {l} {charset}\nlocales locales/default_environment_locale select {l}\n",
+            l = recipe.locale
+        ));
+    }
+    let (mirror, security) = match &req.snapshot {
+        Some(ts) => {
+            if cache::snapshot_time(ts).is_err() {
+                return Err(RootfsError::Invalid {
+                    what: format!("--snapshot {ts}"),
+                    message: "must be a snapshot.debian.org timestamp such as 20250101T000000Z"
+                        .into(),
+                });
+            }
+            (
+                format!("http://snapshot.debian.org/archive/debian/{ts}"),
+                Some(format!(
+                    "http://snapshot.debian.org/archive/debian-security/{ts}"
+                )),
+            )
+        }
+        None => (recipe.mirror.clone(), recipe.security_mirror.clone()),
+    };
+    Ok(mmdebstrap::BasePlan {
+        mode: req.mode,
+        arch: profile.arch,
+        suite: recipe.suite.clone(),
+        variant: recipe.variant.clone(),
+        mirror,
+        security,
+        snapshot: req.snapshot.clone(),
+        components: recipe.components.clone(),
+        packages,
+        apt_options: recipe.apt_options.clone(),
+        dpkg_options: recipe.dpkg_options.clone(),
+        uploads: initramfs.to_vec(),
+        debconf,
+    })
+}
+
+/// A base's cache key and everything it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseKey {
+    pub board: String,
+    pub key: String,
+    pub inputs: cache::KeyInputs,
+}
+
+/// The base cache key of `profile` with `req` (`rootfs BOARD --cache-key`): needs no password, setting
+/// or artifact (none of them is in the base), reads the archive's Release files unless `--snapshot`.
+pub fn cache_key(profile: &Profile, req: &RootfsRequest) -> Result<BaseKey, RootfsError> {
+    let (recipe, _, _) = resolve_recipe(profile, req)?;
+    let plan = base_plan(profile, &recipe, req, &initramfs_files(profile))?;
+    let facts = cache::facts(&plan)?;
+    let inputs = cache::KeyInputs::new(&plan, &facts);
+    Ok(BaseKey {
+        board: profile.name.clone(),
+        key: inputs.key(),
+        inputs,
+    })
+}
+
+/// How the build got its base (mmdebstrap's output).
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseReport {
+    pub key: String,
+    /// `hit` (from the cache), `built` (and stored), `built, not stored` (the archive changed during
+    /// the build), `bypassed` (--no-cache).
+    pub cache: String,
+    /// The cache entry used or stored.
+    pub entry: Option<PathBuf>,
+    /// The base's SOURCE_DATE_EPOCH (the archive's date).
+    pub epoch: u64,
+}
+
+/// The base stage's result: where the base tarball is, and what keeps it there while it is read.
+struct Base {
+    tar: PathBuf,
+    _held: Option<cache::Held>,
+    _pending: Option<cache::Pending>,
+    report: BaseReport,
+    downloads: Downloads,
+    log: Option<PathBuf>,
+}
+
+/// Runs mmdebstrap for `plan` into `output`, holding the architecture's package cache.
+#[allow(clippy::too_many_arguments)]
+fn run_mmdebstrap(
+    profile: &Profile,
+    plan: &mmdebstrap::BasePlan,
+    req: &RootfsRequest,
+    epoch: u64,
+    work: &Path,
+    output: &Path,
+    on: &dyn Fn(RootfsEvent<'_>),
+) -> Result<(Downloads, PathBuf), RootfsError> {
+    prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
+    // One package cache per architecture: builds for different architectures run side by side.
+    let arch_cache = req.cache.join("apt").join(profile.arch.debian());
+    let _lock = CacheLock::take(&arch_cache, on)?;
+    let logs = req.cache.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
+    let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
+    let run = plan.prepare(
+        &mmdebstrap::RunPaths {
+            cache: arch_cache,
+            work: work.to_path_buf(),
+            output: output.to_path_buf(),
+            log: log_path.clone(),
+        },
+        epoch,
+    )?;
+    on(RootfsEvent::Phase(&format!(
+        "mmdebstrap {} {} ({} packages requested; log {})",
+        plan.suite,
+        profile.arch.debian(),
+        run.packages.len(),
+        log_path.display()
+    )));
+    let downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
+    Ok((downloads, log_path))
+}
+
+/// The base stage: the base from the cache (a hit), or built by mmdebstrap and stored (a miss), or
+/// built into the work directory (`--no-cache`).
+#[allow(clippy::too_many_arguments)]
+fn base_stage(
+    profile: &Profile,
+    plan: &mmdebstrap::BasePlan,
+    inputs: &cache::KeyInputs,
+    req: &RootfsRequest,
+    work: &Path,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) -> Result<Base, RootfsError> {
+    let key = inputs.key();
+    let epoch = inputs.epoch;
+    if req.no_cache {
+        let tar = work.join("source.tar");
+        let (downloads, log) = run_mmdebstrap(profile, plan, req, epoch, work, &tar, on)?;
+        return Ok(Base {
+            tar,
+            _held: None,
+            _pending: None,
+            report: BaseReport {
+                key,
+                cache: "bypassed".into(),
+                entry: None,
+                epoch,
+            },
+            downloads,
+            log: Some(log),
+        });
+    }
+    let bases = cache::BaseCache::new(&req.cache);
+    let damaged = std::cell::RefCell::new(Vec::new());
+    let acquired = bases.acquire(&key, &|w| on(RootfsEvent::Phase(w)), &|w| {
+        on(RootfsEvent::Warning(w));
+        damaged.borrow_mut().push(w.to_string());
+    })?;
+    warnings.extend(damaged.into_inner());
+    match acquired {
+        cache::Acquired::Hit(held, manifest) => {
+            on(RootfsEvent::Phase(&format!(
+                "base {} from the cache (built for {}; mmdebstrap skipped)",
+                &key[..12],
+                manifest.board
+            )));
+            Ok(Base {
+                tar: held.base_tar(),
+                report: BaseReport {
+                    key,
+                    cache: "hit".into(),
+                    entry: Some(held.entry()),
+                    epoch,
+                },
+                _held: Some(held),
+                _pending: None,
+                downloads: Downloads::default(),
+                log: None,
+            })
+        }
+        cache::Acquired::Miss(held) => {
+            let pending = held.begin()?;
+            let started = Instant::now();
+            let (downloads, log) =
+                run_mmdebstrap(profile, plan, req, epoch, work, &pending.base_tar(), on)?;
+            let seconds = started.elapsed().as_secs_f64();
+            on(RootfsEvent::Phase(
+                "checking that the archive did not change during the build",
+            ));
+            let moved = match cache::archive_moved(inputs, plan) {
+                Ok(m) => m,
+                Err(e) => Some(format!("the archive could not be read again ({e})")),
+            };
+            if let Some(why) = moved {
+                let w = format!(
+                    "the base was not stored in the cache: {why}; this build is complete, the next one builds its base again"
+                );
+                on(RootfsEvent::Warning(&w));
+                warnings.push(w);
+                return Ok(Base {
+                    tar: pending.base_tar(),
+                    report: BaseReport {
+                        key,
+                        cache: "built, not stored".into(),
+                        entry: None,
+                        epoch,
+                    },
+                    _held: Some(held),
+                    _pending: Some(pending),
+                    downloads,
+                    log: Some(log),
+                });
+            }
+            on(RootfsEvent::Phase("storing the base in the cache"));
+            pending.commit(&held, inputs, &profile.name, seconds)?;
+            Ok(Base {
+                tar: held.base_tar(),
+                report: BaseReport {
+                    key,
+                    cache: "built".into(),
+                    entry: Some(held.entry()),
+                    epoch,
+                },
+                _held: Some(held),
+                _pending: None,
+                downloads,
+                log: Some(log),
+            })
+        }
+    }
+}
+
+/// Builds the root filesystem described by `profile` and `req`, in two stages: the base (mmdebstrap's
+/// output, through the cache; or a prebuilt tarball) and the board configuration applied to it.
+pub fn build_rootfs(
+    profile: &Profile,
+    req: &RootfsRequest,
+    on: &dyn Fn(RootfsEvent<'_>),
+) -> Result<RootfsReport, RootfsError> {
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    on(RootfsEvent::Phase("resolving the recipe"));
+    let (recipe, mut vars, hostname) = resolve_recipe(profile, req)?;
 
     // Output: where it goes and in which form.
     let out = req.out.clone();
@@ -839,10 +1130,24 @@ pub fn build_rootfs(
         }
         None => None,
     };
-    if tarball.is_none() {
-        prerequisites::require_tool("mmdebstrap", "mmdebstrap")?;
-        prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
-    }
+    let initramfs = initramfs_files(profile);
+    // The base's key (and the archive's state it covers), and whether mmdebstrap will be needed.
+    let base_input = match &tarball {
+        Some(_) => None,
+        None => {
+            prerequisites::require_tool("mmdebstrap", "mmdebstrap")?;
+            let plan = base_plan(profile, &recipe, req, &initramfs)?;
+            on(RootfsEvent::Phase(
+                "computing the base's cache key (reading the archive's Release files)",
+            ));
+            let facts = cache::facts(&plan)?;
+            let inputs = cache::KeyInputs::new(&plan, &facts);
+            if req.no_cache || !cache::BaseCache::new(&req.cache).looks_present(&inputs.key()) {
+                prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
+            }
+            Some((plan, inputs))
+        }
+    };
     let layout = plan(
         profile,
         &PlanInput {
@@ -886,125 +1191,45 @@ pub fn build_rootfs(
         artifacts.push((a.dest.clone(), data, a.mode));
     }
 
-    let modules = &profile.kernel.initramfs_modules;
-    let initramfs = vec![
-        (
-            "etc/initramfs-tools/modules".to_string(),
-            format!(
-                "# boardsmith: modules the initramfs carries so that board `{}` can mount its root\n# filesystem (kernel.initramfs_modules of its profile).\n{}",
-                profile.name,
-                modules.iter().map(|m| format!("{m}\n")).collect::<String>()
-            ),
-        ),
-        (
-            "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
-            "# boardsmith: the image is built in a chroot, where MODULES=dep cannot see the board's\n# hardware; the initramfs carries the modules listed in /etc/initramfs-tools/modules.\nMODULES=list\n".to_string(),
-        ),
-    ];
-
+    // Stage 1, the base: a prebuilt tarball, or mmdebstrap's output through the cache.
     let mut downloads = Downloads::default();
     let mut log = None;
     let mut cache_used = None;
-    let source_tar = work.path().join("source.tar");
     let source_desc;
-    match &tarball {
-        Some((source, sha)) => {
+    let mut base_report = None;
+    let base = match (&tarball, &base_input) {
+        (Some((source, sha)), _) => {
             on(RootfsEvent::Phase("fetching the root filesystem tarball"));
+            let source_tar = work.path().join("source.tar");
             let dl = work.path().join("source.download");
             fetch::fetch_verified(&format!("--rootfs-tarball {source}"), source, sha, &dl)?;
             fetch::decompress_tarball("--rootfs-tarball", &dl, &source_tar)?;
             source_desc = format!("tarball {source}");
+            None
         }
-        None => {
-            // One cache per architecture: builds for different architectures run side by side.
-            let arch_cache = req.cache.join(profile.arch.debian());
-            let _lock = CacheLock::take(&arch_cache, on)?;
-            let logs = req.cache.join("logs");
-            std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-            let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
-            let mut uploads = Vec::new();
-            for (i, (inside, text)) in initramfs.iter().enumerate() {
-                let p = work.path().join(format!("upload-{i}"));
-                std::fs::write(&p, text).map_err(io(format!("writing {}", p.display())))?;
-                uploads.push((p, format!("/{inside}")));
-            }
-            let mut packages = recipe.packages.clone();
-            let mut debconf = None;
-            if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C" | "POSIX") {
-                packages.push("locales".into());
-                let charset = recipe
-                    .locale
-                    .split_once('.')
-                    .map(|(_, c)| c.split('@').next().unwrap_or(c).to_string())
-                    .unwrap_or_else(|| "ISO-8859-1".into());
-                let p = work.path().join("debconf");
-                std::fs::write(
-                    &p,
-                    format!(
-                        "locales locales/locales_to_be_generated multiselect {l} {charset}\nlocales locales/default_environment_locale select {l}\n",
-                        l = recipe.locale
-                    ),
-                )
-                .map_err(io("writing debconf answers"))?;
-                debconf = Some(p);
-            }
-            let (mirror, security) = match &req.snapshot {
-                Some(ts) => {
-                    if !ts.chars().all(|c| c.is_ascii_alphanumeric()) {
-                        return Err(RootfsError::Invalid {
-                            what: format!("--snapshot {ts}"),
-                            message:
-                                "must be a snapshot.debian.org timestamp such as 20250101T000000Z"
-                                    .into(),
-                        });
-                    }
-                    (
-                        format!("http://snapshot.debian.org/archive/debian/{ts}"),
-                        Some(format!(
-                            "http://snapshot.debian.org/archive/debian-security/{ts}"
-                        )),
-                    )
-                }
-                None => (recipe.mirror.clone(), recipe.security_mirror.clone()),
-            };
-            let run = mmdebstrap::Run {
-                mode: req.mode,
-                arch: profile.arch,
-                suite: recipe.suite.clone(),
-                variant: recipe.variant.clone(),
-                sources: mmdebstrap::sources(
-                    &mirror,
-                    security.as_deref(),
-                    &recipe.suite,
-                    &recipe.components,
-                    req.snapshot.is_some(),
-                ),
-                components: recipe.components.clone(),
-                packages,
-                apt_options: recipe.apt_options.clone(),
-                dpkg_options: recipe.dpkg_options.clone(),
-                cache: arch_cache.clone(),
-                uploads,
-                debconf,
-                output: source_tar.clone(),
-                tmpdir: work.path().to_path_buf(),
-                log: log_path.clone(),
-                epoch: req.epoch,
-            };
-            on(RootfsEvent::Phase(&format!(
-                "mmdebstrap {} {} ({} packages requested; log {})",
-                recipe.suite,
-                profile.arch.debian(),
-                run.packages.len(),
-                log_path.display()
-            )));
-            downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
-            log = Some(log_path);
+        (None, Some((plan, inputs))) => {
+            let b = base_stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
+            downloads = b.downloads.clone();
+            log = b.log.clone();
             cache_used = Some(req.cache.clone());
-            source_desc = format!("mmdebstrap {} from {mirror}", recipe.suite);
+            source_desc = format!(
+                "mmdebstrap {} from {} (base {}: {})",
+                plan.suite,
+                plan.mirror,
+                &b.report.key[..12],
+                b.report.cache
+            );
+            base_report = Some(b.report.clone());
+            Some(b)
         }
-    }
+        (None, None) => unreachable!("a Debian build has its base plan"),
+    };
+    let source_tar = base
+        .as_ref()
+        .map(|b| b.tar.clone())
+        .unwrap_or_else(|| work.path().join("source.tar"));
 
+    // Stage 2, the board configuration: without a package manager, the same on a cache hit and a miss.
     on(RootfsEvent::Phase(
         "configuring users, files, fstab and services",
     ));
@@ -1088,6 +1313,8 @@ pub fn build_rootfs(
         }
         (stats, size)
     };
+    // The base (and its lock) is no longer read.
+    drop(base);
     let mut secret_files = Vec::new();
     for (p, (name, _, _)) in pending_secrets.into_iter().zip(&secrets) {
         let path = p
@@ -1113,6 +1340,7 @@ pub fn build_rootfs(
         packages_requested: recipe.packages.len(),
         downloads,
         cache: cache_used,
+        base: base_report,
         log,
         hostname,
         user: customized.user,
