@@ -156,12 +156,16 @@ impl Drop for TerminalGuard {
 }
 
 /// Installs the stop-signal thread (once per process). From then on SIGINT, SIGTERM and SIGHUP end
-/// the process through [`stop`].
+/// the process through [`stop`]; this process becomes the subreaper of its descendants.
 pub fn install() -> std::io::Result<()> {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
     let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)?;
+    // Orphans of our children (what a killed mmdebstrap leaves running) become ours, so that a stop
+    // can end them before removing the directories they write into.
+    // SAFETY: prctl with integer arguments only; affects this process's own attribute.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     std::thread::Builder::new()
         .name("boardsmith-signals".into())
         .spawn(move || {
@@ -303,7 +307,10 @@ fn running(pid: libc::pid_t) -> bool {
 }
 
 /// SIGTERM to every child (mmdebstrap cleans up its namespace and chroot on it), SIGKILL after the grace
-/// period; waits until they have ended so that none writes into a directory being removed.
+/// period; waits until they have ended so that none writes into a directory being removed. A child
+/// killed after the grace period may leave its own children running (mmdebstrap's namespace, still
+/// writing into its chroot in our work directory): as the subreaper ([`install`]) we inherit them, and
+/// they are killed too, until nothing runs below us.
 fn stop_children() {
     let pids = children();
     for &p in &pids {
@@ -314,13 +321,16 @@ fn stop_children() {
     while pids.iter().any(|&p| running(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let left: Vec<_> = pids.iter().copied().filter(|&p| running(p)).collect();
-    for &p in &left {
-        // SAFETY: as above.
-        unsafe { libc::kill(p, libc::SIGKILL) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while left.iter().any(|&p| running(p)) && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = children().into_iter().filter(|&p| running(p)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        for &p in &left {
+            // SAFETY: as above (our child, or an orphan of one, reparented to us).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -699,11 +699,14 @@ impl Pending {
             context: "storing the base".into(),
             source: io::Error::other("already committed"),
         })?;
-        crate::signals::commit_rename(&self.tmp, &dest, tracked).map_err(io_err(format!(
-            "renaming {} to {}",
-            self.tmp.display(),
-            dest.display()
-        )))?;
+        if let Err(e) = crate::signals::commit_rename(&self.tmp, &dest, tracked) {
+            crate::signals::remove_tree(&self.tmp);
+            return Err(io_err(format!(
+                "renaming {} to {}",
+                self.tmp.display(),
+                dest.display()
+            ))(e));
+        }
         sync_dir(&held.dir).map_err(io_err(format!("syncing {}", held.dir.display())))?;
         held.touch();
         Ok(manifest)
@@ -1182,7 +1185,7 @@ mod tests {
         // accident of a refactoring.
         assert_eq!(
             k,
-            "6bf1b07b2dad2eb68a951fedcb8a9fc7522502c2a19c8bfae0d49c5e9a04cad2"
+            "3f8967521aa349a11b9be70b300293c225e4fa610477534c33514c7d7c44c680"
         );
     }
 
