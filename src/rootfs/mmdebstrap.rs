@@ -322,6 +322,13 @@ impl Run {
             "--customize-hook=sync-out /var/lib/apt/lists {}",
             cache("lists")
         ));
+        // What sync-in brought keeps the package cache's timestamps (its `partial` directories, from
+        // whichever build filled the cache first), and would make the base depend on the cache's
+        // history: everything left in those trees gets SOURCE_DATE_EPOCH.
+        a.push(
+            "--customize-hook=find \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +"
+                .into(),
+        );
         a.push(self.suite.clone());
         a.push(self.output.display().to_string());
         a.extend(self.sources.iter().cloned());
@@ -570,6 +577,9 @@ mod tests {
         ));
         assert!(a.contains(
             &"--customize-hook=sync-out /var/lib/apt/lists '/c a/che/lists'".to_string()
+        ));
+        assert!(a.contains(
+            &"--customize-hook=find \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +".to_string()
         ));
         // No path is in a hook unquoted.
         for hook in a.iter().filter(|x| x.contains("-hook=")) {
