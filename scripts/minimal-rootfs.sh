@@ -3,8 +3,9 @@
 #
 # Assembles a minimal root filesystem for BOARD from Debian's own packages, without root and without
 # running foreign binaries: the board's kernel package (zImage/Image, device trees, modules), its U-Boot
-# package, and busybox-static. It adds an initramfs (busybox + the modules the profile's
-# kernel.initramfs_modules name, with their dependencies) whose /init mounts the root partition named by
+# package, and busybox-static. It adds an initramfs (busybox + the modules the board's root medium needs,
+# derived from its device tree by `boardsmith initramfs-modules`, plus the profile's
+# kernel.initramfs_modules, with their dependencies) whose /init mounts the root partition named by
 # root=PARTUUID=... and switches to it, and a /sbin/init on the root filesystem that prints
 #   BOARDSMITH-ROOT-OK
 # on the console, then offers a shell. Writes the tree to OUT/ and a reproducible tarball to OUT.tar.
@@ -19,11 +20,11 @@ BIN="${BOARDSMITH:-$ROOT/target/release/boardsmith}"
 [ -x "$BIN" ] || { echo "build boardsmith first (cargo build --release)" >&2; exit 1; }
 EPOCH="${SOURCE_DATE_EPOCH:-1700000000}"
 
-read -r ARCH KPKG BLPKG MODULES < <("$BIN" show "$BOARD" --json | python3 -c '
+read -r ARCH KPKG BLPKG < <("$BIN" show "$BOARD" --json | python3 -c '
 import json, sys
 p = json.load(sys.stdin)["profile"]
 bl = (p.get("bootloader") or {}).get("package") or "-"
-print(p["arch"], p["kernel"]["package"], bl, ",".join(p["kernel"]["initramfs_modules"]) or "-")')
+print(p["arch"], p["kernel"]["package"], bl)')
 
 CACHE="${DEB_CACHE:-$ROOT/.cache/debs}/$ARCH"
 mkdir -p "$CACHE"
@@ -54,25 +55,27 @@ I="$OUT.initramfs"
 mkdir -p "$I/bin" "$I/dev" "$I/proc" "$I/sys" "$I/newroot" "$I/lib/modules/$KVER"
 cp "$OUT/bin/busybox" "$I/bin/busybox"
 : >"$I/modules"
-add_module() { # NAME: the module and its dependencies, dependencies first
-  local name="$1" path dep
-  path=$(awk -F: -v n="$name" '{ f=$1; sub(".*/", "", f); sub("\\.ko(\\..*)?$", "", f); gsub("-", "_", f); m=n; gsub("-", "_", m); if (f == m) { print $1; exit } }' "$OUT/lib/modules/$KVER/modules.dep")
-  if [ -z "$path" ]; then
-    grep -q "/${name//-/[-_]}\\.ko" "$OUT/lib/modules/$KVER/modules.builtin" && return 0
-    echo "module $name is neither built in nor in $KVER_PKG" >&2; exit 1
-  fi
-  for dep in $(awk -F': *' -v p="$path" '$1 == p { print $2 }' "$OUT/lib/modules/$KVER/modules.dep"); do
-    add_module "$(basename "$dep" | sed 's/\.ko.*//')"
-  done
-  grep -qx "$path" "$I/modules" && return 0
+# The modules, dependencies first, as boardsmith derives them from this tree (device tree, modules.alias,
+# modules.dep, modules.softdep); unresolved providers are shown, not fatal.
+"$BIN" initramfs-modules "$BOARD" --rootfs "$OUT" --json >"$OUT.modules.json"
+python3 - "$OUT.modules.json" >"$OUT.modules" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for n in r["modules"]:
+    print(n["module"] + " <- " + " <- ".join(n["chain"]), file=sys.stderr)
+for u in r["unresolved"]:
+    print("unresolved: " + u["what"] + ": " + u["reason"], file=sys.stderr)
+for w in r["warnings"]:
+    print("warning: " + w, file=sys.stderr)
+for p in r["all_load_order"]:
+    print(p)
+PY
+while read -r path; do
   mkdir -p "$I/lib/modules/$KVER/$(dirname "$path")"
   cp "$OUT/lib/modules/$KVER/$path" "$I/lib/modules/$KVER/$path"
   echo "$path" >>"$I/modules"
-}
-IFS=, read -r -a MODS <<<"$MODULES"
-for m in "${MODS[@]}"; do [ "$m" = "-" ] || add_module "$m"; done
-# ext4 checksums need a crc32c implementation at mount time (a crypto module, not a symbol dependency).
-grep -q ext4 "$I/modules" && { add_module crc32c_generic 2>/dev/null || true; }
+done <"$OUT.modules"
+rm -f "$OUT.modules" "$OUT.modules.json"
 
 cat >"$I/init" <<'INIT'
 #!/bin/busybox sh

@@ -17,6 +17,8 @@ use crate::size::{Human, parse_size};
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit status for invalid input or usage.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit status for a download that failed after every retry (trying again later may work).
+pub const EXIT_NETWORK: i32 = crate::write::EXIT_NETWORK;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,7 +26,8 @@ pub const EXIT_USAGE: i32 = 2;
     version,
     about = "Build bootable SD-card and disk images for ARM boards, write them to cards, and boot them",
     long_about = None,
-    after_help = "Exit status: 0 success, 1 the operation failed, 2 invalid usage or input."
+    after_help = "Exit status: 0 success, 1 the operation failed, 2 invalid usage or input, 3 a download \
+failed after every retry (the network or the server; trying again later may work)."
 )]
 pub struct Cli {
     /// Directory of your own board profiles (searched before the embedded ones)
@@ -66,6 +69,21 @@ no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...)
     /// List or prune the base cache: root filesystems mmdebstrap built, shared by the boards (and
     /// builds) whose bases have the same key
     Cache(CacheArgs),
+    /// Derive the modules the initramfs needs to mount the root filesystem, from the board's device tree
+    /// and the kernel's module metadata in a root filesystem, each with the chain that needs it
+    #[command(
+        after_help = "Exit status: 0 derived (unresolved providers are listed, not fatal); 1 the root filesystem \
+could not be read; 2 invalid usage, or the root filesystem lacks the kernel, device tree or module metadata."
+    )]
+    InitramfsModules(InitramfsModulesArgs),
+    /// Internal: mmdebstrap's customize hook of `rootfs` (derives the modules inside the build)
+    #[command(name = "__initramfs-hook", hide = true)]
+    InitramfsHook {
+        /// The hook's input, written by `rootfs`
+        input: PathBuf,
+        /// mmdebstrap's chroot directory
+        root: PathBuf,
+    },
     /// Write an image to a card or a file: decode, write, verify what landed, optionally grow
     Write(WriteArgs),
     /// Grow the last partition and its ext2/3/4 filesystem to the end of a card or file
@@ -129,6 +147,18 @@ pub struct ShowArgs {
     /// Root filesystem (directory or .tar) to size the layout from
     #[arg(long, value_name = "DIR|TAR")]
     pub rootfs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitramfsModulesArgs {
+    /// Board name or path to a profile .toml (its `medium` and `kernel.dtb` say what to derive)
+    pub board: String,
+    /// Root filesystem (directory or uncompressed .tar) holding the kernel, device trees and modules
+    #[arg(long, value_name = "DIR|TAR")]
+    pub rootfs: PathBuf,
+    /// Print JSON: the modules with their chains, built-in and unresolved providers, the load order
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -574,8 +604,16 @@ SRC may be raw or compressed with xz, gzip, zstd, bzip2 or 7z (recognised by con
 (SRC.bmap, or the names bmaptool tries) limits writing to the mapped blocks and checks each range. \
 The first 64 KiB are written last, after the rest is written and verified, so an interrupted card \
 never looks bootable.\n\
+An image from a URL is written only when something can check it: --sha256/--md5, a bmap with range \
+checksums (--bmap FILE, or beside an https URL), or sums beside an https URL (IMAGE.sha256/.md5, or \
+the downloaded file's in SRC.sha256/.md5, SHA256SUMS or MD5SUMS); \
+otherwise it is refused before the target is touched (--no-checksum accepts it unchecked). A dropped \
+or stalled connection is resumed where it left off (HTTP Range, If-Range with the first response's \
+ETag or Last-Modified); a server without Range support ends the write. Certificates come from the \
+system store, or the bundle SSL_CERT_FILE names; a redirect from https to http is refused.\n\
 Exit status: 0 success, 1 the write failed (the message says whether the source or the target is at \
-fault), 2 invalid usage or input, 130 interrupted.")]
+fault), 2 invalid usage or input, 3 the download failed after every retry (trying again later may \
+work), 128+N after signal N (130 Ctrl-C, 143 SIGTERM).")]
 pub struct WriteArgs {
     /// Image: a file (.img, .img.xz/.gz/.zst/.bz2, .7z), '-' for standard input, or an http(s) URL
     pub src: String,
@@ -605,22 +643,106 @@ pub struct WriteArgs {
     /// File targets: the file's size, e.g. 8G (at least the image's; --grow fills it)
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Confirm writing to a non-removable disk or into a partition
+    /// Confirm writing to a non-removable disk, a removable one over 128 GB, or into a partition
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
     #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
     pub progress: WriteProgressMode,
+    /// URL sources: write the image although nothing can check it (no --sha256/--md5, no bmap with
+    /// range checksums, no sums over https beside it); sums that are found are still checked
+    #[arg(long, conflicts_with_all = ["sha256", "md5"])]
+    pub no_checksum: bool,
+    /// URL sources: attempts in a row that bring no new byte before giving up [default: 8]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// URL sources: longest time without a new byte, across reconnects, before giving up, e.g. 90s,
+    /// 10m [default: 5m]
+    #[arg(long, value_name = "TIME")]
+    pub retry_time: Option<String>,
+    /// URL sources: time without data after which a connection counts as stalled and is replaced
+    /// [default: 30s]
+    #[arg(long, value_name = "TIME")]
+    pub stall_timeout: Option<String>,
+    /// URL sources: time allowed to connect (DNS, TCP, TLS) [default: 20s]
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<String>,
+    /// zstd, xz and 7z sources: the largest window (zstd) or dictionary (xz, 7z) to decode with, a
+    /// power of two up to 2GiB; the writer holds that much memory for it (default 16MiB, which keeps
+    /// the writer under 64MiB; e.g. 64MiB for `xz -9` images, 2GiB for `zstd --long=31` files)
+    #[arg(long, value_name = "SIZE")]
+    pub max_window: Option<String>,
+}
+
+/// A duration given as seconds, or with a unit: `90`, `90s`, `10m`, `1h`, `500ms`.
+fn parse_duration_arg(flag: &str, v: &str) -> Result<std::time::Duration, Failure> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        Failure::usage(format!(
+            "{flag} {v:?}: expected a duration such as 30s, 10m or 1h"
+        ))
+    })?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .filter(|&ms| ms > 0 && ms <= 7 * 86_400_000)
+    .ok_or_else(|| {
+        Failure::usage(format!(
+            "{flag} {v:?}: expected a duration between 1ms and 7 days, such as 30s, 10m or 1h"
+        ))
+    })?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// The network settings of `write`: only for a URL source, where they have an effect.
+fn write_net_options(args: &WriteArgs, is_url: bool) -> Result<crate::net::NetOptions, Failure> {
+    let mut o = crate::net::NetOptions::default();
+    let given = [
+        ("--retries", args.retries.is_some()),
+        ("--retry-time", args.retry_time.is_some()),
+        ("--stall-timeout", args.stall_timeout.is_some()),
+        ("--connect-timeout", args.connect_timeout.is_some()),
+        ("--no-checksum", args.no_checksum),
+    ];
+    if !is_url && let Some((flag, _)) = given.iter().find(|g| g.1) {
+        return Err(Failure::usage(format!(
+            "{flag} only applies to an image from an http(s) URL; {} is not one",
+            args.src
+        )));
+    }
+    if let Some(n) = args.retries {
+        o.retries = n;
+    }
+    if let Some(t) = &args.retry_time {
+        o.retry_time = parse_duration_arg("--retry-time", t)?;
+    }
+    if let Some(t) = &args.stall_timeout {
+        o.stall_timeout = parse_duration_arg("--stall-timeout", t)?;
+    }
+    if let Some(t) = &args.connect_timeout {
+        o.connect_timeout = parse_duration_arg("--connect-timeout", t)?;
+    }
+    Ok(o)
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+The partition table is checked completely before anything changes (--size included).\n\
+Exit status: 0 success, 1 growing failed (the message says what the target holds now), 2 invalid \
+usage or input (a bad partition table), 128+N after signal N (130 Ctrl-C, 143 SIGTERM).")]
 pub struct GrowArgs {
     /// A card (block device) or image file holding an MBR or GPT partition table
     pub target: PathBuf,
     /// File targets: extend the file to this size first, e.g. 8G (never shrinks)
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Confirm changing a non-removable disk
+    /// Confirm changing a non-removable disk, a removable one over 128 GB, or a partition
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Progress display
@@ -768,6 +890,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Boot(args) => boot_cmd(&catalog, args),
         Command::Rootfs(args) => rootfs_cmd(&catalog, args),
         Command::Cache(args) => cache_cmd(args),
+        Command::InitramfsModules(args) => initramfs_modules_cmd(&catalog, args),
+        Command::InitramfsHook { input, root } => {
+            let report = crate::rootfs::initramfs::run_hook(&input, &root)
+                .map_err(|e| Failure::failed(report_chain(&e)))?;
+            eprintln!(
+                "I: boardsmith: initramfs modules for {} on {}: {}",
+                report.dtb,
+                report.derivation.medium.name(),
+                report.initramfs_modules.join(" ")
+            );
+            Ok(())
+        }
         Command::Write(args) => write_cmd(args),
         Command::Grow(args) => grow_cmd(args),
         Command::Completions { shell } => {
@@ -785,6 +919,45 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::failed(e.to_string()))
         }
     }
+}
+
+fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Result<(), Failure> {
+    use crate::rootmods::RootmodsError;
+    let profile = load(catalog, &args.board)?;
+    let req = crate::rootfs::initramfs::request(&profile).ok_or_else(|| {
+        Failure::usage(if profile.medium.is_none() {
+            format!(
+                "board `{}` has no `medium` in its profile: nothing to derive (set medium = \"sd\", \"emmc\", \"usb\", \"sata\" or \"virtio\")",
+                profile.name
+            )
+        } else {
+            format!(
+                "board `{}` has no kernel.dtb in its profile: the controllers cannot be read from a device tree",
+                profile.name
+            )
+        })
+    })?;
+    let tree = crate::image::tree::RootTree::open(&args.rootfs)
+        .map_err(|e| Failure::usage(report_chain(&e)))?;
+    let files = crate::rootfs::initramfs::TreeFiles(&tree);
+    let report = crate::rootmods::analyze(&files, &req).map_err(|e| Failure {
+        code: match e {
+            RootmodsError::Read { .. } => EXIT_FAILURE,
+            _ => EXIT_USAGE,
+        },
+        message: format!("{}: {}", args.rootfs.display(), report_chain(&e)),
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        let _ = write!(out, "{}", report.text());
+    }
+    Ok(())
 }
 
 fn show(catalog: &Catalog, args: ShowArgs) -> Result<(), Failure> {
@@ -1063,6 +1236,7 @@ fn rootfs_request(
 ) -> Result<crate::rootfs::RootfsRequest, Failure> {
     use crate::rootfs::{ArtifactSource, Password, RootfsRequest, Selection};
     let mut req = RootfsRequest::new(out, epoch);
+    req.initramfs_hook = std::env::current_exe().ok();
     req.selection = Selection {
         add: o.features.clone(),
         remove: o.no_features.clone(),
@@ -1180,6 +1354,10 @@ fn rootfs_failure(e: crate::rootfs::RootfsError) -> Failure {
     Failure {
         code: if e.is_input_error() {
             EXIT_USAGE
+        } else if let crate::rootfs::RootfsError::Fetch(f) = &e
+            && f.is_transient()
+        {
+            EXIT_NETWORK
         } else {
             EXIT_FAILURE
         },
@@ -1374,6 +1552,16 @@ fn print_secret_files(report: &crate::rootfs::RootfsReport) {
 }
 
 fn build_cmd(catalog: &Catalog, args: BuildArgs) -> Result<(), Failure> {
+    if let Some((at, c)) = args
+        .cmdline_append
+        .as_deref()
+        .and_then(crate::profile::control_char)
+    {
+        return Err(Failure::usage(format!(
+            "--cmdline-append: contains a control character, {}, at character {at}; the kernel command line goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text",
+            crate::profile::describe_control(c)
+        )));
+    }
     install_signals()?;
     let req = BuildRequest {
         rootfs: args.rootfs.clone().unwrap_or_default(),
@@ -2024,8 +2212,10 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::usage(format!("{origin}: {e}")))
     })
     .transpose()?;
+    let source = crate::write::source::SourceSpec::parse(&args.src);
+    let net = write_net_options(&args, source.is_url())?;
     let req = WriteRequest {
-        source: crate::write::source::SourceSpec::parse(&args.src),
+        source,
         target: args.target,
         bmap: match (args.bmap, args.no_bmap) {
             (Some(f), _) => BmapChoice::File(f),
@@ -2038,6 +2228,16 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         sums: args.sums,
         target_size: parse_size_arg(args.size.as_deref())?,
         yes: args.yes,
+        net,
+        no_checksum: args.no_checksum,
+        max_window: match args.max_window.as_deref() {
+            None => Default::default(),
+            Some(s) => parse_size(s)
+                .map_err(|e| Failure::usage(format!("--max-window: {e}")))
+                .and_then(|n| {
+                    crate::write::decompress::WindowLimit::chosen(n).map_err(Failure::usage)
+                })?,
+        },
     };
     crate::write::interrupt::install();
     let display = write_display(args.progress);
@@ -2062,24 +2262,28 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
 fn grow_cmd(args: GrowArgs) -> Result<(), Failure> {
     let size = parse_size_arg(args.size.as_deref())?;
     crate::write::interrupt::install();
-    let target = crate::write::sink::Target::open(&args.target, args.yes).map_err(|e| Failure {
+    let mut target = crate::write::sink::Target::open_checked(
+        &args.target,
+        &crate::write::sink::Checks {
+            yes: args.yes,
+            create: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| Failure {
         code: if e.is_usage() {
             EXIT_USAGE
         } else {
             EXIT_FAILURE
         },
-        message: e.to_string(),
+        message: format!("{e}\nnothing was changed"),
     })?;
     let display = write_display(args.progress);
-    let result = crate::grow::grow(&target, size, &|e| display.event(e));
+    let result = crate::grow::grow(&mut target, size, &|e| display.event(e));
     display.finish();
-    let report = result.map_err(|e| Failure {
-        code: match e {
-            crate::grow::GrowError::Interrupted(_) => 130,
-            ref e if e.is_usage() => EXIT_USAGE,
-            _ => EXIT_FAILURE,
-        },
-        message: format!("growing {} failed: {e}", args.target.display()),
+    let report = result.map_err(|f| Failure {
+        code: f.exit_code(),
+        message: format!("growing {} failed: {f}", args.target.display()),
     })?;
     if args.progress == WriteProgressMode::Json {
         let mut v = serde_json::to_value(&report).unwrap_or_default();

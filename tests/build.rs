@@ -854,3 +854,579 @@ fn closed_stdout_ends_quietly() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256 for sizes
+/// beyond octal's 8 GiB) and fixes the header checksum: a header that lies about its data.
+fn claim_size(tar: &Path, member: &str, size: u64) {
+    let mut b = std::fs::read(tar).unwrap();
+    let mut at = 0;
+    loop {
+        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
+        let h = &b[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let octal = String::from_utf8_lossy(&h[124..136])
+            .trim_matches(['\0', ' '])
+            .to_string();
+        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
+        if name == member {
+            break;
+        }
+        at += 512 + len.div_ceil(512) as usize * 512;
+    }
+    let h = &mut b[at..at + 512];
+    h[124] = 0x80;
+    h[125..128].fill(0);
+    h[128..136].copy_from_slice(&size.to_be_bytes());
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    std::fs::write(tar, b).unwrap();
+}
+
+/// A 3 KB tarball whose `boot/vmlinuz-1` header claims 8 TiB: refused while the archive is read (the
+/// size against the archive's real length), naming archive, entry and byte offsets; the process used
+/// to abort allocating 8 TiB (status 134). Nothing is left in the output directory.
+#[test]
+fn tar_entry_claiming_more_than_the_archive_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("boot")).unwrap();
+    std::fs::write(tree.join("boot/vmlinuz-1"), b"kernel").unwrap();
+    let tar = dir.path().join("lying.tar");
+    tool(
+        "tar",
+        &[
+            "--sort=name",
+            "-b",
+            "1",
+            "-C",
+            tree.to_str().unwrap(),
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ],
+    );
+    claim_size(&tar, "./boot/vmlinuz-1", 8 << 40);
+    assert_eq!(std::fs::metadata(&tar).unwrap().len(), 3072);
+    // GNU tar reads the same claim.
+    let listing = run(std::process::Command::new("tar").arg("-tvf").arg(&tar));
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("8796093022208"),
+        "{listing:?}"
+    );
+    let out = dir.path().join("out");
+    let f = build_expecting_failure("cubieboard", &tar, &out, &[]);
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    assert!(
+        f.stderr.contains(&format!(
+            "{}: entry `./boot/vmlinuz-1` (header at byte 1024) claims 8796093022208 bytes of data from byte 1536, past the end of the archive at byte 3072; the tarball is truncated or corrupt, make it again",
+            tar.display()
+        )),
+        "{}",
+        f.stderr
+    );
+}
+
+// ---- Strings that reach generated files (issue 14): one failing profile per field ----
+
+/// `text` as a profile fails to load with exit 2, naming file:line:col of the value that starts with
+/// `value_start`, the field, and the control character at `at` (1-based) of the value.
+fn control_char_fails(text: &str, value_start: &str, field: &str, ch: &str, at: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = profile_file(dir.path(), "hostile.toml", text);
+    let offset = text.find(value_start).expect("value in the text");
+    let line = text[..offset].matches('\n').count() + 1;
+    let col = text[..offset].rsplit('\n').next().unwrap().chars().count() + 1;
+    // The profile is refused before the root filesystem (which does not exist) is looked at.
+    let f = build_expecting_failure(
+        p.to_str().unwrap(),
+        &dir.path().join("rootfs"),
+        &dir.path().join("out"),
+        &[],
+    );
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    let expected = format!(
+        "{}:{line}:{col}: `{field}`: contains a control character, {ch}, at character {at}; profile values go into generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release notes) and must be one line of printable text",
+        p.display()
+    );
+    assert!(
+        f.stderr.contains(&expected),
+        "wanted {expected}\n{}",
+        f.stderr
+    );
+}
+
+const A10_BOOTLOADER: &str =
+    "[bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n";
+
+macro_rules! control_char_rule {
+    ($test:ident, $text:expr, $value_start:expr, $field:expr, $ch:expr, $at:expr) => {
+        #[test]
+        fn $test() {
+            let text: String = $text.into();
+            control_char_fails(&text, $value_start, $field, $ch, $at);
+        }
+    };
+}
+
+control_char_rule!(
+    kernel_cmdline_with_a_line_break_fails,
+    format!(
+        "extends = \"allwinner-a10\"\n[kernel]\ndtb = \"a.dtb\"\ncmdline = \"console={{console}} root={{root}}\\n# x\\nreboot\"\n{A10_BOOTLOADER}"
+    ),
+    "\"console=",
+    "kernel.cmdline",
+    "U+000A (line feed)",
+    30
+);
+control_char_rule!(
+    description_with_a_line_break_fails,
+    format!("description = \"Board\\nmenu label x\"\n{A10_HEAD}"),
+    "\"Board",
+    "description",
+    "U+000A (line feed)",
+    6
+);
+control_char_rule!(
+    console_with_a_carriage_return_fails,
+    format!("console = \"ttyS0\\r\"\n{A10_HEAD}"),
+    "\"ttyS0",
+    "console",
+    "U+000D (carriage return)",
+    6
+);
+control_char_rule!(
+    name_with_an_escape_fails,
+    "extends = \"allwinner-a10\"\nname = \"t\\u001b[2J\"\n[kernel]\ndtb = \"x.dtb\"\n[bootloader]\npath = \"x\"\n",
+    "\"t\\u001b",
+    "name",
+    "U+001B (escape)",
+    2
+);
+control_char_rule!(
+    kernel_dtb_with_a_line_break_fails,
+    format!(
+        "extends = \"allwinner-a10\"\n[kernel]\ndtb = \"a.dtb\\nfdt /evil.dtb\"\n{A10_BOOTLOADER}"
+    ),
+    "\"a.dtb",
+    "kernel.dtb",
+    "U+000A (line feed)",
+    6
+);
+control_char_rule!(
+    display_video_with_a_tab_fails,
+    format!("{A10_HEAD}[display]\nvideo = \"HDMI-A-1:1280x720@60\\tquiet\"\n"),
+    "\"HDMI",
+    "display.video",
+    "U+0009 (tab)",
+    21
+);
+control_char_rule!(
+    partition_label_with_a_line_break_fails,
+    format!(
+        "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\nlabel = \"BOOT\\n/ x\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+    ),
+    "\"BOOT\\n",
+    "partition[0].label",
+    "U+000A (line feed)",
+    5
+);
+control_char_rule!(
+    partition_name_with_a_line_break_fails,
+    format!(
+        "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\n[[partition]]\nname = \"ro\\not\"\nrole = \"root\"\nsize = \"fill\"\n"
+    ),
+    "\"ro\\n",
+    "partition[1].name",
+    "U+000A (line feed)",
+    3
+);
+control_char_rule!(
+    gpt_name_with_a_nul_fails,
+    format!(
+        "{A10_HEAD}[table]\ntype = \"gpt\"\n[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\ngpt_name = \"EFI\\u0000x\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+    ),
+    "\"EFI",
+    "partition[0].gpt_name",
+    "U+0000 (NUL)",
+    4
+);
+control_char_rule!(
+    uboot_env_file_with_a_line_break_fails,
+    format!("{A10_HEAD}[bootloader.env]\nfile = \"uboot.env\\nx\"\nsize = \"64KiB\"\n"),
+    "\"uboot.env",
+    "bootloader.env.file",
+    "U+000A (line feed)",
+    10
+);
+control_char_rule!(
+    uboot_env_value_with_a_line_feed_fails,
+    format!(
+        "{A10_HEAD}[bootloader.env]\nsize = \"64KiB\"\nset = {{ bootcmd = \"run distro_bootcmd\\rreset\" }}\n"
+    ),
+    "\"run distro",
+    "bootloader.env.set.bootcmd",
+    "U+000D (carriage return)",
+    19
+);
+control_char_rule!(
+    uboot_env_name_with_a_line_break_fails,
+    format!("{A10_HEAD}[bootloader.env]\nsize = \"64KiB\"\nset = {{ \"boot\\ncmd\" = \"x\" }}\n"),
+    "\"boot\\ncmd",
+    "\"bootloader.env.set.boot\\ncmd\" (a key)",
+    "U+000A (line feed)",
+    5
+);
+control_char_rule!(
+    fvp_model_with_a_line_break_fails,
+    format!("{A10_HEAD}[fvp]\nmodel = \"FVP\\ntouch /tmp/pwned\"\n"),
+    "\"FVP",
+    "fvp.model",
+    "U+000A (line feed)",
+    4
+);
+control_char_rule!(
+    fvp_arg_with_a_line_break_fails,
+    format!("{A10_HEAD}[fvp]\nmodel = \"FVP\"\nargs = [\"--cores=4\", \"--x\\nreboot\"]\n"),
+    "\"--x",
+    "fvp.args[1]",
+    "U+000A (line feed)",
+    4
+);
+control_char_rule!(
+    release_changelog_with_a_line_break_fails,
+    format!("{A10_HEAD}[release]\nchangelog = [\"fixed\\n# Heading\"]\n"),
+    "\"fixed",
+    "release.changelog[0]",
+    "U+000A (line feed)",
+    6
+);
+control_char_rule!(
+    release_known_issue_with_a_line_break_fails,
+    format!("{A10_HEAD}[release]\nknown_issues = [\"ok\", \"slow\\u0085x\"]\n"),
+    "\"slow",
+    "release.known_issues[1]",
+    "U+0085",
+    5
+);
+control_char_rule!(
+    release_console_notes_with_a_line_break_fails,
+    format!("{A10_HEAD}[release]\nconsole_notes = \"\"\"\nlog in\nas root\"\"\"\n"),
+    "\"\"\"\nlog",
+    "release.console_notes",
+    "U+000A (line feed)",
+    7
+);
+control_char_rule!(
+    rootfs_hostname_with_a_line_break_fails,
+    format!("{A10_HEAD}[rootfs]\nhostname = \"board\\n127.0.0.1 evil\"\n"),
+    "\"board",
+    "rootfs.hostname",
+    "U+000A (line feed)",
+    6
+);
+control_char_rule!(
+    base_profile_field_with_a_line_break_fails,
+    format!("{A10_HEAD}[emulator]\nsystem = \"qemu-system-arm\"\nmachine = \"cubieboard\\n\"\n"),
+    "\"cubieboard",
+    "emulator.machine",
+    "U+000A (line feed)",
+    11
+);
+
+/// `--cmdline-append` with a line break (which used to reach extlinux.conf, boot.scr and the FVP
+/// script, where a line after a `#` comment runs as a command) is refused before anything is read.
+#[test]
+fn cmdline_append_with_a_line_break_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = build_expecting_failure(
+        "armv8-foundation",
+        &dir.path().join("rootfs"),
+        &dir.path().join("out"),
+        &["--cmdline-append", "quiet\n# x\ntouch /tmp/pwned"],
+    );
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("--cmdline-append: contains a control character, U+000A (line feed), at character 6; the kernel command line goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// A command line boot.scr cannot quote for U-Boot's shell (a single quote) is refused for boards
+/// that write boot.scr, naming it and the way out.
+#[test]
+fn cmdline_with_a_single_quote_fails_for_boot_scr() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let f = build_expecting_failure(
+        "cubieboard",
+        &rootfs,
+        &dir.path().join("out"),
+        &["--cmdline-append", "x='1'"],
+    );
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("x='1'` contains a single quote, which boot.scr cannot pass to U-Boot's shell (it has no way to quote one); remove it, or leave \"boot.scr\" out of boot.methods"),
+        "{}",
+        f.stderr
+    );
+}
+
+/// The FVP launch script with hostile but printable values in every place it holds one (model,
+/// model arguments, kernel command line): valid sh (`sh -n`, `bash -n`), and running it, with and
+/// without a model, runs nothing of them; the model receives the arguments exactly as written.
+#[test]
+fn fvp_script_quotes_hostile_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "armv8-foundation");
+    let embedded = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/armv8-foundation.toml"),
+    )
+    .unwrap();
+    let args = [
+        "--a=$(touch pwned-a)",
+        "--b=`touch pwned-b`",
+        "--c=x'y\"z\\w ; touch pwned-c #",
+        "--d=${HOME} '$(touch pwned-d)'",
+    ];
+    let toml_list: Vec<String> = args.iter().map(|a| format!("'''{a}'''")).collect();
+    let text = embedded
+        .replace(
+            "model = \"Foundation_Platform\"",
+            "model = '''Foundation'$(touch pwned-m)'; touch pwned-n #'''",
+        )
+        .replace(
+            "args = [\"--cores=4\", \"--gicv3\", \"--network=nat\"]",
+            &format!("args = [{}]", toml_list.join(", ")),
+        );
+    assert!(text.contains("pwned-m") && text.contains("pwned-c"));
+    let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
+    let out = dir.path().join("out");
+    let append = "x='$(touch pwned-e)' \"`touch pwned-f`\" ; touch pwned-g # \\";
+    let o = run(boardsmith()
+        .args([
+            "build",
+            profile.to_str().unwrap(),
+            "--progress",
+            "none",
+            "--rootfs",
+        ])
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&out)
+        .args(["--cmdline-append", append]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = out.join("armv8-foundation.fvp.sh");
+    for shell in ["sh", "bash"] {
+        let st = run(std::process::Command::new(shell).arg("-n").arg(&script));
+        assert!(st.status.success(), "{shell} -n: {st:?}");
+    }
+    let work = dir.path().join("cwd");
+    std::fs::create_dir(&work).unwrap();
+    let pwned = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("pwned"))
+            .collect()
+    };
+    // Without an .axf: the instructions, with the values as written, and exit 2.
+    let help = run(std::process::Command::new("sh")
+        .arg(&script)
+        .current_dir(&work));
+    assert_eq!(help.status.code(), Some(2));
+    let help_text = String::from_utf8_lossy(&help.stderr);
+    assert!(
+        help_text.contains("--with-cmdline='console=ttyAMA0 root=PARTUUID=")
+            && help_text.contains("touch pwned-g # \\'"),
+        "{help_text}"
+    );
+    // The model named by the profile (hostile, not installed): "not found", exit 1.
+    let missing = run(std::process::Command::new("sh")
+        .arg(&script)
+        .arg("linux.axf")
+        .env_remove("FVP")
+        .current_dir(&work));
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("Foundation'$(touch pwned-m)'; touch pwned-n # not found"),
+        "{missing:?}"
+    );
+    // A model that records its arguments, one per line.
+    let record = dir.path().join("argv");
+    let model = dir.path().join("model.sh");
+    std::fs::write(
+        &model,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$RECORD\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&model, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ran = run(std::process::Command::new("sh")
+        .arg(&script)
+        .args(["linux.axf", "--extra"])
+        .env("FVP", &model)
+        .env("RECORD", &record)
+        .current_dir(&work));
+    assert!(ran.status.success(), "{ran:?}");
+    let mut expected: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    expected.push("--image=linux.axf".into());
+    expected.push(format!(
+        "--block-device={}/armv8-foundation.img",
+        out.display()
+    ));
+    expected.push("--extra".into());
+    assert_eq!(
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(pwned(&work), Vec::<String>::new());
+    assert_eq!(pwned(&out), Vec::<String>::new());
+}
+
+/// QEMU running Debian's U-Boot for `virt` (qemu_arm64), its console on stdin/stdout; killed when dropped.
+struct UBoot {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl UBoot {
+    fn start(disk: &Path) -> UBoot {
+        use std::io::Read;
+        let firmware = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+        assert!(
+            Path::new(firmware).exists(),
+            "{firmware} is missing: apt-get install u-boot-qemu"
+        );
+        let mut child = std::process::Command::new("qemu-system-aarch64")
+            .args([
+                "-M",
+                "virt",
+                "-cpu",
+                "cortex-a57",
+                "-m",
+                "512M",
+                "-nographic",
+            ])
+            .args(["-monitor", "none", "-bios", firmware, "-drive"])
+            .arg(format!(
+                "if=none,file={},format=raw,id=d,snapshot=on",
+                disk.display()
+            ))
+            .args(["-device", "virtio-blk-device,drive=d"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("qemu-system-aarch64 (apt-get install qemu-system-arm)");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        UBoot { child, out }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the console has printed `pattern` `count` times (a watchdog, not a time limit).
+    fn wait_for(&self, pattern: &str, count: usize) {
+        for _ in 0..1200 {
+            if self.text().matches(pattern).count() >= count {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("U-Boot never printed {pattern:?}:\n{}", self.text());
+    }
+
+    fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for UBoot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// boot.scr hands a hostile but printable kernel command line (quotes, `$`, `${...}`, backquotes,
+/// `$(...)`, `;`, `#`, a backslash) to U-Boot literally: Debian's U-Boot (the hush parser of the
+/// boards' U-Boot 2023.01) sources the script from the built image, and `bootargs` then holds the
+/// command line byte for byte, and nothing of it ran.
+#[test]
+fn boot_scr_hands_a_hostile_command_line_to_u_boot_literally() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), "armv8-foundation");
+    let embedded = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/armv8-foundation.toml"),
+    )
+    .unwrap();
+    let text = embedded.replace("methods = [\"extlinux\"]", "methods = [\"boot.scr\"]");
+    assert!(text.contains("boot.scr"));
+    let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
+    let out = dir.path().join("out");
+    let append = "a\"b $c ${bootcmd} `echo INJECTED1` $(echo INJECTED2); echo INJECTED3 # \\d";
+    let o = run(boardsmith()
+        .args([
+            "build",
+            profile.to_str().unwrap(),
+            "--json",
+            "--progress",
+            "none",
+        ])
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .arg("-o")
+        .arg(&out)
+        .args(["--cmdline-append", append]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cmdline = report["cmdline"].as_str().unwrap().to_string();
+    assert!(cmdline.ends_with(append), "{cmdline}");
+    let mut u = UBoot::start(&out.join("armv8-foundation.img"));
+    u.wait_for("Hit any key to stop autoboot", 1);
+    u.send("");
+    u.wait_for("=> ", 1);
+    u.send(
+        "virtio scan; setenv devtype virtio; setenv devnum 0; setenv distro_bootpart 1; \
+         load virtio 0:1 ${scriptaddr} boot.scr && source ${scriptaddr}; echo MARK-BEGIN; printenv bootargs; echo MARK-END",
+    );
+    u.wait_for("MARK-END", 2);
+    let console = u.text();
+    let after = console.rsplit("MARK-BEGIN").next().unwrap();
+    let got = after
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("bootargs="))
+        .unwrap_or_else(|| panic!("no bootargs:\n{console}"));
+    assert_eq!(got, cmdline, "{console}");
+    // The script ran up to booting the (fake) kernel, and none of the command line ran.
+    assert!(console.contains("## Executing script at"), "{console}");
+    for marker in ["INJECTED1", "INJECTED2", "INJECTED3"] {
+        assert!(
+            !console.lines().any(|l| l.trim_end_matches('\r') == marker),
+            "{marker} ran:\n{console}"
+        );
+    }
+}

@@ -267,3 +267,302 @@ fn grow_as_an_ordinary_user() {
     assert!(o.status.success(), "{stderr}");
     check_grown(&c, Table::Gpt, GIB);
 }
+
+/// `write img existing-larger.img --grow`: the existing file is a card image the user prepared;
+/// it keeps its size and the image grows into it. Without --grow the file takes the image's size,
+/// as bmaptool does.
+#[test]
+fn grow_into_an_existing_larger_file() {
+    let (dir, img) = image(Table::Mbr);
+    let xz = img.with_extension("img.xz");
+    let card = dir.path().join("card.img");
+    run("truncate", &["-s", "1G", &card.display().to_string()]);
+    let o = bin()
+        .arg("write")
+        .arg(&xz)
+        .arg(&card)
+        .arg("--grow")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("grow     partition 2 (mbr) grown from 251 MiB to 1019 MiB; ext4 grown from"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::metadata(&card).unwrap().len(), GIB);
+    check_grown(&card.display().to_string(), Table::Mbr, GIB);
+    let plain = dir.path().join("plain.img");
+    run("truncate", &["-s", "1G", &plain.display().to_string()]);
+    let o = bin().arg("write").arg(&xz).arg(&plain).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(std::fs::metadata(&plain).unwrap().len(), 256 << 20);
+    assert_eq!(sha256sum(&plain), sha256sum(&img));
+}
+
+/// Sets the 8 bytes at `at` of a GPT disk image and recomputes the entry array's and the primary
+/// header's CRC32, so that the grow's checks behind the CRCs are what refuses it.
+fn craft_gpt(path: &Path, at: u64, value: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    f.write_all_at(&value.to_le_bytes(), at).unwrap();
+    let mut h = [0u8; 92];
+    f.read_exact_at(&mut h, 512).unwrap();
+    let lba = u64::from_le_bytes(h[72..80].try_into().unwrap());
+    let n = u64::from(u32::from_le_bytes(h[80..84].try_into().unwrap()));
+    if let Some(start) = lba.checked_mul(512)
+        && start
+            .checked_add(n * 128)
+            .is_some_and(|end| end <= f.metadata().unwrap().len())
+    {
+        let mut array = vec![0u8; (n * 128) as usize];
+        f.read_exact_at(&mut array, start).unwrap();
+        h[88..92].copy_from_slice(&crc32fast::hash(&array).to_le_bytes());
+    }
+    h[16..20].fill(0);
+    let crc = crc32fast::hash(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    f.write_all_at(&h, 512).unwrap();
+}
+
+/// A crafted partition table (GPT fields, an MBR entry) is refused with the field and its byte
+/// offset, before anything changes: the file stays byte-identical, --size does not extend it.
+/// (A GPT entry ending at LBA 2^45 used to "grow from 16777216.0 TiB to 12 MiB" and rewrite
+/// the table.)
+#[test]
+fn crafted_tables_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpt = dir.path().join("gpt.img");
+    let g = gpt.display().to_string();
+    run("truncate", &["-s", "12M", &g]);
+    sh(&format!(
+        "sfdisk -q --no-reread --no-tell-kernel {g} <<'EOF'\nlabel: gpt\nunit: sectors\n\nstart=2048, size=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nstart=6144, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nEOF"
+    ));
+    // sgdisk (independent of us) finds the pristine table sound.
+    assert!(run("sgdisk", &["-v", &g]).contains("No problems found"));
+    let cases: [(u64, u64, &str); 4] = [
+        (
+            1024 + 128 + 40,
+            1 << 45,
+            "GPT entry 2 (byte 1152): LBAs 6144..=35184372088832 lie outside the usable area 2048..=24542",
+        ),
+        (
+            512 + 32,
+            1 << 40,
+            "primary GPT header: the backup header's LBA (byte 544) is 1099511627776: the backup header must lie after the primary table and inside the target (24576 sectors); the image is truncated or the table belongs to another disk",
+        ),
+        (
+            512 + 72,
+            u64::MAX / 512,
+            "primary GPT header: the entry array's LBA (byte 584) is 36028797018963967: the array (128 entries, 32 sectors) must lie after the header and end by the first usable LBA (2048)",
+        ),
+        (
+            512 + 48,
+            1 << 33,
+            "primary GPT header: the last usable LBA (byte 560) is 8589934592: the backup array (32 sectors) and header (LBA 24575) must follow it inside the target",
+        ),
+    ];
+    for (at, value, want) in cases {
+        let card = dir.path().join("card.img");
+        std::fs::copy(&gpt, &card).unwrap();
+        craft_gpt(&card, at, value);
+        let before = sha256sum(&card);
+        let c = card.display().to_string();
+        let o = bin().args(["grow", &c, "--size", "64M"]).output().unwrap();
+        assert_failed(
+            &o,
+            2,
+            &[&format!(
+                "error: growing {c} failed: {c}: {want}\nthe partition table and filesystem of {c} keep their old size; nothing was changed\n"
+            )],
+        );
+        assert_eq!(
+            sha256sum(&card),
+            before,
+            "byte {at} = {value}: the file changed"
+        );
+        assert_eq!(std::fs::metadata(&card).unwrap().len(), 12 << 20);
+    }
+    // An MBR partition running past the end of the image.
+    let mbr = dir.path().join("mbr.img");
+    let m = mbr.display().to_string();
+    run("truncate", &["-s", "12M", &m]);
+    sh(&format!(
+        "sfdisk -q --no-reread --no-tell-kernel {m} <<'EOF'\nlabel: dos\nunit: sectors\n\nstart=2048, size=4096, type=83\nstart=6144, size=16384, type=83\nEOF"
+    ));
+    write_at(&mbr, 446 + 16 + 12, &0xffff_0000u32.to_le_bytes());
+    let before = sha256sum(&mbr);
+    let o = bin().args(["grow", &m, "--size", "64M"]).output().unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: growing {m} failed: {m}: MBR partition 2 (entry at byte 462): sectors 6144..4294907904 end beyond the target (24576 sectors); the image is truncated or its table is corrupt\n"
+        )],
+    );
+    assert_eq!(sha256sum(&mbr), before);
+    assert_eq!(std::fs::metadata(&mbr).unwrap().len(), 12 << 20);
+    // An ext4 filesystem (made by mke2fs) larger than its partition.
+    let big_fs = dir.path().join("big-fs.img");
+    let b = big_fs.display().to_string();
+    run("truncate", &["-s", "12M", &b]);
+    sh(&format!(
+        "sfdisk -q --no-reread --no-tell-kernel {b} <<'EOF'\nlabel: dos\nunit: sectors\n\nstart=2048, size=8192, type=83\nEOF\n\
+         mke2fs -q -F -t ext4 -b 1024 -E offset=1048576 {b} 6144k"
+    ));
+    let before = sha256sum(&big_fs);
+    let o = bin().args(["grow", &b, "--size", "64M"]).output().unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: growing {b} failed: {b}: the ext filesystem of partition 1 (superblock at byte 1049600) counts 6144 blocks of 1024 bytes, more than its partition holds (4194304 bytes); check the image with e2fsck\n"
+        )],
+    );
+    assert_eq!(sha256sum(&big_fs), before);
+}
+
+/// `grow` works on what exists: a missing file is an error, and none is created.
+#[test]
+fn grow_refuses_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.img");
+    let m = missing.display().to_string();
+    let o = bin().args(["grow", &m, "--size", "1G"]).output().unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!("error: {m} does not exist\nnothing was changed\n")],
+    );
+    assert!(!missing.exists());
+}
+
+/// A directory whose `e2fsck` touches `marker`, waits, then runs the real e2fsck: a window in
+/// which a signal reliably arrives while grow waits for the tool.
+fn slow_e2fsck(dir: &Path, marker: &Path) -> String {
+    let real = sh("command -v e2fsck || echo /sbin/e2fsck")
+        .trim()
+        .to_string();
+    let bin_dir = dir.join("slow-bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let wrapper = bin_dir.join("e2fsck");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nsleep 2\nexec '{real}' \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    run("chmod", &["755", &wrapper.display().to_string()]);
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs `boardsmith grow ARGS` with the slow e2fsck, sends SIGTERM once e2fsck has started and
+/// returns (exit status, stderr).
+fn grow_terminated(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let marker = dir.join("e2fsck-started");
+    let _ = std::fs::remove_file(&marker);
+    let path = slow_e2fsck(dir, &marker);
+    let child = std::process::Command::new(bin_path())
+        .arg("grow")
+        .args(args)
+        .env("PATH", path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "e2fsck never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// SIGTERM while grow checks the filesystem of a file: exit 143, and the message says what the
+/// file holds (extended by --size, table and filesystem as before), which independent tools
+/// confirm; a second run finishes the job.
+#[test]
+fn sigterm_during_grow_exits_143() {
+    let (dir, img) = image(Table::Gpt);
+    let card = dir.path().join("card.img");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &img.display().to_string(),
+            &card.display().to_string(),
+        ],
+    );
+    let c = card.display().to_string();
+    let table_before = run("sfdisk", &["--dump", &c]);
+    let (code, stderr) = grow_terminated(dir.path(), &[&c, "--size", "1G"]);
+    assert_eq!(code, Some(143), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: growing {c} failed: interrupted by SIGTERM\n{c} was extended to 1 GiB (1073741824 bytes); its partition table and filesystem keep their old size (e2fsck checked the filesystem)\n"
+        )
+    );
+    assert_eq!(std::fs::metadata(&card).unwrap().len(), GIB);
+    // The table is the old one (sfdisk reads the primary GPT; the backup is where it was).
+    assert_eq!(run("sfdisk", &["--dump", &c]), table_before);
+    let (start, size) = last_partition(&c);
+    run("e2fsck", &["-fn", &format!("{c}?offset={}", start * 512)]);
+    assert!(size < 256 << 11);
+    let o = bin().args(["grow", &c]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check_grown(&c, Table::Gpt, GIB);
+}
+
+/// The same on a card (a loop device): the table is written first there, so the message says
+/// the partition was grown but not its filesystem; running grow again finishes.
+#[test]
+fn sigterm_during_grow_of_a_card_says_what_is_done() {
+    require_root("loop devices");
+    let (dir, img) = image(Table::Mbr);
+    let backing = dir.path().join("card");
+    run("truncate", &["-s", "1G", &backing.display().to_string()]);
+    let lo = Loop::attach(&backing, false);
+    let o = bin()
+        .arg("write")
+        .arg(img.with_extension("img.xz"))
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, stderr) = grow_terminated(dir.path(), &[&lo.dev, "--yes"]);
+    assert_eq!(code, Some(143), "{stderr}");
+    let d = &lo.dev;
+    assert_eq!(
+        stderr,
+        format!(
+            "error: growing {d} failed: interrupted by SIGTERM\nthe partition table of {d} was grown (partition 2 now ends at byte {}); its filesystem keeps its old size: run `boardsmith grow {d}` again to grow it\n",
+            GIB
+        )
+    );
+    let (start, size) = last_partition(d);
+    assert_eq!((start + size) * 512, GIB);
+    let o = bin().args(["grow", d, "--yes"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("already reaches the end"), "{stderr}");
+    assert!(stderr.contains("ext4 grown from"), "{stderr}");
+    check_grown(d, Table::Mbr, GIB);
+    drop(lo);
+}

@@ -1,6 +1,7 @@
 //! `boardsmith rootfs` without Debian packages (a prebuilt tarball source), and every must-fail rule.
 //! The Debian builds through mmdebstrap and qemu-user are in tests/rootfs_debian.rs.
 
+mod http_support;
 mod rootfs_support;
 
 use std::path::{Path, PathBuf};
@@ -1183,4 +1184,167 @@ fn directory_output_keeps_owners_and_modes() {
         .expect("run");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not an empty directory"));
+}
+
+/// `--rootfs-tarball URL` goes through the writer's HTTP client and decoders: a .tar.zst and a
+/// .tar.xz served with the connection cut twice are resumed, and the result is byte for byte the
+/// one made from the local file (cmp). A server without Range support fails with exit status 3.
+#[test]
+fn tarball_url_is_resumed_through_the_shared_client() {
+    use http_support::{Behaviour, TestServer};
+    let d = tempfile::tempdir().expect("tmp");
+    let gz = prebuilt_rootfs(d.path());
+    let served = d.path().join("served");
+    std::fs::create_dir(&served).expect("mkdir");
+    let tar = served.join("rootfs.tar");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc {} > {t} && zstd -q -19 -k {t} && xz -k -9 {t}",
+            gz.display(),
+            t = tar.display()
+        ))
+        .status()
+        .expect("gzip, zstd, xz");
+    assert!(st.success());
+    let run = |src: &str, sha: &str, out: &Path| {
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+            .args(["--sha256", sha, "--progress", "plain"])
+            .arg("--rootfs-tarball")
+            .arg(src)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .expect("run")
+    };
+    let local = d.path().join("local.tar");
+    let zst = served.join("rootfs.tar.zst");
+    let o = run(&zst.display().to_string(), &sha256_of(&zst), &local);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["rootfs.tar.zst", "rootfs.tar.xz"] {
+        let file = served.join(name);
+        let len = std::fs::metadata(&file).expect("size").len();
+        let server = TestServer::start(
+            &served,
+            Behaviour {
+                drops: vec![len / 3, 2 * len / 3],
+                ..Default::default()
+            },
+        );
+        let out = d.path().join(format!("{name}.out.tar"));
+        let o = run(&server.url(name), &sha256_of(&file), &out);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {e}");
+        assert_eq!(server.drops_left(), 0, "{name}");
+        assert!(
+            e.contains(&format!("connection lost at byte {}", len / 3)),
+            "{name}: {e}"
+        );
+        let reqs = server.requests(name);
+        assert_eq!(
+            reqs.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [200, 206, 206],
+            "{reqs:?}"
+        );
+        let same = Command::new("cmp")
+            .arg(&local)
+            .arg(&out)
+            .status()
+            .expect("cmp");
+        assert!(same.success(), "{name}: differs from the local build");
+        assert_eq!(tar_string(&out, "etc/hostname"), "cubieboard\n");
+    }
+    // No Range support: the cut connection cannot be resumed.
+    let len = std::fs::metadata(&zst).expect("size").len();
+    let server = TestServer::start(
+        &served,
+        Behaviour {
+            no_range: true,
+            drops: vec![len / 2],
+            ..Default::default()
+        },
+    );
+    let out = d.path().join("norange.tar");
+    let o = run(&server.url("rootfs.tar.zst"), &sha256_of(&zst), &out);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    assert!(e.contains("no HTTP Range support"), "{e}");
+    assert!(!out.exists());
+}
+
+/// A prebuilt tarball whose kernel's header claims 8 TiB of data (the archive holds a few KB): refused
+/// while the archive is indexed, naming archive, entry and byte offsets, exit 2, and nothing left in
+/// the output directory. It used to abort the process allocating 8 TiB (status 134), leaving the work
+/// directory behind.
+#[test]
+fn tarball_entry_claiming_more_than_the_archive_fails() {
+    let d = tempfile::tempdir().expect("tmp");
+    prebuilt_rootfs(d.path());
+    let tarball = d.path().join("lying.tar");
+    let st = Command::new("tar")
+        .args(["--sort=name", "--numeric-owner", "-C"])
+        .arg(d.path().join("prebuilt"))
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let member = "./boot/vmlinuz-6.1.0-test-armmp";
+    let (header, len) = claim_size(&tarball, member, 8 << 40);
+    let out_dir = d.path().join("out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    let out = boardsmith()
+        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+        .args(["--sha256", &sha256_of(&tarball)])
+        .arg("--rootfs-tarball")
+        .arg(&tarball)
+        .arg("-o")
+        .arg(out_dir.join("r.tar"))
+        .output()
+        .expect("run");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&format!(
+            "--rootfs-tarball {}: entry `{member}` (header at byte {header}) claims 8796093022208 bytes of data from byte {}, past the end of the archive at byte {len}; the tarball is truncated or corrupt, make it again",
+            tarball.display(),
+            header + 512
+        )),
+        "{e}"
+    );
+    assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
+}
+
+/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256) and fixes
+/// the header checksum. Returns the header's offset and the archive's length.
+fn claim_size(tar: &Path, member: &str, size: u64) -> (u64, u64) {
+    let mut b = std::fs::read(tar).expect("read");
+    let mut at = 0;
+    loop {
+        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
+        let h = &b[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let octal = String::from_utf8_lossy(&h[124..136])
+            .trim_matches(['\0', ' '])
+            .to_string();
+        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
+        if name == member {
+            break;
+        }
+        at += 512 + len.div_ceil(512) as usize * 512;
+    }
+    let h = &mut b[at..at + 512];
+    h[124] = 0x80;
+    h[125..128].fill(0);
+    h[128..136].copy_from_slice(&size.to_be_bytes());
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let len = b.len() as u64;
+    std::fs::write(tar, b).expect("write");
+    (at as u64, len)
 }

@@ -287,11 +287,18 @@ fn debian_armhf_rootfs_cache_and_images() {
     let spl =
         tar_read(&cold, "usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin").expect("U-Boot");
     assert_eq!(&spl[4..12], b"eGON.BT0");
+    // The initramfs modules were derived from the board's device tree inside the build (the profile lists
+    // none): the list and the report say so.
     let modules = tar_string(&cold, "etc/initramfs-tools/modules");
     assert!(
-        modules.contains("sunxi-mmc\n") && modules.contains("ext4\n"),
+        modules.contains("sunxi-mmc\n")
+            && modules.contains("ext4\n")
+            && modules.contains("derived"),
         "{modules}"
     );
+    let derived = &report["initramfs"]["modules"];
+    assert_eq!(derived[0]["module"], "sunxi-mmc", "{derived}");
+    assert_eq!(derived[0]["chain"][0], "mmc@1c0f000 (SD card controller)");
     let initrd = initrd_modules(&cold, d.path());
     assert!(
         initrd.contains("sunxi-mmc.ko") && initrd.contains("ext4.ko"),
@@ -728,9 +735,20 @@ fn debian_arm64_rootfs_interrupted_and_shared() {
         "device tree"
     );
     let initrd = initrd_modules(tar, d.path());
+    // Derived from the FVP's device tree (virtio-mmio, the block driver, ext4), plus the profile's extra
+    // transport for QEMU's virt machine.
+    for m in [
+        "virtio_mmio.ko",
+        "virtio_blk.ko",
+        "ext4.ko",
+        "virtio_pci.ko",
+    ] {
+        assert!(initrd.contains(m), "{m} in initrd modules:\n{initrd}");
+    }
+    let modules = tar_string(tar, "etc/initramfs-tools/modules");
     assert!(
-        initrd.contains("virtio_blk.ko") && initrd.contains("ext4.ko"),
-        "initrd modules:\n{initrd}"
+        modules.contains("virtio_mmio\n") && modules.contains("virtio_pci\n"),
+        "{modules}"
     );
     let img = build_image("armv8-foundation", tar, &[], d.path());
     boot_to_login(&img, "armv8-foundation", d.path());

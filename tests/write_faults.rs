@@ -314,6 +314,377 @@ fn non_removable_disk_needs_yes() {
     );
 }
 
+/// The loop device's kernel-assigned size and sysfs view are real; its message names what it is
+/// and why it needs --yes (a loop device is fixed media).
+#[test]
+fn non_removable_disk_message_says_why() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk");
+    run("truncate", &["-s", "64M", &backing.display().to_string()]);
+    let lo = Loop::attach(&backing, false);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .arg(&lo.dev)
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} (loop device backed by {b}, 64 MiB, 67108864 bytes) is not a removable disk: the kernel reports fixed media (sysfs removable = 0), as for internal disks and USB hard disks; pass --yes if you are sure it may be overwritten\nnothing was written to {dev}\n",
+            dev = lo.dev,
+            b = backing.display()
+        )],
+    );
+}
+
+/// `write loop.bin /dev/loopN` where loopN is backed by loop.bin: refused before anything is
+/// written (it used to zero the source's head and then report "verified").
+#[test]
+fn loop_device_backed_by_the_source_is_refused() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("loop.bin");
+    run(
+        "cp",
+        &[&f.raw.display().to_string(), &src.display().to_string()],
+    );
+    let lo = Loop::attach(&src, false);
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} is a loop device backed by {s}, which is the source image {s}: writing it would overwrite the image while reading it; detach it (losetup -d {dev}) or write to another target\nnothing was written to {dev}\n",
+            dev = lo.dev,
+            s = src.display()
+        )],
+    );
+    // The device itself as the source.
+    let o = bin()
+        .args(["write", &lo.dev, &lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} and the source {dev} are the same device or overlap (one is a partition of the other, or lies on it): writing would overwrite the image while reading it\nnothing was written to {dev}\n",
+            dev = lo.dev
+        )],
+    );
+    drop(lo);
+    assert_eq!(sha256sum(&src), f.sha256, "the source was changed");
+}
+
+/// The source lives on a filesystem on the target: refused as such (not only as "in use"), and
+/// also when the filesystem is one level down (an image file on the target, loop-mounted).
+#[test]
+fn target_holding_the_source_is_refused() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    run("truncate", &["-s", "128M", &disk.display().to_string()]);
+    run("mkfs.ext4", &["-q", "-F", &disk.display().to_string()]);
+    let lo = Loop::attach(&disk, false);
+    let mnt = dir.path().join("mnt");
+    let m = Mount::new(&lo.dev, &mnt);
+    let src = mnt.join("sdcard.img.xz");
+    run(
+        "cp",
+        &[
+            &f.path(".xz").display().to_string(),
+            &src.display().to_string(),
+        ],
+    );
+    let before = sha256sum(&src);
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: {dev} (loop device backed by {d}, 128 MiB, 134217728 bytes) holds the source image {s}: its filesystem (mounted at {m}) lies on {dev}; writing would destroy the image while reading it; copy the image to another disk first\nnothing was written to {dev}\n",
+            dev = lo.dev,
+            d = disk.display(),
+            s = src.display(),
+            m = mnt.display()
+        )],
+    );
+    // One level down: inner.img on the target's filesystem holds another filesystem, loop-mounted,
+    // that holds the source.
+    let inner = mnt.join("inner.img");
+    run("truncate", &["-s", "64M", &inner.display().to_string()]);
+    run("mkfs.ext4", &["-q", "-F", &inner.display().to_string()]);
+    let inner_lo = Loop::attach(&inner, false);
+    let inner_mnt = dir.path().join("inner");
+    let inner_m = Mount::new(&inner_lo.dev, &inner_mnt);
+    let deep = inner_mnt.join("sdcard.img.xz");
+    run(
+        "cp",
+        &[
+            &f.path(".xz").display().to_string(),
+            &deep.display().to_string(),
+        ],
+    );
+    let o = bin()
+        .arg("write")
+        .arg(&deep)
+        .args([&lo.dev, "--yes"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("holds the source image {}", deep.display()),
+            &format!("(mounted at {}) lies on {}", inner_mnt.display(), lo.dev),
+            &format!("nothing was written to {}", lo.dev),
+        ],
+    );
+    drop(inner_m);
+    drop(inner_lo);
+    assert_eq!(sha256sum(&src), before, "the source was changed");
+    drop(m);
+    drop(lo);
+    // The target's filesystem is intact (e2fsck is independent of us).
+    run("e2fsck", &["-fn", &disk.display().to_string()]);
+}
+
+/// The target is the source file: by the same name, through a symlink, or as standard input
+/// redirected from it. Refused by identity (device and inode), the file unchanged.
+#[test]
+fn the_source_itself_is_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("image.img");
+    std::fs::copy(&f.raw, &img).unwrap();
+    let link = dir.path().join("link.img");
+    std::os::unix::fs::symlink(&img, &link).unwrap();
+    for target in [&img, &link] {
+        let o = bin().arg("write").arg(&img).arg(target).output().unwrap();
+        let t = target.display();
+        assert_failed(
+            &o,
+            2,
+            &[&format!(
+                "error: {t} is the source image itself; write to another file or a device\nnothing was written to {t}\n"
+            )],
+        );
+    }
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&img)
+        .stdin(std::fs::File::open(&img).unwrap())
+        .output()
+        .unwrap();
+    let t = img.display();
+    assert_failed(&o, 2, &[&format!("error: {t} is the source image itself")]);
+    assert_eq!(sha256sum(&img), f.sha256);
+}
+
+/// The target path is resolved once: strace (on the main thread, where the target is opened)
+/// shows a single open of it by name, with O_PATH; every descriptor used for checks, writing,
+/// reading back and growing is reopened through /proc/self/fd from that one.
+#[test]
+fn the_target_is_opened_once() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("card");
+    filled(&backing, f.size + (4 << 20), 0xaa);
+    let lo = Loop::attach(&backing, false);
+    let file_target = dir.path().join("out.img");
+    filled(&file_target, 1 << 20, 0x55);
+    for target in [lo.dev.clone(), file_target.display().to_string()] {
+        let trace = dir.path().join("trace");
+        let o = std::process::Command::new("strace")
+            .args(["-qq", "-e", "trace=open,openat,openat2", "-o"])
+            .arg(&trace)
+            .arg(bin_path())
+            .arg("write")
+            .arg(f.path(".xz"))
+            .args([&target, "--yes", "--grow"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let by_name: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&format!("\"{target}\"")))
+            .collect();
+        assert_eq!(
+            by_name.len(),
+            1,
+            "{target} opened by name:\n{}",
+            by_name.join("\n")
+        );
+        assert!(by_name[0].contains("O_PATH"), "{}", by_name[0]);
+        let reopened: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"/proc/self/fd/"))
+            .collect();
+        // Checks (devices), writing (files: the O_PATH descriptor reopened read-write), the
+        // exclusive descriptor (devices) and O_DIRECT.
+        assert!(reopened.len() >= 2, "{text}");
+    }
+    // The card was written and grown; the file (as large as the image) had nothing to grow.
+    run("sfdisk", &["--verify", &lo.dev]);
+    assert_eq!(sha256sum(&file_target), f.sha256);
+}
+
+/// `--size` the file cannot have: refused before the existing file is touched (it used to be
+/// emptied first, and the message then said nothing was written).
+#[test]
+fn impossible_size_leaves_the_existing_file_unchanged() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.img");
+    std::fs::write(&existing, pseudo_random(5, 3 << 20)).unwrap();
+    let before = sha256sum(&existing);
+    let o = bin()
+        .arg("write")
+        .arg(f.path(""))
+        .arg(&existing)
+        .args(["--size", "100000T"])
+        .output()
+        .unwrap();
+    let e = existing.display();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: cannot size {e} to 100000 TiB (109951162777600000 bytes): File too large (os error 27); the file was not changed\nnothing was written to {e}\n"
+        )],
+    );
+    assert_eq!(sha256sum(&existing), before);
+    assert_eq!(std::fs::metadata(&existing).unwrap().len(), 3 << 20);
+}
+
+/// A gzip bomb (8 KiB expanding to 8 MiB of zeros, no size in its header) with `--size 1M`:
+/// stops at the cap, naming it; the file never grows past it.
+#[test]
+fn size_is_a_hard_cap_for_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.img.gz");
+    sh(&format!(
+        "head -c 8M /dev/zero | gzip -9 > {}",
+        bomb.display()
+    ));
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 16 << 10);
+    let out = dir.path().join("out.img");
+    let o = bin()
+        .arg("write")
+        .arg(&bomb)
+        .arg(&out)
+        .args(["--size", "1M"])
+        .output()
+        .unwrap();
+    let t = out.display();
+    assert_failed(
+        &o,
+        1,
+        &[&format!(
+            "error: the image goes on past 1 MiB (1048576 bytes), the limit for {t} (--size 1 MiB); stopped there\n{t} is incomplete: its first 64 KiB are zeroed"
+        )],
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 1 << 20);
+    assert!(allocated_bytes(&out) <= 1 << 20);
+}
+
+/// Without --size the free space of the target's filesystem is the cap: a stream is stopped at
+/// it, and an image known to be larger is refused before a file is even created.
+#[test]
+fn free_space_is_the_cap_without_size() {
+    require_root("loop devices, mounts");
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            &small.display().to_string(),
+        ],
+    );
+    let _m = Mount { dir: small.clone() };
+    let bomb = dir.path().join("bomb.img.gz");
+    sh(&format!(
+        "head -c 8M /dev/zero | gzip -9 > {}",
+        bomb.display()
+    ));
+    let out = small.join("out.img");
+    let o = bin().arg("write").arg(&bomb).arg(&out).output().unwrap();
+    let t = out.display();
+    assert_failed(
+        &o,
+        1,
+        &[&format!(
+            "error: the image goes on past 4 MiB (4194304 bytes), the limit for {t} (the free space of its filesystem; give --size to write a sparse file larger than that); stopped there\n{t} is incomplete"
+        )],
+    );
+    std::fs::remove_file(&out).unwrap();
+    // Known to be 40 MiB: refused up front, and no file is left behind.
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".xz"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: the image needs 40 MiB ({} bytes), more than the limit for {t}: 4 MiB (4194304 bytes, the free space of its filesystem; give --size to write a sparse file larger than that)\nnothing was written to {t}\n",
+            f.size
+        )],
+    );
+    assert!(!out.exists(), "a new file was left behind");
+}
+
+/// SIGTERM mid-write: exit 143 (128 + 15), the signal named, the target's state told.
+#[test]
+fn sigterm_mid_write_exits_143() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("card.img");
+    filled(&target, f.size, 0xaa);
+    let t = target.display().to_string();
+    let (mut w, _stdin, _out) = start_stdin_writer(&t, &[], 16 << 20, 8 << 20);
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(w.0.id() as i32, libc::SIGTERM) };
+    let status = w.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: interrupted by SIGTERM\n{t} is incomplete: its first 64 KiB are zeroed and were not written, so it holds no partition table and will not boot; write the image again\n"
+        )),
+        "{stderr}"
+    );
+    assert!(zero_prefix(&target, 65536));
+}
+
 /// Starts `boardsmith write - TARGET --progress json` reading from a pipe, feeds it `feed` bytes
 /// of the raw image and waits until it reports at least `done` bytes of the image processed.
 fn start_stdin_writer(
@@ -558,4 +929,549 @@ fn malformed_bmap_xml() {
         assert_failed(&o, 2, &[name, needle, "nothing was written"]);
     }
     assert!(!out.exists() || std::fs::metadata(&out).unwrap().len() == 0);
+}
+
+// ---- Bounded memory whatever the source declares (issue 14) ----
+
+/// Runs `boardsmith ARGS` (stdin from `stdin`, if given) and returns its output and peak resident
+/// memory in bytes: the `ru_maxrss` of wait4's rusage (`/usr/bin/time` is not installed), taken by a
+/// small python3 parent. Spawned straight from this test process, the child would report this
+/// process's peak instead: Linux keeps the peak of the address space an exec replaces.
+fn measured(args: &[&std::ffi::OsStr], stdin: Option<&Path>) -> (std::process::Output, u64) {
+    const PARENT: &str = "import os, sys\n\
+pid = os.fork()\n\
+if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
+_, status, usage = os.wait4(pid, 0)\n\
+open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n\
+sys.exit(os.waitstatus_to_exitcode(status) % 256)\n";
+    let rss_file = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(PARENT)
+        .arg(rss_file.path())
+        .arg(bin_path())
+        .args(args)
+        .stdin(match stdin {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        })
+        .output()
+        .unwrap();
+    let kib: u64 = std::fs::read_to_string(rss_file.path())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (output, kib * 1024)
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A `zstd --long=31` frame (made by the real zstd from 64 MiB of zeros, about 2 KB): its header
+/// asks for a 2 GiB window, which the writer used to grant (2.1 GB of RAM for a 91 KB file).
+fn long31(dir: &Path) -> PathBuf {
+    let src = dir.join("long31.img.zst");
+    sh(&format!(
+        "head -c 64M /dev/zero | zstd -q --long=31 -c > {}",
+        src.display()
+    ));
+    // zstd itself reads the same window from the header.
+    let listing = sh(&format!("zstd -lv {} 2>&1", src.display()));
+    assert!(listing.contains("2147483648"), "{listing}");
+    src
+}
+
+/// The window is refused from the frame header, before anything is written, naming the window
+/// and the opt-in; the process stays far under 64 MiB.
+#[test]
+fn zstd_long_window_is_refused_within_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long31(dir.path());
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            src.as_os_str(),
+            out.as_os_str(),
+            os("--no-bmap"),
+        ],
+        None,
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "{}: the zstd data needs a 2 GiB window (2147483648 bytes) to decode, more than the 16 MiB allowed by default (it keeps the writer under 64 MiB)",
+                src.display()
+            ),
+            "if you trust this image, allow it with --max-window 2GiB",
+            "nothing was written",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert!(!out.exists() || std::fs::metadata(&out).unwrap().len() == 0);
+}
+
+/// With `--max-window 2GiB` the same file decodes, within the stated bound: 48 MiB (the pool and the
+/// program) plus the window the decoder fills, at most the 64 MiB of image. A smaller opt-in is
+/// still refused, naming it.
+#[test]
+fn max_window_opt_in_decodes_within_the_stated_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = long31(dir.path());
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            src.as_os_str(),
+            out.as_os_str(),
+            os("--no-bmap"),
+            os("--max-window"),
+            os("2GiB"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 64 * MIB);
+    assert_eq!(
+        sha256sum(&out),
+        sh("head -c 64M /dev/zero | sha256sum")
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    assert!(rss < 48 * MIB + 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    let (o, _) = measured(
+        &[
+            os("write"),
+            src.as_os_str(),
+            dir.path().join("out2.img").as_os_str(),
+            os("--max-window"),
+            os("1GiB"),
+        ],
+        None,
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            "more than the 1 GiB that --max-window allows",
+            "--max-window 2GiB",
+        ],
+    );
+}
+
+/// An xz file whose block declares a 256 MiB dictionary (made by the real xz): from a file, refused
+/// before anything is written (the block headers are read through the index); from a pipe, refused
+/// by liblzma's memory limit when the block starts. Both name the dictionary and the opt-in, and
+/// stay under 64 MiB.
+#[test]
+fn xz_dictionary_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dict.img.xz");
+    let data = pseudo_random(3, 1 << 20);
+    std::fs::write(dir.path().join("dict.img"), &data).unwrap();
+    sh(&format!(
+        "xz --lzma2=preset=1,dict=256MiB -c {} > {}",
+        dir.path().join("dict.img").display(),
+        src.display()
+    ));
+    assert!(sh(&format!("xz -lvv {}", src.display())).contains("Memory needed:     257 MiB"));
+    let out = dir.path().join("out.img");
+    let need = "the xz data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("{} (xz block 1): {need}", src.display()),
+            "--max-window 256MiB",
+            "nothing was written",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            os("-"),
+            out.as_os_str(),
+            os("--size"),
+            os("1M"),
+        ],
+        Some(&src),
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("standard input (after 0 bytes of the image): {need}"),
+            "--max-window 256MiB",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    // Allowed, it decodes to the same bytes.
+    let o = bin()
+        .arg("write")
+        .arg(&src)
+        .arg(&out)
+        .args(["--max-window", "256MiB"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+/// A 7z archive whose LZMA2 coder declares a 256 MiB dictionary (made by the real 7z): refused from
+/// its headers, before decoding, from a file and from standard input (after spooling).
+#[test]
+fn sevenz_dictionary_over_the_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dict.7z");
+    sh(&format!(
+        "head -c 1M /dev/zero | 7z a -bso0 -bsp0 -si -mx=1 -m0=lzma2:d=256m {}",
+        src.display()
+    ));
+    assert!(sh(&format!("7z l -slt {}", src.display())).contains("Method = LZMA2:28"));
+    let out = dir.path().join("out.img");
+    let need = "the 7z data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("{}: {need}", src.display()),
+            "--max-window 256MiB",
+            "nothing was written",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    let (o, _) = measured(
+        &[
+            os("write"),
+            os("-"),
+            out.as_os_str(),
+            os("--size"),
+            os("1M"),
+        ],
+        Some(&src),
+    );
+    assert_failed(
+        &o,
+        2,
+        &[&format!("standard input: {need}"), "nothing was written"],
+    );
+}
+
+/// `--max-window` where no decoder has a window (raw, gzip, bzip2) is an error, not ignored.
+#[test]
+fn max_window_without_a_window_is_an_error() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["", ".gz", ".bz2"] {
+        let o = bin()
+            .arg("write")
+            .arg(f.path(ext))
+            .arg(dir.path().join("out.img"))
+            .args(["--max-window", "256MiB"])
+            .output()
+            .unwrap();
+        let format = match ext {
+            "" => "raw",
+            ".gz" => "gzip",
+            _ => "bzip2",
+        };
+        assert_failed(
+            &o,
+            2,
+            &[
+                &format!(
+                    "--max-window has no effect here: {} holds {format} data, whose decoder has no window",
+                    f.path(ext).display()
+                ),
+                "nothing was written",
+            ],
+        );
+    }
+    let o = bin()
+        .arg("write")
+        .arg(f.path(".zst"))
+        .arg(dir.path().join("out.img"))
+        .args(["--max-window", "300MiB"])
+        .output()
+        .unwrap();
+    assert_failed(
+        &o,
+        2,
+        &["--max-window: 314572800 bytes is not a power of two from 1 MiB to 2 GiB"],
+    );
+}
+
+/// The largest window or dictionary accepted by default (16 MiB: `xz -7`, `7z -mx5`, a zstd window
+/// of 2^24) keeps the writer under 64 MiB: the image repeats 16 MiB of random bytes, so each
+/// decoder fills its whole window. A 32 MiB dictionary (`xz -8`) is refused by default.
+#[test]
+fn largest_default_window_writes_within_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let i = img.display();
+    sh(&format!(
+        "head -c 16M /dev/urandom > {i}.part && cat {i}.part {i}.part {i}.part {i}.part > {i}"
+    ));
+    let want = sha256sum(&img);
+    for (ext, cmd) in [
+        ("xz", format!("xz -7 -T1 -c {i} > {i}.xz")),
+        (
+            "zst",
+            format!("zstd -q -19 --zstd=wlog=24 -c {i} > {i}.zst"),
+        ),
+        ("7z", format!("7z a -bd -mx5 -md=16m {i}.7z {i} >/dev/null")),
+    ] {
+        sh(&cmd);
+        let src = dir.path().join(format!("img.{ext}"));
+        let out = dir.path().join(format!("out-{ext}.img"));
+        let (o, rss) = measured(
+            &[
+                os("write"),
+                src.as_os_str(),
+                out.as_os_str(),
+                os("--no-bmap"),
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "{ext}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
+        assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
+        assert_eq!(sha256sum(&out), want, "{ext}");
+    }
+    sh(&format!("xz -8 -T1 -c {i} > {i}.8.xz"));
+    let (o, rss) = measured(
+        &[
+            os("write"),
+            dir.path().join("img.8.xz").as_os_str(),
+            dir.path().join("out-8.img").as_os_str(),
+            os("--no-bmap"),
+        ],
+        None,
+    );
+    assert_failed(
+        &o,
+        2,
+        &[
+            "the xz data needs a 32 MiB dictionary (33554432 bytes) to decode, more than the 16 MiB allowed by default",
+            "--max-window 32MiB",
+        ],
+    );
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+}
+
+/// Every format of the round-trip fixture (xz in several blocks decoded in parallel, 7z with
+/// dictionary resets, and the streams) writes with a peak RSS under 64 MiB, and the target holds the
+/// image.
+#[test]
+fn every_format_writes_within_64_mib() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in FORMATS {
+        let out = dir.path().join(format!("out{ext}.img"));
+        let src = f.path(ext);
+        let (o, rss) = measured(
+            &[
+                os("write"),
+                src.as_os_str(),
+                out.as_os_str(),
+                os("--no-bmap"),
+            ],
+            None,
+        );
+        assert!(
+            o.status.success(),
+            "{ext}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
+        assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
+        assert_eq!(sha256sum(&out), f.sha256, "{ext}");
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+/// A 7z on standard input is copied to a temporary file first (7z needs random access). Ctrl-C and
+/// SIGTERM stop the copy at once, even while a read waits on a quiet pipe: exit 130 and 143,
+/// nothing written, nothing left. The copy used to ignore them until the input ended.
+#[test]
+fn interrupted_while_spooling_a_7z() {
+    for (sig, code, name) in [
+        (libc::SIGINT, 130, "SIGINT (Ctrl-C)"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.img");
+        let mut child = Killed(
+            Command::new(bin_path())
+                .args(["write", "-"])
+                .arg(&out)
+                .args(["--size", "10M"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // The 7z signature and a MiB of data, then the pipe stays open and quiet.
+        let mut stdin = child.0.stdin.take().unwrap();
+        stdin.write_all(b"7z\xbc\xaf\x27\x1c").unwrap();
+        stdin.write_all(&pseudo_random(5, 1 << 20)).unwrap();
+        stdin.flush().unwrap();
+        let mut err = BufReader::new(child.0.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("7z needs random access: copying standard input to a temporary file"),
+            "{line}"
+        );
+        // SAFETY: kill sends a signal to our own child.
+        unsafe { libc::kill(child.0.id() as i32, sig) };
+        // It ends without more input (a watchdog, not a time limit: stuck means failed).
+        let mut status = None;
+        for _ in 0..400 {
+            status = child.0.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = status.unwrap_or_else(|| panic!("{name} did not stop the spooling writer"));
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+        assert_eq!(status.code(), Some(code), "{rest}");
+        for n in [
+            &format!(
+                "error: interrupted by {name} while copying standard input to a temporary file"
+            ),
+            &format!("nothing was written to {}", out.display()),
+        ] {
+            assert!(rest.contains(n.as_str()), "lacks {n:?}: {rest}");
+        }
+        assert!(!out.exists());
+        drop(stdin);
+    }
+}
+
+/// The copy of a 7z from standard input or a URL is capped at what the temporary directory can
+/// spare (here an 8 MiB tmpfs as TMPDIR): a larger archive fails saying so and what to do, exit 1,
+/// and leaves nothing in the directory. A server that announces a larger Content-Length is refused
+/// before the download.
+#[test]
+fn sevenz_spool_is_capped_by_the_temporary_directory() {
+    assert!(is_root(), "needs root (mount -t tmpfs)");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=8m",
+            "tmpfs",
+            &tmp.display().to_string(),
+        ],
+    );
+    let _unmount = Mount { dir: tmp.clone() };
+    let web = dir.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::write(web.join("big.img"), pseudo_random(9, 12 << 20)).unwrap();
+    let src = web.join("big.7z");
+    sh(&format!(
+        "cd {} && 7z a -bso0 -bsp0 -mx=1 big.7z big.img",
+        web.display()
+    ));
+    let out = dir.path().join("out.img");
+    let expect = |o: &std::process::Output, what: &str| {
+        assert_failed(
+            o,
+            1,
+            &[
+                &format!("{what}: the 7z archive is larger than the "),
+                &format!(
+                    "the temporary directory {} can take (its free space, less 5% of its filesystem kept free)",
+                    tmp.display()
+                ),
+                "set TMPDIR to a directory with more room, or save the archive to a file and write that",
+                "nothing was written",
+            ],
+        );
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        assert!(!out.exists());
+    };
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    expect(&o, "standard input");
+    let server = HttpServer::serve(&web);
+    let url = format!("{}/big.7z", server.base);
+    let o = Command::new(bin_path())
+        .args(["write", &url])
+        .arg(&out)
+        .arg("--no-checksum")
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    expect(&o, &url);
+    // With room, the same archive from standard input writes.
+    let o = Command::new(bin_path())
+        .args(["write", "-"])
+        .arg(&out)
+        .stdin(std::fs::File::open(&src).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256sum(&out), sha256sum(&web.join("big.img")));
+}
+
+/// A stream of zstd frames whose second frame asks for a window over the limit (the first frame's
+/// header is checked before writing; later ones by the decoder as they come): the write stops there,
+/// says where and how to allow it, and leaves the target without its first 64 KiB.
+#[test]
+fn later_zstd_frame_over_the_window_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = long31(dir.path());
+    let first = dir.path().join("first.img");
+    std::fs::write(&first, pseudo_random(8, 3 << 20)).unwrap();
+    let src = dir.path().join("frames.img.zst");
+    sh(&format!(
+        "zstd -q -c {} > {src}; cat {} >> {src}",
+        first.display(),
+        long.display(),
+        src = src.display()
+    ));
+    let out = dir.path().join("out.img");
+    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "{} (after 3145728 bytes of the image): the zstd data needs a window to decode larger than the 16 MiB allowed by default (it keeps the writer under 64 MiB)",
+                src.display()
+            ),
+            "allow more with --max-window (a power of two up to 2GiB)",
+            "first 64 KiB are zeroed",
+        ],
+    );
+    assert!(zero_prefix(&out, 65536));
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
 }

@@ -76,6 +76,13 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the kernel command line contains a control character, {}, at character {at}; it goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text",
+        crate::profile::describe_control(*c)
+    )]
+    CmdlineControl { at: usize, c: char },
+    #[error(transparent)]
+    BootScr(#[from] bootconfig::Unquotable),
 }
 
 impl BuildError {
@@ -306,6 +313,59 @@ fn find_boot_files(profile: &Profile, tree: &RootTree) -> Result<Found, BuildErr
     })
 }
 
+/// What the root filesystem's initramfs lacks of the modules derived for the board's root medium (see
+/// `rootmods`), and providers nothing is known to drive.
+fn initramfs_warnings(profile: &Profile, tree: &RootTree) -> Vec<String> {
+    use crate::rootfs::initramfs as irf;
+    let (Some(req), Some(pattern)) = (irf::request(profile), profile.kernel.initrd.as_deref())
+    else {
+        return Vec::new();
+    };
+    let files = irf::TreeFiles(tree);
+    let report = match crate::rootmods::analyze(&files, &req) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![format!(
+                "cannot check the initramfs against the board's device tree: {e}"
+            )];
+        }
+    };
+    let mut out = Vec::new();
+    let how = format!(
+        "`boardsmith initramfs-modules {} --rootfs {}` shows why",
+        profile.name,
+        tree.path().display()
+    );
+    match irf::initrd_modules(&files, pattern, &report.kernel_version) {
+        Ok(Some((path, present))) => {
+            let lacking = irf::missing(&report, &present);
+            if !lacking.is_empty() {
+                out.push(format!(
+                    "the initramfs {path} lacks modules the root device ({}) needs: {}; the board will likely stop at \"root not mounted\" ({how}; `boardsmith rootfs` builds an initramfs with them)",
+                    report.derivation.medium.describe(),
+                    lacking.join(", ")
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => out.push(format!("cannot check the initramfs: {e}")),
+    }
+    if !report.derivation.unresolved.is_empty() {
+        out.push(format!(
+            "{} providers in the root device's chain are unresolved: {} ({how})",
+            report.derivation.unresolved.len(),
+            report
+                .derivation
+                .unresolved
+                .iter()
+                .map(|u| u.what.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
+}
+
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// The kernel as the boot partition needs it. U-Boot's `booti` takes only an uncompressed arm64 `Image`,
@@ -479,7 +539,7 @@ fn boot_partition_files(
                 let script = bootconfig::boot_cmd(&BootFiles {
                     fdt: fdt.clone(),
                     ..boot.clone()
-                });
+                })?;
                 let arm64 = profile.arch == crate::profile::Arch::Arm64;
                 let scr = bootconfig::script_uimage(
                     script.as_bytes(),
@@ -527,6 +587,7 @@ pub fn build(
     on(BuildEvent::Phase("reading the root filesystem"));
     let tree = RootTree::open(&req.rootfs)?;
     let found = find_boot_files(profile, &tree)?;
+    let initramfs_warnings = initramfs_warnings(profile, &tree);
     let stats = tree.stats()?;
     if profile.partition(Role::Root).is_some() {
         ext4::check_mke2fs()?;
@@ -542,6 +603,26 @@ pub fn build(
         },
     )?;
     let cmdline = kernel_cmdline(profile, &layout, req.cmdline_append.as_deref());
+    // The profile's strings and --cmdline-append are checked where they are read; this guards
+    // every other way a request can be made.
+    if let Some((at, c)) = crate::profile::control_char(&cmdline) {
+        return Err(BuildError::CmdlineControl { at, c });
+    }
+    if profile.boot.methods.contains(&BootMethod::BootScr) {
+        let dtb = profile.kernel.dtb.as_deref().unwrap_or_default();
+        for (what, value) in [
+            ("the kernel command line", cmdline.as_str()),
+            ("kernel.dtb", dtb),
+        ] {
+            if bootconfig::uboot_quote(value).is_none() {
+                return Err(bootconfig::Unquotable {
+                    what,
+                    value: value.to_string(),
+                }
+                .into());
+            }
+        }
+    }
     let vboot_keys = profile.vboot.as_ref().map(|v| {
         Keys::from_profile(
             v,
@@ -606,7 +687,7 @@ pub fn build(
     }
 
     let mut fat_summary = None;
-    let mut warnings = Vec::new();
+    let mut warnings = initramfs_warnings;
     for part in &layout.partitions {
         match (part.role, part.fs) {
             (Role::Boot, _) => {

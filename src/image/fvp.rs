@@ -24,12 +24,17 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The launch script. Every value from the profile or the build is single-quoted ([`sh_quote`]),
+/// in the comments too (they are commands to copy), and none holds a line break (profile strings and
+/// the command line are one line, checked where they are read), so no value can end a comment or a
+/// quoted word.
 pub fn launch_script(fvp: &Fvp, img: &FvpImage<'_>) -> String {
     let mut s = String::new();
     s.push_str("#!/bin/sh\n");
     s.push_str(&format!(
-        "# Starts {} on Arm's Fixed Virtual Platform `{}`. Written by `boardsmith build`.\n",
-        img.image, fvp.model
+        "# Starts {} on Arm's Fixed Virtual Platform {}. Written by `boardsmith build`.\n",
+        sh_quote(img.image),
+        sh_quote(&fvp.model)
     ));
     s.push_str("#\n#   ./THIS-SCRIPT LINUX-SYSTEM.AXF [MORE MODEL OPTIONS...]\n#\n");
     s.push_str(
@@ -37,33 +42,33 @@ pub fn launch_script(fvp: &Fvp, img: &FvpImage<'_>) -> String {
          # initrd, device tree and command line together, and sees the disk image as its virtio block device.\n\
          # Make the .axf from the files on the image's boot partition:\n",
     );
-    let mut files = vec![format!("::/{}", img.kernel)];
-    files.extend(img.initrd.map(|i| format!("::/{i}")));
-    files.extend(img.dtb.map(|d| format!("::/{d}")));
+    let mut files = vec![sh_quote(&format!("::/{}", img.kernel))];
+    files.extend(img.initrd.map(|i| sh_quote(&format!("::/{i}"))));
+    files.extend(img.dtb.map(|d| sh_quote(&format!("::/{d}"))));
     if let Some(off) = img.boot_offset {
         s.push_str(&format!(
-            "#   mcopy -i {}@@{off} {} .\n",
-            img.image,
+            "#   mcopy -i {} {} .\n",
+            sh_quote(&format!("{}@@{off}", img.image)),
             files.join(" ")
         ));
     }
     s.push_str(&format!(
         "#   and give boot-wrapper-aarch64's configure the kernel ({}){}{}, and --with-cmdline={}\n",
-        img.kernel,
+        sh_quote(img.kernel),
         img.initrd
-            .map(|i| format!(", --with-initrd={i}"))
+            .map(|i| format!(", --with-initrd={}", sh_quote(i)))
             .unwrap_or_default(),
         img.dtb
             .map(|d| format!(
                 ", --with-dtb={}",
-                d.rsplit('/').next().unwrap_or(d)
+                sh_quote(d.rsplit('/').next().unwrap_or(d))
             ))
             .unwrap_or_default(),
         sh_quote(img.cmdline)
     ));
     s.push_str(&format!(
         "# Set FVP to the model's path if {} is not on PATH.\n",
-        fvp.model
+        sh_quote(&fvp.model)
     ));
     s.push_str("set -eu\n");
     s.push_str("here=$(cd \"$(dirname \"$0\")\" && pwd)\n");
@@ -71,7 +76,10 @@ pub fn launch_script(fvp: &Fvp, img: &FvpImage<'_>) -> String {
         "if [ $# -lt 1 ]; then\n  sed -n '2,/^set -eu$/p' \"$0\" | sed '$d; s/^# \\{0,1\\}//' >&2\n  exit 2\nfi\n",
     );
     s.push_str("axf=$1\nshift\n");
-    s.push_str(&format!("model=${{FVP:-{}}}\n", sh_quote(&fvp.model)));
+    s.push_str(&format!(
+        "model=${{FVP-}}\nif [ -z \"$model\" ]; then\n  model={}\nfi\n",
+        sh_quote(&fvp.model)
+    ));
     s.push_str(
         "if ! command -v \"$model\" >/dev/null 2>&1; then\n  echo \"$model not found: install Arm's Foundation model (developer.arm.com) or set FVP=/path/to/it\" >&2\n  exit 1\nfi\n",
     );
@@ -112,7 +120,7 @@ mod tests {
         assert!(s.contains(
             "exec \"$model\" '--cores=4' '--gicv3' --image=\"$axf\" --block-device=\"$here\"/'armv8-foundation.img' \"$@\""
         ));
-        assert!(s.contains("mcopy -i armv8-foundation.img@@1048576 ::/Image ::/initrd.img ::/dtbs/arm/foundation-v8-gicv3-psci.dtb ."));
+        assert!(s.contains("mcopy -i 'armv8-foundation.img@@1048576' '::/Image' '::/initrd.img' '::/dtbs/arm/foundation-v8-gicv3-psci.dtb' ."));
         assert!(s.contains("--with-cmdline='console=ttyAMA0 root=PARTUUID=x rootwait'"));
     }
 

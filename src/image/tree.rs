@@ -28,6 +28,27 @@ pub enum TreeError {
     NotTar { path: PathBuf, reason: String },
     #[error("symlink loop or chain too long at `{path}` in the root filesystem")]
     Loop { path: String },
+    #[error(
+        "{path}: entry `{entry}` (header at byte {header}) claims {size} bytes of data from byte {offset}, past the end of the archive at byte {len}; the tarball is truncated or corrupt, make it again"
+    )]
+    PastEnd {
+        path: PathBuf,
+        entry: String,
+        header: u64,
+        offset: u64,
+        size: u64,
+        len: u64,
+    },
+    #[error(
+        "{path}: entry `{entry}` should hold {size} bytes from byte {offset}, but the archive ends after {got}; did it change during the build?"
+    )]
+    ShortRead {
+        path: PathBuf,
+        entry: String,
+        offset: u64,
+        size: u64,
+        got: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +154,63 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     ca.len().cmp(&cb.len())
 }
 
+/// Indexes an uncompressed tar archive of `len` bytes read from `reader` (`path` names it in errors).
+/// Every entry's data must lie inside the archive: a header's size is checked against the archive's
+/// real length before anything relies on it, so a crafted size never reaches an allocation.
+pub fn index_tar<R: Read + Seek>(
+    reader: R,
+    len: u64,
+    path: &Path,
+) -> Result<BTreeMap<String, TarKind>, TreeError> {
+    let not_tar = |e: std::io::Error| TreeError::NotTar {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut entries = BTreeMap::new();
+    for entry in archive.entries_with_seek().map_err(not_tar)? {
+        let entry = entry.map_err(not_tar)?;
+        let name = entry.path().map_err(not_tar)?;
+        let key = normalize(&name.to_string_lossy()).join("/");
+        let (offset, size) = (entry.raw_file_position(), entry.size());
+        if offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(TreeError::PastEnd {
+                path: path.to_path_buf(),
+                entry: name.to_string_lossy().into_owned(),
+                header: entry.raw_header_position(),
+                offset,
+                size,
+                len,
+            });
+        }
+        let kind = match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => TarKind::File { offset, size },
+            tar::EntryType::Directory => TarKind::Dir,
+            tar::EntryType::Symlink => TarKind::Symlink(
+                entry
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|l| l.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            tar::EntryType::Link => TarKind::Hardlink(
+                entry
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|l| normalize(&l.to_string_lossy()).join("/"))
+                    .unwrap_or_default(),
+            ),
+            _ => TarKind::Other,
+        };
+        if !key.is_empty() {
+            entries.insert(key, kind);
+        }
+    }
+    Ok(entries)
+}
+
 impl RootTree {
     pub fn open(path: &Path) -> Result<RootTree, TreeError> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -152,50 +230,8 @@ impl RootTree {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        let mut archive = tar::Archive::new(file);
-        let mut entries = BTreeMap::new();
-        let iter = archive.entries_with_seek().map_err(|e| TreeError::NotTar {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        for entry in iter {
-            let entry = entry.map_err(|e| TreeError::NotTar {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let name = entry.path().map_err(|e| TreeError::NotTar {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let key = normalize(&name.to_string_lossy()).join("/");
-            let kind = match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => TarKind::File {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                },
-                tar::EntryType::Directory => TarKind::Dir,
-                tar::EntryType::Symlink => TarKind::Symlink(
-                    entry
-                        .link_name()
-                        .ok()
-                        .flatten()
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-                tar::EntryType::Link => TarKind::Hardlink(
-                    entry
-                        .link_name()
-                        .ok()
-                        .flatten()
-                        .map(|l| normalize(&l.to_string_lossy()).join("/"))
-                        .unwrap_or_default(),
-                ),
-                _ => TarKind::Other,
-            };
-            if !key.is_empty() {
-                entries.insert(key, kind);
-            }
-        }
+        let len = file.metadata().map_err(io)?.len();
+        let entries = index_tar(file, len, path)?;
         if entries.is_empty() {
             return Err(TreeError::NotTar {
                 path: path.to_path_buf(),
@@ -404,8 +440,18 @@ impl RootTree {
                     };
                     let mut f = File::open(path).map_err(io)?;
                     f.seek(SeekFrom::Start(*offset)).map_err(io)?;
-                    let mut buf = Vec::with_capacity(*size as usize);
+                    // The buffer grows with the data read, never from the header's size.
+                    let mut buf = Vec::new();
                     f.take(*size).read_to_end(&mut buf).map_err(io)?;
+                    if buf.len() as u64 != *size {
+                        return Err(TreeError::ShortRead {
+                            path: path.clone(),
+                            entry: r,
+                            offset: *offset,
+                            size: *size,
+                            got: buf.len() as u64,
+                        });
+                    }
                     Ok(Some(FileData::Bytes(buf)))
                 }
                 _ => Ok(None),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use crate::rootmods::Medium;
 use crate::size::parse_size;
 pub use raw::RawRootfs;
 use raw::{RawAttributes, RawPartition, RawProfile, RawVboot, SizeValue};
@@ -125,6 +126,7 @@ pub struct Kernel {
     /// Where `kernel.fragments` was written (relative fragment paths resolve against that file).
     #[serde(skip)]
     pub fragments_origin: Option<Origin>,
+    /// Modules the initramfs carries besides those derived from the device tree for `medium`.
     pub initramfs_modules: Vec<String>,
 }
 
@@ -320,6 +322,8 @@ pub struct Profile {
     pub description: String,
     pub arch: Arch,
     pub console: String,
+    /// Where the root filesystem lives; the initramfs gets the modules its controller needs.
+    pub medium: Option<Medium>,
     pub kernel: Kernel,
     pub bootloader: Option<Bootloader>,
     pub table: Table,
@@ -548,10 +552,93 @@ fn embedded_file(path: &str, data: &[u8]) -> Arc<SourceFile> {
 }
 
 fn parse_file(file: &Arc<SourceFile>) -> Result<RawProfile, ProfileError> {
-    source::parse_with_origin::<RawProfile>(file).map_err(|e| {
+    let raw = source::parse_with_origin::<RawProfile>(file).map_err(|e| {
         let (at, message) = source::syntax_error(file, &e);
         ProfileError::Syntax { at, message }
-    })
+    })?;
+    one_line_strings(file)?;
+    Ok(raw)
+}
+
+/// The first control character in `s` (C0, DEL, C1, and the Unicode line and paragraph
+/// separators): its 1-based character position and the character.
+pub fn control_char(s: &str) -> Option<(usize, char)> {
+    s.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        .map(|(i, c)| (i + 1, c))
+}
+
+/// What a control character is, for messages: `U+000A (line feed)`.
+pub fn describe_control(c: char) -> String {
+    let name = match c {
+        '\n' => " (line feed)",
+        '\r' => " (carriage return)",
+        '\t' => " (tab)",
+        '\0' => " (NUL)",
+        '\u{1b}' => " (escape)",
+        _ => "",
+    };
+    format!("U+{:04X}{name}", c as u32)
+}
+
+/// Every string of a profile file, and every key, is one line of printable text: profile values end
+/// up in generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release
+/// notes) and a line break there starts a new directive or, in a script, a new command. Checked on
+/// the file's syntax tree, so no field can be forgotten; the error names file:line:col and field.
+fn one_line_strings(file: &SourceFile) -> Result<(), ProfileError> {
+    use toml::de::{DeTable, DeValue};
+    fn check(file: &SourceFile, span: usize, field: &str, s: &str) -> Result<(), ProfileError> {
+        match control_char(s) {
+            None => Ok(()),
+            Some((i, c)) => {
+                let (line, col) = file.line_col(span);
+                Err(ProfileError::Invalid {
+                    at: format!("{}:{line}:{col}", file.name),
+                    field: field.to_string(),
+                    message: format!(
+                        "contains a control character, {}, at character {i}; profile values go into generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release notes) and must be one line of printable text",
+                        describe_control(c)
+                    ),
+                })
+            }
+        }
+    }
+    fn value(
+        file: &SourceFile,
+        v: &toml::Spanned<DeValue<'_>>,
+        field: &str,
+    ) -> Result<(), ProfileError> {
+        match v.get_ref() {
+            DeValue::String(s) => check(file, v.span().start, field, s),
+            DeValue::Array(a) => a
+                .into_iter()
+                .enumerate()
+                .try_for_each(|(i, e)| value(file, e, &format!("{field}[{i}]"))),
+            DeValue::Table(t) => table(file, t, field),
+            _ => Ok(()),
+        }
+    }
+    fn table(file: &SourceFile, t: &DeTable<'_>, prefix: &str) -> Result<(), ProfileError> {
+        for (k, v) in t {
+            let key: &str = k.get_ref();
+            let field = if prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if control_char(key).is_some() {
+                check(file, k.span().start, &format!("{field:?} (a key)"), key)?;
+            }
+            value(file, v, &field)?;
+        }
+        Ok(())
+    }
+    match DeTable::parse(&file.text) {
+        Ok(t) => table(file, t.get_ref(), ""),
+        // Syntax errors are reported by the parse that precedes this check.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Later layers (the board) override earlier ones (its bases) field by field.
@@ -570,6 +657,7 @@ fn merge(base: &mut RawProfile, top: RawProfile) {
             description,
             arch,
             console,
+            medium,
             partitions,
             emulator,
             vboot,
@@ -755,8 +843,35 @@ fn validate(
         &[("armhf", Arch::Armhf), ("arm64", Arch::Arm64)],
     )?;
     let console = required(raw.console, file, "console")?.value;
+    let medium_loc = raw.medium;
+    let medium = medium_loc
+        .as_ref()
+        .map(|m| one_of(m, "medium", &Medium::ALL))
+        .transpose()?;
 
     let k = raw.kernel;
+    if let Some(m) = &k.initramfs_modules {
+        if let Some(bad) = m
+            .value
+            .iter()
+            .find(|n| !crate::rootmods::kmod::valid_module_name(n))
+        {
+            return Err(ProfileError::invalid(
+                m,
+                "kernel.initramfs_modules",
+                format!(
+                    "{bad:?} is not a module name (letters, digits, '_' and '-', as in `sunxi-mmc`)"
+                ),
+            ));
+        }
+        if !m.value.is_empty() && k.initrd.is_none() {
+            return Err(ProfileError::invalid(
+                m,
+                "kernel.initramfs_modules",
+                "has no effect without kernel.initrd (there is no initramfs to put modules in); remove it or set kernel.initrd",
+            ));
+        }
+    }
     let image_loc = required(k.image, file, "kernel.image")?;
     let image = one_of(
         &image_loc,
@@ -788,6 +903,12 @@ fn validate(
         return Err(ProfileError::Missing {
             file: file.name.clone(),
             field: "kernel.dtb_dir".into(),
+        });
+    }
+    if medium_loc.is_none() && kernel.initrd.is_some() {
+        return Err(ProfileError::Missing {
+            file: file.name.clone(),
+            field: "medium (where the root filesystem lives: \"sd\", \"emmc\", \"usb\", \"sata\" or \"virtio\"; the initramfs gets the modules its controller needs)".into(),
         });
     }
 
@@ -1010,6 +1131,23 @@ fn validate(
         }),
     };
 
+    if let (Some(e), Some(m), Some(loc)) = (&emulator, medium, &medium_loc) {
+        let fits = match e.drive.as_str() {
+            "sd" => matches!(m, Medium::Sd | Medium::Emmc),
+            _ => m == Medium::Virtio,
+        };
+        if !fits {
+            return Err(ProfileError::invalid(
+                loc,
+                "medium",
+                format!(
+                    "is \"{}\" but emulator.drive is \"{}\": the emulated disk would not be where the initramfs looks for the root filesystem",
+                    m.name(),
+                    e.drive
+                ),
+            ));
+        }
+    }
     let vboot = raw.vboot.map(validate_vboot).transpose()?;
     if let Some(k) = partitions
         .iter()
@@ -1035,6 +1173,7 @@ fn validate(
         description: raw.description.map(|v| v.value).unwrap_or_default(),
         arch,
         console,
+        medium,
         kernel,
         bootloader,
         table,
@@ -1469,6 +1608,95 @@ mod tests {
     fn missing_field_is_named() {
         let e = load_text("arch = \"armhf\"\n").unwrap_err().to_string();
         assert!(e.contains("console"), "{e}");
+    }
+
+    #[test]
+    fn seed_boards_name_their_medium_and_only_true_extras() {
+        let c = Catalog::default();
+        for (board, medium, extras) in [
+            ("cubieboard", Medium::Sd, &[][..]),
+            ("mk802", Medium::Sd, &[][..]),
+            ("chromebook-snow", Medium::Sd, &[][..]),
+            ("armv8-foundation", Medium::Virtio, &["virtio_pci"][..]),
+        ] {
+            let p = c.load(board).unwrap();
+            assert_eq!(p.medium, Some(medium), "{board}");
+            assert_eq!(p.kernel.initramfs_modules, extras, "{board}");
+        }
+    }
+
+    const WITH_INITRD: &str = "arch = \"armhf\"\nconsole = \"ttyS0\"\nMEDIUM[kernel]\nimage = \"zImage\"\npath = \"boot/vmlinuz-*\"\ninitrd = \"boot/initrd.img-*\"\ndtb_dir = \"usr/lib/linux-image-*\"\ndtb = \"x.dtb\"\nEXTRA\n[table]\ntype = \"mbr\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\nEMU";
+
+    fn with(medium: &str, extra: &str, emu: &str) -> Result<Profile, ProfileError> {
+        load_text(
+            &WITH_INITRD
+                .replace("MEDIUM", medium)
+                .replace("EXTRA", extra)
+                .replace("EMU", emu),
+        )
+    }
+
+    #[test]
+    fn medium_rules() {
+        let ok = with("medium = \"emmc\"\n", "", "").unwrap();
+        assert_eq!(ok.medium, Some(Medium::Emmc));
+        // An unknown medium names the line and the choices.
+        let e = with("medium = \"floppy\"\n", "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:3:10") && e.contains("\"floppy\"") && e.contains("\"virtio\""),
+            "{e}"
+        );
+        // An initramfs without a medium: the modules could not be derived.
+        let e = with("", "", "").unwrap_err().to_string();
+        assert!(e.contains("`medium") && e.contains("\"sd\""), "{e}");
+        // The emulated disk must be the medium the initramfs looks for.
+        let emu =
+            "[emulator]\nsystem = \"qemu-system-arm\"\nmachine = \"cubieboard\"\ndrive = \"sd\"\n";
+        let e = with("medium = \"virtio\"\n", "", emu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("emulator.drive is \"sd\""), "{e}");
+        assert!(with("medium = \"sd\"\n", "", emu).is_ok());
+        let e = with(
+            "medium = \"usb\"\n",
+            "",
+            &emu.replace("\"sd\"", "\"virtio\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("emulator.drive is \"virtio\""), "{e}");
+    }
+
+    #[test]
+    fn initramfs_modules_rules() {
+        let e = with(
+            "medium = \"sd\"\n",
+            "initramfs_modules = [\"ext4\", \"evil; rm -rf /\"]",
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("kernel.initramfs_modules") && e.contains("not a module name"),
+            "{e}"
+        );
+        let no_initrd = WITH_INITRD
+            .replace("MEDIUM", "")
+            .replace("initrd = \"boot/initrd.img-*\"\n", "")
+            .replace("EXTRA", "initramfs_modules = [\"ext4\"]")
+            .replace("EMU", "");
+        let e = load_text(&no_initrd).unwrap_err().to_string();
+        assert!(e.contains("has no effect without kernel.initrd"), "{e}");
+        assert!(
+            with(
+                "medium = \"sd\"\n",
+                "initramfs_modules = [\"dw_mmc-exynos\"]",
+                ""
+            )
+            .is_ok()
+        );
     }
 
     #[test]

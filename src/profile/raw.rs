@@ -14,6 +14,8 @@ pub struct RawProfile {
     pub description: Option<Loc<String>>,
     pub arch: Option<Loc<String>>,
     pub console: Option<Loc<String>>,
+    /// Where the root filesystem lives: sd, emmc, usb, sata or virtio.
+    pub medium: Option<Loc<String>>,
     #[serde(default)]
     pub kernel: RawKernel,
     pub bootloader: Option<RawBootloader>,

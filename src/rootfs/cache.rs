@@ -148,6 +148,9 @@ pub struct KeyInputs {
     /// SOURCE_DATE_EPOCH mmdebstrap runs with.
     pub epoch: u64,
     pub mmdebstrap: String,
+    /// The program the initramfs hook runs inside the build (this boardsmith, by version): its module
+    /// derivation decides the initramfs. Code changes without a version change bump [`SCHEME`].
+    pub initramfs_hook: Option<String>,
     pub keyring: Vec<KeyringFile>,
     pub archive: Vec<ArchiveState>,
 }
@@ -172,6 +175,12 @@ impl KeyInputs {
                 sha256: sha256_hex(d.as_bytes()),
             });
         }
+        if let Some(h) = &plan.initramfs_hook {
+            hook_files.push(HookFile {
+                path: super::initramfs::HOOK_INPUT_IN_CHROOT.into(),
+                sha256: sha256_hex(h.input.as_bytes()),
+            });
+        }
         KeyInputs {
             scheme: SCHEME,
             arch: plan.arch.debian().into(),
@@ -188,6 +197,10 @@ impl KeyInputs {
             command: plan.canonical_args(facts.epoch),
             epoch: facts.epoch,
             mmdebstrap: facts.mmdebstrap.clone(),
+            initramfs_hook: plan
+                .initramfs_hook
+                .as_ref()
+                .map(|_| format!("boardsmith {}", env!("CARGO_PKG_VERSION"))),
             keyring: facts.keyring.clone(),
             archive: facts.archive.clone(),
         }
@@ -1128,6 +1141,11 @@ mod tests {
                 ),
             ],
             debconf: None,
+            initramfs_hook: Some(crate::rootfs::mmdebstrap::InitramfsHook {
+                program: "/opt/boardsmith/bin/boardsmith".into(),
+                input: r#"{"kernel":"vmlinuz-*","dtb":"sun4i-a10-cubieboard.dtb","medium":"sd"}"#
+                    .into(),
+            }),
         }
     }
 
@@ -1161,7 +1179,10 @@ mod tests {
         assert_eq!(k, key(&plan(), &facts()));
         assert!(is_key(&k));
         let inputs = KeyInputs::new(&p, &f);
-        let json = serde_json::to_string(&inputs).unwrap();
+        // The hook input's place inside the chroot is fixed; anything else under /tmp would be this machine's.
+        let json = serde_json::to_string(&inputs)
+            .unwrap()
+            .replace(crate::rootfs::initramfs::HOOK_INPUT_IN_CHROOT, "");
         for machine in ["/home", "/tmp", "/root", ".cache", "work-", "boardsmith/"] {
             assert!(!json.contains(machine), "{machine} in {json}");
         }
@@ -1181,11 +1202,17 @@ mod tests {
                 .any(|x| x.to_string_lossy().contains("/a/cache"))
         );
         assert_eq!(p.canonical_args(f.epoch), plan().canonical_args(f.epoch));
+        // Nor where this program is installed (the hook runs it by path).
+        let mut moved = plan();
+        if let Some(h) = &mut moved.initramfs_hook {
+            h.program = "/usr/local/bin/boardsmith".into();
+        }
+        assert_eq!(key(&moved, &f), k);
         // A fixed value, so that a change in how the key is computed is a decision (bump SCHEME), not an
         // accident of a refactoring.
         assert_eq!(
             k,
-            "3f8967521aa349a11b9be70b300293c225e4fa610477534c33514c7d7c44c680"
+            "3a34311c545d64e25df7371f58f33b54112e72c1a09872909be62a7f25d099a1"
         );
     }
 
@@ -1244,6 +1271,14 @@ mod tests {
         let mut p = plan();
         p.debconf = Some("locales locales/default_environment_locale select de_DE.UTF-8\n".into());
         check("hook content (debconf answers)", p, facts());
+        let mut p = plan();
+        if let Some(h) = &mut p.initramfs_hook {
+            h.input = h.input.replace("cubieboard", "mk802");
+        }
+        check("initramfs hook input (device tree)", p, facts());
+        let mut p = plan();
+        p.initramfs_hook = None;
+        check("initramfs hook (none)", p, facts());
         let mut f = facts();
         f.mmdebstrap = "mmdebstrap 1.5.7".into();
         check("mmdebstrap version", plan(), f);

@@ -1,22 +1,26 @@
 //! Files from outside the package manager (a prebuilt rootfs tarball, the DroidMote binary): a local path
 //! or an http(s) URL, always checked against the sha256 the user gave before anything uses them.
+//! Downloads go through the writer's HTTP client (`crate::net`: system certificates, timeouts, resume
+//! after a dropped connection) and tarballs are decoded by its decoders (`crate::codec`).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
+
+use crate::codec::{self, Format};
+use crate::net::{self, FailureKind, NetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{what}: {source_name} does not exist")]
     Missing { what: String, source_name: String },
-    #[error("{what}: downloading {url} failed: {detail}")]
+    #[error("{what}: downloading failed: {source}")]
     Download {
         what: String,
-        url: String,
-        detail: String,
+        #[source]
+        source: NetError,
     },
     #[error(
         "{what}: sha256 mismatch for {source_name}: expected {expected}, got {actual}; the file is not the one you named (check the URL or path, or the checksum)"
@@ -36,22 +40,28 @@ pub enum FetchError {
         #[source]
         source: io::Error,
     },
-    #[error("{what}: decompressing {path} with {tool} failed: {detail}")]
+    #[error("{what}: decompressing {path} ({format}) failed: {detail}")]
     Decompress {
         what: String,
         path: PathBuf,
-        tool: String,
+        format: String,
         detail: String,
     },
 }
 
 impl FetchError {
-    /// The user's input (path, checksum) is wrong, rather than the network or the machine.
+    /// The user's input (path, URL, checksum) is wrong, rather than the network or the machine.
     pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Missing { .. } | FetchError::BadChecksum { .. }
-        )
+        match self {
+            FetchError::Missing { .. } | FetchError::BadChecksum { .. } => true,
+            FetchError::Download { source, .. } => source.kind() == FailureKind::Input,
+            _ => false,
+        }
+    }
+
+    /// A download that failed after every retry: trying again later may work.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Download { source, .. } if source.kind() == FailureKind::Transient)
     }
 }
 
@@ -70,20 +80,24 @@ pub fn parse_sha256(what: &str, given: &str) -> Result<String, FetchError> {
 }
 
 pub fn is_url(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://")
+    net::is_url(s)
 }
 
-fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
+/// Copies `r` to `out`, hashing it. Returns the hex sha256.
+fn copy_hashing(r: &mut dyn Read, out: &mut dyn Write) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
     }
+    out.flush()?;
     Ok(hex::encode(h.finalize()))
 }
 
@@ -93,6 +107,17 @@ pub fn fetch_verified(
     source: &str,
     sha256: &str,
     dest: &Path,
+) -> Result<(), FetchError> {
+    fetch_verified_noting(what, source, sha256, dest, &|_| {})
+}
+
+/// [`fetch_verified`], telling `note` about each reconnect of a download.
+pub fn fetch_verified_noting(
+    what: &str,
+    source: &str,
+    sha256: &str,
+    dest: &Path,
+    note: &dyn Fn(&str),
 ) -> Result<(), FetchError> {
     let expected = parse_sha256(what, sha256)?;
     let ioe = |context: String| {
@@ -104,34 +129,38 @@ pub fn fetch_verified(
         }
     };
     let result = (|| {
-        if is_url(source) {
-            let curl = super::prerequisites::which("curl").ok_or_else(|| FetchError::Download {
+        let mut out = File::create(dest).map_err(ioe(format!("creating {}", dest.display())))?;
+        let actual = if is_url(source) {
+            // Reconnects are reported from inside the reader: collect them, show them between reads.
+            let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
+            let tx = std::sync::Mutex::new(tx);
+            let client = net::Client::new(net::NetOptions::default()).observe(std::sync::Arc::new(
+                move |r: &net::Reconnect| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send(r.clone());
+                    }
+                },
+            ));
+            let download_err = |source: NetError| FetchError::Download {
                 what: what.into(),
-                url: source.into(),
-                detail: "curl is not installed (apt-get install curl)".into(),
-            })?;
-            let out = Command::new(curl)
-                .args([
-                    "--fail",
-                    "--silent",
-                    "--show-error",
-                    "--location",
-                    "--retry",
-                    "3",
-                    "--output",
-                ])
-                .arg(dest)
-                .arg(source)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(ioe("running curl".into()))?;
-            if !out.status.success() {
-                return Err(FetchError::Download {
+                source,
+            };
+            let mut d = client.download(source).map_err(download_err)?;
+            // The sha256 checks every byte, so a resume needs no ETag to be safe.
+            d.handle().allow_unvalidated_resume();
+            let mut noting = Noting {
+                inner: &mut d,
+                rx,
+                note,
+            };
+            copy_hashing(&mut noting, &mut out).map_err(|e| match NetError::from_io(&e) {
+                Some(n) => download_err(n.clone()),
+                None => FetchError::Io {
                     what: what.into(),
-                    url: source.into(),
-                    detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                });
-            }
+                    context: format!("downloading {source} to {}", dest.display()),
+                    source: e,
+                },
+            })?
         } else {
             let src = Path::new(source.strip_prefix("file://").unwrap_or(source));
             if !src.is_file() {
@@ -140,9 +169,9 @@ pub fn fetch_verified(
                     source_name: source.into(),
                 });
             }
-            std::fs::copy(src, dest).map_err(ioe(format!("copying {source}")))?;
-        }
-        let actual = sha256_file(dest).map_err(ioe(format!("hashing {}", dest.display())))?;
+            let mut f = File::open(src).map_err(ioe(format!("opening {source}")))?;
+            copy_hashing(&mut f, &mut out).map_err(ioe(format!("copying {source}")))?
+        };
         if actual != expected {
             return Err(FetchError::Mismatch {
                 what: what.into(),
@@ -159,26 +188,25 @@ pub fn fetch_verified(
     result
 }
 
-/// The decompressor for a tarball, by its magic bytes (None: plain tar).
-fn decompressor(path: &Path) -> io::Result<Option<(&'static str, &'static [&'static str])>> {
-    let mut magic = [0u8; 6];
-    let mut f = File::open(path)?;
-    let n = f.read(&mut magic)?;
-    let m = &magic[..n];
-    Ok(if m.starts_with(&[0x1f, 0x8b]) {
-        Some(("gzip", &["-dc"]))
-    } else if m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some(("xz", &["-dc", "-T0"]))
-    } else if m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(("zstd", &["-dc"]))
-    } else if m.starts_with(b"BZh") {
-        Some(("bzip2", &["-dc"]))
-    } else {
-        None
-    })
+/// A download whose reconnects are shown as they happen.
+struct Noting<'a> {
+    inner: &'a mut net::Download,
+    rx: std::sync::mpsc::Receiver<net::Reconnect>,
+    note: &'a dyn Fn(&str),
 }
 
-/// Turns a (possibly compressed) tarball into a plain one at `dest` (renamed when already plain).
+impl Read for Noting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        while let Ok(rc) = self.rx.try_recv() {
+            (self.note)(&rc.message());
+        }
+        r
+    }
+}
+
+/// Turns a (possibly compressed) tarball into a plain one at `dest` (renamed when already plain),
+/// with the writer's decoders: gzip, xz, zstd, bzip2, recognised by their magic bytes.
 pub fn decompress_tarball(what: &str, src: &Path, dest: &Path) -> Result<(), FetchError> {
     let ioe = |context: String| {
         let what = what.to_string();
@@ -188,43 +216,68 @@ pub fn decompress_tarball(what: &str, src: &Path, dest: &Path) -> Result<(), Fet
             source,
         }
     };
-    let Some((tool, args)) =
-        decompressor(src).map_err(ioe(format!("reading {}", src.display())))?
-    else {
-        std::fs::rename(src, dest).map_err(ioe(format!("moving {}", src.display())))?;
-        return Ok(());
-    };
-    let input = File::open(src).map_err(ioe(format!("opening {}", src.display())))?;
-    let mut output = File::create(dest).map_err(ioe(format!("creating {}", dest.display())))?;
-    let child = Command::new(tool)
-        .args(args)
-        .stdin(input)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| FetchError::Decompress {
-            what: what.into(),
-            path: src.into(),
-            tool: tool.into(),
-            detail: format!("{e} (apt-get install {tool})"),
-        })?;
-    let mut child = child;
-    if let Some(mut out) = child.stdout.take() {
-        io::copy(&mut out, &mut output).map_err(ioe(format!("writing {}", dest.display())))?;
+    let mut input = File::open(src).map_err(ioe(format!("opening {}", src.display())))?;
+    let mut magic = [0u8; 6];
+    let mut n = 0;
+    while n < magic.len() {
+        match input.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ioe(format!("reading {}", src.display()))(e)),
+        }
     }
-    let res = child
-        .wait_with_output()
-        .map_err(ioe(format!("waiting for {tool}")))?;
-    output
-        .flush()
-        .map_err(ioe(format!("writing {}", dest.display())))?;
-    if !res.status.success() {
-        return Err(FetchError::Decompress {
-            what: what.into(),
-            path: src.into(),
-            tool: tool.into(),
-            detail: String::from_utf8_lossy(&res.stderr).trim().to_string(),
-        });
+    let format = Format::detect(&magic[..n]);
+    match format {
+        Format::Raw => {
+            std::fs::rename(src, dest).map_err(ioe(format!("moving {}", src.display())))?;
+            return Ok(());
+        }
+        Format::SevenZ => {
+            return Err(FetchError::Decompress {
+                what: what.into(),
+                path: src.into(),
+                format: format.name().into(),
+                detail: "a 7z archive is not a tarball; give a .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2".into(),
+            });
+        }
+        _ => {}
+    }
+    let input = File::open(src).map_err(ioe(format!("opening {}", src.display())))?;
+    let decompress_err = |e: io::Error| FetchError::Decompress {
+        what: what.into(),
+        path: src.into(),
+        format: format.name().into(),
+        detail: e.to_string(),
+    };
+    let mut decoded = codec::decoder(
+        format,
+        Box::new(BufReader::new(input)),
+        codec::WindowLimit::tarball(),
+    )
+    .map_err(decompress_err)?
+    .0;
+    let result = (|| {
+        let mut output = File::create(dest).map_err(ioe(format!("creating {}", dest.display())))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match decoded.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(decompress_err(e)),
+            };
+            output
+                .write_all(&buf[..n])
+                .map_err(ioe(format!("writing {}", dest.display())))?;
+        }
+        output
+            .flush()
+            .map_err(ioe(format!("writing {}", dest.display())))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(dest);
+        return result;
     }
     let _ = std::fs::remove_file(src);
     Ok(())
@@ -256,6 +309,7 @@ mod tests {
 
     #[test]
     fn decompresses_by_magic() {
+        use std::process::Command;
         let d = tempfile::tempdir().unwrap();
         let plain = d.path().join("p");
         std::fs::write(&plain, b"hello").unwrap();

@@ -18,12 +18,25 @@ pub struct FstabEntry {
     pub pass: u8,
 }
 
+/// A field as fstab(5) reads it: blanks separate fields, so a space, a tab or a backslash in a
+/// value is written as its octal escape (`\040`, `\011`, `\134`), which mount decodes.
+pub fn escape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    for c in field.chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn spec(p: &PlannedPartition, naming: FstabNaming) -> Option<String> {
     match naming {
         FstabNaming::Label => p
             .label
             .as_ref()
-            .map(|l| format!("LABEL={l}"))
+            .map(|l| format!("LABEL={}", escape(l)))
             .or_else(|| (!p.partuuid.is_empty()).then(|| format!("PARTUUID={}", p.partuuid))),
         FstabNaming::Partuuid => {
             (!p.partuuid.is_empty()).then(|| format!("PARTUUID={}", p.partuuid))
@@ -93,7 +106,7 @@ pub fn root_matches(fstab_text: &str, layout: &Layout) -> Option<bool> {
     let by_label = root
         .label
         .as_ref()
-        .is_some_and(|l| spec == format!("LABEL={l}"));
+        .is_some_and(|l| spec == format!("LABEL={}", escape(l)));
     Some(by_uuid || by_label)
 }
 
@@ -137,6 +150,16 @@ mod tests {
             None
         );
         assert_eq!(root_matches("# empty\n", &layout), None);
+    }
+
+    #[test]
+    fn labels_are_escaped_for_fstab() {
+        assert_eq!(escape("my root\\x"), "my\\040root\\134x");
+        let text = format!("LABEL={}\t/\text4\tdefaults\t0\t1\n", escape("a b"));
+        assert_eq!(
+            parse(&text),
+            [("LABEL=a\\040b".to_string(), "/".to_string())]
+        );
     }
 
     #[test]

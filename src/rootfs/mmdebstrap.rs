@@ -74,6 +74,8 @@ pub struct Run {
     pub uploads: Vec<(PathBuf, String)>,
     /// debconf answers (a file in the work directory) given before the remaining packages install.
     pub debconf: Option<PathBuf>,
+    /// Shell commands run once everything is installed (`$1` is the chroot), before the cache is saved.
+    pub customize_hooks: Vec<String>,
     pub output: PathBuf,
     pub tmpdir: PathBuf,
     pub log: PathBuf,
@@ -102,6 +104,16 @@ pub struct BasePlan {
     pub uploads: Vec<(String, String)>,
     /// debconf answers given before the remaining packages install.
     pub debconf: Option<String>,
+    /// boardsmith's initramfs customize hook (`__initramfs-hook`), when the board's modules are derived.
+    pub initramfs_hook: Option<InitramfsHook>,
+}
+
+/// The customize hook that derives the initramfs modules inside the build: this program, and its input
+/// (JSON, uploaded into the chroot).
+#[derive(Debug, Clone)]
+pub struct InitramfsHook {
+    pub program: PathBuf,
+    pub input: String,
 }
 
 /// Where one run's files are on this machine.
@@ -167,6 +179,16 @@ impl BasePlan {
                 .map(|(i, (inside, _))| (Self::upload_path(&paths.work, i), format!("/{inside}")))
                 .collect(),
             debconf: self.debconf.as_ref().map(|_| paths.work.join("debconf")),
+            customize_hooks: self
+                .initramfs_hook
+                .as_ref()
+                .map(|h| {
+                    super::initramfs::hook_commands(
+                        &h.program,
+                        &super::initramfs::hook_input_path(&paths.work),
+                    )
+                })
+                .unwrap_or_default(),
             output: paths.output.clone(),
             tmpdir: paths.work.clone(),
             log: paths.log.clone(),
@@ -189,6 +211,9 @@ impl BasePlan {
         if let (Some(p), Some(text)) = (&run.debconf, &self.debconf) {
             write(p, text)?;
         }
+        if let Some(h) = &self.initramfs_hook {
+            write(&super::initramfs::hook_input_path(&paths.work), &h.input)?;
+        }
         Ok(run)
     }
 
@@ -200,7 +225,12 @@ impl BasePlan {
             output: PathBuf::from("/OUTPUT.tar"),
             log: PathBuf::from("/LOG"),
         };
-        self.run(&paths, epoch)
+        // The hook's program is this machine's path too; what it is, is in the key apart.
+        let mut plan = self.clone();
+        if let Some(h) = &mut plan.initramfs_hook {
+            h.program = PathBuf::from("/BOARDSMITH");
+        }
+        plan.run(&paths, epoch)
             .args()
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -241,7 +271,7 @@ pub fn sources(
 pub const CACHE_ENV: &str = "BOARDSMITH_APT_CACHE";
 
 /// Single-quotes for sh and for Perl's shellwords (which mmdebstrap's special hooks use).
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -313,6 +343,9 @@ impl Run {
                 "--essential-hook=chroot \"$1\" debconf-set-selections /tmp/boardsmith-debconf && rm -f \"$1\"/tmp/boardsmith-debconf"
                     .into(),
             );
+        }
+        for h in &self.customize_hooks {
+            a.push(format!("--customize-hook={h}"));
         }
         a.push(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
@@ -549,6 +582,9 @@ mod tests {
                 "/etc/initramfs-tools/modules".into(),
             )],
             debconf: None,
+            customize_hooks: vec![
+                "'/usr/bin/boardsmith' __initramfs-hook '/w/in.json' \"$1\"".into(),
+            ],
             output: PathBuf::from("/w/out.tar"),
             tmpdir: PathBuf::from("/w"),
             log: PathBuf::from("/w/log"),
@@ -585,6 +621,11 @@ mod tests {
         for hook in a.iter().filter(|x| x.contains("-hook=")) {
             assert!(!hook.contains(" /c a") && !hook.contains(" /w/"), "{hook}");
         }
+        let hook = a
+            .iter()
+            .position(|x| x.contains("__initramfs-hook"))
+            .unwrap();
+        assert!(a[hook + 1].starts_with("--customize-hook=sync-out"));
         let tail: Vec<&str> = a[a.len() - 5..].iter().map(String::as_str).collect();
         assert_eq!(
             tail,

@@ -11,6 +11,7 @@ pub mod customize;
 pub mod features;
 pub mod fetch;
 pub mod fstab;
+pub mod initramfs;
 pub mod mmdebstrap;
 pub mod prerequisites;
 pub mod recipe;
@@ -53,6 +54,8 @@ pub enum RootfsError {
     Customize(#[from] customize::CustomizeError),
     #[error(transparent)]
     Tree(#[from] TarTreeError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
     #[error("invalid layout for fstab: {0}")]
     Plan(#[from] PlanError),
     #[error("setting `{name}` (feature {feature}): {message}")]
@@ -102,7 +105,8 @@ impl RootfsError {
             | RootfsError::Setting { .. }
             | RootfsError::MissingArtifact { .. }
             | RootfsError::Invalid { .. }
-            | RootfsError::Output { .. } => true,
+            | RootfsError::Output { .. }
+            | RootfsError::Tree(TarTreeError::PastEnd { .. }) => true,
             RootfsError::Fetch(f) => f.is_input_error(),
             RootfsError::Cache(c) => c.is_input_error(),
             RootfsError::Customize(c) => matches!(
@@ -188,6 +192,10 @@ pub struct RootfsRequest {
     pub interactive: bool,
     /// The tarball holds password hashes: owner-only unless this is set.
     pub world_readable: bool,
+    /// This program, run by mmdebstrap's customize hook as `PROGRAM __initramfs-hook INPUT ROOT` to derive
+    /// the initramfs modules once the kernel is installed (see [`initramfs::run_hook`]); without it the
+    /// initramfs holds only the profile's `kernel.initramfs_modules`.
+    pub initramfs_hook: Option<PathBuf>,
 }
 
 impl RootfsRequest {
@@ -215,6 +223,7 @@ impl RootfsRequest {
             epoch,
             interactive: false,
             world_readable: false,
+            initramfs_hook: None,
         }
     }
 
@@ -263,6 +272,8 @@ pub struct RootfsReport {
     pub fstab: Vec<fstab::FstabEntry>,
     pub enabled: Vec<String>,
     pub boot: BootFiles,
+    /// The initramfs modules derived from the device tree, with why each is needed.
+    pub initramfs: Option<crate::rootmods::Report>,
     pub checks: usize,
     pub contents: TarStats,
     pub size_bytes: u64,
@@ -633,6 +644,94 @@ fn unpack(tar: &Path, dir: &Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// Derives the board's initramfs modules from the built tree, puts the list into `initramfs` (written by
+/// the customization) and checks the tree's initramfs. With the customize hook (`hooked`) the initramfs
+/// must already hold every derived module; a prebuilt tarball only gets warnings.
+fn initramfs_modules(
+    profile: &Profile,
+    tree: &TarTree,
+    initramfs: &mut [(String, String)],
+    hooked: bool,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::rootmods::Report>, RootfsError> {
+    let mut warn = |w: String| {
+        on(RootfsEvent::Warning(&w));
+        warnings.push(w);
+    };
+    let Some(req) = initramfs::request(profile) else {
+        if profile.medium.is_some() {
+            warn(format!(
+                "board `{}` has a medium but no kernel.dtb: the initramfs modules cannot be derived, so it carries only kernel.initramfs_modules",
+                profile.name
+            ));
+        }
+        return Ok(None);
+    };
+    let files = initramfs::TarFiles(tree);
+    let report = match crate::rootmods::analyze(&files, &req) {
+        Ok(r) => r,
+        Err(e) if !hooked => {
+            warn(format!(
+                "cannot derive the initramfs modules from this root filesystem: {e}; the initramfs configuration lists only kernel.initramfs_modules"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(initramfs::InitramfsError::from(e).into()),
+    };
+    for w in &report.warnings {
+        warn(w.clone());
+    }
+    if !report.derivation.unresolved.is_empty() {
+        warn(format!(
+            "{} providers in the root device's chain are unresolved (no module or built-in driver known): {}; see `boardsmith initramfs-modules {} --rootfs ROOT`",
+            report.derivation.unresolved.len(),
+            report
+                .derivation
+                .unresolved
+                .iter()
+                .map(|u| u.what.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            profile.name
+        ));
+    }
+    if let Some(entry) = initramfs
+        .iter_mut()
+        .find(|(p, _)| p == initramfs::MODULES_FILE)
+    {
+        entry.1 = initramfs::modules_file(&report.initramfs_modules, true);
+    }
+    if let Some(pattern) = &profile.kernel.initrd {
+        match initramfs::initrd_modules(&files, pattern, &report.kernel_version) {
+            Ok(Some((path, present))) => {
+                let lacking = initramfs::missing(&report, &present);
+                if !lacking.is_empty() {
+                    let msg = format!(
+                        "the initramfs {path} lacks modules the root device needs: {}",
+                        lacking.join(", ")
+                    );
+                    if hooked {
+                        return Err(initramfs::InitramfsError::Hook {
+                            context: "after the initramfs hook".into(),
+                            message: msg,
+                        }
+                        .into());
+                    }
+                    warn(format!(
+                        "{msg}; regenerate it in the root filesystem (update-initramfs -u) with the list written to /{}",
+                        initramfs::MODULES_FILE
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) if !hooked => warn(format!("cannot check the initramfs: {e}")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(report))
+}
+
 fn output_is_tar(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "tar")
 }
@@ -757,18 +856,13 @@ fn resolve_recipe(
     Ok((recipe, vars, hostname))
 }
 
-/// The files that configure the initramfs: given to mmdebstrap before the kernel installs (so its
-/// initrd carries the board's modules), and written again by the configuration.
+/// The files that configure the initramfs: given to mmdebstrap before the kernel installs (the profile's
+/// extras; the customize hook adds the derived modules), and written again by the configuration.
 fn initramfs_files(profile: &Profile) -> Vec<(String, String)> {
-    let modules = &profile.kernel.initramfs_modules;
     vec![
         (
-            "etc/initramfs-tools/modules".to_string(),
-            // No board name: boards with the same modules share a base (see `cache`).
-            format!(
-                "# boardsmith: modules the initramfs carries so that the board can mount its root\n# filesystem (kernel.initramfs_modules of its profile).\n{}",
-                modules.iter().map(|m| format!("{m}\n")).collect::<String>()
-            ),
+            initramfs::MODULES_FILE.to_string(),
+            initramfs::modules_file(&profile.kernel.initramfs_modules, false),
         ),
         (
             "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
@@ -798,6 +892,18 @@ fn base_plan(
             l = recipe.locale
         ));
     }
+    // The hook's input names no board (only what the derivation reads), so that boards deriving from
+    // the same device tree and medium share a base.
+    let initramfs_hook = match (&req.initramfs_hook, initramfs::HookInput::new(profile)) {
+        (Some(program), Some(input)) => Some(mmdebstrap::InitramfsHook {
+            program: program.clone(),
+            input: serde_json::to_string(&input).map_err(|e| RootfsError::Io {
+                context: "writing the initramfs hook's input".into(),
+                source: e.into(),
+            })?,
+        }),
+        _ => None,
+    };
     let (mirror, security) = match &req.snapshot {
         Some(ts) => {
             if cache::snapshot_time(ts).is_err() {
@@ -830,6 +936,7 @@ fn base_plan(
         dpkg_options: recipe.dpkg_options.clone(),
         uploads: initramfs.to_vec(),
         debconf,
+        initramfs_hook,
     })
 }
 
@@ -1130,7 +1237,8 @@ pub fn build_rootfs(
         }
         None => None,
     };
-    let initramfs = initramfs_files(profile);
+    // The initramfs configuration: given to mmdebstrap, and written by stage 2 with the derived list.
+    let mut initramfs = initramfs_files(profile);
     // The base's key (and the archive's state it covers), and whether mmdebstrap will be needed.
     let base_input = match &tarball {
         Some(_) => None,
@@ -1196,13 +1304,20 @@ pub fn build_rootfs(
     let mut log = None;
     let mut cache_used = None;
     let source_desc;
+    let mut hooked = false;
     let mut base_report = None;
     let base = match (&tarball, &base_input) {
         (Some((source, sha)), _) => {
             on(RootfsEvent::Phase("fetching the root filesystem tarball"));
             let source_tar = work.path().join("source.tar");
             let dl = work.path().join("source.download");
-            fetch::fetch_verified(&format!("--rootfs-tarball {source}"), source, sha, &dl)?;
+            fetch::fetch_verified_noting(
+                &format!("--rootfs-tarball {source}"),
+                source,
+                sha,
+                &dl,
+                &|m| on(RootfsEvent::Warning(m)),
+            )?;
             fetch::decompress_tarball("--rootfs-tarball", &dl, &source_tar)?;
             source_desc = format!("tarball {source}");
             None
@@ -1211,6 +1326,7 @@ pub fn build_rootfs(
             let b = base_stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
             downloads = b.downloads.clone();
             log = b.log.clone();
+            hooked = plan.initramfs_hook.is_some();
             cache_used = Some(req.cache.clone());
             source_desc = format!(
                 "mmdebstrap {} from {} (base {}: {})",
@@ -1233,7 +1349,14 @@ pub fn build_rootfs(
     on(RootfsEvent::Phase(
         "configuring users, files, fstab and services",
     ));
-    let mut tree = TarTree::open(&source_tar)?;
+    // Errors in a prebuilt tarball name it, not its working copy.
+    let shown = match &tarball {
+        Some((source, _)) => PathBuf::from(format!("--rootfs-tarball {source}")),
+        None => source_tar.clone(),
+    };
+    let mut tree = TarTree::open_as(&source_tar, &shown)?;
+    let initramfs_report =
+        initramfs_modules(profile, &tree, &mut initramfs, hooked, on, &mut warnings)?;
     let customized = customize::apply(
         &mut tree,
         &recipe,
@@ -1347,6 +1470,7 @@ pub fn build_rootfs(
         fstab: customized.fstab,
         enabled: customized.enabled,
         boot,
+        initramfs: initramfs_report,
         checks,
         contents,
         size_bytes,

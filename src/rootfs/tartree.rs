@@ -30,6 +30,17 @@ pub enum TarTreeError {
     Node { path: String, reason: String },
     #[error("symlink loop or chain too long at `{path}` in the root filesystem")]
     Loop { path: String },
+    #[error(
+        "{path}: entry `{entry}` (header at byte {header}) claims {size} bytes of data from byte {offset}, past the end of the archive at byte {len}; the tarball is truncated or corrupt, make it again"
+    )]
+    PastEnd {
+        path: PathBuf,
+        entry: String,
+        header: u64,
+        offset: u64,
+        size: u64,
+        len: u64,
+    },
 }
 
 /// Where a regular file's bytes are.
@@ -145,6 +156,88 @@ fn canonical_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// Indexes an uncompressed tar archive of `len` bytes read from `reader` (`path` names it in errors).
+/// Every entry's data must lie inside the archive: a header's size is checked against the archive's
+/// real length, so a crafted size never reaches an allocation or a read.
+pub fn index<R: Read + Seek>(
+    reader: R,
+    len: u64,
+    path: &Path,
+) -> Result<HashMap<String, Node>, TarTreeError> {
+    let read_err = |source| TarTreeError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut nodes = HashMap::new();
+    let entries = archive.entries_with_seek().map_err(read_err)?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| TarTreeError::Format {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        let (offset, size) = (entry.raw_file_position(), entry.size());
+        if offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(TarTreeError::PastEnd {
+                path: path.to_path_buf(),
+                entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                header: entry.raw_header_position(),
+                offset,
+                size,
+                len,
+            });
+        }
+        let mut xattrs = Vec::new();
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                if let Ok(key) = ext.key()
+                    && let Some(attr) = key.strip_prefix("SCHILY.xattr.")
+                {
+                    xattrs.push((attr.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let h = entry.header();
+        let num = |r: io::Result<u64>| r.unwrap_or(0);
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let link = entry
+            .link_name_bytes()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let kind = match h.entry_type() {
+            EntryType::Regular | EntryType::Continuous => Kind::File(Data::Input { offset, size }),
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink(link.unwrap_or_default()),
+            EntryType::Link => Kind::Hardlink(normalize(&link.unwrap_or_default())),
+            EntryType::Char => Kind::Char(
+                h.device_major().ok().flatten().unwrap_or(0),
+                h.device_minor().ok().flatten().unwrap_or(0),
+            ),
+            EntryType::Block => Kind::Block(
+                h.device_major().ok().flatten().unwrap_or(0),
+                h.device_minor().ok().flatten().unwrap_or(0),
+            ),
+            EntryType::Fifo => Kind::Fifo,
+            other => {
+                return Err(TarTreeError::Format {
+                    path: path.to_path_buf(),
+                    reason: format!("entry `{name}` has unsupported type {other:?}"),
+                });
+            }
+        };
+        let node = Node {
+            kind,
+            mode,
+            uid: num(h.uid()),
+            gid: num(h.gid()),
+            mtime: num(h.mtime()),
+            xattrs,
+        };
+        nodes.insert(name, node);
+    }
+    Ok(nodes)
+}
+
 pub struct TarTree {
     source: Option<PathBuf>,
     nodes: HashMap<String, Node>,
@@ -163,70 +256,19 @@ impl TarTree {
 
     /// Indexes an uncompressed tarball (file data stays on disk until written).
     pub fn open(path: &Path) -> Result<TarTree, TarTreeError> {
+        Self::open_as(path, path)
+    }
+
+    /// [`TarTree::open`], naming the archive `shown` in errors (what the user gave, when `path` is a
+    /// working copy of it).
+    pub fn open_as(path: &Path, shown: &Path) -> Result<TarTree, TarTreeError> {
         let read_err = |source| TarTreeError::Read {
-            path: path.to_path_buf(),
+            path: shown.to_path_buf(),
             source,
         };
         let file = File::open(path).map_err(read_err)?;
-        let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
-        let mut nodes = HashMap::new();
-        let entries = archive.entries_with_seek().map_err(read_err)?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| TarTreeError::Format {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-            let mut xattrs = Vec::new();
-            if let Ok(Some(exts)) = entry.pax_extensions() {
-                for ext in exts.flatten() {
-                    if let Ok(key) = ext.key()
-                        && let Some(attr) = key.strip_prefix("SCHILY.xattr.")
-                    {
-                        xattrs.push((attr.to_string(), ext.value_bytes().to_vec()));
-                    }
-                }
-            }
-            let h = entry.header();
-            let num = |r: io::Result<u64>| r.unwrap_or(0);
-            let mode = h.mode().unwrap_or(0o644) & 0o7777;
-            let link = entry
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            let kind = match h.entry_type() {
-                EntryType::Regular | EntryType::Continuous => Kind::File(Data::Input {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                }),
-                EntryType::Directory => Kind::Dir,
-                EntryType::Symlink => Kind::Symlink(link.unwrap_or_default()),
-                EntryType::Link => Kind::Hardlink(normalize(&link.unwrap_or_default())),
-                EntryType::Char => Kind::Char(
-                    h.device_major().ok().flatten().unwrap_or(0),
-                    h.device_minor().ok().flatten().unwrap_or(0),
-                ),
-                EntryType::Block => Kind::Block(
-                    h.device_major().ok().flatten().unwrap_or(0),
-                    h.device_minor().ok().flatten().unwrap_or(0),
-                ),
-                EntryType::Fifo => Kind::Fifo,
-                other => {
-                    return Err(TarTreeError::Format {
-                        path: path.to_path_buf(),
-                        reason: format!("entry `{name}` has unsupported type {other:?}"),
-                    });
-                }
-            };
-            let node = Node {
-                kind,
-                mode,
-                uid: num(h.uid()),
-                gid: num(h.gid()),
-                mtime: num(h.mtime()),
-                xattrs,
-            };
-            nodes.insert(name, node);
-        }
+        let len = file.metadata().map_err(read_err)?.len();
+        let mut nodes = index(BufReader::with_capacity(1 << 20, file), len, shown)?;
         nodes
             .entry(String::new())
             .or_insert_with(|| Node::dir(0o755));
@@ -343,8 +385,18 @@ impl TarTree {
                 };
                 let mut f = File::open(src).map_err(read_err)?;
                 f.seek(SeekFrom::Start(*offset)).map_err(read_err)?;
-                let mut buf = vec![0u8; *size as usize];
-                f.read_exact(&mut buf).map_err(read_err)?;
+                // The buffer grows with the data read, never from the header's size alone.
+                let mut buf = Vec::new();
+                f.take(*size).read_to_end(&mut buf).map_err(read_err)?;
+                if buf.len() as u64 != *size {
+                    return Err(read_err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the archive ends {} bytes into the {size} bytes of data at byte {offset}; did it change meanwhile?",
+                            buf.len()
+                        ),
+                    )));
+                }
                 Ok(buf)
             }
         }

@@ -1,67 +1,15 @@
-//! Compressed image formats: recognised by their magic bytes, decoded as streams. xz decodes on
+//! Compressed image formats: recognised by their magic bytes, decoded as streams (`crate::codec`, shared
+//! with `rootfs`). xz decodes on
 //! several threads when the file has several blocks (liblzma's threaded decoder); gzip, zstd and
 //! bzip2 streams may be concatenated; 7z needs random access and is read entry by entry.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Raw,
-    Xz,
-    Gzip,
-    Zstd,
-    Bzip2,
-    #[serde(rename = "7z")]
-    SevenZ,
-}
-
-impl Format {
-    /// Recognises a format from the first bytes of the source (at least 6 for certainty).
-    pub fn detect(magic: &[u8]) -> Format {
-        if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Format::Xz
-        } else if magic.starts_with(&[0x1f, 0x8b]) {
-            Format::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Format::Zstd
-        } else if magic.len() >= 4 && magic.starts_with(b"BZh") && (b'1'..=b'9').contains(&magic[3])
-        {
-            Format::Bzip2
-        } else if magic.starts_with(&[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c]) {
-            Format::SevenZ
-        } else {
-            Format::Raw
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Xz => "xz",
-            Format::Gzip => "gzip",
-            Format::Zstd => "zstd",
-            Format::Bzip2 => "bzip2",
-            Format::SevenZ => "7z",
-        }
-    }
-
-    /// File name extensions of this format (for finding the image's own name and side files).
-    pub fn extensions(self) -> &'static [&'static str] {
-        match self {
-            Format::Raw => &[],
-            Format::Xz => &["xz"],
-            Format::Gzip => &["gz", "gzip"],
-            Format::Zstd => &["zst", "zstd"],
-            Format::Bzip2 => &["bz2"],
-            Format::SevenZ => &["7z"],
-        }
-    }
-}
+pub use crate::codec::{
+    DEFAULT_MAX_WINDOW, Format, IN_BUF, MAX_MAX_WINDOW, MIN_MAX_WINDOW, WindowLimit,
+    WindowTooLarge, decoder, zstd_window,
+};
 
 /// Counts the compressed bytes consumed, so errors can say where in the file they happened.
 pub struct Counted<R> {
@@ -87,31 +35,6 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// Input buffer for decoders: large enough that syscalls are rare.
-const IN_BUF: usize = 1 << 20;
-
-/// A decoding reader for a streamable format (everything but raw and 7z).
-pub fn decoder(format: Format, input: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
-    let buffered = BufReader::with_capacity(IN_BUF, input);
-    Ok(match format {
-        Format::Xz => Box::new(super::xz::XzReader::new(buffered)?),
-        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Format::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(buffered)?;
-            // Frames made with --long need a window beyond the default 128 MiB limit.
-            d.window_log_max(31)?;
-            Box::new(d)
-        }
-        Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
-        Format::Raw => Box::new(buffered),
-        Format::SevenZ => {
-            return Err(io::Error::other(
-                "7z archives need random access and are not streamed",
-            ));
-        }
-    })
-}
-
 /// The content size the first zstd frame header declares (a lower bound for the whole stream,
 /// which may hold more frames).
 pub fn zstd_first_frame_size(header: &[u8]) -> Option<u64> {
@@ -120,11 +43,23 @@ pub fn zstd_first_frame_size(header: &[u8]) -> Option<u64> {
         .flatten()
 }
 
-/// The single file entry of a 7z archive that holds the image: (index, name, size).
-pub fn sevenz_entry(file: &mut File) -> Result<(String, u64), String> {
+/// Memory for reading a 7z archive's headers (the file list; 7-Zip compresses it with a small
+/// LZMA dictionary). An image archive's headers take a few hundred bytes.
+const SEVENZ_HEADER_LIMIT: u64 = 16 << 20;
+
+/// Reads a 7z archive's headers, within [`SEVENZ_HEADER_LIMIT`] of memory.
+pub fn sevenz_archive(file: &mut File) -> Result<sevenz_rust2::Archive, String> {
     file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let archive = sevenz_rust2::Archive::read(file, &sevenz_rust2::Password::empty())
-        .map_err(|e| format!("cannot read the 7z archive: {e}"))?;
+    sevenz_rust2::Archive::read_with_memory_limit(
+        file,
+        &sevenz_rust2::Password::empty(),
+        (SEVENZ_HEADER_LIMIT / 1024) as usize,
+    )
+    .map_err(|e| format!("cannot read the 7z archive: {e}"))
+}
+
+/// The single file entry of a 7z archive that holds the image: (name, size).
+pub fn sevenz_entry(archive: &sevenz_rust2::Archive) -> Result<(String, u64), String> {
     let files: Vec<&sevenz_rust2::ArchiveEntry> = archive
         .files
         .iter()
@@ -153,17 +88,44 @@ pub fn sevenz_entry(file: &mut File) -> Result<(String, u64), String> {
     }
 }
 
+/// LZMA method id in 7z coder records (its properties: a byte, then the dictionary size).
+const SEVENZ_LZMA: &[u8] = &[0x03, 0x01, 0x01];
+
+/// The largest dictionary the archive's LZMA and LZMA2 coders declare (0 when none).
+pub fn sevenz_dict(archive: &sevenz_rust2::Archive) -> u64 {
+    archive
+        .blocks
+        .iter()
+        .flat_map(|b| b.coders.iter())
+        .filter_map(|c| {
+            let props = c.properties();
+            match c.encoder_method_id() {
+                SEVENZ_LZMA2 => super::xz::lzma2_dict(*props.first()?),
+                SEVENZ_LZMA => Some(u64::from(u32::from_le_bytes(
+                    props.get(1..5)?.try_into().ok()?,
+                ))),
+                _ => None,
+            }
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// LZMA2 method id in 7z coder records.
 const SEVENZ_LZMA2: &[u8] = &[0x21];
 /// Unpacked bytes gathered into one unit of parallel work (several dictionary-reset segments).
 const LZMA2_UNIT: u64 = 8 << 20;
-/// Dictionary memory the parallel decoders may touch together; beyond it, one thread decodes.
-const LZMA2_DICT_BUDGET: u64 = 24 << 20;
+/// Dictionary memory the parallel decoders (xz blocks, 7z LZMA2 segments) may touch together: as
+/// many threads decode as fit (2 × 8 MiB for `xz -6`), else one. With the 32 MiB pool and the
+/// program (about 42 MB together) this keeps the writer under 64 MiB.
+pub const DICT_BUDGET: u64 = 20 << 20;
 
 /// A 7z archive whose image is one LZMA2 stream with dictionary resets (what 7-Zip and boardsmith
 /// write with several threads), cut at those resets into units that decode independently.
 pub struct SevenZBlocks {
     pub index: super::xz::XzIndex,
+    /// Threads to decode on (those whose dictionaries fit [`DICT_BUDGET`]).
+    pub threads: u64,
     /// CRC-32 of the unpacked entry, when the archive records it.
     pub crc32: Option<u32>,
 }
@@ -172,13 +134,12 @@ pub struct SevenZBlocks {
 /// archive is not the simple case (one block, one LZMA2 coder, one packed stream), has no reset to
 /// cut at, or its units would need more dictionary memory than the budget for `threads`.
 pub fn sevenz_blocks(
-    file: &mut File,
+    archive: &sevenz_rust2::Archive,
+    file: &(impl super::xz::ReadAt + ?Sized),
     entry: &str,
     size: u64,
     threads: u64,
 ) -> Option<SevenZBlocks> {
-    file.seek(SeekFrom::Start(0)).ok()?;
-    let archive = sevenz_rust2::Archive::read(file, &sevenz_rust2::Password::empty()).ok()?;
     let [block] = archive.blocks.as_slice() else {
         return None;
     };
@@ -208,18 +169,15 @@ pub fn sevenz_blocks(
     // The packed stream starts after the 32-byte signature header.
     let start = 32u64.checked_add(archive.pack_pos())?;
     let end = start.checked_add(*pack_size)?;
-    let dict = if props == 40 {
-        u64::from(u32::MAX)
-    } else {
-        (2 | u64::from(props & 1)) << (props / 2 + 11)
-    };
+    let dict = super::xz::lzma2_dict(props)?;
     let blocks = lzma2_units(file, start, end, size, props)?;
     let largest = blocks.iter().map(|b| b.uncompressed).max()?;
-    if blocks.len() < 2 || threads.min(blocks.len() as u64) * dict.min(largest) > LZMA2_DICT_BUDGET
-    {
+    let threads = super::xz::threads_within(threads, blocks.len(), dict.min(largest), DICT_BUDGET);
+    if threads < 2 {
         return None;
     }
     Some(SevenZBlocks {
+        threads,
         index: super::xz::XzIndex {
             blocks,
             uncompressed: size,
@@ -228,10 +186,16 @@ pub fn sevenz_blocks(
     })
 }
 
+/// Most LZMA2 chunks walked: a chunk holds up to 64 KiB of packed data or 2 MiB of output, so this
+/// covers 256 GiB of incompressible image. A longer stream decodes on one thread.
+const MAX_CHUNKS: u64 = 1 << 22;
+
 /// Walks the LZMA2 chunk headers in `[start, end)` (each gives its packed and unpacked size, so no data
 /// is decoded) and groups the chunks into units of about [`LZMA2_UNIT`] that begin at a dictionary reset.
-fn lzma2_units(
-    file: &File,
+/// None when the chunks do not add up to `size`, or there are more than [`MAX_CHUNKS`] chunks or
+/// [`super::xz::MAX_BLOCKS`] units: time and memory stay bounded whatever the headers say.
+pub fn lzma2_units(
+    file: &(impl super::xz::ReadAt + ?Sized),
     start: u64,
     end: u64,
     size: u64,
@@ -241,12 +205,14 @@ fn lzma2_units(
     let mut units: Vec<XzBlock> = Vec::new();
     let (mut pos, mut unpacked) = (start, 0u64);
     let mut head = [0u8; 6];
+    let mut chunks = 0u64;
     loop {
-        if pos >= end {
-            return None; // no end marker
+        chunks += 1;
+        if pos >= end || chunks > MAX_CHUNKS {
+            return None; // no end marker, or too many chunks
         }
         let n = (end - pos).min(6) as usize;
-        file.read_exact_at(&mut head[..n], pos).ok()?;
+        file.pread_exact(&mut head[..n], pos).ok()?;
         let c = head[0];
         let (header, packed, out, reset) = match c {
             0 => break,
@@ -267,6 +233,7 @@ fn lzma2_units(
         if chunk_end > end {
             return None;
         }
+        let full = units.len() >= super::xz::MAX_BLOCKS;
         match units.last_mut() {
             // A new unit begins at a reset once the current one is big enough.
             Some(u) if !reset || u.uncompressed < LZMA2_UNIT => {
@@ -275,6 +242,7 @@ fn lzma2_units(
             }
             // The stream must open with a dictionary reset.
             None if !reset => return None,
+            _ if full => return None,
             _ => units.push(XzBlock {
                 offset: pos,
                 total: header + packed,
@@ -290,14 +258,21 @@ fn lzma2_units(
 
 /// Decodes entry `name` of the 7z archive in `file`, handing its data to `each` in order.
 /// Single-threaded: sevenz-rust2's threaded mode buffers whole blocks in memory.
+/// `max_window` bounds the decoders' memory (their dictionaries, checked by [`sevenz_dict`] before).
 pub fn sevenz_decode(
     file: File,
     name: &str,
+    max_window: WindowLimit,
     each: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut reader = sevenz_rust2::ArchiveReader::new(
+    let mut reader = sevenz_rust2::ArchiveReader::new_with_memory_limit(
         BufReader::with_capacity(IN_BUF, file),
         sevenz_rust2::Password::empty(),
+        (max_window
+            .bytes
+            .max(SEVENZ_HEADER_LIMIT)
+            .saturating_add(2 << 20)
+            / 1024) as usize,
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     reader.set_thread_count(1);
@@ -330,15 +305,33 @@ pub fn sevenz_decode(
 mod tests {
     use super::*;
 
+    /// Chunk headers that add up to far more than a stream could hold, or a walk without end: the
+    /// walker gives up (None) within its bounds.
     #[test]
-    fn detects_by_magic() {
-        assert_eq!(Format::detect(b"\xfd7zXZ\0rest"), Format::Xz);
-        assert_eq!(Format::detect(b"\x1f\x8b\x08"), Format::Gzip);
-        assert_eq!(Format::detect(b"\x28\xb5\x2f\xfd"), Format::Zstd);
-        assert_eq!(Format::detect(b"BZh9"), Format::Bzip2);
-        assert_eq!(Format::detect(b"BZhx"), Format::Raw);
-        assert_eq!(Format::detect(b"7z\xbc\xaf\x27\x1c"), Format::SevenZ);
-        assert_eq!(Format::detect(b"\xeb\x3c\x90"), Format::Raw);
-        assert_eq!(Format::detect(b""), Format::Raw);
+    fn lzma2_walk_is_bounded() {
+        // An LZMA chunk with a dictionary reset (6-byte header), 2 MiB of output from 1 packed
+        // byte, repeated.
+        let chunk = [0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x5d];
+        let mut data: Vec<u8> = chunk.iter().copied().cycle().take(7 * 300_000).collect();
+        // No end marker.
+        assert!(lzma2_units(&data[..], 0, data.len() as u64, 300_000 << 21, 22).is_none());
+        // Consistent, but 75,000 units of 8 MiB: more than MAX_BLOCKS are not kept.
+        data.push(0);
+        assert!(lzma2_units(&data[..], 0, data.len() as u64, 300_000 << 21, 22).is_none());
+        let fewer = [&data[..7 * 200_000], &[0][..]].concat();
+        assert_eq!(
+            lzma2_units(&fewer[..], 0, fewer.len() as u64, 200_000 << 21, 22)
+                .unwrap()
+                .len(),
+            50_000
+        );
+        let mut ended = data[..7 * 10].to_vec();
+        ended.push(0);
+        let units = lzma2_units(&ended[..], 0, ended.len() as u64, 10 * (2 << 20), 22).unwrap();
+        assert_eq!(units.len(), 3);
+        assert_eq!(
+            units.iter().map(|u| u.uncompressed).sum::<u64>(),
+            10 * (2 << 20)
+        );
     }
 }

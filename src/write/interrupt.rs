@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM: the handler only records the signal; every stage of the writer polls
-//! [`interrupted`] and stops at the next buffer, so the target is left in a known state.
+//! [`interrupted`] and stops at the next buffer, so the target is left in a known state. The
+//! process then exits with 128 + the signal's number ([`exit_status`]).
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -35,5 +36,14 @@ pub fn signal_name() -> &'static str {
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT (Ctrl-C)",
         _ => "a signal",
+    }
+}
+
+/// The exit status for the recorded signal: 128 + its number, as a shell reports a process it
+/// ended (SIGINT 130, SIGTERM 143); 130 when none was recorded.
+pub fn exit_status() -> i32 {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => 128 + libc::SIGINT,
+        s => 128 + s,
     }
 }

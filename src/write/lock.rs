@@ -25,32 +25,26 @@ fn command(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Holds the lock while alive (it is released when the file is closed).
-pub struct TargetLock {
-    _file: File,
-}
-
-impl TargetLock {
-    /// Locks `file` (opened on `path`) exclusively, without waiting.
-    pub fn acquire(file: File, path: &Path) -> Result<TargetLock, LockError> {
-        // SAFETY: flock on a valid descriptor.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r == 0 {
-            return Ok(TargetLock { _file: file });
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let holder = file.metadata().ok().and_then(|m| holder_pid(&m));
-            return Err(LockError::Held {
-                path: path.display().to_string(),
-                holder,
-            });
-        }
-        Err(LockError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })
+/// Locks `file` (opened on `path`) exclusively, without waiting. The lock belongs to the open
+/// file description: it lasts until `file` (and every descriptor duplicated from it) is closed.
+pub fn acquire(file: &File, path: &Path) -> Result<(), LockError> {
+    // SAFETY: flock on a valid descriptor.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(());
     }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let holder = file.metadata().ok().and_then(|m| holder_pid(&m));
+        return Err(LockError::Held {
+            path: path.display().to_string(),
+            holder,
+        });
+    }
+    Err(LockError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })
 }
 
 /// The pid holding a FLOCK on the inode of `meta`, from /proc/locks
@@ -84,15 +78,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         std::fs::write(&path, b"x").unwrap();
-        let first = TargetLock::acquire(File::open(&path).unwrap(), &path).unwrap();
+        let first = File::open(&path).unwrap();
+        acquire(&first, &path).unwrap();
         // A lock from another open file description conflicts even within one process; the pid
         // found is our own, which is filtered out, so holder may be None here. The message is
         // what a second process sees.
-        match TargetLock::acquire(File::open(&path).unwrap(), &path) {
+        match acquire(&File::open(&path).unwrap(), &path) {
             Err(LockError::Held { path: p, .. }) => assert!(p.ends_with("/t")),
             other => panic!("{:?}", other.err()),
         }
         drop(first);
-        assert!(TargetLock::acquire(File::open(&path).unwrap(), &path).is_ok());
+        assert!(acquire(&File::open(&path).unwrap(), &path).is_ok());
     }
 }

@@ -22,7 +22,6 @@ pub mod xz;
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,11 +31,12 @@ use self::buffers::Pool;
 use self::decompress::Format;
 use self::digest::{RangeCheck, RangeMismatch};
 use self::progress::{Event, Observer, Phase};
-use self::sink::{Sink, Target, TargetError};
+use self::sink::{Checks, Sink, SourceId, Target, TargetError};
 use self::source::{DecodeOptions, Input, SideRef, SourceError, SourceSpec};
 use self::sums::{ExpectedSum, SumKind};
-use crate::grow::{GrowError, GrowReport};
+use crate::grow::{GrowFailure, GrowReport};
 use crate::image::bmap::{Bmap, BmapError};
+use crate::net::{self, DownloadHandle, FailureKind, NetError, NetOptions};
 use crate::size::Human;
 
 /// The first bytes of the image (partition table, boot loader area), written last.
@@ -72,7 +72,16 @@ pub struct WriteRequest {
     pub target_size: Option<u64>,
     /// Confirms writing to a non-removable disk or into a partition.
     pub yes: bool,
+    /// Retries and timeouts of a URL source.
+    pub net: NetOptions,
+    /// A URL source may be written although nothing can check it (sums found are still checked).
+    pub no_checksum: bool,
+    /// The largest decoder window or dictionary allowed (`--max-window`).
+    pub max_window: decompress::WindowLimit,
 }
+
+/// Exit status of a network failure that survived every retry: trying again later may work.
+pub const EXIT_NETWORK: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -82,6 +91,16 @@ pub enum WriteError {
     Bmap { origin: String, source: BmapError },
     #[error("{0}")]
     SideFile(String),
+    #[error(
+        "refusing to write {source_name}: nothing can check that the image arrives as published{why}. \
+Give its checksum with --sha256 HEX or --md5 HEX, or a block map with range checksums with --bmap FILE; \
+or fetch it over https from a server that publishes beside it IMAGE.sha256, IMAGE.md5, a bmap, or the \
+downloaded file's sum (SRC.sha256, SRC.md5, SHA256SUMS, MD5SUMS); \
+or accept an unchecked image with --no-checksum. Nothing was written"
+    )]
+    Unchecked { source_name: String, why: String },
+    #[error(transparent)]
+    Net(NetError),
     #[error(
         "the bmap {origin} describes an image of {bmap} bytes, but {source_name} holds {actual} bytes; they do not belong together (name the right one with --bmap, or use --no-bmap)"
     )]
@@ -122,6 +141,15 @@ pub enum WriteError {
     )]
     Overflow { path: String, capacity: u64 },
     #[error(
+        "the image goes on past {} ({cap} bytes), the limit for {path} ({cap_from}); stopped there",
+        Human(*cap)
+    )]
+    OverCap {
+        path: String,
+        cap: u64,
+        cap_from: String,
+    },
+    #[error(
         "the source is at fault: bmap range {} (blocks {}-{}, bytes {}..{}) has {} {}, but the bmap {origin} says {}; the image or its bmap is corrupt, fetch them again",
         mismatch.index, mismatch.first_block, mismatch.last_block, mismatch.start, mismatch.end,
         mismatch.kind, mismatch.actual, mismatch.expected
@@ -135,6 +163,16 @@ pub enum WriteError {
         kind.name()
     )]
     SumMismatch {
+        kind: SumKind,
+        actual: String,
+        expected: String,
+        origin: String,
+    },
+    #[error(
+        "the source is at fault: the downloaded file's {} is {actual}, but {origin} says {expected}; the download is corrupt or not the file the checksum is for",
+        kind.name()
+    )]
+    DownloadSumMismatch {
         kind: SumKind,
         actual: String,
         expected: String,
@@ -163,24 +201,29 @@ pub enum WriteError {
     #[error("interrupted by {signal}")]
     Interrupted { signal: &'static str },
     #[error("growing {target} failed: {source}")]
-    Grow { target: String, source: GrowError },
+    Grow {
+        target: String,
+        source: Box<GrowFailure>,
+    },
 }
 
 impl WriteError {
-    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 130 interrupted.
+    /// 0 is success; 1 the operation failed; 2 the command or its input is invalid; 3 the network
+    /// failed after every retry; 128 + N after signal N (130 for Ctrl-C, 143 for SIGTERM).
     pub fn exit_code(&self) -> i32 {
+        let net = |n: &NetError| match n.kind() {
+            FailureKind::Input => 2,
+            FailureKind::Transient => EXIT_NETWORK,
+            FailureKind::Failed => 1,
+        };
         match self {
-            WriteError::Interrupted { .. } => 130,
-            WriteError::Grow {
-                source: GrowError::Interrupted(_),
-                ..
-            } => 130,
-            WriteError::Source(_)
-            | WriteError::Bmap { .. }
-            | WriteError::SideFile(_)
-            | WriteError::BmapSize { .. } => 2,
+            WriteError::Net(n) | WriteError::Source(SourceError::Net(n)) => net(n),
+            WriteError::Unchecked { .. } => 2,
+            WriteError::Interrupted { .. } => interrupt::exit_status(),
+            WriteError::Grow { source, .. } => source.exit_code(),
+            WriteError::Source(s) => s.exit_code(),
+            WriteError::Bmap { .. } | WriteError::SideFile(_) | WriteError::BmapSize { .. } => 2,
             WriteError::Target(t) if t.is_usage() => 2,
-            WriteError::Grow { source, .. } if source.is_usage() => 2,
             _ => 1,
         }
     }
@@ -252,6 +295,10 @@ pub struct WriteReport {
     pub grow: Option<GrowReport>,
     /// Independently decodable blocks (xz blocks, 7z LZMA2 segments) decoded on several threads.
     pub parallel_blocks: Option<u64>,
+    /// URL sources: connections made again after one dropped or stalled.
+    pub reconnects: Option<u32>,
+    /// The sum of the downloaded (compressed) file, which matched.
+    pub download_sum: Option<ExpectedSum>,
 }
 
 impl fmt::Display for WriteReport {
@@ -274,6 +321,13 @@ impl fmt::Display for WriteReport {
         )?;
         if let Some(n) = self.parallel_blocks {
             writeln!(f, "  decode   {n} blocks decoded in parallel")?;
+        }
+        if let Some(n) = self.reconnects.filter(|&n| n > 0) {
+            writeln!(
+                f,
+                "  network  resumed {n} time{} where a dropped connection left off",
+                if n == 1 { "" } else { "s" }
+            )?;
         }
         if let Some(b) = &self.bmap {
             writeln!(
@@ -305,6 +359,15 @@ impl fmt::Display for WriteReport {
         if let Some(h) = &self.md5 {
             writeln!(f, "  md5      {h}{}", origin(SumKind::Md5))?;
         }
+        if let Some(d) = &self.download_sum {
+            writeln!(
+                f,
+                "  download {} {} (matches {})",
+                d.kind.name(),
+                d.hex,
+                d.origin
+            )?;
+        }
         if let Some(g) = &self.grow {
             writeln!(f, "  grow     {g}")?;
         }
@@ -312,15 +375,20 @@ impl fmt::Display for WriteReport {
     }
 }
 
-fn decode_options() -> DecodeOptions {
+fn decode_options(req: &WriteRequest) -> DecodeOptions {
     DecodeOptions {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        max_window: req.max_window,
     }
 }
 
-fn load_bmap(side: &SideRef, required: bool) -> Result<Option<(Bmap, String)>, WriteError> {
+fn load_bmap(
+    side: &SideRef,
+    required: bool,
+    client: &net::Client,
+) -> Result<Option<(Bmap, String)>, WriteError> {
     let origin = side.to_string();
-    let bytes = match side.fetch().map_err(WriteError::SideFile)? {
+    let bytes = match side.fetch(client).map_err(side_error)? {
         Some(b) => b,
         None if required => {
             return Err(WriteError::SideFile(format!(
@@ -350,7 +418,36 @@ pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<W
     let target_name = req.target.display().to_string();
     let mut state = TargetState::Untouched;
     buffers::map_large_allocations();
-    let result = write_inner(req, obs, &mut state);
+    // Reconnects happen on the reader thread, which cannot borrow `obs`: they come through a channel.
+    let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
+    let tx = std::sync::Mutex::new(tx);
+    let client = net::Client::new(req.net)
+        .cancel_when(interrupt::interrupted)
+        .observe(std::sync::Arc::new(move |r: &net::Reconnect| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(r.clone());
+            }
+        }));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let done = &done;
+        s.spawn(move || {
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(r) => obs(Event::Reconnect(&r)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if done.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        });
+        let r = write_inner(req, obs, &mut state, &client);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    });
     result.map_err(|error| {
         Box::new(WriteFailure {
             error,
@@ -364,20 +461,28 @@ fn write_inner(
     req: &WriteRequest,
     obs: Observer<'_>,
     state: &mut TargetState,
+    client: &net::Client,
 ) -> Result<WriteReport, WriteError> {
     let started = Instant::now();
-    let opts = decode_options();
-    let src = source::open(&req.source, opts, &|m| obs(Event::Note(m)))?;
+    let opts = decode_options(req);
+    if req.no_checksum && !req.source.is_url() {
+        return Err(WriteError::SideFile(
+            "--no-checksum only applies to an image from a URL (a local file or standard input is written without one)".into(),
+        ));
+    }
+    let probe = source::probe(&req.source, client)?;
     let source_name = req.source.display();
 
-    // The block map.
+    // The block map, and whether it came over plain http.
+    let mut bmap_plain_http = false;
     let bmap = match &req.bmap {
         BmapChoice::None => None,
-        BmapChoice::File(p) => load_bmap(&SideRef::Path(p.clone()), true)?,
+        BmapChoice::File(p) => load_bmap(&SideRef::Path(p.clone()), true, client)?,
         BmapChoice::Auto => {
             let mut found = None;
             for c in source::bmap_candidates(&req.source) {
-                if let Some(b) = load_bmap(&c, false)? {
+                if let Some(b) = load_bmap(&c, false, client)? {
+                    bmap_plain_http = c.is_plain_http();
                     found = Some(b);
                     break;
                 }
@@ -385,6 +490,87 @@ fn write_inner(
             found
         }
     };
+    // Expected whole-image sum, and whether it came over plain http.
+    let (expected, sum_plain_http) = match &req.expected {
+        Some(e) => (Some(e.clone()), false),
+        None => match sums::discover(&req.source, probe.format, client).map_err(side_error)? {
+            Some((e, side)) => (Some(e), side.is_plain_http()),
+            None => (None, false),
+        },
+    };
+    // Without an image sum: a sum of the downloaded (compressed) file, hashed as it arrives.
+    let mut download_check = None;
+    let mut download_plain_http = false;
+    if expected.is_none()
+        && let Some(handle) = &probe.download
+        && let Some((sum, side)) =
+            sums::discover_download(&req.source, probe.format, client).map_err(side_error)?
+    {
+        let hash = std::sync::Arc::new(std::sync::Mutex::new(Some(digest::WholeHash::new(
+            sum.kind,
+        ))));
+        let h = hash.clone();
+        let mut pos = 0u64;
+        let tapped = handle.tap(Box::new(move |b: &[u8]| {
+            if let Ok(mut g) = h.lock()
+                && let Some(w) = g.as_mut()
+            {
+                w.feed(pos, Some(b), b.len() as u64);
+            }
+            pos += b.len() as u64;
+        }));
+        if tapped {
+            download_plain_http = side.is_plain_http();
+            download_check = Some(DownloadCheck {
+                expected: sum,
+                hash,
+                handle: handle.clone(),
+            });
+        }
+    }
+    // An image from a URL is written only when something trustworthy checks it.
+    if req.source.is_url() {
+        let bmap_checks = bmap.as_ref().is_some_and(|(b, _)| {
+            !b.ranges.is_empty() && b.ranges.iter().all(|r| r.checksum.is_some())
+        });
+        let checked = (expected.is_some() && !sum_plain_http)
+            || (bmap_checks && !bmap_plain_http)
+            || (download_check.is_some() && !download_plain_http);
+        if !checked && !req.no_checksum {
+            let mut why = Vec::new();
+            if let Some(e) = expected.as_ref().filter(|_| sum_plain_http) {
+                why.push(format!("the {} from {}", e.kind.name(), e.origin));
+            }
+            if let Some((_, origin)) = bmap.as_ref().filter(|_| bmap_plain_http && bmap_checks) {
+                why.push(format!("the bmap {origin}"));
+            }
+            if let Some(c) = download_check.as_ref().filter(|_| download_plain_http) {
+                why.push(format!(
+                    "the {} from {}",
+                    c.expected.kind.name(),
+                    c.expected.origin
+                ));
+            }
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} came over plain http from the same server as the image, so it cannot vouch for it)",
+                    why.join(" and ")
+                )
+            };
+            return Err(WriteError::Unchecked { source_name, why });
+        }
+        // Something checks every byte: a resumed download need not prove it is the same file.
+        if let Some(d) = &probe.download
+            && (expected.is_some() || bmap_checks || download_check.is_some())
+        {
+            d.allow_unvalidated_resume();
+        }
+    }
+    let src = probe
+        .open(opts, &|m| obs(Event::Note(m)))
+        .map_err(WriteError::Source)?;
     // The image size, and who says so.
     let exact: Option<(u64, String)> = match (&bmap, src.size.exact) {
         (Some((b, origin)), Some(n)) if b.image_size != n => {
@@ -409,11 +595,6 @@ fn write_inner(
     };
     let lower_bound = exact.as_ref().map(|e| e.0).or(src.size.at_least);
 
-    // Expected whole-image sum.
-    let expected = match &req.expected {
-        Some(e) => Some(e.clone()),
-        None => sums::discover(&req.source, src.format).map_err(WriteError::SideFile)?,
-    };
     let mut whole: Vec<SumKind> = Vec::new();
     if req.sums {
         whole = vec![SumKind::Sha256, SumKind::Md5];
@@ -421,17 +602,16 @@ fn write_inner(
         whole.push(e.kind);
     }
 
-    // The target: checked and locked before anything is written.
-    let target = Target::open(&req.target, req.yes)?;
-    if let (SourceSpec::Path(p), Some(id)) = (&req.source, target.identity)
-        && let Ok(m) = std::fs::metadata(p)
-        && ((m.dev(), m.ino()) == id || (m.rdev() != 0 && (m.rdev(), 0) == id))
-    {
-        return Err(TargetError::SameAsSource {
-            path: target_name(&target),
-        }
-        .into());
-    }
+    // The target: identified, checked and locked before anything is written.
+    let source_id = source_identity(&req.source);
+    let mut target = Target::open_checked(
+        &req.target,
+        &Checks {
+            yes: req.yes,
+            source: source_id.as_ref(),
+            ..Checks::default()
+        },
+    )?;
     if let Some(size) = req.target_size {
         if let Some(c) = target.capacity {
             return Err(TargetError::SizeOnDevice {
@@ -448,6 +628,46 @@ fn write_inner(
     }
     if let Some(n) = lower_bound {
         target.check_capacity(n)?;
+    }
+    // A file target's length: --size; with --grow an existing larger file keeps its size (it is
+    // a card image to grow into); otherwise the image's (bmaptool's behaviour).
+    let image_len = exact.as_ref().map_or(0, |e| e.0);
+    let file_len = match req.target_size {
+        Some(s) => s,
+        None if req.grow => image_len.max(target.initial_len),
+        None => image_len,
+    };
+    // ... and the most it may hold: --size, or the free space of its filesystem.
+    let file_cap = if target.is_device() {
+        None
+    } else if let Some(s) = req.target_size {
+        Some((s, format!("--size {}", Human(s))))
+    } else {
+        let free = target.free_space().map_err(|source| WriteError::Io {
+            context: format!(
+                "reading the free space of the filesystem holding {}",
+                target_name(&target)
+            ),
+            source,
+        })?;
+        free.map(|free| {
+            (
+                free,
+                "the free space of its filesystem; give --size to write a sparse file larger than that"
+                    .to_string(),
+            )
+        })
+    };
+    if let (Some((cap, from)), Some(n)) = (&file_cap, lower_bound)
+        && n > *cap
+    {
+        return Err(TargetError::OverCap {
+            path: target_name(&target),
+            needed: n,
+            cap: *cap,
+            cap_from: from.clone(),
+        }
+        .into());
     }
 
     // The plan.
@@ -468,11 +688,6 @@ fn write_inner(
     let ranges_checked = bmap.as_ref().map_or(0, |(b, _)| {
         b.ranges.iter().filter(|r| r.checksum.is_some()).count()
     });
-    let file_len = exact
-        .as_ref()
-        .map(|e| e.0)
-        .unwrap_or(0)
-        .max(req.target_size.unwrap_or(0));
     let plan = pipeline::Plan {
         read_ranges,
         write_ranges: write_ranges.clone(),
@@ -481,16 +696,19 @@ fn write_inner(
         range_check,
         whole,
         expected_len: exact.clone(),
-        capacity: target.capacity,
+        capacity: target.capacity.or(file_cap.as_ref().map(|c| c.0)),
         source_name: source_name.clone(),
         bmap_origin: bmap.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
         format: src.format,
         target_name: target.describe(),
     };
 
+    // A file's new length is tried first: if it cannot have it, the file is left as it was.
+    target.reserve(file_len)?;
     // From here on the target changes.
-    let sink = target.open_sink(file_len)?;
     *state = TargetState::Incomplete;
+    target.keep();
+    let sink = target.open_sink(file_len)?;
     let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
     if sink.is_device {
         obs(Event::Phase {
@@ -531,8 +749,28 @@ fn write_inner(
             total: exact.as_ref().map(|e| e.0),
         });
         let written = write_and_flush(
-            src.input, plan, &pool, &sink, &trail, req, &target, &exact, &expected, obs,
-        );
+            src.input,
+            plan,
+            &pool,
+            &sink,
+            &trail,
+            req,
+            &target,
+            &exact,
+            &expected,
+            file_len,
+            download_check.as_ref(),
+            obs,
+        )
+        .map_err(|e| network_cause(e, src.download.as_ref()))
+        .map_err(|e| match (e, &file_cap) {
+            (WriteError::Overflow { .. }, Some((cap, from))) => WriteError::OverCap {
+                path: target_name(&target),
+                cap: *cap,
+                cap_from: from.clone(),
+            },
+            (e, _) => e,
+        });
         write_seconds = write_started.elapsed().as_secs_f64();
         match &written {
             Ok(_) => trail.flushed(),
@@ -610,13 +848,12 @@ fn write_inner(
     }
 
     let grow = if req.grow {
+        // The file already has its length: grow fills it.
         Some(
-            crate::grow::grow(&target, req.target_size.filter(|_| false), obs).map_err(
-                |source| WriteError::Grow {
-                    target: target_name(&target),
-                    source,
-                },
-            )?,
+            crate::grow::grow(&mut target, None, obs).map_err(|source| WriteError::Grow {
+                target: target_name(&target),
+                source,
+            })?,
         )
     } else {
         None
@@ -640,7 +877,59 @@ fn write_inner(
         expected,
         grow,
         parallel_blocks,
+        reconnects: src.download.as_ref().map(|d| d.reconnects()),
+        download_sum: download_check.map(|c| c.expected),
     })
+}
+
+/// The source's identity for the target checks: a file's, or standard input's when it is
+/// redirected from a file or device (`write - /dev/sdb < image`).
+fn source_identity(spec: &SourceSpec) -> Option<SourceId> {
+    match spec {
+        SourceSpec::Path(p) => std::fs::metadata(p)
+            .ok()
+            .map(|m| SourceId::of(p.display().to_string(), &m)),
+        SourceSpec::Stdin => {
+            // SAFETY: an all-zero stat is valid; fstat fills it for descriptor 0 or fails.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            if unsafe { libc::fstat(0, &mut st) } != 0 {
+                return None;
+            }
+            let kind = st.st_mode & libc::S_IFMT;
+            (kind == libc::S_IFREG || kind == libc::S_IFBLK).then(|| SourceId {
+                name: "standard input".into(),
+                dev: st.st_dev,
+                ino: st.st_ino,
+                rdev: (kind == libc::S_IFBLK).then_some(st.st_rdev),
+            })
+        }
+        SourceSpec::Url(_) => None,
+    }
+}
+
+fn side_error(e: source::SideError) -> WriteError {
+    match e {
+        source::SideError::Local(m) => WriteError::SideFile(m),
+        source::SideError::Net(n) => WriteError::Net(n),
+    }
+}
+
+/// A sum of the downloaded file, and its hash as the bytes arrive.
+struct DownloadCheck {
+    expected: ExpectedSum,
+    hash: std::sync::Arc<std::sync::Mutex<Option<digest::WholeHash>>>,
+    handle: DownloadHandle,
+}
+
+/// A download that failed for good is the error to report, whatever the decoder made of the
+/// stream's end.
+fn network_cause(e: WriteError, download: Option<&DownloadHandle>) -> WriteError {
+    match download.and_then(|d| d.failure()) {
+        Some(NetError::Cancelled { .. }) | None => e,
+        Some(_) if matches!(e, WriteError::Interrupted { .. }) => e,
+        Some(n) => WriteError::Net(n),
+    }
 }
 
 fn target_name(t: &Target) -> String {
@@ -660,6 +949,8 @@ fn write_and_flush(
     target: &Target,
     exact: &Option<(u64, String)>,
     expected: &Option<ExpectedSum>,
+    file_len: u64,
+    download_check: Option<&DownloadCheck>,
     obs: Observer<'_>,
 ) -> Result<pipeline::Output, WriteError> {
     let source_name = plan.source_name.clone();
@@ -689,10 +980,27 @@ fn write_and_flush(
             });
         }
     }
+    if let Some(c) = download_check {
+        let actual = c
+            .handle
+            .finished()
+            .then(|| c.hash.lock().ok().and_then(|mut h| h.take()))
+            .flatten()
+            .map(|h| h.finish().1);
+        if actual.as_deref() != Some(c.expected.hex.as_str()) {
+            return Err(WriteError::DownloadSumMismatch {
+                kind: c.expected.kind,
+                actual: actual
+                    .unwrap_or_else(|| "unknown (the image ended before the download did)".into()),
+                expected: c.expected.hex.clone(),
+                origin: c.expected.origin.clone(),
+            });
+        }
+    }
     trail.finish(image_len);
     let io_err = |context: String| move |source: io::Error| WriteError::Io { context, source };
     if !sink.is_device {
-        sink.set_file_len(image_len.max(req.target_size.unwrap_or(0)))
+        sink.set_file_len(image_len.max(file_len))
             .map_err(io_err(format!("sizing {}", target_name(target))))?;
     }
     obs(Event::Phase {
@@ -791,7 +1099,7 @@ fn verify_failure(
                 end,
                 detail,
             };
-            match verify::source_bytes(&req.source, decode_options(), start, end) {
+            match verify::source_bytes(&req.source, decode_options(req), start, end) {
                 Ok(Some(src)) => match verify::first_difference(sink, ranges, (start, end), &src, pool) {
                     Ok(Some((offset, found, wanted))) => WriteError::ReadBack {
                         target: name,

@@ -263,8 +263,11 @@ pub fn run(
     }
     let image_len = match reader.join() {
         Ok(Ok(n)) => n,
-        // The reader stops with "interrupted" when another stage failed: report that failure.
-        Ok(Err(e @ WriteError::Interrupted { .. })) => return Err(ctl.take_error().unwrap_or(e)),
+        // The reader stops with "interrupted" when another stage failed: report that failure
+        // (the writer's own error too: an overflow, a failed write).
+        Ok(Err(e @ WriteError::Interrupted { .. })) => {
+            return Err(ctl.take_error().or_else(|| written.err()).unwrap_or(e));
+        }
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             return Err(WriteError::Io {
@@ -324,31 +327,50 @@ fn produce(
         let c = Arc::new(c);
         senders.iter().all(|tx| tx.send(c.clone()).is_ok())
     };
-    let decode_err = |offset: u64, e: io::Error| WriteError::Decode {
-        what: names.0.clone(),
-        format: names.1.name(),
-        offset,
-        message: e.to_string(),
+    let decode_err = |offset: u64, e: io::Error| match e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<decompress::WindowTooLarge>())
+    {
+        // Not damage: the data asks for more decoder memory than allowed.
+        Some(w) => WriteError::Source(super::source::SourceError::Window {
+            what: format!("{} (after {offset} bytes of the image)", names.0),
+            detail: w.clone(),
+        }),
+        None => WriteError::Decode {
+            what: names.0.clone(),
+            format: names.1.name(),
+            offset,
+            message: e.to_string(),
+        },
     };
     // Independent blocks (xz blocks, 7z LZMA2 segments) decoded on several threads and sent in
     // order; `crc` sums what was decoded. Returns the result and how far decoding got.
     let decode_blocks = |file: &std::fs::File,
                          index: &super::xz::XzIndex,
+                         max_dict: decompress::WindowLimit,
                          threads: usize,
                          mut crc: Option<&mut crc32fast::Hasher>| {
         let mut pos = 0u64;
-        let r = super::xz::decode_parallel(file, index, threads, pool, &stop, &mut |buf, len| {
-            if let Some(c) = crc.as_deref_mut() {
-                c.update(&buf[..len]);
-            }
-            let ok = send(Chunk {
-                offset: pos,
-                len: len as u64,
-                data: Some(buf),
-            });
-            pos += len as u64;
-            ok
-        });
+        let r = super::xz::decode_parallel(
+            file,
+            index,
+            max_dict,
+            threads,
+            pool,
+            &stop,
+            &mut |buf, len| {
+                if let Some(c) = crc.as_deref_mut() {
+                    c.update(&buf[..len]);
+                }
+                let ok = send(Chunk {
+                    offset: pos,
+                    len: len as u64,
+                    data: Some(buf),
+                });
+                pos += len as u64;
+                ok
+            },
+        );
         (r, pos)
     };
     let blocks_err = |pos: u64, e: io::Error| {
@@ -419,8 +441,9 @@ fn produce(
             file,
             index,
             threads,
+            max_dict,
         } => {
-            let (r, pos) = decode_blocks(&file, &index, threads, None);
+            let (r, pos) = decode_blocks(&file, &index, max_dict, threads, None);
             r.map_err(|e| blocks_err(pos, e))
         }
         Input::SevenZBlocks {
@@ -430,7 +453,15 @@ fn produce(
             ..
         } => {
             let mut crc = crc32fast::Hasher::new();
-            let (r, pos) = decode_blocks(&file, &blocks.index, threads, Some(&mut crc));
+            // Raw LZMA2 decoders: their dictionaries were checked against the limit and the
+            // parallel budget when the archive was opened.
+            let (r, pos) = decode_blocks(
+                &file,
+                &blocks.index,
+                decompress::WindowLimit::default(),
+                threads,
+                Some(&mut crc),
+            );
             let n = r.map_err(|e| blocks_err(pos, e))?;
             match blocks.crc32 {
                 Some(want) if crc.finalize() != want => Err(decode_err(
@@ -448,28 +479,29 @@ fn produce(
         Input::Stream(mut r) => {
             stream_chunks(&mut *r, &names.0, &limit, pool, &send, ctl, &decode_err)
         }
-        Input::SevenZ { file, entry } => {
+        Input::SevenZ {
+            file,
+            entry,
+            max_window,
+        } => {
             let mut total = 0u64;
             let mut inner: Option<WriteError> = None;
-            let r = decompress::sevenz_decode(file, &entry, &mut |r| match stream_chunks(
-                r,
-                &names.0,
-                &limit,
-                pool,
-                &send,
-                ctl,
-                &decode_err,
-            ) {
-                Ok(n) => {
-                    total = n;
-                    Ok(())
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    inner = Some(e);
-                    Err(io::Error::other(msg))
-                }
-            });
+            let r = decompress::sevenz_decode(
+                file,
+                &entry,
+                max_window,
+                &mut |r| match stream_chunks(r, &names.0, &limit, pool, &send, ctl, &decode_err) {
+                    Ok(n) => {
+                        total = n;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        inner = Some(e);
+                        Err(io::Error::other(msg))
+                    }
+                },
+            );
             if let Some(e) = inner {
                 return Err(e);
             }

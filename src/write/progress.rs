@@ -55,9 +55,14 @@ pub struct Counters {
 
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    Phase { phase: Phase, total: Option<u64> },
+    Phase {
+        phase: Phase,
+        total: Option<u64>,
+    },
     Progress(Counters),
     Note(&'a str),
+    /// A download reconnects after its connection dropped or stalled.
+    Reconnect(&'a crate::net::Reconnect),
 }
 
 /// Receives events from any of the writer's threads.
@@ -183,6 +188,24 @@ impl ProgressDisplay {
                         "rate": rate.round(), "elapsed": (secs * 10.0).round() / 10.0,
                         "eta": eta.map(|e| (e * 10.0).round() / 10.0),
                     }));
+                }
+            }
+            Event::Reconnect(r) => {
+                let msg = r.message();
+                match self.mode {
+                    Display::Json => {
+                        let mut v = serde_json::to_value(r).unwrap_or_default();
+                        if let Some(o) = v.as_object_mut() {
+                            o.insert("event".into(), "reconnect".into());
+                        }
+                        json_line(&v);
+                    }
+                    Display::Bar => {
+                        if let Some(b) = &self.bar {
+                            b.suspend(|| eprintln!("boardsmith: {msg}"));
+                        }
+                    }
+                    Display::None => eprintln!("boardsmith: {msg}"),
                 }
             }
             Event::Note(msg) => match self.mode {

@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::decompress::{self, Format};
+use super::decompress::{self, Format, WindowLimit, WindowTooLarge};
+use crate::net::{self, DownloadHandle, NetError};
 
 /// The image source as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,10 @@ impl SourceSpec {
             SourceSpec::Stdin => "standard input".into(),
             SourceSpec::Url(u) => u.clone(),
         }
+    }
+
+    pub fn is_url(&self) -> bool {
+        matches!(self, SourceSpec::Url(_))
     }
 
     /// Whether the source can be read a second time (to locate a bad byte after a failed verify).
@@ -96,49 +100,88 @@ impl std::fmt::Display for SideRef {
 const SIDE_LIMIT: u64 = 256 << 20;
 
 impl SideRef {
-    /// The file's bytes, or None if it does not exist (404 for URLs).
-    pub fn fetch(&self) -> Result<Option<Vec<u8>>, String> {
+    /// Whether its bytes come over plain http, where anyone on the way can change them.
+    pub fn is_plain_http(&self) -> bool {
+        matches!(self, SideRef::Url(u) if !net::is_https(u))
+    }
+
+    /// The file's bytes, or None if it does not exist (for URLs: 404 or 410, and 401 or 403, which
+    /// object stores answer for missing objects).
+    pub fn fetch(&self, client: &net::Client) -> Result<Option<Vec<u8>>, SideError> {
         match self {
             SideRef::Path(p) => match File::open(p) {
                 Ok(f) => {
                     let mut v = Vec::new();
-                    f.take(SIDE_LIMIT)
-                        .read_to_end(&mut v)
-                        .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                    f.take(SIDE_LIMIT).read_to_end(&mut v).map_err(|e| {
+                        SideError::Local(format!("cannot read {}: {e}", p.display()))
+                    })?;
                     Ok(Some(v))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot open {}: {e}", p.display())),
+                Err(e) => Err(SideError::Local(format!(
+                    "cannot open {}: {e}",
+                    p.display()
+                ))),
             },
-            SideRef::Url(u) => match http_get(u) {
-                Ok(resp) => {
-                    let mut v = Vec::new();
-                    resp.into_body()
-                        .into_reader()
-                        .take(SIDE_LIMIT)
-                        .read_to_end(&mut v)
-                        .map_err(|e| format!("cannot download {u}: {e}"))?;
-                    Ok(Some(v))
-                }
-                Err(ureq::Error::StatusCode(404 | 410)) => Ok(None),
-                Err(e) => Err(format!("cannot download {u}: {e}")),
-            },
+            SideRef::Url(u) => client.fetch_optional(u, SIDE_LIMIT).map_err(SideError::Net),
         }
     }
+}
+
+/// Why a side file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    #[error("{0}")]
+    Local(String),
+    #[error("cannot download {0}")]
+    Net(NetError),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot open {what}: {source}")]
     Open { what: String, source: io::Error },
-    #[error("cannot download {url}: {message}")]
-    Http { url: String, message: String },
+    #[error("cannot download {0}")]
+    Net(NetError),
     #[error("{what} is empty; there is no image to write")]
     Empty { what: String },
     #[error("{what}: {message}")]
     SevenZ { what: String, message: String },
     #[error("{what} is a directory; name an image file")]
     Directory { what: String },
+    #[error("{what}: {detail}")]
+    Window {
+        what: String,
+        detail: decompress::WindowTooLarge,
+    },
+    #[error(
+        "{what}: the 7z archive is larger than the {} ({limit} bytes) the temporary directory {} can take (its free space, less {SPOOL_RESERVE_PERCENT}% of its filesystem kept free). A 7z archive needs random access, so one from standard input or a URL is copied there first: set TMPDIR to a directory with more room, or save the archive to a file and write that",
+        crate::size::Human(*limit),
+        dir.display()
+    )]
+    SpoolFull {
+        what: String,
+        dir: PathBuf,
+        limit: u64,
+    },
+    #[error("interrupted by {signal} while copying {what} to a temporary file")]
+    Interrupted { what: String, signal: &'static str },
+    #[error(
+        "--max-window has no effect here: {what} holds {format} data, whose decoder has no window; only zstd, xz and 7z sources have one (leave the option out)"
+    )]
+    NoWindow { what: String, format: &'static str },
+}
+
+impl SourceError {
+    /// 128 + the signal's number when interrupted; 1 when the spool found no room (the machine's
+    /// limit, not the input's fault); otherwise 2: the source or its name is bad.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SourceError::Interrupted { .. } => super::interrupt::exit_status(),
+            SourceError::SpoolFull { .. } => 1,
+            _ => 2,
+        }
+    }
 }
 
 /// How large the image is, as far as the source tells before decoding.
@@ -167,9 +210,14 @@ pub enum Input {
         file: File,
         index: super::xz::XzIndex,
         threads: usize,
+        max_dict: WindowLimit,
     },
     /// A 7z archive (a file, or standard input/HTTP spooled to an unlinked temporary file).
-    SevenZ { file: File, entry: String },
+    SevenZ {
+        file: File,
+        entry: String,
+        max_window: WindowLimit,
+    },
     /// A 7z archive whose LZMA2 stream has dictionary resets, decoded block-parallel between them.
     SevenZBlocks {
         file: File,
@@ -184,6 +232,8 @@ pub struct Source {
     pub format: Format,
     pub size: SizeInfo,
     pub input: Input,
+    /// The download behind a URL source: reconnects, and the error that ended it.
+    pub download: Option<DownloadHandle>,
 }
 
 /// Decoder settings.
@@ -191,19 +241,8 @@ pub struct Source {
 pub struct DecodeOptions {
     /// Threads for block-parallel xz decoding.
     pub threads: u32,
-}
-
-pub fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
-        .user_agent(concat!("boardsmith/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
-fn http_get(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-    http_agent().get(url).call()
+    /// The largest window (zstd) or dictionary (xz, 7z) allowed.
+    pub max_window: WindowLimit,
 }
 
 /// Reads up to `n` bytes from the start of a stream and gives back a stream that still starts there.
@@ -222,13 +261,48 @@ fn peek(mut r: Box<dyn Read + Send>, n: usize) -> io::Result<(Vec<u8>, Box<dyn R
     Ok((head.clone(), Box::new(Cursor::new(head).chain(r))))
 }
 
-/// Copies a stream into an unlinked temporary file (7z needs random access).
-fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
+/// Share of the temporary directory's filesystem a spool leaves free, so that the system keeps room.
+const SPOOL_RESERVE_PERCENT: u64 = 5;
+
+/// How much the spool may take in `dir`: its filesystem's free space less
+/// [`SPOOL_RESERVE_PERCENT`] of its size.
+fn spool_limit(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a zeroed statvfs is valid and statvfs fills it for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    let avail = (st.f_bavail as u64).saturating_mul(unit);
+    let size = (st.f_blocks as u64).saturating_mul(unit);
+    Ok(avail.saturating_sub(size / 100 * SPOOL_RESERVE_PERCENT))
+}
+
+/// Copies a stream into an unlinked temporary file (7z needs random access), at most what the
+/// temporary directory can spare ([`spool_limit`]; refused at once when the server's
+/// `Content-Length` says more). Ctrl-C and SIGTERM stop it: the copy runs on its own thread and
+/// this one polls the signal flag, so a read blocked on a quiet pipe holds nothing up. The file is
+/// unlinked from the start: nothing is left behind whatever happens.
+fn spool(r: Box<dyn Read + Send>, what: &str, announced: Option<u64>) -> Result<File, SourceError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = std::env::temp_dir();
     let err = |e: io::Error| SourceError::Open {
         what: format!("a temporary file in {} to hold {what}", dir.display()),
         source: e,
     };
+    let limit = spool_limit(&dir).map_err(err)?;
+    let full = || SourceError::SpoolFull {
+        what: what.to_string(),
+        dir: dir.clone(),
+        limit,
+    };
+    if announced.is_some_and(|n| n > limit) {
+        return Err(full());
+    }
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -236,10 +310,67 @@ fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
         .mode(0o600)
         .open(&dir)
         .map_err(err)?;
-    io::copy(&mut r, &mut f).map_err(|e| SourceError::Open {
-        what: what.to_string(),
-        source: e,
-    })?;
+    let mut out = f.try_clone().map_err(err)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), Option<io::Error>>>();
+    let copier = {
+        let stop = stop.clone();
+        let mut r = r;
+        std::thread::Builder::new()
+            .name("boardsmith-spool".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0u64;
+                let result = loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break Ok(());
+                    }
+                    let n = match r.read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Err(Some(e)),
+                    };
+                    total += n as u64;
+                    if total > limit {
+                        break Err(None);
+                    }
+                    if let Err(e) = out.write_all(&buf[..n]) {
+                        break Err(Some(e));
+                    }
+                };
+                let _ = tx.send(result);
+            })
+            .map_err(err)?
+    };
+    let result = loop {
+        if super::interrupt::interrupted() {
+            stop.store(true, Ordering::SeqCst);
+            // The copier may be blocked in a read; the process is about to end without it.
+            return Err(SourceError::Interrupted {
+                what: what.to_string(),
+                signal: super::interrupt::signal_name(),
+            });
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(Some(io::Error::other("the copying thread stopped")));
+            }
+        }
+    };
+    let _ = copier.join();
+    match result {
+        Ok(()) => {}
+        Err(None) => return Err(full()),
+        Err(Some(e)) => {
+            return Err(SourceError::Open {
+                what: what.to_string(),
+                source: e,
+            });
+        }
+    }
     f.flush().map_err(err)?;
     f.seek(SeekFrom::Start(0)).map_err(err)?;
     Ok(f)
@@ -247,18 +378,32 @@ fn spool(mut r: Box<dyn Read + Send>, what: &str) -> Result<File, SourceError> {
 
 const MAGIC_LEN: usize = 32;
 
-/// Opens the source, recognises its format and learns what it can about the image size.
-/// `note` is told about slow preparatory steps (spooling).
-pub fn open(
-    spec: &SourceSpec,
-    opts: DecodeOptions,
-    note: &dyn Fn(&str),
-) -> Result<Source, SourceError> {
+/// A source whose first bytes have been read (its format is known) and nothing else: a URL is
+/// connected but not downloaded yet, so checks can refuse it before anything slow happens.
+pub struct Probe {
+    pub spec: SourceSpec,
+    pub format: Format,
+    body: ProbeBody,
+    pub download: Option<DownloadHandle>,
+}
+
+enum ProbeBody {
+    Regular(File, u64),
+    Stream {
+        head: Vec<u8>,
+        stream: Box<dyn Read + Send>,
+        len: Option<u64>,
+    },
+}
+
+/// Opens the source and recognises its format (URLs through `client`).
+pub fn probe(spec: &SourceSpec, client: &net::Client) -> Result<Probe, SourceError> {
     let what = spec.display();
     let open_err = |e: io::Error| SourceError::Open {
         what: what.clone(),
         source: e,
     };
+    let mut download = None;
     let (stream, content_length): (Box<dyn Read + Send>, Option<u64>) = match spec {
         SourceSpec::Path(p) => {
             let file = File::open(p).map_err(open_err)?;
@@ -267,7 +412,18 @@ pub fn open(
                 return Err(SourceError::Directory { what });
             }
             if meta.is_file() {
-                return open_regular(spec, file, meta.len(), opts);
+                let len = meta.len();
+                if len == 0 {
+                    return Err(SourceError::Empty { what });
+                }
+                let mut head = vec![0u8; MAGIC_LEN.min(len as usize)];
+                file.read_exact_at(&mut head, 0).map_err(open_err)?;
+                return Ok(Probe {
+                    spec: spec.clone(),
+                    format: Format::detect(&head),
+                    body: ProbeBody::Regular(file, len),
+                    download: None,
+                });
             }
             let len = if meta.file_type().is_block_device() {
                 super::blockdev::size(&file).ok()
@@ -278,58 +434,168 @@ pub fn open(
         }
         SourceSpec::Stdin => (Box::new(io::stdin()), None),
         SourceSpec::Url(u) => {
-            let resp = http_get(u).map_err(|e| SourceError::Http {
-                url: u.clone(),
-                message: match e {
-                    ureq::Error::StatusCode(c) => format!("the server answered HTTP {c}"),
-                    other => other.to_string(),
-                },
-            })?;
-            let len = resp
-                .headers()
-                .get("content-length")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            (Box::new(resp.into_body().into_reader()), len)
+            let d = client.download(u).map_err(SourceError::Net)?;
+            let len = d.announced_len();
+            download = Some(d.handle());
+            (Box::new(d), len)
         }
     };
-    let (head, stream) = peek(stream, MAGIC_LEN).map_err(open_err)?;
+    let net_err = |e: io::Error| match NetError::from_io(&e) {
+        Some(n) => SourceError::Net(n.clone()),
+        None => open_err(e),
+    };
+    let (head, stream) = peek(stream, MAGIC_LEN).map_err(net_err)?;
     if head.is_empty() {
         return Err(SourceError::Empty { what });
     }
-    let format = Format::detect(&head);
-    let mut size = SizeInfo::default();
-    let input = match format {
-        Format::Raw => {
-            size.exact = content_length;
-            Input::Stream(stream)
-        }
-        Format::SevenZ => {
-            note(&format!(
-                "7z needs random access: copying {what} to a temporary file first"
-            ));
-            let mut file = spool(stream, &what)?;
-            let (entry, len) =
-                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                    what: what.clone(),
-                    message,
-                })?;
-            size.exact = Some(len);
-            Input::SevenZ { file, entry }
-        }
-        f => {
-            if f == Format::Zstd {
-                size.at_least = decompress::zstd_first_frame_size(&head);
+    Ok(Probe {
+        spec: spec.clone(),
+        format: Format::detect(&head),
+        body: ProbeBody::Stream {
+            head,
+            stream,
+            len: content_length,
+        },
+        download,
+    })
+}
+
+/// Opens the source, recognises its format and learns what it can about the image size.
+/// `note` is told about slow preparatory steps (spooling).
+pub fn open(
+    spec: &SourceSpec,
+    opts: DecodeOptions,
+    note: &dyn Fn(&str),
+) -> Result<Source, SourceError> {
+    probe(spec, &net::Client::new(net::NetOptions::default()))?.open(opts, note)
+}
+
+impl Probe {
+    /// Prepares the decoding (for a 7z archive from a stream: copies it to a temporary file first).
+    pub fn open(self, opts: DecodeOptions, note: &dyn Fn(&str)) -> Result<Source, SourceError> {
+        let Probe {
+            spec,
+            format,
+            body,
+            download,
+        } = self;
+        let what = spec.display();
+        let (head, stream, content_length) = match body {
+            ProbeBody::Regular(file, len) => return open_regular(&spec, file, len, opts),
+            ProbeBody::Stream { head, stream, len } => (head, stream, len),
+        };
+        // A download that failed for good is reported as such, whatever the reader made of it.
+        let failed = |e: SourceError| match download.as_ref().and_then(|d| d.failure()) {
+            Some(n) => SourceError::Net(n),
+            None => e,
+        };
+        let mut size = SizeInfo::default();
+        let limit = opts.max_window;
+        let (input, windowed) = match format {
+            Format::Raw => {
+                size.exact = content_length;
+                (Input::Stream(stream), false)
             }
-            Input::Stream(decompress::decoder(f, stream).map_err(open_err)?)
-        }
-    };
+            Format::SevenZ => {
+                note(&format!(
+                    "7z needs random access: copying {what} to a temporary file first"
+                ));
+                let mut file = spool(stream, &what, content_length).map_err(failed)?;
+                let (_, entry, len) = sevenz_checked(&mut file, &what, limit)?;
+                size.exact = Some(len);
+                (
+                    Input::SevenZ {
+                        file,
+                        entry,
+                        max_window: limit,
+                    },
+                    true,
+                )
+            }
+            f => {
+                if f == Format::Zstd {
+                    size.at_least = decompress::zstd_first_frame_size(&head);
+                    zstd_checked(&head, &what, limit)?;
+                }
+                let (r, windowed) = decompress::decoder(f, stream, limit).map_err(|e| {
+                    failed(SourceError::Open {
+                        what: what.clone(),
+                        source: e,
+                    })
+                })?;
+                (Input::Stream(r), windowed)
+            }
+        };
+        finish(&spec, format, size, input, windowed, opts, download)
+    }
+}
+
+/// The opened source, unless `--max-window` was given for a format that has no window.
+fn finish(
+    spec: &SourceSpec,
+    format: Format,
+    size: SizeInfo,
+    input: Input,
+    windowed: bool,
+    opts: DecodeOptions,
+    download: Option<DownloadHandle>,
+) -> Result<Source, SourceError> {
+    if opts.max_window.chosen && !windowed {
+        return Err(SourceError::NoWindow {
+            what: spec.display(),
+            format: format.name(),
+        });
+    }
     Ok(Source {
         spec: spec.clone(),
         format,
         size,
         input,
+        download,
     })
+}
+
+/// Refuses a zstd stream whose first frame declares a window over the limit, before anything is
+/// written (later frames are checked by the decoder as they come).
+fn zstd_checked(head: &[u8], what: &str, limit: WindowLimit) -> Result<(), SourceError> {
+    match decompress::zstd_window(head) {
+        Some(w) if w > limit.bytes => Err(SourceError::Window {
+            what: what.to_string(),
+            detail: WindowTooLarge {
+                format: "zstd",
+                needed: Some(w),
+                limit,
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a 7z archive's headers and finds the image entry (name, size), refusing dictionaries over
+/// the limit before anything is decoded.
+fn sevenz_checked(
+    file: &mut File,
+    what: &str,
+    limit: WindowLimit,
+) -> Result<(sevenz_rust2::Archive, String, u64), SourceError> {
+    let err = |message| SourceError::SevenZ {
+        what: what.to_string(),
+        message,
+    };
+    let archive = decompress::sevenz_archive(file).map_err(err)?;
+    let (entry, len) = decompress::sevenz_entry(&archive).map_err(err)?;
+    let dict = decompress::sevenz_dict(&archive);
+    if dict > limit.bytes {
+        return Err(SourceError::Window {
+            what: what.to_string(),
+            detail: WindowTooLarge {
+                format: "7z",
+                needed: Some(dict),
+                limit,
+            },
+        });
+    }
+    Ok((archive, entry, len))
 }
 
 fn open_regular(
@@ -350,7 +616,8 @@ fn open_regular(
         })?;
     let format = Format::detect(&head);
     let mut size = SizeInfo::default();
-    let input = match format {
+    let limit = opts.max_window;
+    let (input, windowed) = match format {
         Format::Raw => {
             size.exact = Some(len);
             // SAFETY: posix_fadvise only gives the kernel a hint about a valid descriptor.
@@ -362,56 +629,79 @@ fn open_regular(
                     libc::POSIX_FADV_SEQUENTIAL,
                 );
             }
-            Input::RawFile(file)
+            (Input::RawFile(file), false)
         }
         Format::SevenZ => {
-            let (entry, len) =
-                decompress::sevenz_entry(&mut file).map_err(|message| SourceError::SevenZ {
-                    what: what.clone(),
-                    message,
-                })?;
+            let (archive, entry, len) = sevenz_checked(&mut file, &what, limit)?;
             size.exact = Some(len);
             let threads = u64::from(opts.threads);
-            match decompress::sevenz_blocks(&mut file, &entry, len, threads) {
-                Some(blocks) if threads > 1 => Input::SevenZBlocks {
+            let input = match decompress::sevenz_blocks(&archive, &file, &entry, len, threads) {
+                Some(blocks) => Input::SevenZBlocks {
                     file,
                     entry,
+                    threads: blocks.threads as usize,
                     blocks,
-                    threads: opts.threads as usize,
                 },
-                _ => Input::SevenZ { file, entry },
-            }
+                _ => Input::SevenZ {
+                    file,
+                    entry,
+                    max_window: limit,
+                },
+            };
+            (input, true)
         }
         Format::Xz if let Some(index) = super::xz::index(&file) => {
             size.exact = Some(index.uncompressed);
-            if index.blocks.len() > 1 && opts.threads > 1 {
-                Input::XzBlocks {
-                    file,
-                    index,
-                    threads: opts.threads as usize,
+            let threads = u64::from(opts.threads);
+            // Every block's dictionary is checked here, before anything is written.
+            match super::xz::parallel_threads(
+                &file,
+                &index,
+                threads,
+                decompress::DICT_BUDGET,
+                limit.bytes,
+            ) {
+                Err((i, dict)) => {
+                    return Err(SourceError::Window {
+                        what: format!("{what} (xz block {})", i + 1),
+                        detail: WindowTooLarge {
+                            format: "xz",
+                            needed: Some(dict),
+                            limit,
+                        },
+                    });
                 }
-            } else {
-                stream_of(Format::Xz, file, &what)?
+                Ok(n) if n > 1 => (
+                    Input::XzBlocks {
+                        file,
+                        index,
+                        threads: n as usize,
+                        max_dict: limit,
+                    },
+                    true,
+                ),
+                Ok(_) => stream_of(Format::Xz, file, &what, limit)?,
             }
         }
         f => {
             if f == Format::Zstd {
                 size.at_least = decompress::zstd_first_frame_size(&head);
+                zstd_checked(&head, &what, limit)?;
             }
-            stream_of(f, file, &what)?
+            stream_of(f, file, &what, limit)?
         }
     };
-    Ok(Source {
-        spec: spec.clone(),
-        format,
-        size,
-        input,
-    })
+    finish(spec, format, size, input, windowed, opts, None)
 }
 
-fn stream_of(format: Format, file: File, what: &str) -> Result<Input, SourceError> {
-    decompress::decoder(format, Box::new(file))
-        .map(Input::Stream)
+fn stream_of(
+    format: Format,
+    file: File,
+    what: &str,
+    limit: WindowLimit,
+) -> Result<(Input, bool), SourceError> {
+    decompress::decoder(format, Box::new(file), limit)
+        .map(|(r, windowed)| (Input::Stream(r), windowed))
         .map_err(|e| SourceError::Open {
             what: what.to_string(),
             source: e,

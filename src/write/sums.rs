@@ -1,12 +1,14 @@
-//! Expected whole-image checksums: from `--sha256`/`--md5`, or from a sums file beside the source
-//! (`IMAGE.sha256` or `IMAGE.md5`, GNU or BSD layout, as `boardsmith build` writes them). Lists
-//! such as SHA256SUMS are not searched: hashing a whole image (holes included) costs more than
-//! writing it, so it happens only when the image's own sums file or an option asks for it.
+//! Expected checksums: of the whole image, from `--sha256`/`--md5` or a sums file beside the source
+//! (`IMAGE.sha256` or `IMAGE.md5`, GNU or BSD layout, as `boardsmith build` writes them); and, for an
+//! image from a URL without one, of the downloaded file (`SRC.sha256`, `SRC.md5`, `SHA256SUMS`,
+//! `MD5SUMS`). For local files lists such as SHA256SUMS are not searched: hashing a whole image
+//! (holes included) costs more than writing it, so it happens only when the image's own sums file or
+//! an option asks for it.
 
 use serde::Serialize;
 
 use super::decompress::Format;
-use super::source::{SideRef, SourceSpec, image_name};
+use super::source::{SideError, SideRef, SourceSpec, image_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,9 +92,13 @@ fn base(n: &str) -> &str {
     n.rsplit('/').next().unwrap_or(n)
 }
 
-/// Looks beside the source for a sums file naming the image (SHA-256 preferred: MD5 is slow).
-/// Errors are unreadable files; absent files are simply not used.
-pub fn discover(spec: &SourceSpec, format: Format) -> Result<Option<ExpectedSum>, String> {
+/// Looks beside the source for a sums file naming the image (SHA-256 preferred: MD5 is slow), and
+/// says where it was found. Errors are unreadable files; absent files are simply not used.
+pub fn discover(
+    spec: &SourceSpec,
+    format: Format,
+    client: &crate::net::Client,
+) -> Result<Option<(ExpectedSum, SideRef)>, SideError> {
     let Some(name) = image_name(spec, format) else {
         return Ok(None);
     };
@@ -104,17 +110,62 @@ pub fn discover(spec: &SourceSpec, format: Format) -> Result<Option<ExpectedSum>
             let Some(side) = spec.sibling(&f) else {
                 continue;
             };
-            let Some(bytes) = side.fetch()? else {
+            let Some(bytes) = side.fetch(client)? else {
                 continue;
             };
             let text = String::from_utf8_lossy(&bytes);
             if let Some(hex) = lookup(&text, kind, &name) {
-                return Ok(Some(ExpectedSum {
+                return Ok(Some((
+                    ExpectedSum {
+                        kind,
+                        hex,
+                        origin: side_name(&side),
+                    },
+                    side,
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// For a compressed image from a URL, a sum of the downloaded file itself, as publishers of `.img.xz`
+/// files and `boardsmith release` give them: `SRC.sha256`, `SRC.md5`, or SRC's entry in `SHA256SUMS`
+/// or `MD5SUMS` beside it. (Not for local files: hashing a file the writer reads block-parallel would
+/// cost a pass of its own.)
+pub fn discover_download(
+    spec: &SourceSpec,
+    format: Format,
+    client: &crate::net::Client,
+) -> Result<Option<(ExpectedSum, SideRef)>, SideError> {
+    if !matches!(spec, SourceSpec::Url(_)) || format == Format::Raw {
+        return Ok(None);
+    }
+    let Some(name) = spec.file_name() else {
+        return Ok(None);
+    };
+    for (kind, f) in [
+        (SumKind::Sha256, format!("{name}.sha256")),
+        (SumKind::Md5, format!("{name}.md5")),
+        (SumKind::Sha256, "SHA256SUMS".to_string()),
+        (SumKind::Md5, "MD5SUMS".to_string()),
+    ] {
+        let Some(side) = spec.sibling(&f) else {
+            continue;
+        };
+        let Some(bytes) = side.fetch(client)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(hex) = lookup(&text, kind, &name) {
+            return Ok(Some((
+                ExpectedSum {
                     kind,
                     hex,
                     origin: side_name(&side),
-                }));
-            }
+                },
+                side,
+            )));
         }
     }
     Ok(None)

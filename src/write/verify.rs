@@ -525,13 +525,16 @@ pub fn source_bytes(
         }
         Input::Stream(mut r) => read_from(&mut *r, &mut out).map_err(|e| e.to_string())?,
         Input::XzBlocks { file, .. } => {
-            let mut r = decompress::decoder(decompress::Format::Xz, Box::new(file))
-                .map_err(|e| e.to_string())?;
+            let (mut r, _) =
+                decompress::decoder(decompress::Format::Xz, Box::new(file), opts.max_window)
+                    .map_err(|e| e.to_string())?;
             read_from(&mut *r, &mut out).map_err(|e| e.to_string())?;
         }
-        Input::SevenZ { file, entry } | Input::SevenZBlocks { file, entry, .. } => {
-            decompress::sevenz_decode(file, &entry, &mut |r| read_from(r, &mut out))
-                .map_err(|e| e.to_string())?;
+        Input::SevenZ { file, entry, .. } | Input::SevenZBlocks { file, entry, .. } => {
+            decompress::sevenz_decode(file, &entry, opts.max_window, &mut |r| {
+                read_from(r, &mut out)
+            })
+            .map_err(|e| e.to_string())?;
         }
     }
     Ok(Some(out))

@@ -7,16 +7,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::{self, BufRead, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use liblzma::stream::{Action, Filters, Status, Stream};
+use liblzma::stream::{Action, Filters, Stream};
 
 use super::buffers::{Pool, PoolBuf};
+pub use crate::codec::lzma2_dict;
+use crate::codec::{WindowLimit, dict_error, xz_stream_decoder as stream_decoder};
 
 /// A raw LZMA2 decoder (no container) for the coder properties `props`.
 fn lzma2_decoder(props: u8) -> io::Result<Stream> {
@@ -25,105 +27,6 @@ fn lzma2_decoder(props: u8) -> io::Result<Stream> {
         .lzma2_properties(&[props])
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Stream::new_raw_decoder(&filters).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-fn stream_decoder() -> io::Result<Stream> {
-    Stream::new_stream_decoder(u64::MAX, 0)
-        .map_err(|e| io::Error::other(format!("cannot start the xz decoder: {e}")))
-}
-
-/// Single-threaded xz decoding of a stream.
-pub struct XzReader<R> {
-    input: R,
-    stream: Option<Stream>,
-    /// Bytes of input consumed by finished streams.
-    done_in: u64,
-    finished: bool,
-}
-
-impl<R: BufRead> XzReader<R> {
-    pub fn new(input: R) -> io::Result<XzReader<R>> {
-        Ok(XzReader {
-            input,
-            stream: Some(stream_decoder()?),
-            done_in: 0,
-            finished: false,
-        })
-    }
-
-    fn compressed_offset(&self) -> u64 {
-        self.done_in + self.stream.as_ref().map_or(0, |s| s.total_in())
-    }
-
-    /// After a stream ends: skips stream padding; starts the next stream if more input follows.
-    fn next_stream(&mut self) -> io::Result<bool> {
-        loop {
-            let buf = self.input.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(false);
-            }
-            let zeros = buf.iter().take_while(|&&b| b == 0).count();
-            if zeros == 0 {
-                break;
-            }
-            self.done_in += zeros as u64;
-            self.input.consume(zeros);
-        }
-        self.stream = Some(stream_decoder()?);
-        Ok(true)
-    }
-}
-
-impl<R: BufRead> Read for XzReader<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() || self.finished {
-            return Ok(0);
-        }
-        loop {
-            let Some(stream) = self.stream.as_mut() else {
-                return Ok(0);
-            };
-            let input = self.input.fill_buf()?;
-            let eof = input.is_empty();
-            let (in_before, out_before) = (stream.total_in(), stream.total_out());
-            let ret = stream.process(input, out, if eof { Action::Finish } else { Action::Run });
-            let consumed = (stream.total_in() - in_before) as usize;
-            let produced = (stream.total_out() - out_before) as usize;
-            self.input.consume(consumed);
-            let status = ret.map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{e} (near compressed byte {})", self.compressed_offset()),
-                )
-            })?;
-            if status == Status::StreamEnd {
-                self.done_in += self.stream.as_ref().map_or(0, |s| s.total_in());
-                self.stream = None;
-                if !self.next_stream()? {
-                    self.finished = true;
-                }
-                if produced > 0 {
-                    return Ok(produced);
-                }
-                if self.finished {
-                    return Ok(0);
-                }
-                continue;
-            }
-            if produced > 0 {
-                return Ok(produced);
-            }
-            if eof {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the xz data ends at compressed byte {} in the middle of a stream (truncated file?)",
-                        self.compressed_offset()
-                    ),
-                ));
-            }
-        }
-    }
 }
 
 /// One block of a seekable .xz file.
@@ -167,24 +70,73 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// Positioned reads, so that the index and chunk walkers run on files and (fuzzing) on byte slices.
+pub trait ReadAt {
+    fn size(&self) -> io::Result<u64>;
+    fn pread_exact(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn pread_exact(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+    fn pread_exact(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let src = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(buf.len())?))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Most blocks (of all streams) kept for block-parallel decoding: a 64 GiB image in 1 MiB blocks.
+/// A file with more decodes on one thread; its index is still read for the image size.
+pub const MAX_BLOCKS: usize = 1 << 16;
+/// Most streams read back from the end (each has its own index).
+const MAX_STREAMS: usize = 1 << 16;
+/// Largest index read into memory; records take 2–20 bytes, so [`MAX_BLOCKS`] fit many times over.
+const MAX_INDEX: u64 = 4 << 20;
+
 /// Reads the index of every stream from the end of `file`. None if the file is not a complete,
-/// consistent .xz file read this way (the streaming decoder then reports what is wrong).
-pub fn index(file: &File) -> Option<XzIndex> {
-    let mut end = file.metadata().ok()?.len();
+/// consistent .xz file read this way (the streaming decoder then reports what is wrong). Memory and
+/// reads are bounded by the limits above, whatever the sizes the file declares; `blocks` is empty
+/// when there are more than [`MAX_BLOCKS`].
+pub fn index(file: &(impl ReadAt + ?Sized)) -> Option<XzIndex> {
+    let mut end = file.size().ok()?;
     let read = |off: u64, len: usize| -> Option<Vec<u8>> {
         let mut b = vec![0u8; len];
-        file.read_exact_at(&mut b, off).ok()?;
+        file.pread_exact(&mut b, off).ok()?;
         Some(b)
     };
     let mut streams: Vec<Vec<XzBlock>> = Vec::new();
+    let mut count = 0usize;
     let mut total = 0u64;
     while end > 0 {
-        if streams.len() > 100_000 {
+        if streams.len() >= MAX_STREAMS {
             return None;
         }
-        // Stream padding: zero bytes in multiples of four.
-        while read(end.checked_sub(4)?, 4)? == [0, 0, 0, 0] {
-            end -= 4;
+        // Stream padding: zero bytes in multiples of four, read back in pieces.
+        loop {
+            let n = end.min(4096) & !3;
+            if n == 0 {
+                break;
+            }
+            let tail = read(end - n, n as usize)?;
+            let zeros = (tail.iter().rev().take_while(|&&b| b == 0).count() as u64) & !3;
+            end -= zeros;
+            if zeros < n {
+                break;
+            }
         }
         let footer = read(end.checked_sub(12)?, 12)?;
         if &footer[10..12] != b"YZ"
@@ -193,10 +145,10 @@ pub fn index(file: &File) -> Option<XzIndex> {
             return None;
         }
         let backward = (u64::from(u32::from_le_bytes(footer[4..8].try_into().ok()?)) + 1) * 4;
-        if backward > 1 << 30 {
+        if backward > MAX_INDEX {
             return None;
         }
-        let index_start = end.checked_sub(12 + backward)?;
+        let index_start = end.checked_sub(12)?.checked_sub(backward)?;
         let index = read(index_start, backward as usize)?;
         let (body, crc) = index.split_at(index.len() - 4);
         if index.first() != Some(&0)
@@ -205,46 +157,125 @@ pub fn index(file: &File) -> Option<XzIndex> {
             return None;
         }
         let mut pos = 1;
-        let records = read_varint(&index, &mut pos)?;
-        if records > 1 << 24 {
+        let records = read_varint(body, &mut pos)?;
+        // Each record takes at least two bytes: a larger count is a lie.
+        if records > body.len() as u64 / 2 {
             return None;
         }
-        let mut sizes = Vec::with_capacity(records as usize);
-        let mut blocks_size = 0u64;
+        let mut blocks = Vec::new();
+        let mut off = 0u64;
         for _ in 0..records {
-            let unpadded = read_varint(&index, &mut pos)?;
-            let uncompressed = read_varint(&index, &mut pos)?;
+            let unpadded = read_varint(body, &mut pos)?;
+            let uncompressed = read_varint(body, &mut pos)?;
             let padded = unpadded.checked_next_multiple_of(4)?;
-            blocks_size = blocks_size.checked_add(padded)?;
             total = total.checked_add(uncompressed)?;
-            sizes.push((padded, uncompressed));
+            count += 1;
+            if count <= MAX_BLOCKS {
+                blocks.push(XzBlock {
+                    offset: off,
+                    total: padded,
+                    uncompressed,
+                    codec: BlockCodec::Xz {
+                        stream_header: [0; 12],
+                    },
+                });
+            }
+            off = off.checked_add(padded)?;
         }
-        let stream_start = index_start.checked_sub(blocks_size)?.checked_sub(12)?;
+        let stream_start = index_start.checked_sub(off)?.checked_sub(12)?;
         let header = read(stream_start, 12)?;
         // Magic, and the same stream flags in header and footer.
         if header[0..6] != [0xfd, b'7', b'z', b'X', b'Z', 0] || header[6..8] != footer[8..10] {
             return None;
         }
         let stream_header: [u8; 12] = header.try_into().ok()?;
-        let mut off = stream_start + 12;
-        let mut blocks = Vec::with_capacity(sizes.len());
-        for (padded, uncompressed) in sizes {
-            blocks.push(XzBlock {
-                offset: off,
-                total: padded,
-                uncompressed,
-                codec: BlockCodec::Xz { stream_header },
-            });
-            off += padded;
+        for b in &mut blocks {
+            b.offset += stream_start + 12;
+            b.codec = BlockCodec::Xz { stream_header };
         }
         streams.push(blocks);
         end = stream_start;
     }
     streams.reverse();
     Some(XzIndex {
-        blocks: streams.into_iter().flatten().collect(),
+        blocks: if count <= MAX_BLOCKS {
+            streams.into_iter().flatten().collect()
+        } else {
+            Vec::new()
+        },
         uncompressed: total,
     })
+}
+
+/// The LZMA2 dictionary size the header of the block at `offset` declares: None when the header
+/// does not parse (the decoder then says what is wrong) or has no LZMA2 filter.
+pub fn block_dict(file: &(impl ReadAt + ?Sized), offset: u64) -> Option<u64> {
+    let mut first = [0u8; 1];
+    file.pread_exact(&mut first, offset).ok()?;
+    if first[0] == 0 {
+        return None; // the index, not a block
+    }
+    let mut h = vec![0u8; (usize::from(first[0]) + 1) * 4];
+    file.pread_exact(&mut h, offset).ok()?;
+    let (body, crc) = h.split_at(h.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let flags = *body.get(1)?;
+    let mut pos = 2;
+    if flags & 0x40 != 0 {
+        read_varint(body, &mut pos)?;
+    }
+    if flags & 0x80 != 0 {
+        read_varint(body, &mut pos)?;
+    }
+    let mut dict = None;
+    for _ in 0..=(flags & 3) {
+        let id = read_varint(body, &mut pos)?;
+        let len = usize::try_from(read_varint(body, &mut pos)?).ok()?;
+        let props = body.get(pos..pos.checked_add(len)?)?;
+        pos += len;
+        if id == 0x21 {
+            dict = lzma2_dict(*props.first()?);
+        }
+    }
+    dict
+}
+
+/// How many of `threads` may decode `index` in parallel while the dictionaries the decoders touch
+/// stay within `budget` together (1: decode on one thread). A decoder touches at most its block's
+/// output of its dictionary, and the output is held to the index's size as it is decoded
+/// ([`decode_block`]), so neither the header's dictionary nor the index's size is trusted alone.
+/// Blocks whose dictionary exceeds `max_dict` are an error: (the first such block's number, its
+/// dictionary).
+pub fn parallel_threads(
+    file: &(impl ReadAt + ?Sized),
+    index: &XzIndex,
+    threads: u64,
+    budget: u64,
+    max_dict: u64,
+) -> Result<u64, (usize, u64)> {
+    let mut largest = 0u64;
+    for (i, b) in index.blocks.iter().enumerate() {
+        let dict = match b.codec {
+            BlockCodec::Xz { .. } => block_dict(file, b.offset),
+            BlockCodec::Lzma2 { props } => lzma2_dict(props),
+        };
+        let Some(dict) = dict else {
+            return Ok(1);
+        };
+        if dict > max_dict {
+            return Err((i, dict));
+        }
+        largest = largest.max(dict.min(b.uncompressed));
+    }
+    Ok(threads_within(threads, index.blocks.len(), largest, budget))
+}
+
+/// Threads (at least 1) for `blocks` blocks whose decoders touch up to `each` bytes of dictionary,
+/// within `budget` together.
+pub fn threads_within(threads: u64, blocks: usize, each: u64, budget: u64) -> u64 {
+    threads.min(blocks as u64).min(budget / each.max(1)).max(1)
 }
 
 enum Msg {
@@ -263,6 +294,7 @@ const IN_STEP: usize = 256 << 10;
 fn decode_block(
     file: &File,
     blocks: &[XzBlock],
+    max_dict: WindowLimit,
     i: usize,
     image_offset: u64,
     pool: &Pool,
@@ -273,7 +305,9 @@ fn decode_block(
     let b = &blocks[i];
     let mut inbuf = vec![0u8; IN_STEP];
     let (stream, prefix, kind) = match &b.codec {
-        BlockCodec::Xz { stream_header } => (stream_decoder(), &stream_header[..], "xz block"),
+        BlockCodec::Xz { stream_header } => {
+            (stream_decoder(max_dict), &stream_header[..], "xz block")
+        }
         BlockCodec::Lzma2 { props } => (lzma2_decoder(*props), &[][..], "7z LZMA2 segment"),
     };
     let mut stream = stream.map_err(|e| e.to_string())?;
@@ -322,9 +356,16 @@ fn decode_block(
             return Ok(false);
         };
         let (in_before, out_before) = (stream.total_in(), stream.total_out());
-        stream
-            .process(&inbuf[in_pos..in_len], &mut buf[*fill..], Action::Run)
-            .map_err(|e| format!("corrupt data in {}: {e}", here(&stream)))?;
+        match stream.process(&inbuf[in_pos..in_len], &mut buf[*fill..], Action::Run) {
+            Err(liblzma::stream::Error::MemLimit) => {
+                return Err(format!(
+                    "{}: {}",
+                    here(&stream),
+                    dict_error(&mut stream, max_dict)
+                ));
+            }
+            r => r.map_err(|e| format!("corrupt data in {}: {e}", here(&stream)))?,
+        };
         let consumed = (stream.total_in() - in_before) as usize;
         let produced = (stream.total_out() - out_before) as usize;
         in_pos += consumed;
@@ -378,6 +419,7 @@ fn decode_block(
 pub fn decode_parallel(
     file: &File,
     index: &XzIndex,
+    max_dict: WindowLimit,
     threads: usize,
     pool: &Pool,
     stop: &(dyn Fn() -> bool + Sync),
@@ -410,7 +452,9 @@ pub fn decode_parallel(
                         if i >= n {
                             return;
                         }
-                        match decode_block(file, blocks, i, starts[i], pool, next, quit, &tx) {
+                        match decode_block(
+                            file, blocks, max_dict, i, starts[i], pool, next, quit, &tx,
+                        ) {
                             Ok(true) => {
                                 if tx.send(Msg::Done(i)).is_err() {
                                     return;
@@ -474,8 +518,9 @@ pub fn decode_parallel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{WindowTooLarge, XzReader};
     use liblzma::stream::MtStreamBuilder;
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     fn encode(data: &[u8], block: u64) -> Vec<u8> {
         let mut out = Vec::new();
@@ -493,23 +538,89 @@ mod tests {
         out
     }
 
+    /// An index that claims more records than its bytes can hold is not believed (and nothing is
+    /// allocated for them); megabytes of stream padding are skipped in a few reads.
     #[test]
-    fn concatenated_streams_with_padding() {
-        let mut input = encode(b"hello ", 1 << 20);
-        input.extend_from_slice(&[0; 8]);
-        input.extend(encode(b"world", 1 << 20));
-        let mut s = String::new();
-        XzReader::new(&input[..])
-            .unwrap()
-            .read_to_string(&mut s)
+    fn index_bounds() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut xz = encode(&data, 1 << 20);
+        let good = index(&xz[..]).unwrap();
+        assert_eq!(good.blocks.len(), 3);
+        assert_eq!(good.uncompressed, 3_000_000);
+        // Padding: 64 MiB of zeros after the stream.
+        let mut padded = xz.clone();
+        padded.resize(xz.len() + (64 << 20), 0);
+        assert_eq!(index(&padded[..]).unwrap().blocks, good.blocks);
+        // The record count (the varint after the index indicator) set to 2^40, CRC fixed.
+        let backward =
+            (u32::from_le_bytes(xz[xz.len() - 8..xz.len() - 4].try_into().unwrap()) as usize + 1)
+                * 4;
+        let start = xz.len() - 12 - backward;
+        let body_end = xz.len() - 12 - 4;
+        let mut body = vec![0u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20];
+        body.extend_from_slice(&xz[start + 2..body_end]);
+        body.truncate(body_end - start);
+        xz[start..body_end].copy_from_slice(&body);
+        let crc = crc32fast::hash(&xz[start..body_end]).to_le_bytes();
+        xz[body_end..body_end + 4].copy_from_slice(&crc);
+        assert!(index(&xz[..]).is_none());
+    }
+
+    #[test]
+    fn block_dictionaries_are_read_and_checked() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let xz = encode(&data, 1 << 20);
+        let idx = index(&xz[..]).unwrap();
+        // Preset 1: a 1 MiB dictionary.
+        for b in &idx.blocks {
+            assert_eq!(block_dict(&xz[..], b.offset), Some(1 << 20));
+        }
+        assert_eq!(parallel_threads(&xz[..], &idx, 2, 24 << 20, 1 << 20), Ok(2));
+        // Two decoders touching up to 1 MiB each do not fit in 1 MiB together.
+        assert_eq!(parallel_threads(&xz[..], &idx, 2, 1 << 20, 1 << 20), Ok(1));
+        // More cores than the budget allows: as many as fit.
+        assert_eq!(parallel_threads(&xz[..], &idx, 8, 2 << 20, 1 << 20), Ok(2));
+        assert_eq!(
+            parallel_threads(&xz[..], &idx, 2, 24 << 20, 512 << 10),
+            Err((0, 1 << 20))
+        );
+        assert_eq!(lzma2_dict(40), Some(u64::from(u32::MAX)));
+        assert_eq!(lzma2_dict(41), None);
+        assert_eq!(lzma2_dict(0), Some(4096));
+        assert_eq!(lzma2_dict(19), Some(3 << 20));
+    }
+
+    /// The streaming decoder stops at a block whose dictionary is over the limit, and says how large
+    /// it is.
+    #[test]
+    fn streaming_decoder_reports_the_dictionary() {
+        let data = vec![5u8; 100_000];
+        let mut out = Vec::new();
+        let mut opts = liblzma::stream::LzmaOptions::new_preset(1).unwrap();
+        opts.dict_size(8 << 20);
+        let mut filters = Filters::new();
+        filters.lzma2(&opts);
+        let enc = Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc64).unwrap();
+        liblzma::read::XzEncoder::new_stream(&data[..], enc)
+            .read_to_end(&mut out)
             .unwrap();
-        assert_eq!(s, "hello world");
-        let cut = &input[..input.len() - 7];
-        let e = XzReader::new(cut)
+        let limit = WindowLimit::chosen(4 << 20).unwrap();
+        let e = XzReader::new(&out[..], limit)
             .unwrap()
             .read_to_end(&mut Vec::new())
             .unwrap_err();
-        assert!(e.to_string().contains("compressed byte"), "{e}");
+        let w = e
+            .get_ref()
+            .unwrap()
+            .downcast_ref::<WindowTooLarge>()
+            .unwrap();
+        assert_eq!(w.needed, Some(8 << 20));
+        let mut back = Vec::new();
+        XzReader::new(&out[..], WindowLimit::default())
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == data);
     }
 
     #[test]
@@ -526,10 +637,18 @@ mod tests {
         assert_eq!(idx.blocks.len(), 5);
         let pool = Pool::new(6, 256 << 10);
         let mut got = Vec::new();
-        let n = decode_parallel(&f, &idx, 2, &pool, &|| false, &mut |b, len| {
-            got.extend_from_slice(&b[..len]);
-            true
-        })
+        let n = decode_parallel(
+            &f,
+            &idx,
+            WindowLimit::default(),
+            2,
+            &pool,
+            &|| false,
+            &mut |b, len| {
+                got.extend_from_slice(&b[..len]);
+                true
+            },
+        )
         .unwrap();
         assert_eq!(n, 5_000_000);
         assert!(got == data);
@@ -541,7 +660,16 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&bad).unwrap();
         let idx = index(&f).unwrap();
-        let e = decode_parallel(&f, &idx, 2, &pool, &|| false, &mut |_, _| true).unwrap_err();
+        let e = decode_parallel(
+            &f,
+            &idx,
+            WindowLimit::default(),
+            2,
+            &pool,
+            &|| false,
+            &mut |_, _| true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("xz block 3"), "{e}");
         // The index of a truncated file is not trusted.
         let mut f = tempfile::tempfile().unwrap();

@@ -261,7 +261,8 @@ pub fn make_image(dir: &Path, name: &str, mib: u64, table: Table) -> PathBuf {
     let root_off = 10240 * 512;
     let root_end: u64 = match table {
         Table::Mbr => mib << 20,
-        Table::Gpt => (mib << 20) - 34 * 512,
+        // sfdisk ends the last GPT partition on a 1 MiB boundary before the backup table.
+        Table::Gpt => ((mib << 20) - 34 * 512) / (1 << 20) * (1 << 20),
     };
     let root_kib = (root_end - root_off) / 1024;
     sh(&format!(
