@@ -178,7 +178,7 @@ impl KeyInputs {
         if let Some(h) = &plan.initramfs_hook {
             hook_files.push(HookFile {
                 path: super::initramfs::HOOK_INPUT_IN_CHROOT.into(),
-                sha256: sha256_hex(h.input.as_bytes()),
+                sha256: sha256_hex(h.keyed.as_bytes()),
             });
         }
         KeyInputs {
@@ -1145,6 +1145,7 @@ mod tests {
                 program: "/opt/boardsmith/bin/boardsmith".into(),
                 input: r#"{"kernel":"vmlinuz-*","dtb":"sun4i-a10-cubieboard.dtb","medium":"sd"}"#
                     .into(),
+                keyed: r#"{"kernel":"vmlinuz-*","dtb":"","medium":"sd"}"#.into(),
             }),
         }
     }
@@ -1208,11 +1209,17 @@ mod tests {
             h.program = "/usr/local/bin/boardsmith".into();
         }
         assert_eq!(key(&moved, &f), k);
+        // Nor the device tree, unless the base is one device tree's (see `rootfs::build_rootfs`).
+        let mut other = plan();
+        if let Some(h) = &mut other.initramfs_hook {
+            h.input = h.input.replace("cubieboard", "mk802");
+        }
+        assert_eq!(key(&other, &f), k);
         // A fixed value, so that a change in how the key is computed is a decision (bump SCHEME), not an
         // accident of a refactoring.
         assert_eq!(
             k,
-            "3a34311c545d64e25df7371f58f33b54112e72c1a09872909be62a7f25d099a1"
+            "76416eb4e1fadb968e5a254e526e682cb4802337bbff91c75ef69f72e1b65e51"
         );
     }
 
@@ -1273,9 +1280,18 @@ mod tests {
         check("hook content (debconf answers)", p, facts());
         let mut p = plan();
         if let Some(h) = &mut p.initramfs_hook {
-            h.input = h.input.replace("cubieboard", "mk802");
+            h.keyed = h.input.clone();
         }
-        check("initramfs hook input (device tree)", p, facts());
+        check(
+            "initramfs hook input (a base of one device tree)",
+            p,
+            facts(),
+        );
+        let mut p = plan();
+        if let Some(h) = &mut p.initramfs_hook {
+            h.keyed = h.keyed.replace("sd", "usb");
+        }
+        check("initramfs hook input (medium)", p, facts());
         let mut p = plan();
         p.initramfs_hook = None;
         check("initramfs hook (none)", p, facts());

@@ -114,6 +114,10 @@ pub struct BasePlan {
 pub struct InitramfsHook {
     pub program: PathBuf,
     pub input: String,
+    /// What the cache key covers of the input: without the device tree by default, so that boards whose
+    /// derived modules are equal share a base (a hit is checked against the board's own derivation, see
+    /// `rootfs::build_rootfs`); the whole input for a base of one device tree.
+    pub keyed: String,
 }
 
 /// Where one run's files are on this machine.

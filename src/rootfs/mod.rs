@@ -856,6 +856,28 @@ fn resolve_recipe(
     Ok((recipe, vars, hostname))
 }
 
+/// Why the initramfs modules of a cached base (its module list) are not the ones derived for this
+/// board's device tree from the base's own kernel, or None if they are (or cannot be derived: the
+/// configuration then reports that as for any base).
+fn base_modules_differ(profile: &Profile, tree: &TarTree) -> Option<String> {
+    let req = initramfs::request(profile)?;
+    let report = crate::rootmods::analyze(&initramfs::TarFiles(tree), &req).ok()?;
+    let text = tree.read_string(initramfs::MODULES_FILE).ok().flatten()?;
+    let listed: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    (listed != report.initramfs_modules).then(|| {
+        format!(
+            "it lists {}, {} needs {}",
+            listed.join(" "),
+            profile.name,
+            report.initramfs_modules.join(" ")
+        )
+    })
+}
+
 /// The files that configure the initramfs: given to mmdebstrap before the kernel installs (the profile's
 /// extras; the customize hook adds the derived modules), and written again by the configuration.
 fn initramfs_files(profile: &Profile) -> Vec<(String, String)> {
@@ -877,6 +899,7 @@ fn base_plan(
     recipe: &Recipe,
     req: &RootfsRequest,
     initramfs: &[(String, String)],
+    per_dtb: bool,
 ) -> Result<mmdebstrap::BasePlan, RootfsError> {
     let mut packages = recipe.packages.clone();
     let mut debconf = None;
@@ -892,16 +915,26 @@ fn base_plan(
             l = recipe.locale
         ));
     }
-    // The hook's input names no board (only what the derivation reads), so that boards deriving from
-    // the same device tree and medium share a base.
+    // The hook's input names no board, and the key leaves its device tree out unless `per_dtb`: boards
+    // with the same kernel, medium and extras share a base, which a hit checks (`base_modules_differ`).
     let initramfs_hook = match (&req.initramfs_hook, initramfs::HookInput::new(profile)) {
-        (Some(program), Some(input)) => Some(mmdebstrap::InitramfsHook {
-            program: program.clone(),
-            input: serde_json::to_string(&input).map_err(|e| RootfsError::Io {
-                context: "writing the initramfs hook's input".into(),
-                source: e.into(),
-            })?,
-        }),
+        (Some(program), Some(input)) => {
+            let json = |i: &initramfs::HookInput| {
+                serde_json::to_string(i).map_err(|e| RootfsError::Io {
+                    context: "writing the initramfs hook's input".into(),
+                    source: e.into(),
+                })
+            };
+            let mut shared = input.clone();
+            if !per_dtb {
+                shared.dtb = String::new();
+            }
+            Some(mmdebstrap::InitramfsHook {
+                program: program.clone(),
+                input: json(&input)?,
+                keyed: json(&shared)?,
+            })
+        }
         _ => None,
     };
     let (mirror, security) = match &req.snapshot {
@@ -952,7 +985,7 @@ pub struct BaseKey {
 /// or artifact (none of them is in the base), reads the archive's Release files unless `--snapshot`.
 pub fn cache_key(profile: &Profile, req: &RootfsRequest) -> Result<BaseKey, RootfsError> {
     let (recipe, _, _) = resolve_recipe(profile, req)?;
-    let plan = base_plan(profile, &recipe, req, &initramfs_files(profile))?;
+    let plan = base_plan(profile, &recipe, req, &initramfs_files(profile), false)?;
     let facts = cache::facts(&plan)?;
     let inputs = cache::KeyInputs::new(&plan, &facts);
     Ok(BaseKey {
@@ -1244,7 +1277,7 @@ pub fn build_rootfs(
         Some(_) => None,
         None => {
             prerequisites::require_tool("mmdebstrap", "mmdebstrap")?;
-            let plan = base_plan(profile, &recipe, req, &initramfs)?;
+            let plan = base_plan(profile, &recipe, req, &initramfs, false)?;
             on(RootfsEvent::Phase(
                 "computing the base's cache key (reading the archive's Release files)",
             ));
@@ -1303,7 +1336,7 @@ pub fn build_rootfs(
     let mut downloads = Downloads::default();
     let mut log = None;
     let mut cache_used = None;
-    let source_desc;
+    let mut source_desc;
     let mut hooked = false;
     let mut base_report = None;
     let base = match (&tarball, &base_input) {
@@ -1355,6 +1388,47 @@ pub fn build_rootfs(
         None => source_tar.clone(),
     };
     let mut tree = TarTree::open_as(&source_tar, &shown)?;
+    // A shared base's key leaves the device tree out: it is this board's only if the modules derived for
+    // this board's device tree are those the base's initramfs was made with. Otherwise this board needs
+    // a base of its own device tree (its own key, built once like any other).
+    let mut base = base;
+    if let (Some(b), Some((plan, inputs))) = (&base, &base_input)
+        && b.report.cache == "hit"
+        && plan.initramfs_hook.is_some()
+        && let Some(why) = base_modules_differ(profile, &tree)
+    {
+        let w = format!(
+            "base {} was built for other initramfs modules ({why}): using a base of {}'s device tree",
+            &b.report.key[..12],
+            profile.name
+        );
+        on(RootfsEvent::Warning(&w));
+        warnings.push(w);
+        drop(tree);
+        // Its shared lock is no longer needed.
+        drop(base.take());
+        let plan = base_plan(profile, &recipe, req, &initramfs, true)?;
+        let facts = cache::Facts {
+            mmdebstrap: inputs.mmdebstrap.clone(),
+            keyring: inputs.keyring.clone(),
+            archive: inputs.archive.clone(),
+            epoch: inputs.epoch,
+        };
+        let inputs = cache::KeyInputs::new(&plan, &facts);
+        let b = base_stage(profile, &plan, &inputs, req, work.path(), on, &mut warnings)?;
+        downloads = b.downloads.clone();
+        log = b.log.clone();
+        source_desc = format!(
+            "mmdebstrap {} from {} (base {} of its device tree: {})",
+            plan.suite,
+            plan.mirror,
+            &b.report.key[..12],
+            b.report.cache
+        );
+        base_report = Some(b.report.clone());
+        tree = TarTree::open(&b.tar)?;
+        base = Some(b);
+    }
     let initramfs_report =
         initramfs_modules(profile, &tree, &mut initramfs, hooked, on, &mut warnings)?;
     let customized = customize::apply(
