@@ -107,7 +107,13 @@ fn key_is_the_same_across_runs_paths_and_build_epochs() {
     // mk802 has the same packages and initramfs configuration as the Cubieboard: the same base. The
     // Chromebook's armhf base differs (no U-Boot package, other initramfs modules), arm64 more so.
     assert_eq!(key(&a, "mk802", &mirror, &[]), k1);
-    assert_ne!(key(&a, "chromebook-snow", &mirror, &[]), k1);
+    let snow = key(&a, "chromebook-snow", &mirror, &[]);
+    assert_ne!(snow, k1);
+    // So `build --all` (which builds each distinct key once, under its lock) has three bases for the
+    // four embedded boards: armhf for cubieboard and mk802, armhf for the Chromebook, arm64 for the FVP.
+    let fvp = key(&a, "armv8-foundation", &mirror, &[]);
+    let distinct: std::collections::BTreeSet<_> = [k1.clone(), snow, fvp].into_iter().collect();
+    assert_eq!(distinct.len(), 3);
 
     // --json lists what the key covers, with no path or name of this machine in it.
     let o = run(boardsmith(&a)
