@@ -116,7 +116,8 @@ fn cache_list(cache: &Path) -> serde_json::Value {
 }
 
 /// Two tarballs have the same content: byte for byte (both are canonical, mtimes clamped), and so the
-/// same `tar -tv` listing; on a difference, the entries that differ are named.
+/// same `tar -tv` listing and file hashes; on a difference, the entries whose listing or content differ
+/// are named.
 fn assert_same_tarball(a: &Path, b: &Path) {
     if sha256_of(a) == sha256_of(b) {
         return;
@@ -132,11 +133,29 @@ fn assert_same_tarball(a: &Path, b: &Path) {
             .map(str::to_string)
             .collect::<std::collections::BTreeSet<_>>()
     };
+    // Each regular file's sha256, by Python's tarfile (another tar reader than boardsmith's and GNU tar).
+    let hashes = |t: &Path| {
+        let o = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib,sys,tarfile\nt=tarfile.open(sys.argv[1])\nfor m in t:\n if m.isfile(): print(hashlib.sha256(t.extractfile(m).read()).hexdigest(), m.name)",
+            ])
+            .arg(t)
+            .output()
+            .expect("python3 tarfile");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
     let (la, lb) = (listing(a), listing(b));
     let only_a: Vec<_> = la.difference(&lb).take(20).collect();
     let only_b: Vec<_> = lb.difference(&la).take(20).collect();
+    let (ha, hb) = (hashes(a), hashes(b));
+    let content_a: Vec<_> = ha.difference(&hb).take(20).collect();
+    let content_b: Vec<_> = hb.difference(&ha).take(20).collect();
     panic!(
-        "{} and {} differ\nonly in the first: {only_a:#?}\nonly in the second: {only_b:#?}",
+        "{} and {} differ\nonly in the first: {only_a:#?}\nonly in the second: {only_b:#?}\ncontents only in the first: {content_a:#?}\ncontents only in the second: {content_b:#?}",
         a.display(),
         b.display()
     );
