@@ -1410,6 +1410,49 @@ mod tests {
         assert!(!cache.dir().join(&k).exists());
     }
 
+    /// Builders of one key at the same time (threads here; each opens the lock file itself, so flock sees
+    /// them as it sees processes): exactly one gets the miss and builds, the others wait on the lock and
+    /// then hit the entry it stored.
+    #[test]
+    fn concurrent_builders_of_one_key_build_it_once() {
+        let d = tempfile::tempdir().unwrap();
+        let inputs = KeyInputs::new(&plan(), &facts());
+        let k = inputs.key();
+        let built = std::sync::atomic::AtomicUsize::new(0);
+        let waited = std::sync::atomic::AtomicUsize::new(0);
+        let outcomes: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let cache = BaseCache::new(d.path());
+                        let on_wait = |_: &str| {
+                            waited.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        };
+                        match cache.acquire(&k, &on_wait, &|_| {}).unwrap() {
+                            Acquired::Miss(held) => {
+                                built.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                let pending = held.begin().unwrap();
+                                // A slow build: the others must be waiting meanwhile.
+                                std::thread::sleep(std::time::Duration::from_millis(300));
+                                std::fs::write(pending.base_tar(), b"the one base").unwrap();
+                                pending.commit(&held, &inputs, "cubieboard", 0.3).unwrap();
+                                std::fs::read(held.base_tar()).unwrap()
+                            }
+                            Acquired::Hit(held, _) => std::fs::read(held.base_tar()).unwrap(),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(built.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(waited.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        assert!(outcomes.iter().all(|o| o == b"the one base"));
+        let listing = BaseCache::new(d.path()).list();
+        assert_eq!(listing.entries.len(), 1);
+        assert!(listing.temporaries.is_empty());
+    }
+
     /// What a build killed while writing leaves (a temporary directory with a partial tarball, or an
     /// entry directory without its manifest) is never used; prune removes it.
     #[test]
