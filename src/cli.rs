@@ -66,6 +66,9 @@ no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...)
     Boot(BootArgs),
     /// Build a root filesystem for BOARD from Debian packages (mmdebstrap) or a prebuilt tarball
     Rootfs(RootfsArgs),
+    /// List or prune the base cache: root filesystems mmdebstrap built, shared by the boards (and
+    /// builds) whose bases have the same key
+    Cache(CacheArgs),
     /// Derive the modules the initramfs needs to mount the root filesystem, from the board's device tree
     /// and the kernel's module metadata in a root filesystem, each with the chain that needs it
     #[command(
@@ -92,6 +95,43 @@ could not be read; 2 invalid usage, or the root filesystem lacks the kernel, dev
     },
     /// Print the man page (roff)
     Man,
+}
+
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub action: CacheAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// List the cached bases: key, architecture, suite, size, last use, the board that built it
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: CacheDirOption,
+    },
+    /// Remove cached bases no build is using: those not used for AGE with --older-than, else all; and
+    /// what interrupted builds left behind
+    Prune {
+        /// Only bases not used for this long: 30d, 12h, 2w, 90m, 45s
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: CacheDirOption,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CacheDirOption {
+    /// boardsmith's cache (bases are in DIR/bases) [default: $XDG_CACHE_HOME/boardsmith]
+    #[arg(long, value_name = "DIR", env = "BOARDSMITH_CACHE")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -130,7 +170,9 @@ pub struct BuildArgs {
     /// `boardsmith rootfs` does, into OUTDIR/BOARD.rootfs.tar)
     #[arg(long, value_name = "DIR|TAR")]
     pub rootfs: Option<PathBuf>,
-    /// Build every board (embedded and --boards-dir), continuing past failures; writes OUTDIR/build-summary.json
+    /// Build every board (embedded and --boards-dir), continuing past failures; writes
+    /// OUTDIR/build-summary.json. Without --rootfs-dir or --rootfs, each board's root filesystem is built
+    /// first (OUTDIR/BOARD.rootfs.tar) through the base cache: each distinct base once
     #[arg(long)]
     pub all: bool,
     /// With --all: directory holding each board's root filesystem as BOARD.tar or BOARD/
@@ -309,12 +351,30 @@ pub struct NetOptions {
 pub struct RootfsArgs {
     /// Board name or path to a profile .toml
     pub board: String,
-    /// Output: NAME.tar (a reproducible tarball) or a directory (needs root)
-    #[arg(short = 'o', long = "out", value_name = "OUT.tar|DIR")]
-    pub out: PathBuf,
+    /// Print the cache key of the board's base (mmdebstrap's output: packages, hooks, archive state)
+    /// and exit; with --json, every input it covers. Reads the archive's Release files
+    #[arg(long)]
+    pub cache_key: bool,
     /// Print a JSON report on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub output: RootfsOutputOptions,
+    #[command(flatten)]
+    pub options: RootfsOptions,
+}
+
+/// Where and how `rootfs` writes the root filesystem (refused with --cache-key, which writes none).
+#[derive(Args, Debug)]
+pub struct RootfsOutputOptions {
+    /// Output: NAME.tar (a reproducible tarball) or a directory (needs root)
+    #[arg(
+        short = 'o',
+        long = "out",
+        value_name = "OUT.tar|DIR",
+        required_unless_present = "cache_key"
+    )]
+    pub out: Option<PathBuf>,
     /// Progress display
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -322,8 +382,6 @@ pub struct RootfsArgs {
     /// owner can (mode 0600)
     #[arg(long)]
     pub world_readable: bool,
-    #[command(flatten)]
-    pub options: RootfsOptions,
 }
 
 /// How mmdebstrap gets root inside the chroot.
@@ -336,9 +394,11 @@ pub enum MmdebstrapMode {
 }
 
 /// Root filesystem options, shared by `rootfs` and `build` (without --rootfs). Every option in this
-/// struct (and in [`DebianOptions`]) matters only when boardsmith builds the root filesystem, so
-/// `build --rootfs` and `build --all` refuse each of them ([`refuse_given`] goes through clap's own
-/// list of this struct's arguments: a new option here is covered without being named anywhere).
+/// struct (and in the structs it flattens) matters only when boardsmith builds the root filesystem, so
+/// `build --rootfs` and `build --all --rootfs-dir` refuse each of them ([`refuse_given`] goes through
+/// clap's own list of this struct's arguments: a new option here is covered without being named
+/// anywhere). Which struct an option goes in says which stage it changes: [`BoardOptions`] only the
+/// board configuration, [`BaseOptions`] (and the features) the base and so its cache key.
 #[derive(Args, Debug, Clone)]
 pub struct RootfsOptions {
     /// Add a feature (repeatable): xfce, droidmote, usb-net, usb-audio, bluetooth, ssh, wifi
@@ -347,6 +407,18 @@ pub struct RootfsOptions {
     /// Leave out a feature the board profile turns on by default (repeatable)
     #[arg(long = "no-feature", value_name = "F")]
     pub no_features: Vec<String>,
+    #[command(flatten)]
+    pub board: BoardOptions,
+    #[command(flatten)]
+    pub prebuilt: PrebuiltOptions,
+    #[command(flatten)]
+    pub debian: DebianOptions,
+}
+
+/// The board configuration, applied to the base without a package manager: none of these changes the
+/// base (mmdebstrap's output), so `rootfs --cache-key` refuses each of them.
+#[derive(Args, Debug, Clone)]
+pub struct BoardOptions {
     /// Host name (default: the profile's, else the board name)
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
@@ -394,6 +466,11 @@ pub struct RootfsOptions {
     /// `random`, BOARDSMITH_DROIDMOTE_PASSWORD or the prompt
     #[arg(long, value_name = "PASSWORD|random")]
     pub droidmote_password: Option<String>,
+}
+
+/// A prebuilt root filesystem instead of Debian packages.
+#[derive(Args, Debug, Clone)]
+pub struct PrebuiltOptions {
     /// Start from a prebuilt root filesystem tarball (.tar, .tar.gz/.xz/.zst/.bz2; path or URL)
     /// instead of Debian packages
     #[arg(long, value_name = "PATH|URL")]
@@ -401,17 +478,29 @@ pub struct RootfsOptions {
     /// sha256 of --rootfs-tarball
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
-    #[command(flatten)]
-    pub debian: DebianOptions,
 }
 
 /// Options of the Debian build through mmdebstrap: a prebuilt --rootfs-tarball refuses each of them.
 #[derive(Args, Debug, Clone)]
 pub struct DebianOptions {
-    /// Package cache (downloaded .debs and indexes); a second build downloads no package
-    /// [default: $XDG_CACHE_HOME/boardsmith/apt]
+    #[command(flatten)]
+    pub base: BaseOptions,
+    /// boardsmith's cache: Debian packages and indexes (DIR/apt/ARCH; a second build downloads no
+    /// package), mmdebstrap's logs (DIR/logs) and base root filesystems (DIR/bases)
+    /// [default: $XDG_CACHE_HOME/boardsmith]
     #[arg(long, value_name = "DIR", env = "BOARDSMITH_CACHE")]
     pub cache: Option<PathBuf>,
+    /// Build the base with mmdebstrap without looking in or storing to the base cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// binfmt_misc directory to check for QEMU handlers
+    #[arg(long, value_name = "DIR", env = "BOARDSMITH_BINFMT_DIR", hide = true)]
+    pub binfmt_dir: Option<PathBuf>,
+}
+
+/// What the base (mmdebstrap's output) is made from besides the features: each changes its cache key.
+#[derive(Args, Debug, Clone)]
+pub struct BaseOptions {
     /// Debian mirror (overrides the profile's rootfs.mirror)
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
@@ -427,9 +516,6 @@ pub struct DebianOptions {
     /// mmdebstrap mode
     #[arg(long, value_enum, default_value_t = MmdebstrapMode::Unshare)]
     pub mode: MmdebstrapMode,
-    /// binfmt_misc directory to check for QEMU handlers
-    #[arg(long, value_name = "DIR", env = "BOARDSMITH_BINFMT_DIR", hide = true)]
-    pub binfmt_dir: Option<PathBuf>,
 }
 
 /// The arguments of an options struct, as clap defines them (ids, long names, value parsers).
@@ -449,6 +535,25 @@ pub fn rootfs_only_arguments() -> Vec<clap::Arg> {
 /// Every argument of the Debian (mmdebstrap) build, refused with a prebuilt --rootfs-tarball.
 pub fn debian_only_arguments() -> Vec<clap::Arg> {
     arguments_of::<DebianOptions>()
+}
+
+/// Every argument of `rootfs` that does not change the base, refused with --cache-key (public for the
+/// tests, which try each one): the output's, the board configuration's, the prebuilt tarball's, and
+/// the Debian options other than [`BaseOptions`] (where the cache is, whether to use it).
+pub fn cache_key_refused_arguments() -> Vec<clap::Arg> {
+    let base: Vec<clap::Id> = arguments_of::<BaseOptions>()
+        .iter()
+        .map(|a| a.get_id().clone())
+        .collect();
+    let mut v = arguments_of::<RootfsOutputOptions>();
+    v.extend(arguments_of::<BoardOptions>());
+    v.extend(arguments_of::<PrebuiltOptions>());
+    v.extend(
+        arguments_of::<DebianOptions>()
+            .into_iter()
+            .filter(|a| !base.contains(a.get_id())),
+    );
+    v
 }
 
 fn option_name(a: &clap::Arg) -> String {
@@ -487,11 +592,18 @@ fn refuse_ignored_options(m: &ArgMatches) -> Result<(), Failure> {
                     "--rootfs takes a finished root filesystem, and this option applies only when build makes one (without --rootfs)",
                 )?;
             }
-            if given(b, "all") {
+            if given(b, "all") && given(b, "rootfs_dir") {
                 refuse_given(
                     b,
                     &rootfs_only_arguments(),
-                    "--all builds from finished root filesystems (--rootfs-dir or --rootfs), and this option applies only when build makes one",
+                    "--all --rootfs-dir builds from finished root filesystems, and this option applies only when build makes them (--all without --rootfs-dir)",
+                )?;
+            }
+            if given(b, "all") {
+                refuse_given(
+                    b,
+                    &arguments_of::<PrebuiltOptions>(),
+                    "--all builds every board's root filesystem from Debian packages (through the base cache), and a prebuilt tarball is one architecture's; build boards from it one at a time",
                 )?;
             }
             if given(b, "rootfs_tarball") {
@@ -505,8 +617,22 @@ fn refuse_ignored_options(m: &ArgMatches) -> Result<(), Failure> {
                 "--interactive hands the console to you and nothing watches it (no pattern, timeout, JSON result or screenshot)",
             )?;
         }
-        Some(("rootfs", r)) if given(r, "rootfs_tarball") => {
-            refuse_given(r, &debian_only_arguments(), PREBUILT)?;
+        Some(("rootfs", r)) => {
+            if given(r, "cache_key") {
+                refuse_given(
+                    r,
+                    &arguments_of::<PrebuiltOptions>(),
+                    "--cache-key is the key of the base mmdebstrap builds, and --rootfs-tarball starts from a prebuilt root filesystem instead",
+                )?;
+                refuse_given(
+                    r,
+                    &cache_key_refused_arguments(),
+                    "--cache-key prints the key of the board's base (mmdebstrap's packages, hooks and archive), which this option does not change",
+                )?;
+            }
+            if given(r, "rootfs_tarball") {
+                refuse_given(r, &debian_only_arguments(), PREBUILT)?;
+            }
         }
         Some(("release", r)) => {
             // Each format's settings, refused when that format is not produced.
@@ -843,6 +969,7 @@ pub fn run(cli: Cli, matches: Option<&ArgMatches>) -> Result<(), Failure> {
             matches.and_then(|m| m.subcommand_matches("boot")),
         ),
         Command::Rootfs(args) => rootfs_cmd(&catalog, args),
+        Command::Cache(args) => cache_cmd(args),
         Command::InitramfsModules(args) => initramfs_modules_cmd(&catalog, args),
         Command::InitramfsHook { input, root } => {
             let report = crate::rootfs::initramfs::run_hook(&input, &root)
@@ -1088,22 +1215,64 @@ fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Resul
         (Some(d), _) => RootfsSource::PerBoardIn(d.clone()),
         (None, Some(r)) => RootfsSource::Shared(r.clone()),
         (None, None) => {
-            return Err(Failure::usage(
-                "--all needs --rootfs-dir DIR (BOARD.tar or BOARD/ per board) or --rootfs",
-            ));
+            // Each board's root filesystem, built here. One password for every board: asked once.
+            let mut rreq = rootfs_request(
+                &args.rootfs_options,
+                PathBuf::new(),
+                req.epoch,
+                args.world_readable,
+            )?;
+            if rreq.password.is_none() && rreq.interactive {
+                let p = crate::rootfs::users::prompt_password(
+                    "Password for the default user of every board",
+                )
+                .map_err(|e| Failure::usage(e.to_string()))?;
+                rreq.password = Some(crate::rootfs::Password::Plain(p));
+            }
+            // Boards build side by side: no more prompts (secret settings need a value or `random`).
+            rreq.interactive = false;
+            RootfsSource::Build(Box::new(rreq))
         }
     };
     let quiet = args.progress == ProgressMode::None;
-    let summary = build_all(catalog, &source, &req.out_dir, &req, args.jobs, &|r| {
-        if !quiet {
-            eprintln!(
-                "boardsmith: {} {} ({:.1} s)",
-                if r.ok { "built" } else { "FAILED" },
-                r.board,
-                r.seconds
-            );
-        }
-    })
+    let plain = matches!(args.progress, ProgressMode::Plain)
+        || (args.progress == ProgressMode::Auto && !std::io::stderr().is_terminal());
+    let summary = build_all(
+        catalog,
+        &source,
+        &req.out_dir,
+        &req,
+        args.jobs,
+        &|board, phase| {
+            if plain {
+                eprintln!("boardsmith: [{board}] {phase}");
+            }
+        },
+        &|r| {
+            if !quiet {
+                eprintln!(
+                    "boardsmith: {} {} ({:.1} s{})",
+                    if r.ok { "built" } else { "FAILED" },
+                    r.board,
+                    r.seconds,
+                    match (&r.base_key, &r.base_cache) {
+                        (Some(k), Some(c)) => format!("; base {} {c}", &k[..12.min(k.len())]),
+                        _ => String::new(),
+                    }
+                );
+                for w in &r.warnings {
+                    eprintln!("warning: [{}] {w}", r.board);
+                }
+                for f in &r.secret_files {
+                    eprintln!(
+                        "  secret    [{}] generated: {} (mode 0600; keep it, it is printed nowhere)",
+                        r.board,
+                        f.display()
+                    );
+                }
+            }
+        },
+    )
     .map_err(|e| Failure::usage(report_chain(&e)))?;
     std::fs::create_dir_all(&req.out_dir)
         .map_err(|e| Failure::failed(format!("creating {}: {e}", req.out_dir.display())))?;
@@ -1130,6 +1299,12 @@ fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Resul
         ));
     }
     eprint!("{table}");
+    if matches!(source, RootfsSource::Build(_)) {
+        eprintln!(
+            "bases: {} distinct, {} built by mmdebstrap in this run (the others from the cache)",
+            summary.bases, summary.bases_built
+        );
+    }
     if summary.failed > 0 {
         return Err(Failure::failed(format!(
             "{} of {} boards failed (summary in {})",
@@ -1159,22 +1334,24 @@ fn rootfs_request(
     if let Some(c) = &d.cache {
         req.cache = c.clone();
     }
-    req.mirror = d.mirror.clone();
-    req.security_mirror = d.security_mirror.clone();
-    req.suite = d.suite.clone();
-    req.snapshot = d.snapshot.clone();
-    req.mode = match d.mode {
+    req.no_cache = d.no_cache;
+    req.mirror = d.base.mirror.clone();
+    req.security_mirror = d.base.security_mirror.clone();
+    req.suite = d.base.suite.clone();
+    req.snapshot = d.base.snapshot.clone();
+    req.mode = match d.base.mode {
         MmdebstrapMode::Unshare => crate::rootfs::mmdebstrap::Mode::Unshare,
         MmdebstrapMode::Root => crate::rootfs::mmdebstrap::Mode::Root,
     };
     if let Some(b) = &d.binfmt_dir {
         req.binfmt_dir = b.clone();
     }
-    req.hostname = o.hostname.clone();
-    req.user = o.user.clone();
-    req.autologin = o.autologin.then_some(true);
-    req.expire_password = o.expire_password.then_some(true);
-    req.password = match (&o.password_hash, o.password_stdin, o.random_password) {
+    let b = &o.board;
+    req.hostname = b.hostname.clone();
+    req.user = b.user.clone();
+    req.autologin = b.autologin.then_some(true);
+    req.expire_password = b.expire_password.then_some(true);
+    req.password = match (&b.password_hash, b.password_stdin, b.random_password) {
         (_, _, true) => Some(Password::Random),
         (Some(h), _, _) => Some(Password::Hash(h.trim().to_string())),
         (None, true, _) => Some(Password::Plain(
@@ -1183,7 +1360,7 @@ fn rootfs_request(
         )),
         (None, false, false) => None,
     };
-    for kv in &o.set {
+    for kv in &b.set {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| Failure::usage(format!("--set {kv}: expected NAME=VALUE")))?;
@@ -1200,12 +1377,12 @@ fn rootfs_request(
         (
             "droidmote_port",
             "--droidmote-port",
-            o.droidmote_port.map(|p| p.to_string()),
+            b.droidmote_port.map(|p| p.to_string()),
         ),
         (
             "droidmote_password",
             "--droidmote-password",
-            o.droidmote_password.clone(),
+            b.droidmote_password.clone(),
         ),
     ] {
         req.setting_options.insert(name.into(), option.into());
@@ -1217,27 +1394,28 @@ fn rootfs_request(
             )));
         }
     }
-    if o.droidmote_binary.is_some() || o.droidmote_sha256.is_some() {
+    if b.droidmote_binary.is_some() || b.droidmote_sha256.is_some() {
         req.artifacts.insert(
             "droidmote".into(),
             ArtifactSource {
-                source: o.droidmote_binary.clone(),
-                sha256: o.droidmote_sha256.clone(),
+                source: b.droidmote_binary.clone(),
+                sha256: b.droidmote_sha256.clone(),
             },
         );
     }
-    if o.sha256.is_some() && o.rootfs_tarball.is_none() {
+    let t = &o.prebuilt;
+    if t.sha256.is_some() && t.rootfs_tarball.is_none() {
         return Err(Failure::usage(
             "--sha256 is the checksum of --rootfs-tarball, which is not given; give both or neither",
         ));
     }
-    if o.rootfs_tarball.is_some() {
+    if t.rootfs_tarball.is_some() {
         req.tarball = Some(ArtifactSource {
-            source: o.rootfs_tarball.clone(),
-            sha256: o.sha256.clone(),
+            source: t.rootfs_tarball.clone(),
+            sha256: t.sha256.clone(),
         });
     }
-    req.interactive = !o.password_stdin && crate::rootfs::users::can_prompt();
+    req.interactive = !b.password_stdin && crate::rootfs::users::can_prompt();
     req.world_readable = world_readable;
     Ok(req)
 }
@@ -1259,7 +1437,11 @@ fn run_rootfs(
         RootfsEvent::Phase(p) => progress.phase(p),
         RootfsEvent::Warning(w) => progress.warn(w),
     })
-    .map_err(|e| Failure {
+    .map_err(rootfs_failure)
+}
+
+fn rootfs_failure(e: crate::rootfs::RootfsError) -> Failure {
+    Failure {
         code: if e.is_input_error() {
             EXIT_USAGE
         } else if let crate::rootfs::RootfsError::Fetch(f) = &e
@@ -1270,19 +1452,29 @@ fn run_rootfs(
             EXIT_FAILURE
         },
         message: report_chain(&e),
-    })
+    }
 }
 
 fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
     install_signals(crate::signals::OnStop::Exit)?;
     let profile = load(catalog, &args.board)?;
-    let req = rootfs_request(
-        &args.options,
-        args.out.clone(),
-        epoch()?,
-        args.world_readable,
-    )?;
-    let progress = Progress::new(args.progress);
+    if args.cache_key {
+        let req = rootfs_request(&args.options, PathBuf::new(), epoch()?, false)?;
+        let key = crate::rootfs::cache_key(&profile, &req).map_err(rootfs_failure)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&key).unwrap_or_default());
+        } else {
+            println!("{}", key.key);
+        }
+        return Ok(());
+    }
+    let out = args
+        .output
+        .out
+        .clone()
+        .ok_or_else(|| Failure::usage("give the output with -o OUT.tar|DIR"))?;
+    let req = rootfs_request(&args.options, out, epoch()?, args.output.world_readable)?;
+    let progress = Progress::new(args.output.progress);
     let result = run_rootfs(&profile, &req, &progress);
     progress.finish();
     let report = result?;
@@ -1315,9 +1507,118 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
             Human(report.downloads.package_bytes),
             report.downloads.indexes,
         );
+        if let Some(b) = &report.base {
+            eprintln!(
+                "  base      {} ({}{})",
+                b.key,
+                b.cache,
+                b.entry
+                    .as_ref()
+                    .map(|e| format!(", {}", e.display()))
+                    .unwrap_or_default()
+            );
+        }
         print_secret_files(&report);
     }
     Ok(())
+}
+
+fn cache_cmd(args: CacheArgs) -> Result<(), Failure> {
+    use crate::rootfs::cache::{BaseCache, parse_age};
+    let root = |d: &CacheDirOption| {
+        d.cache
+            .clone()
+            .unwrap_or_else(crate::rootfs::mmdebstrap::default_cache)
+    };
+    let when = |t: Option<u64>| t.map(crate::time::utc).unwrap_or_else(|| "-".into());
+    match args.action {
+        CacheAction::List { json, dir } => {
+            let listing = BaseCache::new(&root(&dir)).list();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&listing).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{:<14} {:<6} {:<10} {:>5} {:>10}  {:<24} {:<20} state",
+                "key", "arch", "suite", "pkgs", "size", "last used", "built for"
+            );
+            for e in &listing.entries {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<6} {:<10} {:>5} {:>10}  {:<24} {:<20} {}",
+                    &e.key[..12],
+                    e.arch.as_deref().unwrap_or("-"),
+                    e.suite.as_deref().unwrap_or("-"),
+                    e.packages
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    Human(e.size).to_string(),
+                    when(e.last_used),
+                    e.board.as_deref().unwrap_or("-"),
+                    e.state
+                );
+            }
+            eprintln!(
+                "{} bases, {} in {}",
+                listing.entries.len(),
+                Human(listing.total_bytes),
+                listing.dir.display()
+            );
+            for t in &listing.temporaries {
+                eprintln!(
+                    "  {t}: an interrupted or running build's (never used; `boardsmith cache prune` removes it once no build holds its key)"
+                );
+            }
+            Ok(())
+        }
+        CacheAction::Prune {
+            older_than,
+            json,
+            dir,
+        } => {
+            let age = older_than
+                .as_deref()
+                .map(parse_age)
+                .transpose()
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            let pruned = BaseCache::new(&root(&dir)).prune(age);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&pruned).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            for e in &pruned.removed {
+                eprintln!(
+                    "removed {} ({} {}, {}, last used {})",
+                    &e.key[..12],
+                    e.arch.as_deref().unwrap_or("?"),
+                    e.suite.as_deref().unwrap_or("?"),
+                    Human(e.size),
+                    when(e.last_used)
+                );
+            }
+            for k in &pruned.in_use {
+                eprintln!("kept {} (a build is using it)", &k[..12]);
+            }
+            for t in &pruned.temporaries_removed {
+                eprintln!("removed {t} (left by an interrupted build)");
+            }
+            eprintln!(
+                "freed {}; {} bases kept in {}",
+                Human(pruned.removed_bytes),
+                pruned.kept + pruned.in_use.len(),
+                pruned.dir.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Where generated secrets went (never the secrets themselves).

@@ -113,11 +113,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// boardsmith's cache directory, the one rule for every cache: `$XDG_CACHE_HOME/boardsmith`, else
-/// `$HOME/.cache/boardsmith` (empty variables count as unset); `None` without either, each caller
-/// choosing its own fallback.
-pub fn user_cache_dir() -> Option<PathBuf> {
+/// boardsmith's cache directory, the one rule for every cache (kernel work directories, the root
+/// filesystem's package and base caches): `$XDG_CACHE_HOME/boardsmith`, else `$HOME/.cache/boardsmith`
+/// (empty variables count as unset), else `/var/cache/boardsmith`.
+pub fn user_cache_dir() -> PathBuf {
     cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+        .unwrap_or_else(|| PathBuf::from("/var/cache/boardsmith"))
 }
 
 fn cache_dir_from(

@@ -171,7 +171,7 @@ impl Drop for TerminalGuard {
 }
 
 /// Starts catching SIGINT, SIGTERM and SIGHUP for the rest of the process, answering them as `on_stop`
-/// says. Calling it again with the same choice does nothing; with the other one it is an error.
+/// says (with `OnStop::Exit` this process also becomes the subreaper of its descendants). Calling it again with the same choice does nothing; with the other one it is an error.
 pub fn install(on_stop: OnStop) -> std::io::Result<()> {
     let want = on_stop as u8 + 1;
     match MODE.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst) {
@@ -186,6 +186,9 @@ pub fn install(on_stop: OnStop) -> std::io::Result<()> {
     match on_stop {
         OnStop::Exit => {
             let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS)?;
+            // Orphans of our children (what a killed mmdebstrap leaves running) become ours, so that a
+            // stop can end them before removing the directories they write into.
+            rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
             std::thread::Builder::new()
                 .name("boardsmith-signals".into())
                 .spawn(move || {
@@ -373,7 +376,10 @@ fn kill(pid: libc::pid_t, sig: rustix::process::Signal) -> rustix::io::Result<()
 }
 
 /// SIGTERM to every child (mmdebstrap cleans up its namespace and chroot on it), SIGKILL after the grace
-/// period; waits until they have ended so that none writes into a directory being removed.
+/// period; waits until they have ended so that none writes into a directory being removed. A child
+/// killed after the grace period may leave its own children running (mmdebstrap's namespace, still
+/// writing into its chroot in our work directory): as the subreaper ([`install`]) we inherit them, and
+/// they are killed too, until nothing runs below us.
 fn stop_children() {
     let pids = children();
     for &p in &pids {
@@ -383,12 +389,16 @@ fn stop_children() {
     while pids.iter().any(|&p| running(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let left: Vec<_> = pids.iter().copied().filter(|&p| running(p)).collect();
-    for &p in &left {
-        let _ = kill(p, rustix::process::Signal::KILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while left.iter().any(|&p| running(p)) && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<_> = children().into_iter().filter(|&p| running(p)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        for &p in &left {
+            // Our child, or an orphan of one reparented to us (the subreaper): not reaped, not reused.
+            let _ = kill(p, rustix::process::Signal::KILL);
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -678,6 +678,22 @@ fn boards_lists_the_embedded_profiles() {
         names,
         ["armv8-foundation", "chromebook-snow", "cubieboard", "mk802"]
     );
+    // The emulator each board boots in (what the CI matrix boots), none for the Chromebook.
+    let emulators: Vec<Option<&str>> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["emulator"].as_str())
+        .collect();
+    assert_eq!(
+        emulators,
+        [
+            Some("qemu-system-aarch64"),
+            None,
+            Some("qemu-system-arm"),
+            Some("qemu-system-arm")
+        ]
+    );
 }
 
 #[test]

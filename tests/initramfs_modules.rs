@@ -523,7 +523,7 @@ fn hook_writes_the_list_and_checks_the_initramfs() {
     let input = d.path().join("input.json");
     std::fs::write(
         &input,
-        r#"{"board":"cubieboard","kernel":"boot/vmlinuz-*","initrd":"boot/initrd.img-*","dtb_dir":"usr/lib/linux-image-*","dtb":"sun4i-a10-cubieboard.dtb","medium":"sd","root_fs":"ext4","extras":["uas"]}"#,
+        r#"{"kernel":"boot/vmlinuz-*","initrd":"boot/initrd.img-*","dtb_dir":"usr/lib/linux-image-*","dtb":"sun4i-a10-cubieboard.dtb","medium":"sd","root_fs":"ext4","extras":["uas"]}"#,
     )
     .unwrap();
     let o = run(support::boardsmith()

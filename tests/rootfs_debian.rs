@@ -2,9 +2,15 @@
 //! handlers, and a Debian mirror). CI runs the two minimal builds; the full xfce + droidmote build is
 //! opt-in (`BOARDSMITH_SLOW_TESTS=1 cargo test --test rootfs_debian -- --ignored`).
 //!
-//! Packages are cached in target/test-cache/apt across runs. The security archive is left out: the
-//! mirror these machines reach serves an armhf bookworm-security index whose size does not match its
-//! Release file, which apt (rightly) refuses.
+//! Packages are cached in target/test-cache/apt across runs (each test's cache directory links its
+//! `apt` there); base caches are each test's own. The security archive is left out: the mirror these
+//! machines reach serves an armhf bookworm-security index whose size does not match its Release file,
+//! which apt (rightly) refuses.
+//!
+//! The base cache: a hit gives the same tarball as a cold build (`--no-cache`), byte for byte; mk802
+//! uses the Cubieboard's base without mmdebstrap; the cached base holds no secret; a build interrupted
+//! (SIGTERM, SIGKILL) while writing a base leaves no usable entry; two processes building one key at the
+//! same time run mmdebstrap once.
 
 mod rootfs_support;
 
@@ -23,7 +29,7 @@ fn bin() -> PathBuf {
 
 /// The package cache: target/test-cache/apt, or BOARDSMITH_TEST_CACHE (a build holds its architecture's
 /// cache for its whole run, so concurrent runs of the same architecture want separate caches).
-fn cache() -> PathBuf {
+fn package_cache() -> PathBuf {
     let p = std::env::var_os("BOARDSMITH_TEST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-cache/apt"));
@@ -31,7 +37,16 @@ fn cache() -> PathBuf {
     p.canonicalize().expect("canonical cache")
 }
 
-/// `boardsmith SUBCOMMAND BOARD` with the options every build here uses; `cache` is the package cache
+/// A fresh boardsmith cache directory (`--cache`) in `dir` named `name`: its `apt` is the shared package
+/// cache (nothing is downloaded twice), its base cache is empty.
+fn cache_dir(dir: &Path, name: &str) -> PathBuf {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::os::unix::fs::symlink(package_cache(), root.join("apt")).expect("symlink");
+    root
+}
+
+/// `boardsmith SUBCOMMAND BOARD` with the options every build here uses; `cache` is the cache directory
 /// for a Debian build (None for a prebuilt tarball, which refuses the Debian options).
 fn boardsmith(sub: &str, board: &str, cache: Option<&Path>) -> Command {
     let mut c = Command::new(bin());
@@ -49,31 +64,17 @@ fn boardsmith(sub: &str, board: &str, cache: Option<&Path>) -> Command {
     c
 }
 
-/// `boardsmith rootfs BOARD -o OUT --json` with extra arguments; returns the report. A Debian build
-/// uses `cache` (None: the test cache); with --rootfs-tarball there is none.
-fn rootfs(board: &str, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> serde_json::Value {
-    rootfs_with_cache(board, out, extra, envs, None)
-}
-
-fn rootfs_with_cache(
+/// `boardsmith rootfs BOARD -o OUT --json` with extra arguments and the cache directory `cache` (None
+/// with --rootfs-tarball); returns the report.
+fn rootfs(
     board: &str,
     out: &Path,
     extra: &[&str],
     envs: &[(&str, &str)],
-    cache_dir: Option<&Path>,
+    cache: Option<&Path>,
 ) -> serde_json::Value {
     let started = Instant::now();
-    let debian_cache = cache_dir.map(Path::to_path_buf).unwrap_or_else(cache);
-    let prebuilt = extra.contains(&"--rootfs-tarball");
-    let mut c = boardsmith(
-        "rootfs",
-        board,
-        (!prebuilt).then_some(debian_cache.as_path()),
-    );
-    c.arg("-o").arg(out).arg("--json").args(extra);
-    for (k, v) in envs {
-        c.env(k, v);
-    }
+    let mut c = rootfs_command(board, out, extra, envs, cache);
     let o = c.output().expect("run boardsmith rootfs");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -86,6 +87,78 @@ fn rootfs_with_cache(
         std::fs::metadata(out).map(|m| m.len()).unwrap_or(0)
     );
     serde_json::from_slice(&o.stdout).expect("json report")
+}
+
+fn rootfs_command(
+    board: &str,
+    out: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    cache: Option<&Path>,
+) -> Command {
+    let mut c = boardsmith("rootfs", board, cache);
+    c.arg("-o").arg(out).arg("--json").args(extra);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
+}
+
+/// `boardsmith cache list --json` of a cache directory.
+fn cache_list(cache: &Path) -> serde_json::Value {
+    let o = Command::new(bin())
+        .args(["cache", "list", "--json", "--cache"])
+        .arg(cache)
+        .output()
+        .expect("run boardsmith cache list");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// Two tarballs have the same content: byte for byte (both are canonical, mtimes clamped), and so the
+/// same `tar -tv` listing and file hashes; on a difference, the entries whose listing or content differ
+/// are named.
+fn assert_same_tarball(a: &Path, b: &Path) {
+    if sha256_of(a) == sha256_of(b) {
+        return;
+    }
+    let listing = |t: &Path| {
+        let o = Command::new("tar")
+            .args(["--numeric-owner", "--full-time", "-tvf"])
+            .arg(t)
+            .output()
+            .expect("tar -tvf");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    // Each regular file's sha256, by Python's tarfile (another tar reader than boardsmith's and GNU tar).
+    let hashes = |t: &Path| {
+        let o = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib,sys,tarfile\nt=tarfile.open(sys.argv[1])\nfor m in t:\n if m.isfile(): print(hashlib.sha256(t.extractfile(m).read()).hexdigest(), m.name)",
+            ])
+            .arg(t)
+            .output()
+            .expect("python3 tarfile");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (la, lb) = (listing(a), listing(b));
+    let only_a: Vec<_> = la.difference(&lb).take(20).collect();
+    let only_b: Vec<_> = lb.difference(&la).take(20).collect();
+    let (ha, hb) = (hashes(a), hashes(b));
+    let content_a: Vec<_> = ha.difference(&hb).take(20).collect();
+    let content_b: Vec<_> = hb.difference(&ha).take(20).collect();
+    panic!(
+        "{} and {} differ\nonly in the first: {only_a:#?}\nonly in the second: {only_b:#?}\ncontents only in the first: {content_a:#?}\ncontents only in the second: {content_b:#?}",
+        a.display(),
+        b.display()
+    );
 }
 
 /// What every Debian build must have: boot files where the profile expects them, fstab from the plan,
@@ -198,25 +271,44 @@ fn initrd_modules(tar: &Path, dir: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The Cubieboard three ways, all through a counting proxy in front of the mirror: cold without the cache
+/// (`--no-cache`), then `build` (a miss: mmdebstrap builds and stores the base, downloading no package),
+/// then a hit, which must give the cold build's tarball byte for byte. mk802 (same packages and
+/// initramfs configuration) then gets its root filesystem from the Cubieboard's base without mmdebstrap,
+/// with a generated password that the cached base does not hold. Both images boot.
 #[test]
-fn debian_armhf_rootfs_then_image_without_downloads() {
+fn debian_armhf_rootfs_cache_and_images() {
     let d = tempfile::tempdir().expect("tmp");
-    let tar = d.path().join("cubieboard.tar");
-    let report = rootfs("cubieboard", &tar, &[], &[]);
+    let proxy = CountingProxy::start("deb.debian.org");
+    let mirror = format!("{}/debian", proxy.url());
+    let cache = cache_dir(d.path(), "cache");
+
+    // Cold, without the cache.
+    let cold = d.path().join("cubieboard-cold.tar");
+    let report = rootfs(
+        "cubieboard",
+        &cold,
+        &["--mirror", &mirror, "--no-cache"],
+        &[],
+        Some(&cache),
+    );
     assert_eq!(report["arch"], "armhf");
-    let list = check_common(&tar, "cubieboard", "ttyS0");
+    assert_eq!(report["base"]["cache"], "bypassed", "{report}");
+    let key = report["base"]["key"].as_str().expect("key").to_string();
+    assert_eq!(cache_list(&cache)["entries"], serde_json::json!([]));
+    let list = check_common(&cold, "cubieboard", "ttyS0");
     assert!(
-        list.contains_key("usr/lib/linux-image-6.1.0-50-armmp/sun4i-a10-cubieboard.dtb")
-            || list.keys().any(|k| k.starts_with("usr/lib/linux-image-")
+        list.keys()
+            .any(|k| k.starts_with("usr/lib/linux-image-")
                 && k.ends_with("/sun4i-a10-cubieboard.dtb")),
         "device tree"
     );
     let spl =
-        tar_read(&tar, "usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin").expect("U-Boot");
+        tar_read(&cold, "usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin").expect("U-Boot");
     assert_eq!(&spl[4..12], b"eGON.BT0");
     // The initramfs modules were derived from the board's device tree inside the build (the profile lists
     // none): the list and the report say so.
-    let modules = tar_string(&tar, "etc/initramfs-tools/modules");
+    let modules = tar_string(&cold, "etc/initramfs-tools/modules");
     assert!(
         modules.contains("sunxi-mmc\n")
             && modules.contains("ext4\n")
@@ -226,19 +318,19 @@ fn debian_armhf_rootfs_then_image_without_downloads() {
     let derived = &report["initramfs"]["modules"];
     assert_eq!(derived[0]["module"], "sunxi-mmc", "{derived}");
     assert_eq!(derived[0]["chain"][0], "mmc@1c0f000 (SD card controller)");
-    let initrd = initrd_modules(&tar, d.path());
+    let initrd = initrd_modules(&cold, d.path());
     assert!(
         initrd.contains("sunxi-mmc.ko") && initrd.contains("ext4.ko"),
         "initrd modules:\n{initrd}"
     );
 
-    // The same board again, now as `boardsmith build` without --rootfs, with the mirror behind a
-    // counting proxy: every request apt makes is seen, and none of them is for a package.
-    let proxy = CountingProxy::start("deb.debian.org");
+    // `build` without --rootfs: the base is missing, mmdebstrap builds and stores it; every package
+    // comes from the package cache (the proxy sees every request apt makes: none is for a package).
+    let seen = proxy.fetched().len();
     let out = d.path().join("out");
     let started = Instant::now();
-    let o = boardsmith("build", "cubieboard", Some(&cache()))
-        .args(["--mirror", &format!("{}/debian", proxy.url())])
+    let o = boardsmith("build", "cubieboard", Some(&cache))
+        .args(["--mirror", &mirror])
         .args(["--cmdline-append", QEMU_A10_CMDLINE])
         .arg("-o")
         .arg(&out)
@@ -246,25 +338,23 @@ fn debian_armhf_rootfs_then_image_without_downloads() {
         .expect("run boardsmith build");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     eprintln!(
-        "boardsmith build cubieboard (cached): {:.0} s",
+        "boardsmith build cubieboard (base built and stored): {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    let fetched = proxy.fetched();
+    let fetched: Vec<_> = proxy.fetched().into_iter().skip(seen).collect();
     assert!(
         fetched.iter().any(|f| f.url.contains("InRelease")),
         "apt went through the proxy: {fetched:?}"
     );
-    assert_eq!(
-        proxy.debs().len(),
-        0,
-        "the second build downloaded packages: {:?}",
-        proxy.debs()
+    assert!(
+        !fetched.iter().any(|f| f.url.ends_with(".deb")),
+        "the build downloaded packages: {fetched:?}"
     );
-    eprintln!(
-        "second build: {} requests through the proxy, {} bytes, 0 packages",
-        fetched.len(),
-        fetched.iter().map(|f| f.bytes).sum::<u64>()
-    );
+    let listed = cache_list(&cache);
+    assert_eq!(listed["entries"][0]["key"], key.as_str(), "{listed}");
+    assert_eq!(listed["entries"][0]["state"], "ok");
+    assert_eq!(listed["entries"][0]["board"], "cubieboard");
+    assert_eq!(listed["temporaries"], serde_json::json!([]));
 
     // The image's root partition holds this root filesystem.
     let img = out.join("cubieboard.img");
@@ -296,20 +386,87 @@ fn debian_armhf_rootfs_then_image_without_downloads() {
         .expect("root")
         .1;
     assert!(String::from_utf8_lossy(&fstab.stdout).contains(&format!("PARTUUID={root_uuid}\t/\t")));
+    // (Disk space on a shared machine: what is no longer needed goes.)
+    std::fs::remove_file(&root).expect("rm");
+    // The root filesystem `build` made from the stored base is the cold one.
+    assert_same_tarball(&out.join("cubieboard.rootfs.tar"), &cold);
 
     // It boots in QEMU to systemd's login prompt on the serial console.
     boot_to_login(&img, "cubieboard", d.path());
+    std::fs::remove_dir_all(&out).expect("rm");
 
-    // mk802 (same SoC, kernel and U-Boot package) from this tarball as a prebuilt rootfs: hostname, fstab
-    // and users are redone for mk802 without a package manager, and that image boots too.
-    let sha = sha256_of(&tar);
+    // A hit: no mmdebstrap, nothing from the mirror but its Release files (the key), and the cold
+    // build's tarball byte for byte.
+    let seen = proxy.fetched().len();
+    let hit = d.path().join("cubieboard-hit.tar");
+    let report = rootfs(
+        "cubieboard",
+        &hit,
+        &["--mirror", &mirror],
+        &[],
+        Some(&cache),
+    );
+    assert_eq!(report["base"]["cache"], "hit", "{report}");
+    assert_eq!(report["base"]["key"], key.as_str());
+    assert_eq!(report["downloads"]["packages"], 0);
+    let fetched: Vec<_> = proxy.fetched().into_iter().skip(seen).collect();
+    assert!(
+        fetched.iter().all(|f| f.url.ends_with("/InRelease")),
+        "a hit fetched more than Release files: {fetched:?}"
+    );
+    assert_same_tarball(&hit, &cold);
+    std::fs::remove_file(&hit).expect("rm");
+
+    // mk802 from the Cubieboard's base, with a generated password.
     let mk802_tar = d.path().join("mk802.tar");
-    rootfs(
+    let mut c = rootfs_command(
         "mk802",
         &mk802_tar,
-        &["--rootfs-tarball", tar.to_str().unwrap(), "--sha256", &sha],
+        &["--mirror", &mirror, "--random-password"],
         &[],
+        Some(&cache),
     );
+    let o = c
+        .env_remove("BOARDSMITH_PASSWORD_HASH")
+        .output()
+        .expect("run boardsmith rootfs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(report["base"]["cache"], "hit", "{report}");
+    assert_eq!(report["base"]["key"], key.as_str());
+    check_mk802(&mk802_tar, d.path());
+    let password = std::fs::read_to_string(d.path().join("mk802.tar.password")).expect("password");
+    assert_eq!(mode_of(&d.path().join("mk802.tar.password")), 0o600);
+    let shadow = tar_string(&mk802_tar, "etc/shadow");
+    let hash = shadow
+        .lines()
+        .find_map(|l| l.strip_prefix("debian:"))
+        .and_then(|r| r.split(':').next())
+        .expect("default user's hash")
+        .to_string();
+    assert!(hash_matches(&hash, password.trim()), "{hash}");
+    // The cached base holds no secret: no default user, no password hash, no generated password.
+    let base = cache.join("bases").join(&key).join("base.tar");
+    for (member, text) in [("etc/shadow", "debian:"), ("etc/passwd", "debian:")] {
+        let content = tar_string(&base, member);
+        assert!(!content.is_empty(), "the base has {member}");
+        assert!(
+            !content.lines().any(|l| l.starts_with(text)),
+            "{member} of the base: {content}"
+        );
+    }
+    for secret in [
+        hash.as_str(),
+        password.trim(),
+        &sha512_hash(PASSWORD, "debiantest"),
+    ] {
+        let found = Command::new("grep")
+            .args(["-qaF", secret])
+            .arg(&base)
+            .status()
+            .expect("grep");
+        assert_eq!(found.code(), Some(1), "a secret is in the cached base");
+    }
     let img = build_image(
         "mk802",
         &mk802_tar,
@@ -317,6 +474,55 @@ fn debian_armhf_rootfs_then_image_without_downloads() {
         d.path(),
     );
     boot_to_login(&img, "mk802", d.path());
+    std::fs::remove_file(&img).expect("rm");
+
+    // mk802 (same SoC, kernel and U-Boot package) from the Cubieboard's tarball as a prebuilt rootfs:
+    // hostname, fstab and users are redone for mk802 without a package manager.
+    let sha = sha256_of(&cold);
+    let prebuilt = d.path().join("mk802-prebuilt.tar");
+    rootfs(
+        "mk802",
+        &prebuilt,
+        &["--rootfs-tarball", cold.to_str().unwrap(), "--sha256", &sha],
+        &[],
+        None,
+    );
+    check_mk802(&prebuilt, d.path());
+
+    // Pruning: kept while recent, removed when asked for everything.
+    let o = Command::new(bin())
+        .args(["cache", "prune", "--older-than", "1d", "--json", "--cache"])
+        .arg(&cache)
+        .output()
+        .expect("prune");
+    assert!(o.status.success());
+    assert_eq!(
+        cache_list(&cache)["entries"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let o = Command::new(bin())
+        .args(["cache", "prune", "--json", "--cache"])
+        .arg(&cache)
+        .output()
+        .expect("prune");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["removed"][0]["key"], key.as_str(), "{v}");
+    assert_eq!(names_in(&cache.join("bases")), Vec::<String>::new());
+}
+
+/// What makes an mk802 root filesystem: its host name, and the U-Boot build its profile names.
+fn check_mk802(tar: &Path, dir: &Path) {
+    let _ = dir;
+    assert_eq!(tar_string(tar, "etc/hostname"), "mk802\n");
+    let spl = tar_read(tar, "usr/lib/u-boot/Mini-X/u-boot-sunxi-with-spl.bin").expect("U-Boot");
+    assert_eq!(&spl[4..12], b"eGON.BT0");
+    let fstab = tar_string(tar, "etc/fstab");
+    let root_uuid = planned_partitions(&bin(), "mk802", EPOCH)
+        .into_iter()
+        .find(|p| p.0 == "root")
+        .expect("root")
+        .1;
+    assert!(fstab.contains(&format!("PARTUUID={root_uuid}")), "{fstab}");
 }
 
 /// QEMU's cubieboard machine emulates neither the A10 display engine nor its crypto engine; once udev loads
@@ -371,37 +577,183 @@ fn boot_to_login(img: &Path, board: &str, dir: &Path) {
     assert_eq!(sha256_of(img), before);
 }
 
-/// Also: paths with spaces and a quote. The output (so the work directory beside it) and the package
-/// cache (a link to the shared one, so nothing is downloaded again) are in directories whose names
-/// mmdebstrap's hooks must get whole.
+/// Processes whose process group is `pgid`, from /proc.
+fn processes_in_group(pgid: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// Starts `c` and waits until mmdebstrap writes a base into the cache's temporary entry.
+fn start_base_build(mut c: Command, cache: &Path, log: &Path) -> std::process::Child {
+    let _ = std::fs::remove_file(log);
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn boardsmith rootfs");
+    assert!(
+        wait_for(900, || !cache_list(cache)["temporaries"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+            && log.exists()),
+        "mmdebstrap did not start"
+    );
+    // Let it get going (downloads, unpacking).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    child
+}
+
+/// arm64, from paths with spaces and quotes (the output's directory, so the work directory beside it,
+/// and the cache directory; mmdebstrap's hooks must get them whole): a build stopped by SIGTERM, and one
+/// killed with SIGKILL, while mmdebstrap writes the base, leave no usable entry; then two processes
+/// building the same base at once run mmdebstrap once (the other waits on the key's lock and uses it),
+/// with the same tarball; that root filesystem boots.
 #[test]
-fn debian_arm64_rootfs() {
+fn debian_arm64_rootfs_interrupted_and_shared() {
     let d = tempfile::tempdir().expect("tmp");
+    let cache = cache_dir(d.path(), "boardsmith's cache");
+    let log = cache.join("logs/armv8-foundation-arm64.log");
     let out_dir = d.path().join("work dir's space");
     std::fs::create_dir(&out_dir).expect("mkdir");
-    let spaced_cache = d.path().join("apt cache");
-    std::os::unix::fs::symlink(cache(), &spaced_cache).expect("symlink");
-    let tar = out_dir.join("armv8 rootfs.tar");
-    let report = rootfs_with_cache("armv8-foundation", &tar, &[], &[], Some(&spaced_cache));
-    assert_eq!(report["arch"], "arm64");
+
+    // SIGTERM: boardsmith stops mmdebstrap and removes its temporary entry and work directory.
+    let child = start_base_build(
+        rootfs_command(
+            "armv8-foundation",
+            &out_dir.join("t.tar"),
+            &[],
+            &[],
+            Some(&cache),
+        ),
+        &cache,
+        &log,
+    );
+    // SAFETY: kill has no memory effects; the pid is our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().expect("wait");
     assert_eq!(
-        report["cache"].as_str(),
-        Some(spaced_cache.to_str().expect("utf-8"))
+        o.status.code(),
+        Some(128 + libc::SIGTERM),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let listed = cache_list(&cache);
+    assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
+    assert_eq!(listed["temporaries"], serde_json::json!([]), "{listed}");
+    assert_eq!(names_in(&out_dir), Vec::<String>::new());
+
+    // SIGKILL of boardsmith and everything it started: nothing cleans up, the temporary entry stays,
+    // and is never used.
+    let killed_dir = d.path().join("killed");
+    std::fs::create_dir(&killed_dir).expect("mkdir");
+    let mut c = rootfs_command(
+        "armv8-foundation",
+        &killed_dir.join("k.tar"),
+        &[],
+        &[],
+        Some(&cache),
+    );
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let child = start_base_build(c, &cache, &log);
+    let pgid = child.id() as i32;
+    // SAFETY: kill has no memory effects; the group is our child's own.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait_with_output();
+    let gone = wait_for(60, || processes_in_group(pgid).is_empty());
+    let left = processes_in_group(pgid);
+    for p in &left {
+        // SAFETY: as above; these are descendants of our child that outlived it.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    assert!(gone, "processes of the killed build outlived it: {left:?}");
+    let listed = cache_list(&cache);
+    assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
+    assert_eq!(
+        listed["temporaries"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    // Two processes, one key, at the same time.
+    let tars = [
+        out_dir.join("armv8 rootfs.tar"),
+        d.path().join("second.tar"),
+    ];
+    let children: Vec<_> = tars
+        .iter()
+        .map(|t| {
+            rootfs_command("armv8-foundation", t, &[], &[], Some(&cache))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in children {
+        let o = c.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        outcomes.push((report, err));
+    }
+    let mut how: Vec<&str> = outcomes
+        .iter()
+        .map(|(r, _)| r["base"]["cache"].as_str().unwrap_or(""))
+        .collect();
+    how.sort();
+    assert_eq!(how, ["built", "hit"], "mmdebstrap ran once");
+    assert_eq!(outcomes[0].0["base"]["key"], outcomes[1].0["base"]["key"]);
+    let waited = outcomes
+        .iter()
+        .find(|(r, _)| r["base"]["cache"] == "hit")
+        .map(|(_, e)| e.clone())
+        .unwrap_or_default();
+    assert!(
+        waited.contains("waiting for another build of base"),
+        "the second build did not wait on the lock:\n{waited}"
+    );
+    assert_same_tarball(&tars[0], &tars[1]);
+    let listed = cache_list(&cache);
+    assert_eq!(
+        listed["entries"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["entries"][0]["state"], "ok");
+    // The build that ran mmdebstrap cleared what the killed one left.
+    assert_eq!(listed["temporaries"], serde_json::json!([]), "{listed}");
+    assert_eq!(
+        outcomes[0].0["cache"].as_str(),
+        Some(cache.to_str().expect("utf-8"))
     );
     // Nothing but the tarball stays beside it: the work directory is gone.
-    let left: Vec<String> = std::fs::read_dir(&out_dir)
-        .expect("ls")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(left, ["armv8 rootfs.tar"]);
-    let list = check_common(&tar, "armv8-foundation", "ttyAMA0");
+    assert_eq!(names_in(&out_dir), ["armv8 rootfs.tar"]);
+
+    let tar = &tars[0];
+    let list = check_common(tar, "armv8-foundation", "ttyAMA0");
     assert!(
         list.keys().any(|k| k.starts_with("usr/lib/linux-image-")
             && k.ends_with("/arm/foundation-v8-gicv3-psci.dtb")),
         "device tree"
     );
-    let initrd = initrd_modules(&tar, d.path());
+    let initrd = initrd_modules(tar, d.path());
     // Derived from the FVP's device tree (virtio-mmio, the block driver, ext4), plus the profile's extra
     // transport for QEMU's virt machine.
     for m in [
@@ -412,12 +764,12 @@ fn debian_arm64_rootfs() {
     ] {
         assert!(initrd.contains(m), "{m} in initrd modules:\n{initrd}");
     }
-    let modules = tar_string(&tar, "etc/initramfs-tools/modules");
+    let modules = tar_string(tar, "etc/initramfs-tools/modules");
     assert!(
         modules.contains("virtio_mmio\n") && modules.contains("virtio_pci\n"),
         "{modules}"
     );
-    let img = build_image("armv8-foundation", &tar, &[], d.path());
+    let img = build_image("armv8-foundation", tar, &[], d.path());
     boot_to_login(&img, "armv8-foundation", d.path());
 }
 
@@ -429,6 +781,7 @@ fn debian_armhf_xfce_droidmote() {
         panic!("set BOARDSMITH_SLOW_TESTS=1 to run this slow test");
     }
     let d = tempfile::tempdir().expect("tmp");
+    let cache = cache_dir(d.path(), "cache");
     let (dm, sha) = fake_droidmote(d.path());
     let tar = d.path().join("cubieboard-xfce.tar");
     let started = Instant::now();
@@ -447,8 +800,23 @@ fn debian_armhf_xfce_droidmote() {
             &sha,
         ],
         &[("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")],
+        Some(&cache),
     );
     let secs = started.elapsed().as_secs_f64();
+    // The cached base holds neither the DroidMote password nor the binary (board configuration).
+    let base =
+        PathBuf::from(report["base"]["entry"].as_str().expect("stored base")).join("base.tar");
+    let found = Command::new("grep")
+        .args(["-qaF", "DROIDMOTE_PASSWORD=remote-pw"])
+        .arg(&base)
+        .status()
+        .expect("grep");
+    assert_eq!(
+        found.code(),
+        Some(1),
+        "the DroidMote password is in the cached base"
+    );
+    assert!(tar_read(&base, "usr/local/bin/droidmote").is_none());
     let size = std::fs::metadata(&tar).map(|m| m.len()).unwrap_or(0);
     eprintln!("SLOW xfce+droidmote armhf: {secs:.0} s, tarball {size} bytes, report {report}");
     let list = check_common(&tar, "cubieboard", "ttyS0");

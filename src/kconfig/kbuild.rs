@@ -81,9 +81,9 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// boardsmith's default work directory: `$XDG_CACHE_HOME/boardsmith`, else `~/.cache/boardsmith`.
+/// boardsmith's default work directory: the cache directory ([`crate::output::user_cache_dir`]).
 pub fn default_work_dir() -> PathBuf {
-    crate::output::user_cache_dir().unwrap_or_else(|| PathBuf::from(".boardsmith-work"))
+    crate::output::user_cache_dir()
 }
 
 /// The Debian package that provides a tool.

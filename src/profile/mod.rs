@@ -426,6 +426,9 @@ pub struct BoardEntry {
     pub description: String,
     pub arch: String,
     pub source: String,
+    /// The QEMU system emulator `boot` runs the board's images in, if it has one (a CI matrix boots
+    /// those boards).
+    pub emulator: Option<String>,
 }
 
 impl Catalog {
@@ -551,6 +554,7 @@ impl Catalog {
                     description: p.description,
                     arch: p.arch.debian().to_string(),
                     source,
+                    emulator: p.emulator.as_ref().map(|e| e.system.clone()),
                 })
             })
             .collect()

@@ -65,18 +65,15 @@ pub fn request(profile: &Profile) -> Option<Request<'_>> {
     })
 }
 
-/// The text of /etc/initramfs-tools/modules.
-pub fn modules_file(board: &str, names: &[String], derived: bool) -> String {
-    let head = if derived {
-        format!(
-            "# boardsmith: modules the initramfs carries so that board `{board}` can mount its root\n# filesystem: derived from its device tree (`boardsmith initramfs-modules {board} --rootfs ROOT`\n# shows why), then kernel.initramfs_modules of its profile.\n"
-        )
+/// The text of /etc/initramfs-tools/modules. It names no board: the initramfs carries it (conf/modules),
+/// and boards whose lists are equal share a cached base (see [`super::cache`]).
+pub fn modules_file(names: &[String], derived: bool) -> String {
+    let mut s = if derived {
+        "# boardsmith: modules the initramfs carries so that the board can mount its root filesystem:\n# derived from its device tree (`boardsmith initramfs-modules BOARD --rootfs ROOT` shows why),\n# then kernel.initramfs_modules of its profile.\n"
     } else {
-        format!(
-            "# boardsmith: kernel.initramfs_modules of board `{board}`; the modules derived from its device tree\n# are added once the kernel is installed.\n"
-        )
-    };
-    let mut s = head;
+        "# boardsmith: kernel.initramfs_modules of the board's profile; the modules derived from its device\n# tree are added once the kernel is installed.\n"
+    }
+    .to_string();
     for n in names {
         s.push_str(n);
         s.push('\n');
@@ -207,7 +204,6 @@ pub fn missing(report: &Report, present: &[String]) -> Vec<String> {
 /// What the customize hook needs, written by `rootfs` as JSON next to the build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookInput {
-    pub board: String,
     pub kernel: String,
     pub initrd: String,
     pub dtb_dir: String,
@@ -221,7 +217,6 @@ impl HookInput {
     pub fn new(profile: &Profile) -> Option<HookInput> {
         let r = request(profile)?;
         Some(HookInput {
-            board: profile.name.clone(),
             kernel: r.kernel.to_string(),
             initrd: profile.kernel.initrd.clone()?,
             dtb_dir: r.dtb_dir.to_string(),
@@ -239,26 +234,14 @@ pub const HOOK_INPUT_IN_CHROOT: &str = "/tmp/boardsmith-initramfs.json";
 
 /// mmdebstrap's customize hooks (shell text): upload the input, then run this program with the hook
 /// argument, the uploaded input and the chroot directory. The program must be readable and executable by
-/// the user mmdebstrap's hooks run as (root, or the unshared user of a non-root build).
-pub fn hook_commands(exe: &Path, input: &Path) -> Result<Vec<String>, InitramfsError> {
-    let text = |p: &Path| -> Result<String, InitramfsError> {
-        p.to_str()
-            .filter(|s| !s.chars().any(|c| c.is_control() || c.is_whitespace()))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                hook_err(
-                    "the initramfs hook",
-                    format!("path {} is not printable UTF-8 without spaces", p.display()),
-                )
-            })
-    };
-    Ok(vec![
-        format!("upload {} {HOOK_INPUT_IN_CHROOT}", text(input)?),
-        format!(
-            "{} {HOOK_ARG} \"$1\"{HOOK_INPUT_IN_CHROOT} \"$1\"",
-            super::mmdebstrap::sh_quote(&text(exe)?)
-        ),
-    ])
+/// the user mmdebstrap's hooks run as (root, or the unshared user of a non-root build). Both paths are
+/// quoted (mmdebstrap splits special hooks such as `upload` like a shell).
+pub fn hook_commands(exe: &Path, input: &Path) -> Vec<String> {
+    let q = |p: &Path| super::mmdebstrap::sh_quote(&p.to_string_lossy());
+    vec![
+        format!("upload {} {HOOK_INPUT_IN_CHROOT}", q(input)),
+        format!("{} {HOOK_ARG} \"$1\"{HOOK_INPUT_IN_CHROOT} \"$1\"", q(exe)),
+    ]
 }
 
 /// Runs inside mmdebstrap's customize phase: derive from the chroot `root`, write the module list, and
@@ -302,11 +285,8 @@ pub fn run_hook(input: &Path, root: &Path) -> Result<Report, InitramfsError> {
     }
     let list = root.join(MODULES_FILE);
     let tmp = dir.join(".modules.boardsmith");
-    std::fs::write(
-        &tmp,
-        modules_file(&inp.board, &report.initramfs_modules, true),
-    )
-    .map_err(|e| hook_err(format!("writing {}", tmp.display()), e))?;
+    std::fs::write(&tmp, modules_file(&report.initramfs_modules, true))
+        .map_err(|e| hook_err(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, &list).map_err(|e| hook_err(format!("writing {}", list.display()), e))?;
 
     let version = &report.kernel_version;
@@ -326,7 +306,7 @@ pub fn run_hook(input: &Path, root: &Path) -> Result<Report, InitramfsError> {
     if !lacking.is_empty() {
         eprintln!(
             "I: boardsmith: regenerating the initramfs of {version} for {} (lacking {})",
-            inp.board,
+            inp.dtb,
             lacking.join(" ")
         );
         let st = std::process::Command::new("chroot")
@@ -354,26 +334,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hook_commands_quote_the_program_and_refuse_odd_paths() {
+    fn hook_commands_quote_both_paths() {
         let h = hook_commands(
             Path::new("/opt/it's/boardsmith"),
             Path::new("/w/initramfs-hook.json"),
-        )
-        .unwrap();
+        );
         assert_eq!(
             h,
             [
-                "upload /w/initramfs-hook.json /tmp/boardsmith-initramfs.json",
+                "upload '/w/initramfs-hook.json' /tmp/boardsmith-initramfs.json",
                 "'/opt/it'\\''s/boardsmith' __initramfs-hook \"$1\"/tmp/boardsmith-initramfs.json \"$1\""
             ]
         );
-        assert!(hook_commands(Path::new("/a b/boardsmith"), Path::new("/w/x.json")).is_err());
-        assert!(hook_commands(Path::new("/bin/x"), Path::new("/w/x\n.json")).is_err());
+        assert_eq!(
+            hook_commands(Path::new("/a b/boardsmith"), Path::new("/w d/x.json")),
+            [
+                "upload '/w d/x.json' /tmp/boardsmith-initramfs.json",
+                "'/a b/boardsmith' __initramfs-hook \"$1\"/tmp/boardsmith-initramfs.json \"$1\""
+            ]
+        );
     }
 
     #[test]
     fn module_list_file() {
-        let t = modules_file("cubieboard", &["sunxi-mmc".into(), "ext4".into()], true);
+        let t = modules_file(&["sunxi-mmc".into(), "ext4".into()], true);
         assert!(t.ends_with("\nsunxi-mmc\next4\n"), "{t}");
         assert!(t.lines().take_while(|l| l.starts_with('#')).count() >= 2);
     }

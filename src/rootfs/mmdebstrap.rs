@@ -82,6 +82,166 @@ pub struct Run {
     pub epoch: u64,
 }
 
+/// Everything a base build gives mmdebstrap, without any path of this machine: with the archive's state,
+/// mmdebstrap's version and the keyring (see [`super::cache`]), what mmdebstrap produces is a function of
+/// this. Nothing in it is board configuration that customization applies later, and nothing is secret.
+#[derive(Debug, Clone)]
+pub struct BasePlan {
+    pub mode: Mode,
+    pub arch: Arch,
+    pub suite: String,
+    pub variant: String,
+    /// The mirror and security archive the sources name (snapshot.debian.org's with a snapshot).
+    pub mirror: String,
+    pub security: Option<String>,
+    /// snapshot.debian.org timestamp, when the archive is pinned.
+    pub snapshot: Option<String>,
+    pub components: Vec<String>,
+    pub packages: Vec<String>,
+    pub apt_options: Vec<String>,
+    pub dpkg_options: Vec<String>,
+    /// Files put into the chroot before the remaining packages install: (path inside, content).
+    pub uploads: Vec<(String, String)>,
+    /// debconf answers given before the remaining packages install.
+    pub debconf: Option<String>,
+    /// boardsmith's initramfs customize hook (`__initramfs-hook`), when the board's modules are derived.
+    pub initramfs_hook: Option<InitramfsHook>,
+}
+
+/// The customize hook that derives the initramfs modules inside the build: this program, and its input
+/// (JSON, uploaded into the chroot).
+#[derive(Debug, Clone)]
+pub struct InitramfsHook {
+    pub program: PathBuf,
+    pub input: String,
+    /// What the cache key covers of the input: without the device tree by default, so that boards whose
+    /// derived modules are equal share a base (a hit is checked against the board's own derivation, see
+    /// `rootfs::build_rootfs`); the whole input for a base of one device tree.
+    pub keyed: String,
+}
+
+/// Where one run's files are on this machine.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The package cache of the architecture (archives/ and lists/).
+    pub cache: PathBuf,
+    /// A private work directory: hook files and mmdebstrap's TMPDIR.
+    pub work: PathBuf,
+    pub output: PathBuf,
+    pub log: PathBuf,
+}
+
+impl BasePlan {
+    /// The apt sources, one `deb ...` line each.
+    pub fn sources(&self) -> Vec<String> {
+        sources(
+            &self.mirror,
+            self.security.as_deref(),
+            &self.suite,
+            &self.components,
+            self.snapshot.is_some(),
+        )
+    }
+
+    /// (archive URL, suite) of every source: the Release files apt reads.
+    pub fn archives(&self) -> Vec<(String, String)> {
+        let mirror = self.mirror.trim_end_matches('/').to_string();
+        let mut v = vec![(mirror.clone(), self.suite.clone())];
+        if has_updates(&self.suite) {
+            v.push((mirror, format!("{}-updates", self.suite)));
+            if let Some(sec) = &self.security {
+                v.push((
+                    sec.trim_end_matches('/').to_string(),
+                    format!("{}-security", self.suite),
+                ));
+            }
+        }
+        v
+    }
+
+    fn upload_path(work: &Path, i: usize) -> PathBuf {
+        work.join(format!("upload-{i}"))
+    }
+
+    /// The run, its hook files at `paths.work` (not written: see [`BasePlan::prepare`]).
+    pub fn run(&self, paths: &RunPaths, epoch: u64) -> Run {
+        Run {
+            mode: self.mode,
+            arch: self.arch,
+            suite: self.suite.clone(),
+            variant: self.variant.clone(),
+            sources: self.sources(),
+            components: self.components.clone(),
+            packages: self.packages.clone(),
+            apt_options: self.apt_options.clone(),
+            dpkg_options: self.dpkg_options.clone(),
+            cache: paths.cache.clone(),
+            uploads: self
+                .uploads
+                .iter()
+                .enumerate()
+                .map(|(i, (inside, _))| (Self::upload_path(&paths.work, i), format!("/{inside}")))
+                .collect(),
+            debconf: self.debconf.as_ref().map(|_| paths.work.join("debconf")),
+            customize_hooks: self
+                .initramfs_hook
+                .as_ref()
+                .map(|h| {
+                    super::initramfs::hook_commands(
+                        &h.program,
+                        &super::initramfs::hook_input_path(&paths.work),
+                    )
+                })
+                .unwrap_or_default(),
+            output: paths.output.clone(),
+            tmpdir: paths.work.clone(),
+            log: paths.log.clone(),
+            epoch,
+        }
+    }
+
+    /// Writes the hook files into `paths.work` and gives the run.
+    pub fn prepare(&self, paths: &RunPaths, epoch: u64) -> Result<Run, MmdebstrapError> {
+        let run = self.run(paths, epoch);
+        let write = |p: &Path, text: &str| {
+            std::fs::write(p, text).map_err(|source| MmdebstrapError::Io {
+                context: format!("writing {}", p.display()),
+                source,
+            })
+        };
+        for ((outside, _), (_, text)) in run.uploads.iter().zip(&self.uploads) {
+            write(outside, text)?;
+        }
+        if let (Some(p), Some(text)) = (&run.debconf, &self.debconf) {
+            write(p, text)?;
+        }
+        if let Some(h) = &self.initramfs_hook {
+            write(&super::initramfs::hook_input_path(&paths.work), &h.input)?;
+        }
+        Ok(run)
+    }
+
+    /// The command line with this machine's paths replaced by fixed names: what the cache key covers.
+    pub fn canonical_args(&self, epoch: u64) -> Vec<String> {
+        let paths = RunPaths {
+            cache: PathBuf::from("/CACHE"),
+            work: PathBuf::from("/WORK"),
+            output: PathBuf::from("/OUTPUT.tar"),
+            log: PathBuf::from("/LOG"),
+        };
+        // The hook's program is this machine's path too; what it is, is in the key apart.
+        let mut plan = self.clone();
+        if let Some(h) = &mut plan.initramfs_hook {
+            h.program = PathBuf::from("/BOARDSMITH");
+        }
+        plan.run(&paths, epoch)
+            .args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 /// Suites that have -updates and -security companions.
 fn has_updates(suite: &str) -> bool {
     !matches!(suite, "sid" | "unstable" | "experimental" | "rc-buggy")
@@ -199,6 +359,13 @@ impl Run {
             "--customize-hook=sync-out /var/lib/apt/lists {}",
             cache("lists")
         ));
+        // What sync-in brought keeps the package cache's timestamps (its `partial` directories, from
+        // whichever build filled the cache first), and would make the base depend on the cache's
+        // history: everything left in those trees gets SOURCE_DATE_EPOCH.
+        a.push(
+            "--customize-hook=find \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +"
+                .into(),
+        );
         a.push(self.suite.clone());
         a.push(self.output.display().to_string());
         a.extend(self.sources.iter().cloned());
@@ -386,11 +553,10 @@ impl Downloads {
     }
 }
 
-/// The default package cache: $XDG_CACHE_HOME/boardsmith/apt, else ~/.cache/boardsmith/apt.
+/// The default root filesystem cache: the cache directory ([`crate::output::user_cache_dir`]); packages go to
+/// its `apt/ARCH`, logs to `logs/`, base root filesystems to `bases/`.
 pub fn default_cache() -> PathBuf {
     crate::output::user_cache_dir()
-        .unwrap_or_else(|| PathBuf::from("/var/cache/boardsmith"))
-        .join("apt")
 }
 
 #[cfg(test)]
@@ -451,6 +617,9 @@ mod tests {
         ));
         assert!(a.contains(
             &"--customize-hook=sync-out /var/lib/apt/lists '/c a/che/lists'".to_string()
+        ));
+        assert!(a.contains(
+            &"--customize-hook=find \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +".to_string()
         ));
         // No path is in a hook unquoted.
         for hook in a.iter().filter(|x| x.contains("-hook=")) {

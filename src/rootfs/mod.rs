@@ -6,6 +6,7 @@
 //! artifacts and their checksums, the machine's prerequisites) is checked before the long package
 //! installation starts; the output appears under its final name only when complete.
 
+pub mod cache;
 pub mod customize;
 pub mod features;
 pub mod fetch;
@@ -45,6 +46,8 @@ pub enum RootfsError {
     Mmdebstrap(#[from] MmdebstrapError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
     #[error(transparent)]
     User(#[from] users::UserError),
     #[error(transparent)]
@@ -105,6 +108,7 @@ impl RootfsError {
             | RootfsError::Output { .. }
             | RootfsError::Tree(TarTreeError::PastEnd { .. }) => true,
             RootfsError::Fetch(f) => f.is_input_error(),
+            RootfsError::Cache(c) => c.is_input_error(),
             RootfsError::Customize(c) => matches!(
                 c,
                 customize::CustomizeError::Template { .. }
@@ -158,7 +162,10 @@ pub struct RootfsRequest {
     /// `NAME.tar` for a tarball, anything else for a directory.
     pub out: PathBuf,
     pub selection: Selection,
+    /// The root filesystem cache: packages in `apt/ARCH`, mmdebstrap's logs in `logs`, bases in `bases`.
     pub cache: PathBuf,
+    /// Build the base with mmdebstrap without looking in or storing to the base cache.
+    pub no_cache: bool,
     pub mirror: Option<String>,
     pub security_mirror: Option<String>,
     pub suite: Option<String>,
@@ -197,6 +204,7 @@ impl RootfsRequest {
             out,
             selection: Selection::default(),
             cache: mmdebstrap::default_cache(),
+            no_cache: false,
             mirror: None,
             security_mirror: None,
             suite: None,
@@ -256,6 +264,8 @@ pub struct RootfsReport {
     pub packages_requested: usize,
     pub downloads: Downloads,
     pub cache: Option<PathBuf>,
+    /// The base (mmdebstrap's output): its cache key and whether it came from the cache.
+    pub base: Option<BaseReport>,
     pub log: Option<PathBuf>,
     pub hostname: String,
     pub user: users::UserReport,
@@ -676,7 +686,7 @@ fn initramfs_modules(
         .iter_mut()
         .find(|(p, _)| p == initramfs::MODULES_FILE)
     {
-        entry.1 = initramfs::modules_file(&profile.name, &report.initramfs_modules, true);
+        entry.1 = initramfs::modules_file(&report.initramfs_modules, true);
     }
     if let Some(pattern) = &profile.kernel.initrd {
         match initramfs::initrd_modules(&files, pattern, &report.kernel_version) {
@@ -712,15 +722,12 @@ fn output_is_tar(out: &Path) -> bool {
     out.extension().is_some_and(|e| e == "tar")
 }
 
-/// Builds the root filesystem described by `profile` and `req`.
-pub fn build_rootfs(
+/// The recipe for this board and request (profile, features, overrides), checked, with the template
+/// variables known before any setting is resolved, and the host name.
+fn resolve_recipe(
     profile: &Profile,
     req: &RootfsRequest,
-    on: &dyn Fn(RootfsEvent<'_>),
-) -> Result<RootfsReport, RootfsError> {
-    let started = Instant::now();
-    let mut warnings = Vec::new();
-    on(RootfsEvent::Phase("resolving the recipe"));
+) -> Result<(Recipe, customize::Vars, String), RootfsError> {
     let mut recipe = features::resolve(profile, &req.selection)?;
     if let Some(m) = &req.mirror {
         recipe.mirror = m.clone();
@@ -832,6 +839,331 @@ pub fn build_rootfs(
     vars.insert("user".into(), recipe.user.clone());
     vars.insert("locale".into(), recipe.locale.clone());
     vars.insert("timezone".into(), recipe.timezone.clone());
+    Ok((recipe, vars, hostname))
+}
+
+/// Why the initramfs modules of a cached base (its module list) are not the ones derived for this
+/// board's device tree from the base's own kernel, or None if they are (or cannot be derived: the
+/// configuration then reports that as for any base).
+fn base_modules_differ(profile: &Profile, tree: &TarTree) -> Option<String> {
+    let req = initramfs::request(profile)?;
+    let report = crate::rootmods::analyze(&initramfs::TarFiles(tree), &req).ok()?;
+    let text = tree.read_string(initramfs::MODULES_FILE).ok().flatten()?;
+    let listed: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    (listed != report.initramfs_modules).then(|| {
+        format!(
+            "it lists {}, {} needs {}",
+            listed.join(" "),
+            profile.name,
+            report.initramfs_modules.join(" ")
+        )
+    })
+}
+
+/// The files that configure the initramfs: given to mmdebstrap before the kernel installs (the profile's
+/// extras; the customize hook adds the derived modules), and written again by the configuration.
+fn initramfs_files(profile: &Profile) -> Vec<(String, String)> {
+    vec![
+        (
+            initramfs::MODULES_FILE.to_string(),
+            initramfs::modules_file(&profile.kernel.initramfs_modules, false),
+        ),
+        (
+            "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
+            "# boardsmith: the image is built in a chroot, where MODULES=dep cannot see the board's\n# hardware; the initramfs carries the modules listed in /etc/initramfs-tools/modules.\nMODULES=list\n".to_string(),
+        ),
+    ]
+}
+
+/// What mmdebstrap gets for this recipe: the base stage's whole input (see [`cache`]).
+fn base_plan(
+    profile: &Profile,
+    recipe: &Recipe,
+    req: &RootfsRequest,
+    initramfs: &[(String, String)],
+    per_dtb: bool,
+) -> Result<mmdebstrap::BasePlan, RootfsError> {
+    let mut packages = recipe.packages.clone();
+    let mut debconf = None;
+    if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C" | "POSIX") {
+        packages.push("locales".into());
+        let charset = recipe
+            .locale
+            .split_once('.')
+            .map(|(_, c)| c.split('@').next().unwrap_or(c).to_string())
+            .unwrap_or_else(|| "ISO-8859-1".into());
+        debconf = Some(format!(
+            "locales locales/locales_to_be_generated multiselect {l} {charset}\nlocales locales/default_environment_locale select {l}\n",
+            l = recipe.locale
+        ));
+    }
+    // The hook's input names no board, and the key leaves its device tree out unless `per_dtb`: boards
+    // with the same kernel, medium and extras share a base, which a hit checks (`base_modules_differ`).
+    let initramfs_hook = match (&req.initramfs_hook, initramfs::HookInput::new(profile)) {
+        (Some(program), Some(input)) => {
+            let json = |i: &initramfs::HookInput| {
+                serde_json::to_string(i).map_err(|e| RootfsError::Io {
+                    context: "writing the initramfs hook's input".into(),
+                    source: e.into(),
+                })
+            };
+            let mut shared = input.clone();
+            if !per_dtb {
+                shared.dtb = String::new();
+            }
+            Some(mmdebstrap::InitramfsHook {
+                program: program.clone(),
+                input: json(&input)?,
+                keyed: json(&shared)?,
+            })
+        }
+        _ => None,
+    };
+    let (mirror, security) = match &req.snapshot {
+        Some(ts) => {
+            if cache::snapshot_time(ts).is_err() {
+                return Err(RootfsError::Invalid {
+                    what: format!("--snapshot {ts}"),
+                    message: "must be a snapshot.debian.org timestamp such as 20250101T000000Z"
+                        .into(),
+                });
+            }
+            (
+                format!("http://snapshot.debian.org/archive/debian/{ts}"),
+                Some(format!(
+                    "http://snapshot.debian.org/archive/debian-security/{ts}"
+                )),
+            )
+        }
+        None => (recipe.mirror.clone(), recipe.security_mirror.clone()),
+    };
+    Ok(mmdebstrap::BasePlan {
+        mode: req.mode,
+        arch: profile.arch,
+        suite: recipe.suite.clone(),
+        variant: recipe.variant.clone(),
+        mirror,
+        security,
+        snapshot: req.snapshot.clone(),
+        components: recipe.components.clone(),
+        packages,
+        apt_options: recipe.apt_options.clone(),
+        dpkg_options: recipe.dpkg_options.clone(),
+        uploads: initramfs.to_vec(),
+        debconf,
+        initramfs_hook,
+    })
+}
+
+/// A base's cache key and everything it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseKey {
+    pub board: String,
+    pub key: String,
+    pub inputs: cache::KeyInputs,
+}
+
+/// The base cache key of `profile` with `req` (`rootfs BOARD --cache-key`): needs no password, setting
+/// or artifact (none of them is in the base), reads the archive's Release files unless `--snapshot`.
+pub fn cache_key(profile: &Profile, req: &RootfsRequest) -> Result<BaseKey, RootfsError> {
+    let (recipe, _, _) = resolve_recipe(profile, req)?;
+    let plan = base_plan(profile, &recipe, req, &initramfs_files(profile), false)?;
+    let facts = cache::facts(&plan)?;
+    let inputs = cache::KeyInputs::new(&plan, &facts);
+    Ok(BaseKey {
+        board: profile.name.clone(),
+        key: inputs.key(),
+        inputs,
+    })
+}
+
+/// How the build got its base (mmdebstrap's output).
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseReport {
+    pub key: String,
+    /// `hit` (from the cache), `built` (and stored), `built, not stored` (the archive changed during
+    /// the build), `bypassed` (--no-cache).
+    pub cache: String,
+    /// The cache entry used or stored.
+    pub entry: Option<PathBuf>,
+    /// The base's SOURCE_DATE_EPOCH (the archive's date).
+    pub epoch: u64,
+}
+
+/// The base stage's result: where the base tarball is, and what keeps it there while it is read.
+struct Base {
+    tar: PathBuf,
+    _held: Option<cache::Held>,
+    _pending: Option<cache::Pending>,
+    report: BaseReport,
+    downloads: Downloads,
+    log: Option<PathBuf>,
+}
+
+/// Runs mmdebstrap for `plan` into `output`, holding the architecture's package cache.
+#[allow(clippy::too_many_arguments)]
+fn run_mmdebstrap(
+    profile: &Profile,
+    plan: &mmdebstrap::BasePlan,
+    req: &RootfsRequest,
+    epoch: u64,
+    work: &Path,
+    output: &Path,
+    on: &dyn Fn(RootfsEvent<'_>),
+) -> Result<(Downloads, PathBuf), RootfsError> {
+    prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
+    // One package cache per architecture: builds for different architectures run side by side.
+    let arch_cache = req.cache.join("apt").join(profile.arch.debian());
+    let _lock = CacheLock::take(&arch_cache, on)?;
+    let logs = req.cache.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
+    let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
+    let run = plan.prepare(
+        &mmdebstrap::RunPaths {
+            cache: arch_cache,
+            work: work.to_path_buf(),
+            output: output.to_path_buf(),
+            log: log_path.clone(),
+        },
+        epoch,
+    )?;
+    on(RootfsEvent::Phase(&format!(
+        "mmdebstrap {} {} ({} packages requested; log {})",
+        plan.suite,
+        profile.arch.debian(),
+        run.packages.len(),
+        log_path.display()
+    )));
+    let downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
+    Ok((downloads, log_path))
+}
+
+/// The base stage: the base from the cache (a hit), or built by mmdebstrap and stored (a miss), or
+/// built into the work directory (`--no-cache`).
+#[allow(clippy::too_many_arguments)]
+fn base_stage(
+    profile: &Profile,
+    plan: &mmdebstrap::BasePlan,
+    inputs: &cache::KeyInputs,
+    req: &RootfsRequest,
+    work: &Path,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) -> Result<Base, RootfsError> {
+    let key = inputs.key();
+    let epoch = inputs.epoch;
+    if req.no_cache {
+        let tar = work.join("source.tar");
+        let (downloads, log) = run_mmdebstrap(profile, plan, req, epoch, work, &tar, on)?;
+        return Ok(Base {
+            tar,
+            _held: None,
+            _pending: None,
+            report: BaseReport {
+                key,
+                cache: "bypassed".into(),
+                entry: None,
+                epoch,
+            },
+            downloads,
+            log: Some(log),
+        });
+    }
+    let bases = cache::BaseCache::new(&req.cache);
+    let damaged = std::cell::RefCell::new(Vec::new());
+    let acquired = bases.acquire(&key, &|w| on(RootfsEvent::Phase(w)), &|w| {
+        on(RootfsEvent::Warning(w));
+        damaged.borrow_mut().push(w.to_string());
+    })?;
+    warnings.extend(damaged.into_inner());
+    match acquired {
+        cache::Acquired::Hit(held, manifest) => {
+            on(RootfsEvent::Phase(&format!(
+                "base {} from the cache (built for {}; mmdebstrap skipped)",
+                &key[..12],
+                manifest.board
+            )));
+            Ok(Base {
+                tar: held.base_tar(),
+                report: BaseReport {
+                    key,
+                    cache: "hit".into(),
+                    entry: Some(held.entry()),
+                    epoch,
+                },
+                _held: Some(held),
+                _pending: None,
+                downloads: Downloads::default(),
+                log: None,
+            })
+        }
+        cache::Acquired::Miss(held) => {
+            let pending = held.begin()?;
+            let started = Instant::now();
+            let (downloads, log) =
+                run_mmdebstrap(profile, plan, req, epoch, work, &pending.base_tar(), on)?;
+            let seconds = started.elapsed().as_secs_f64();
+            on(RootfsEvent::Phase(
+                "checking that the archive did not change during the build",
+            ));
+            let moved = match cache::archive_moved(inputs, plan) {
+                Ok(m) => m,
+                Err(e) => Some(format!("the archive could not be read again ({e})")),
+            };
+            if let Some(why) = moved {
+                let w = format!(
+                    "the base was not stored in the cache: {why}; this build is complete, the next one builds its base again"
+                );
+                on(RootfsEvent::Warning(&w));
+                warnings.push(w);
+                return Ok(Base {
+                    tar: pending.base_tar(),
+                    report: BaseReport {
+                        key,
+                        cache: "built, not stored".into(),
+                        entry: None,
+                        epoch,
+                    },
+                    _held: Some(held),
+                    _pending: Some(pending),
+                    downloads,
+                    log: Some(log),
+                });
+            }
+            on(RootfsEvent::Phase("storing the base in the cache"));
+            pending.commit(&held, inputs, &profile.name, seconds)?;
+            Ok(Base {
+                tar: held.base_tar(),
+                report: BaseReport {
+                    key,
+                    cache: "built".into(),
+                    entry: Some(held.entry()),
+                    epoch,
+                },
+                _held: Some(held),
+                _pending: None,
+                downloads,
+                log: Some(log),
+            })
+        }
+    }
+}
+
+/// Builds the root filesystem described by `profile` and `req`, in two stages: the base (mmdebstrap's
+/// output, through the cache; or a prebuilt tarball) and the board configuration applied to it.
+pub fn build_rootfs(
+    profile: &Profile,
+    req: &RootfsRequest,
+    on: &dyn Fn(RootfsEvent<'_>),
+) -> Result<RootfsReport, RootfsError> {
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    on(RootfsEvent::Phase("resolving the recipe"));
+    let (recipe, mut vars, hostname) = resolve_recipe(profile, req)?;
 
     // Output: where it goes and in which form.
     let out = req.out.clone();
@@ -923,10 +1255,25 @@ pub fn build_rootfs(
         }
         None => None,
     };
-    if tarball.is_none() {
-        prerequisites::require_tool("mmdebstrap", "mmdebstrap")?;
-        prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
-    }
+    // The initramfs configuration: given to mmdebstrap, and written by stage 2 with the derived list.
+    let mut initramfs = initramfs_files(profile);
+    // The base's key (and the archive's state it covers), and whether mmdebstrap will be needed.
+    let base_input = match &tarball {
+        Some(_) => None,
+        None => {
+            prerequisites::require_tool("mmdebstrap", "mmdebstrap")?;
+            let plan = base_plan(profile, &recipe, req, &initramfs, false)?;
+            on(RootfsEvent::Phase(
+                "computing the base's cache key (reading the archive's Release files)",
+            ));
+            let facts = cache::facts(&plan)?;
+            let inputs = cache::KeyInputs::new(&plan, &facts);
+            if req.no_cache || !cache::BaseCache::new(&req.cache).looks_present(&inputs.key()) {
+                prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
+            }
+            Some((plan, inputs))
+        }
+    };
     let layout = plan(
         profile,
         &PlanInput {
@@ -970,27 +1317,17 @@ pub fn build_rootfs(
         artifacts.push((a.dest.clone(), data, a.mode));
     }
 
-    // The profile's extras now; the derived modules join them once the kernel is in the tree.
-    let mut initramfs = vec![
-        (
-            initramfs::MODULES_FILE.to_string(),
-            initramfs::modules_file(&profile.name, &profile.kernel.initramfs_modules, false),
-        ),
-        (
-            "etc/initramfs-tools/conf.d/boardsmith.conf".to_string(),
-            "# boardsmith: the image is built in a chroot, where MODULES=dep cannot see the board's\n# hardware; the initramfs carries the modules listed in /etc/initramfs-tools/modules.\nMODULES=list\n".to_string(),
-        ),
-    ];
-
+    // Stage 1, the base: a prebuilt tarball, or mmdebstrap's output through the cache.
     let mut downloads = Downloads::default();
     let mut log = None;
     let mut cache_used = None;
-    let source_tar = work.path().join("source.tar");
-    let source_desc;
+    let mut source_desc;
     let mut hooked = false;
-    match &tarball {
-        Some((source, sha)) => {
+    let mut base_report = None;
+    let base = match (&tarball, &base_input) {
+        (Some((source, sha)), _) => {
             on(RootfsEvent::Phase("fetching the root filesystem tarball"));
+            let source_tar = work.path().join("source.tar");
             let dl = work.path().join("source.download");
             fetch::fetch_verified_noting(
                 &format!("--rootfs-tarball {source}"),
@@ -1001,111 +1338,32 @@ pub fn build_rootfs(
             )?;
             fetch::decompress_tarball("--rootfs-tarball", &dl, &source_tar)?;
             source_desc = format!("tarball {source}");
+            None
         }
-        None => {
-            // One cache per architecture: builds for different architectures run side by side.
-            let arch_cache = req.cache.join(profile.arch.debian());
-            let _lock = CacheLock::take(&arch_cache, on)?;
-            let logs = req.cache.join("logs");
-            std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-            let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
-            let mut customize_hooks = Vec::new();
-            if let (Some(exe), Some(input)) =
-                (&req.initramfs_hook, initramfs::HookInput::new(profile))
-            {
-                let p = initramfs::hook_input_path(work.path());
-                let json = serde_json::to_vec(&input).map_err(|e| RootfsError::Io {
-                    context: "writing the initramfs hook's input".into(),
-                    source: e.into(),
-                })?;
-                std::fs::write(&p, json).map_err(io(format!("writing {}", p.display())))?;
-                customize_hooks.extend(initramfs::hook_commands(exe, &p)?);
-                hooked = true;
-            }
-            let mut uploads = Vec::new();
-            for (i, (inside, text)) in initramfs.iter().enumerate() {
-                let p = work.path().join(format!("upload-{i}"));
-                std::fs::write(&p, text).map_err(io(format!("writing {}", p.display())))?;
-                uploads.push((p, format!("/{inside}")));
-            }
-            let mut packages = recipe.packages.clone();
-            let mut debconf = None;
-            if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C" | "POSIX") {
-                packages.push("locales".into());
-                let charset = recipe
-                    .locale
-                    .split_once('.')
-                    .map(|(_, c)| c.split('@').next().unwrap_or(c).to_string())
-                    .unwrap_or_else(|| "ISO-8859-1".into());
-                let p = work.path().join("debconf");
-                std::fs::write(
-                    &p,
-                    format!(
-                        "locales locales/locales_to_be_generated multiselect {l} {charset}\nlocales locales/default_environment_locale select {l}\n",
-                        l = recipe.locale
-                    ),
-                )
-                .map_err(io("writing debconf answers"))?;
-                debconf = Some(p);
-            }
-            let (mirror, security) = match &req.snapshot {
-                Some(ts) => {
-                    if !ts.chars().all(|c| c.is_ascii_alphanumeric()) {
-                        return Err(RootfsError::Invalid {
-                            what: format!("--snapshot {ts}"),
-                            message:
-                                "must be a snapshot.debian.org timestamp such as 20250101T000000Z"
-                                    .into(),
-                        });
-                    }
-                    (
-                        format!("http://snapshot.debian.org/archive/debian/{ts}"),
-                        Some(format!(
-                            "http://snapshot.debian.org/archive/debian-security/{ts}"
-                        )),
-                    )
-                }
-                None => (recipe.mirror.clone(), recipe.security_mirror.clone()),
-            };
-            let run = mmdebstrap::Run {
-                mode: req.mode,
-                arch: profile.arch,
-                suite: recipe.suite.clone(),
-                variant: recipe.variant.clone(),
-                sources: mmdebstrap::sources(
-                    &mirror,
-                    security.as_deref(),
-                    &recipe.suite,
-                    &recipe.components,
-                    req.snapshot.is_some(),
-                ),
-                components: recipe.components.clone(),
-                packages,
-                apt_options: recipe.apt_options.clone(),
-                dpkg_options: recipe.dpkg_options.clone(),
-                cache: arch_cache.clone(),
-                uploads,
-                debconf,
-                customize_hooks,
-                output: source_tar.clone(),
-                tmpdir: work.path().to_path_buf(),
-                log: log_path.clone(),
-                epoch: req.epoch,
-            };
-            on(RootfsEvent::Phase(&format!(
-                "mmdebstrap {} {} ({} packages requested; log {})",
-                recipe.suite,
-                profile.arch.debian(),
-                run.packages.len(),
-                log_path.display()
-            )));
-            downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
-            log = Some(log_path);
+        (None, Some((plan, inputs))) => {
+            let b = base_stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
+            downloads = b.downloads.clone();
+            log = b.log.clone();
+            hooked = plan.initramfs_hook.is_some();
             cache_used = Some(req.cache.clone());
-            source_desc = format!("mmdebstrap {} from {mirror}", recipe.suite);
+            source_desc = format!(
+                "mmdebstrap {} from {} (base {}: {})",
+                plan.suite,
+                plan.mirror,
+                &b.report.key[..12],
+                b.report.cache
+            );
+            base_report = Some(b.report.clone());
+            Some(b)
         }
-    }
+        (None, None) => unreachable!("a Debian build has its base plan"),
+    };
+    let source_tar = base
+        .as_ref()
+        .map(|b| b.tar.clone())
+        .unwrap_or_else(|| work.path().join("source.tar"));
 
+    // Stage 2, the board configuration: without a package manager, the same on a cache hit and a miss.
     on(RootfsEvent::Phase(
         "configuring users, files, fstab and services",
     ));
@@ -1115,6 +1373,47 @@ pub fn build_rootfs(
         None => source_tar.clone(),
     };
     let mut tree = TarTree::open_as(&source_tar, &shown)?;
+    // A shared base's key leaves the device tree out: it is this board's only if the modules derived for
+    // this board's device tree are those the base's initramfs was made with. Otherwise this board needs
+    // a base of its own device tree (its own key, built once like any other).
+    let mut base = base;
+    if let (Some(b), Some((plan, inputs))) = (&base, &base_input)
+        && b.report.cache == "hit"
+        && plan.initramfs_hook.is_some()
+        && let Some(why) = base_modules_differ(profile, &tree)
+    {
+        let w = format!(
+            "base {} was built for other initramfs modules ({why}): using a base of {}'s device tree",
+            &b.report.key[..12],
+            profile.name
+        );
+        on(RootfsEvent::Warning(&w));
+        warnings.push(w);
+        drop(tree);
+        // Its shared lock is no longer needed.
+        drop(base.take());
+        let plan = base_plan(profile, &recipe, req, &initramfs, true)?;
+        let facts = cache::Facts {
+            mmdebstrap: inputs.mmdebstrap.clone(),
+            keyring: inputs.keyring.clone(),
+            archive: inputs.archive.clone(),
+            epoch: inputs.epoch,
+        };
+        let inputs = cache::KeyInputs::new(&plan, &facts);
+        let b = base_stage(profile, &plan, &inputs, req, work.path(), on, &mut warnings)?;
+        downloads = b.downloads.clone();
+        log = b.log.clone();
+        source_desc = format!(
+            "mmdebstrap {} from {} (base {} of its device tree: {})",
+            plan.suite,
+            plan.mirror,
+            &b.report.key[..12],
+            b.report.cache
+        );
+        base_report = Some(b.report.clone());
+        tree = TarTree::open(&b.tar)?;
+        base = Some(b);
+    }
     let initramfs_report =
         initramfs_modules(profile, &tree, &mut initramfs, hooked, on, &mut warnings)?;
     let customized = customize::apply(
@@ -1196,6 +1495,8 @@ pub fn build_rootfs(
         }
         (stats, size)
     };
+    // The base (and its lock) is no longer read.
+    drop(base);
     let mut secret_files = Vec::new();
     for (p, (name, _, _)) in pending_secrets.into_iter().zip(&secrets) {
         let path = p
@@ -1221,6 +1522,7 @@ pub fn build_rootfs(
         packages_requested: recipe.packages.len(),
         downloads,
         cache: cache_used,
+        base: base_report,
         log,
         hostname,
         user: customized.user,

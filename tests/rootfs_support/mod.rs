@@ -478,3 +478,58 @@ pub fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
 }
+
+/// An HTTP server on 127.0.0.1 serving the files under a directory (a stand-in archive: its
+/// `dists/SUITE/InRelease` files), one request per connection; every requested path is recorded.
+pub struct FileServer {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FileServer {
+    pub fn start(root: &Path) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (log, root) = (Arc::clone(&requests), root.to_path_buf());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if let Ok(mut l) = log.lock() {
+                    l.push(path.clone());
+                }
+                let file = root.join(path.trim_start_matches('/'));
+                let mut conn = conn;
+                let _ = match std::fs::read(&file) {
+                    Ok(data) if !path.contains("..") => conn
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                data.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| conn.write_all(&data)),
+                    _ => conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        FileServer {
+            url: format!("http://127.0.0.1:{port}"),
+            requests,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,408 @@
+//! The base cache's key and command line, against a stand-in archive served over HTTP by the test (the
+//! key reads the archive's Release files): the same inputs give the same key whatever the paths, the
+//! clock or the build's SOURCE_DATE_EPOCH; each input changed alone changes it; options that do not
+//! change the base are refused with --cache-key; `cache list|prune`. Builds through the cache (hits equal
+//! cold builds, interrupted writes, two processes sharing a key) are in tests/rootfs_debian.rs.
+
+mod rootfs_support;
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rootfs_support::*;
+
+/// boardsmith with nothing of the caller's environment that could matter.
+fn boardsmith(home: &Path) -> Command {
+    let mut c = support::boardsmith();
+    c.env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("xdg"))
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .current_dir(home);
+    c
+}
+
+/// A stand-in archive: Release files for `suites` under `dir/NAME/dists/`.
+fn archive(dir: &Path, name: &str, suites: &[&str], date: &str) {
+    for s in suites {
+        let d = dir.join(name).join("dists").join(s);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(
+            d.join("InRelease"),
+            format!(
+                "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nSuite: {s}\nDate: {date}\nSHA256:\n 0 0 main/binary-armhf/Packages\n-----BEGIN PGP SIGNATURE-----\n\nnone\n-----END PGP SIGNATURE-----\n"
+            ),
+        )
+        .expect("write");
+    }
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().expect("run boardsmith")
+}
+
+/// `rootfs BOARD --cache-key` with `extra`; the key.
+fn key(home: &Path, board: &str, mirror: &str, extra: &[&str]) -> String {
+    let mut c = boardsmith(home);
+    c.args(["rootfs", board, "--cache-key", "--mirror", mirror]);
+    if !extra.contains(&"--security-mirror") {
+        c.args(["--security-mirror", ""]);
+    }
+    let o = run(c.args(extra));
+    assert!(
+        o.status.success(),
+        "--cache-key {board} {extra:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let k = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(k.len(), 64, "{k}");
+    assert!(k.bytes().all(|c| c.is_ascii_hexdigit()), "{k}");
+    k
+}
+
+const DATE: &str = "Sat, 11 Jul 2026 10:16:37 UTC";
+
+#[test]
+fn key_is_the_same_across_runs_paths_and_build_epochs() {
+    let d = tempfile::tempdir().expect("tmp");
+    archive(d.path(), "debian", &["bookworm", "bookworm-updates"], DATE);
+    let server = FileServer::start(d.path());
+    let mirror = format!("{}/debian", server.url);
+    let (a, b) = (d.path().join("one"), d.path().join("two with space"));
+    std::fs::create_dir_all(&a).expect("mkdir");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    let k1 = key(&a, "cubieboard", &mirror, &[]);
+    // Another home, cache directory, working directory, temporary directory, SOURCE_DATE_EPOCH: the base
+    // depends on none of them (the board configuration applies SOURCE_DATE_EPOCH).
+    let o = run(boardsmith(&b)
+        .env("SOURCE_DATE_EPOCH", "1800000000")
+        .env("TMPDIR", &b)
+        .env("BOARDSMITH_CACHE", b.join("elsewhere"))
+        .args([
+            "rootfs",
+            "cubieboard",
+            "--cache-key",
+            "--security-mirror",
+            "",
+        ])
+        .args(["--mirror", &mirror]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), k1);
+    // The Release files were read for the key: two per run (the suite and its -updates).
+    let reqs = server.requests();
+    assert_eq!(
+        reqs.iter().filter(|r| r.ends_with("/InRelease")).count(),
+        4,
+        "{reqs:?}"
+    );
+
+    // mk802 has the same packages and initramfs configuration as the Cubieboard: the same base. The
+    // Chromebook's armhf base differs (no U-Boot package, other initramfs modules), arm64 more so.
+    assert_eq!(key(&a, "mk802", &mirror, &[]), k1);
+    let snow = key(&a, "chromebook-snow", &mirror, &[]);
+    assert_ne!(snow, k1);
+    // So `build --all` (which builds each distinct key once, under its lock) has three bases for the
+    // four embedded boards: armhf for cubieboard and mk802, armhf for the Chromebook, arm64 for the FVP.
+    let fvp = key(&a, "armv8-foundation", &mirror, &[]);
+    let distinct: std::collections::BTreeSet<_> = [k1.clone(), snow, fvp].into_iter().collect();
+    assert_eq!(distinct.len(), 3);
+
+    // --json lists what the key covers, with no path or name of this machine in it.
+    let o = run(boardsmith(&a)
+        .args([
+            "rootfs",
+            "cubieboard",
+            "--cache-key",
+            "--json",
+            "--security-mirror",
+            "",
+        ])
+        .args(["--mirror", &mirror]));
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["key"], k1.as_str());
+    let inputs = &v["inputs"];
+    for field in [
+        "suite",
+        "arch",
+        "sources",
+        "snapshot",
+        "packages",
+        "hook_files",
+        "command",
+        "epoch",
+        "mmdebstrap",
+        "keyring",
+        "archive",
+    ] {
+        assert!(inputs.get(field).is_some(), "{field} missing: {inputs}");
+    }
+    let packages: Vec<&str> = inputs["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(
+        packages.contains(&"linux-image-armmp") && packages.contains(&"u-boot-sunxi"),
+        "{packages:?}"
+    );
+    assert!(
+        inputs["mmdebstrap"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("mmdebstrap ")),
+        "{inputs}"
+    );
+    assert_eq!(inputs["archive"][0]["date"], DATE);
+    // The base's SOURCE_DATE_EPOCH is the archive's date.
+    assert_eq!(inputs["epoch"], 1_783_764_997u64);
+    let text = v.to_string();
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    for local in [
+        d.path().to_string_lossy().as_ref(),
+        "/root",
+        "/home",
+        "xdg",
+        host.trim(),
+    ] {
+        assert!(
+            local.is_empty() || !text.contains(local),
+            "{local} in {text}"
+        );
+    }
+}
+
+#[test]
+fn each_input_changes_the_key() {
+    let d = tempfile::tempdir().expect("tmp");
+    let suites = ["bookworm", "bookworm-updates", "bookworm-security"];
+    archive(d.path(), "debian", &suites, DATE);
+    archive(d.path(), "mirror2", &suites, DATE);
+    archive(d.path(), "debian", &["trixie", "trixie-updates"], DATE);
+    let server = FileServer::start(d.path());
+    let mirror = format!("{}/debian", server.url);
+    let home = d.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    let base = key(&home, "cubieboard", &mirror, &[]);
+    let mut keys = vec![("base".to_string(), base.clone())];
+    let mut differs = |what: &str, k: String| {
+        for (other, ok) in &keys {
+            assert_ne!(&k, ok, "{what} gave the same key as {other}");
+        }
+        keys.push((what.to_string(), k));
+    };
+    differs(
+        "suite",
+        key(&home, "cubieboard", &mirror, &["--suite", "trixie"]),
+    );
+    differs(
+        "architecture (another board)",
+        key(&home, "armv8-foundation", &mirror, &[]),
+    );
+    differs(
+        "mirror",
+        key(&home, "cubieboard", &format!("{}/mirror2", server.url), &[]),
+    );
+    differs(
+        "security archive",
+        key(
+            &home,
+            "cubieboard",
+            &mirror,
+            &["--security-mirror", &mirror],
+        ),
+    );
+    differs(
+        "package list (a feature)",
+        key(&home, "cubieboard", &mirror, &["--feature", "ssh"]),
+    );
+    differs(
+        "mmdebstrap mode",
+        key(&home, "cubieboard", &mirror, &["--mode", "root"]),
+    );
+    // A snapshot: no Release file is read (the archive cannot change), the timestamp is the state.
+    let before = server.requests().len();
+    let snap = key(
+        &home,
+        "cubieboard",
+        &mirror,
+        &["--snapshot", "20250101T000000Z"],
+    );
+    assert_eq!(server.requests().len(), before, "{:?}", server.requests());
+    assert_eq!(
+        key(
+            &home,
+            "cubieboard",
+            &mirror,
+            &["--snapshot", "20250101T000000Z"]
+        ),
+        snap
+    );
+    differs("snapshot", snap);
+    differs(
+        "another snapshot",
+        key(
+            &home,
+            "cubieboard",
+            &mirror,
+            &["--snapshot", "20250102T000000Z"],
+        ),
+    );
+    // The mirror moved on: its Release file (dated the same) lists other indexes.
+    let f = d.path().join("debian/dists/bookworm-updates/InRelease");
+    let text = std::fs::read_to_string(&f).expect("read");
+    std::fs::write(&f, text.replace(" 0 0 ", " 1 1 ")).expect("write");
+    differs(
+        "the archive's Release file",
+        key(&home, "cubieboard", &mirror, &[]),
+    );
+}
+
+/// Every option that does not change the base, from clap's own list, is refused with --cache-key.
+#[test]
+fn cache_key_refuses_every_option_that_does_not_change_the_base() {
+    let d = tempfile::tempdir().expect("tmp");
+    let args = boardsmith::cli::cache_key_refused_arguments();
+    let longs: Vec<&str> = args.iter().filter_map(|a| a.get_long()).collect();
+    for expected in [
+        "out",
+        "hostname",
+        "password-hash",
+        "random-password",
+        "droidmote-password",
+        "set",
+        "cache",
+        "no-cache",
+        "rootfs-tarball",
+    ] {
+        assert!(longs.contains(&expected), "{expected} not in {longs:?}");
+    }
+    for kept in [
+        "mirror",
+        "suite",
+        "snapshot",
+        "security-mirror",
+        "mode",
+        "feature",
+    ] {
+        assert!(!longs.contains(&kept), "{kept} changes the base: {longs:?}");
+    }
+    for arg in &args {
+        let long = format!("--{}", arg.get_long().expect("a long option"));
+        let mut c = boardsmith(d.path());
+        c.args(["rootfs", "cubieboard", "--cache-key", &long]);
+        if arg.get_action().takes_values() {
+            c.arg(
+                arg.get_possible_values()
+                    .first()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_else(|| "1".into()),
+            );
+        }
+        let o = run(&mut c);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{long}: {e}");
+        assert!(
+            e.contains(&format!("{long} has no effect here")) && e.contains("--cache-key"),
+            "{long}: {e}"
+        );
+    }
+    assert_eq!(names_in(d.path()), Vec::<String>::new());
+}
+
+#[test]
+fn cache_key_errors_name_their_cause() {
+    let d = tempfile::tempdir().expect("tmp");
+    archive(d.path(), "debian", &["bookworm", "bookworm-updates"], DATE);
+    archive(d.path(), "undated", &["bookworm"], "");
+    let server = FileServer::start(d.path());
+    // Not a snapshot timestamp: invalid input.
+    let o = run(boardsmith(d.path()).args([
+        "rootfs",
+        "cubieboard",
+        "--cache-key",
+        "--snapshot",
+        "2025-01-01",
+    ]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--snapshot 2025-01-01"));
+    // A suite the archive does not have.
+    let o = run(boardsmith(d.path())
+        .args(["rootfs", "cubieboard", "--cache-key", "--suite", "bogus"])
+        .args(["--mirror", &format!("{}/debian", server.url)]));
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("/debian/dists/bogus/Release") && e.contains("neither InRelease nor Release"),
+        "{e}"
+    );
+    // A Release file without a Date is no archive's.
+    let o = run(boardsmith(d.path())
+        .args([
+            "rootfs",
+            "cubieboard",
+            "--cache-key",
+            "--security-mirror",
+            "",
+        ])
+        .args(["--mirror", &format!("{}/undated", server.url)]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a UTC date"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn build_all_refuses_a_prebuilt_tarball() {
+    let d = tempfile::tempdir().expect("tmp");
+    let o = run(boardsmith(d.path())
+        .args(["build", "--all", "--rootfs-tarball", "t.tar", "--sha256"])
+        .arg("0".repeat(64)));
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--rootfs-tarball has no effect here"), "{e}");
+}
+
+/// `cache list` and `cache prune` on what an interrupted build leaves: it is listed as such, never as
+/// a base, and prune removes it.
+#[test]
+fn cache_list_and_prune() {
+    let d = tempfile::tempdir().expect("tmp");
+    let cache = d.path().join("cache");
+    let list = |c: &Path| -> serde_json::Value {
+        let o = run(boardsmith(d.path())
+            .args(["cache", "list", "--json", "--cache"])
+            .arg(c));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("json")
+    };
+    let v = list(&cache);
+    assert_eq!(v["entries"], serde_json::json!([]));
+    let tmp = cache
+        .join("bases")
+        .join(format!(".tmp-{}-4242", "a".repeat(64)));
+    std::fs::create_dir_all(&tmp).expect("mkdir");
+    std::fs::write(tmp.join("base.tar"), b"partial").expect("write");
+    let v = list(&cache);
+    assert_eq!(v["entries"], serde_json::json!([]));
+    assert_eq!(
+        v["temporaries"][0],
+        tmp.file_name().unwrap().to_str().unwrap()
+    );
+    let o = run(boardsmith(d.path())
+        .args(["cache", "prune", "--older-than", "30x", "--cache"])
+        .arg(&cache));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--older-than 30x"));
+    let o = run(boardsmith(d.path())
+        .args(["cache", "prune", "--json", "--cache"])
+        .arg(&cache));
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["temporaries_removed"].as_array().map(Vec::len), Some(1));
+    assert!(!tmp.exists());
+    assert_eq!(names_in(&cache.join("bases")), Vec::<String>::new());
+}
