@@ -263,8 +263,7 @@ pub fn prepare(
         .ok_or_else(|| {
             img_err("the profile has no boot partition to read extlinux.conf from".into())
         })?;
-    let parts =
-        crate::release::inspect::partition_offsets(image).map_err(|e| img_err(e.to_string()))?;
+    let parts = crate::disk::table::partition_offsets(image).map_err(|e| img_err(e.to_string()))?;
     let (_, offset, _) = parts.into_iter().find(|p| p.0 == number).ok_or_else(|| {
         img_err(format!(
             "no partition {number} (the profile's boot partition)"

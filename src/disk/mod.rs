@@ -5,3 +5,4 @@ pub mod gpt;
 pub mod ids;
 pub mod mbr;
 pub mod sparse;
+pub mod table;

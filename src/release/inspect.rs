@@ -9,8 +9,6 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use crate::disk::gpt::Gpt;
-use crate::disk::mbr::{Mbr, SECTOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -54,63 +52,6 @@ pub struct ImageFacts {
     #[serde(skip)]
     pub kernel_config: Option<String>,
     pub manifest: Option<RootfsManifest>,
-}
-
-/// Byte offsets of partitions (1-based numbers) from the image's table.
-pub fn partition_offsets(image: &Path) -> Result<Vec<(u32, u64, u64)>, InspectError> {
-    let path = image.display().to_string();
-    let io = |source| InspectError::Io {
-        path: path.clone(),
-        source,
-    };
-    let f = File::open(image).map_err(io)?;
-    let size = f.metadata().map_err(io)?.len();
-    let mut sector = [0u8; 512];
-    f.read_exact_at(&mut sector, 0).map_err(io)?;
-    let mbr = Mbr::parse(&sector).map_err(|e| InspectError::Table {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    if mbr.is_protective() {
-        let gpt = Gpt::read(size / SECTOR, |off, len| {
-            let mut buf = vec![0u8; len];
-            f.read_exact_at(&mut buf, off).map(|_| buf)
-        })
-        .map_err(io)?
-        .map_err(|e| InspectError::Table {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(gpt
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                e.as_ref().map(|e| {
-                    (
-                        i as u32 + 1,
-                        e.first_lba * SECTOR,
-                        (e.last_lba + 1 - e.first_lba) * SECTOR,
-                    )
-                })
-            })
-            .collect())
-    } else {
-        Ok(mbr
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| {
-                e.map(|e| {
-                    (
-                        i as u32 + 1,
-                        u64::from(e.start_lba) * SECTOR,
-                        u64::from(e.sectors) * SECTOR,
-                    )
-                })
-            })
-            .collect())
-    }
 }
 
 /// Reads a file from an ext4 filesystem at `offset` of `image` with debugfs; None if it does not exist.
@@ -200,7 +141,12 @@ pub fn inspect(
     let Some(number) = root_number else {
         return Ok(facts);
     };
-    let parts = partition_offsets(image)?;
+    let parts = crate::disk::table::partition_offsets(image).map_err(|e| match e {
+        crate::disk::table::TableError::Io { path, source } => InspectError::Io { path, source },
+        crate::disk::table::TableError::Table { path, reason } => {
+            InspectError::Table { path, reason }
+        }
+    })?;
     let (_, offset, _) = parts
         .iter()
         .find(|(n, _, _)| *n == number)
