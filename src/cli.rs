@@ -438,6 +438,19 @@ fn refuse_ignored_options(m: &ArgMatches) -> Result<(), Failure> {
                 refuse_given(b, &debian_only_arguments(), PREBUILT)?;
             }
         }
+        Some(("write", w)) => {
+            let src = w.get_one::<String>("src").map_or("", String::as_str);
+            if !crate::write::source::SourceSpec::parse(src).is_url()
+                && let Some(a) = write_net_arguments()
+                    .iter()
+                    .find(|a| given(w, a.get_id().as_str()))
+            {
+                return Err(Failure::usage(format!(
+                    "{} only applies to an image from an http(s) URL; {src} is not one",
+                    option_name(a)
+                )));
+            }
+        }
         Some(("rootfs", r)) if given(r, "rootfs_tarball") => {
             refuse_given(r, &debian_only_arguments(), PREBUILT)?;
         }
@@ -523,29 +536,44 @@ pub struct WriteArgs {
     /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
     #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
     pub progress: WriteProgressMode,
-    /// URL sources: write the image although nothing can check it (no --sha256/--md5, no bmap with
-    /// range checksums, no sums over https beside it); sums that are found are still checked
-    #[arg(long, conflicts_with_all = ["sha256", "md5"])]
-    pub no_checksum: bool,
-    /// URL sources: attempts in a row that bring no new byte before giving up [default: 8]
-    #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
-    /// URL sources: longest time without a new byte, across reconnects, before giving up, e.g. 90s,
-    /// 10m [default: 5m]
-    #[arg(long, value_name = "TIME")]
-    pub retry_time: Option<String>,
-    /// URL sources: time without data after which a connection counts as stalled and is replaced
-    /// [default: 30s]
-    #[arg(long, value_name = "TIME")]
-    pub stall_timeout: Option<String>,
-    /// URL sources: time allowed to connect (DNS, TCP, TLS) [default: 20s]
-    #[arg(long, value_name = "TIME")]
-    pub connect_timeout: Option<String>,
     /// zstd, xz and 7z sources: the largest window (zstd) or dictionary (xz, 7z) to decode with, a
     /// power of two up to 2GiB; the writer holds that much memory for it (default 16MiB, which keeps
     /// the writer under 64MiB; e.g. 64MiB for `xz -9` images, 2GiB for `zstd --long=31` files)
     #[arg(long, value_name = "SIZE")]
     pub max_window: Option<String>,
+    // Last: the heading it sets applies to the options after it.
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// The options of `write` that only a URL source uses: refused for a file or standard input, by
+/// walking clap's list of this struct's arguments (a new one here is refused without further code).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "URL sources")]
+pub struct NetArgs {
+    /// Write the image although nothing can check it (no --sha256/--md5, no bmap with
+    /// range checksums, no sums over https beside it); sums that are found are still checked
+    #[arg(long, conflicts_with_all = ["sha256", "md5"])]
+    pub no_checksum: bool,
+    /// Attempts in a row that bring no new byte before giving up [default: 8]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Longest time without a new byte, across reconnects, before giving up, e.g. 90s,
+    /// 10m [default: 5m]
+    #[arg(long, value_name = "TIME")]
+    pub retry_time: Option<String>,
+    /// Time without data after which a connection counts as stalled and is replaced
+    /// [default: 30s]
+    #[arg(long, value_name = "TIME")]
+    pub stall_timeout: Option<String>,
+    /// Time allowed to connect (DNS, TCP, TLS) [default: 20s]
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<String>,
+}
+
+/// Every argument of `write` that only a URL source uses. Public for the tests, which try each one.
+pub fn write_net_arguments() -> Vec<clap::Arg> {
+    arguments_of::<NetArgs>()
 }
 
 /// A duration given as seconds, or with a unit: `90`, `90s`, `10m`, `1h`, `500ms`.
@@ -574,22 +602,9 @@ fn parse_duration_arg(flag: &str, v: &str) -> Result<std::time::Duration, Failur
     Ok(std::time::Duration::from_millis(ms))
 }
 
-/// The network settings of `write`: only for a URL source, where they have an effect.
-fn write_net_options(args: &WriteArgs, is_url: bool) -> Result<crate::net::NetOptions, Failure> {
+/// The network settings of `write` (given only for a URL source: `refuse_ignored_options`).
+fn write_net_options(args: &NetArgs) -> Result<crate::net::NetOptions, Failure> {
     let mut o = crate::net::NetOptions::default();
-    let given = [
-        ("--retries", args.retries.is_some()),
-        ("--retry-time", args.retry_time.is_some()),
-        ("--stall-timeout", args.stall_timeout.is_some()),
-        ("--connect-timeout", args.connect_timeout.is_some()),
-        ("--no-checksum", args.no_checksum),
-    ];
-    if !is_url && let Some((flag, _)) = given.iter().find(|g| g.1) {
-        return Err(Failure::usage(format!(
-            "{flag} only applies to an image from an http(s) URL; {} is not one",
-            args.src
-        )));
-    }
     if let Some(n) = args.retries {
         o.retries = n;
     }
@@ -1910,7 +1925,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
     })
     .transpose()?;
     let source = crate::write::source::SourceSpec::parse(&args.src);
-    let net = write_net_options(&args, source.is_url())?;
+    let net = write_net_options(&args.net)?;
     let req = WriteRequest {
         source,
         target: args.target,
@@ -1926,7 +1941,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         target_size: parse_size_arg(args.size.as_deref())?,
         yes: args.yes,
         net,
-        no_checksum: args.no_checksum,
+        no_checksum: args.net.no_checksum,
         max_window: match args.max_window.as_deref() {
             None => Default::default(),
             Some(s) => parse_size(s)
