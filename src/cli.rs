@@ -85,7 +85,7 @@ could not be read; 2 invalid usage, or the root filesystem lacks the kernel, dev
     Write(WriteArgs),
     /// Grow the last partition and its ext2/3/4 filesystem to the end of a card or file
     Grow(GrowArgs),
-    /// Print shell completions
+    /// Print shell completions (BOARD arguments complete to the board names)
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -812,7 +812,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut completion_command(&catalog)?,
                 "boardsmith",
                 &mut std::io::stdout(),
             );
@@ -820,6 +820,33 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Man(args) => man_cmd(args),
     }
+}
+
+/// The command line as the completion scripts see it: every BOARD argument offers the board names of
+/// the catalogue (the embedded boards and those in --boards-dir when it is given to `completions`).
+/// Parsing keeps accepting any name or path; only the generated script lists these.
+fn completion_command(catalog: &Catalog) -> Result<clap::Command, Failure> {
+    let names: Vec<String> = catalog
+        .list()
+        .map_err(|e| Failure::usage(report_chain(&e)))?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let mut cli = Cli::command();
+    let with_board: Vec<String> = cli
+        .get_subcommands()
+        .filter(|c| c.get_arguments().any(|a| a.get_id() == "board"))
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for sub in with_board {
+        let names = names.clone();
+        cli = cli.mut_subcommand(sub, move |c| {
+            c.mut_arg("board", move |a| {
+                a.value_parser(clap::builder::PossibleValuesParser::new(names))
+            })
+        });
+    }
+    Ok(cli)
 }
 
 /// The exit statuses of a command whose help does not state them (the shared contract: the help's
