@@ -52,6 +52,8 @@ PACKAGES=(
   e2fsprogs fdisk gdisk dosfstools mtools u-boot-tools device-tree-compiler
   cgpt vboot-kernel-utils vboot-utils bmap-tools genimage hyperfine
   xz-utils zstd gzip bzip2 p7zip-full cpio openssl
+  # the man page test renders every page with `man --warnings -l` (groff)
+  man-db groff-base
   # mke2fs -d TARBALL loads libarchive at run time (it is not a dependency of e2fsprogs)
   "$LIBARCHIVE"
   # root filesystems: mmdebstrap with ARM programs run through qemu-user
@@ -87,6 +89,7 @@ TOOLS=(
   "cgpt cgpt -" "vbutil_kernel vboot-kernel-utils -" "futility vboot-utils -"
   "bmaptool bmap-tools -" "genimage genimage -" "hyperfine hyperfine -"
   "xz xz-utils -" "zstd zstd -" "gzip gzip -" "bzip2 bzip2 -" "7z p7zip-full -" "cpio cpio -"
+  "man man-db -" "groff groff-base -"
   "openssl openssl -" "curl curl -" "git git -" "python3 python3 -" "busybox busybox-static -"
   "make make -" "cc build-essential -" "bc bc -" "bison bison -" "flex flex -" "depmod kmod -"
   "arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf -" "aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu -"

@@ -88,13 +88,22 @@ could not be read; 2 invalid usage, or the root filesystem lacks the kernel, dev
     Write(WriteArgs),
     /// Grow the last partition and its ext2/3/4 filesystem to the end of a card or file
     Grow(GrowArgs),
-    /// Print shell completions
+    /// Print shell completions (BOARD arguments complete to the board names)
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff)
-    Man,
+    /// Print a man page (roff), or write every page into a directory
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// The command whose page to print, e.g. build for boardsmith-build(1) (default: boardsmith(1))
+    pub command: Option<String>,
+    /// Write boardsmith.1 and boardsmith-COMMAND.1 for every command into DIR instead
+    #[arg(long, short = 'o', value_name = "DIR", conflicts_with = "command")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -610,6 +619,19 @@ fn refuse_ignored_options(m: &ArgMatches) -> Result<(), Failure> {
                 refuse_given(b, &debian_only_arguments(), PREBUILT)?;
             }
         }
+        Some(("write", w)) => {
+            let src = w.get_one::<String>("src").map_or("", String::as_str);
+            if !crate::write::source::SourceSpec::parse(src).is_url()
+                && let Some(a) = write_net_arguments()
+                    .iter()
+                    .find(|a| given(w, a.get_id().as_str()))
+            {
+                return Err(Failure::usage(format!(
+                    "{} only applies to an image from an http(s) URL; {src} is not one",
+                    option_name(a)
+                )));
+            }
+        }
         Some(("boot", b)) if given(b, "interactive") => {
             refuse_given(
                 b,
@@ -716,29 +738,44 @@ pub struct WriteArgs {
     /// Progress display: a bar on a terminal, JSON lines on stdout, or nothing
     #[arg(long, value_enum, default_value_t = WriteProgressMode::Auto)]
     pub progress: WriteProgressMode,
-    /// URL sources: write the image although nothing can check it (no --sha256/--md5, no bmap with
-    /// range checksums, no sums over https beside it); sums that are found are still checked
-    #[arg(long, conflicts_with_all = ["sha256", "md5"])]
-    pub no_checksum: bool,
-    /// URL sources: attempts in a row that bring no new byte before giving up [default: 8]
-    #[arg(long, value_name = "N")]
-    pub retries: Option<u32>,
-    /// URL sources: longest time without a new byte, across reconnects, before giving up, e.g. 90s,
-    /// 10m [default: 5m]
-    #[arg(long, value_name = "TIME")]
-    pub retry_time: Option<String>,
-    /// URL sources: time without data after which a connection counts as stalled and is replaced
-    /// [default: 30s]
-    #[arg(long, value_name = "TIME")]
-    pub stall_timeout: Option<String>,
-    /// URL sources: time allowed to connect (DNS, TCP, TLS) [default: 20s]
-    #[arg(long, value_name = "TIME")]
-    pub connect_timeout: Option<String>,
     /// zstd, xz and 7z sources: the largest window (zstd) or dictionary (xz, 7z) to decode with, a
     /// power of two up to 2GiB; the writer holds that much memory for it (default 16MiB, which keeps
     /// the writer under 64MiB; e.g. 64MiB for `xz -9` images, 2GiB for `zstd --long=31` files)
     #[arg(long, value_name = "SIZE")]
     pub max_window: Option<String>,
+    // Last: the heading it sets applies to the options after it.
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// The options of `write` that only a URL source uses: refused for a file or standard input, by
+/// walking clap's list of this struct's arguments (a new one here is refused without further code).
+#[derive(Args, Debug)]
+#[command(next_help_heading = "URL sources")]
+pub struct NetArgs {
+    /// Write the image although nothing can check it (no --sha256/--md5, no bmap with
+    /// range checksums, no sums over https beside it); sums that are found are still checked
+    #[arg(long, conflicts_with_all = ["sha256", "md5"])]
+    pub no_checksum: bool,
+    /// Attempts in a row that bring no new byte before giving up [default: 8]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Longest time without a new byte, across reconnects, before giving up, e.g. 90s,
+    /// 10m [default: 5m]
+    #[arg(long, value_name = "TIME")]
+    pub retry_time: Option<String>,
+    /// Time without data after which a connection counts as stalled and is replaced
+    /// [default: 30s]
+    #[arg(long, value_name = "TIME")]
+    pub stall_timeout: Option<String>,
+    /// Time allowed to connect (DNS, TCP, TLS) [default: 20s]
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<String>,
+}
+
+/// Every argument of `write` that only a URL source uses. Public for the tests, which try each one.
+pub fn write_net_arguments() -> Vec<clap::Arg> {
+    arguments_of::<NetArgs>()
 }
 
 /// A duration given as seconds, or with a unit: `90`, `90s`, `10m`, `1h`, `500ms`.
@@ -767,22 +804,9 @@ fn parse_duration_arg(flag: &str, v: &str) -> Result<std::time::Duration, Failur
     Ok(std::time::Duration::from_millis(ms))
 }
 
-/// The network settings of `write`: only for a URL source, where they have an effect.
-fn write_net_options(args: &WriteArgs, is_url: bool) -> Result<crate::net::NetOptions, Failure> {
+/// The network settings of `write` (given only for a URL source: `refuse_ignored_options`).
+fn write_net_options(args: &NetArgs) -> Result<crate::net::NetOptions, Failure> {
     let mut o = crate::net::NetOptions::default();
-    let given = [
-        ("--retries", args.retries.is_some()),
-        ("--retry-time", args.retry_time.is_some()),
-        ("--stall-timeout", args.stall_timeout.is_some()),
-        ("--connect-timeout", args.connect_timeout.is_some()),
-        ("--no-checksum", args.no_checksum),
-    ];
-    if !is_url && let Some((flag, _)) = given.iter().find(|g| g.1) {
-        return Err(Failure::usage(format!(
-            "{flag} only applies to an image from an http(s) URL; {} is not one",
-            args.src
-        )));
-    }
     if let Some(n) = args.retries {
         o.retries = n;
     }
@@ -987,18 +1011,174 @@ pub fn run(cli: Cli, matches: Option<&ArgMatches>) -> Result<(), Failure> {
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut completion_command(&catalog)?,
                 "boardsmith",
                 &mut std::io::stdout(),
             );
             Ok(())
         }
-        Command::Man => {
-            let man = clap_mangen::Man::new(Cli::command());
-            man.render(&mut std::io::stdout())
-                .map_err(|e| Failure::failed(e.to_string()))
+        Command::Man(args) => man_cmd(args),
+    }
+}
+
+/// The command line as the completion scripts see it: every BOARD argument offers the board names of
+/// the catalogue (the embedded boards and those in --boards-dir when it is given to `completions`).
+/// Parsing keeps accepting any name or path; only the generated script lists these.
+fn completion_command(catalog: &Catalog) -> Result<clap::Command, Failure> {
+    let names: Vec<String> = catalog
+        .list()
+        .map_err(|e| Failure::usage(report_chain(&e)))?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let mut cli = Cli::command();
+    let with_board: Vec<String> = cli
+        .get_subcommands()
+        .filter(|c| c.get_arguments().any(|a| a.get_id() == "board"))
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for sub in with_board {
+        let names = names.clone();
+        cli = cli.mut_subcommand(sub, move |c| {
+            c.mut_arg("board", move |a| {
+                a.value_parser(clap::builder::PossibleValuesParser::new(names))
+            })
+        });
+    }
+    Ok(cli)
+}
+
+/// The exit statuses of a command whose help does not state them (the shared contract: the help's
+/// "Exit status:" paragraph wins where there is one).
+fn default_exit_status(command: &str) -> &'static str {
+    match command {
+        "rootfs" | "build" => {
+            "0 success, 1 the operation failed, 2 invalid usage or input, 3 a download failed after every retry (trying again later may work), 128+N after signal N (130 Ctrl-C, 143 SIGTERM; temporary files are removed first)."
+        }
+        "release" => {
+            "0 success, 1 the operation failed, 2 invalid usage or input, 128+N after signal N (130 Ctrl-C, 143 SIGTERM; temporary files are removed first)."
+        }
+        _ => "0 success, 1 the operation failed, 2 invalid usage or input.",
+    }
+}
+
+/// One man page: clap_mangen's sections, then EXIT STATUS (from the help's "Exit status:" paragraph,
+/// the rest of that text under NOTES) and SEE ALSO (the main page lists every command's page, a
+/// command's page the main one).
+fn man_page(cmd: &clap::Command, main: bool) -> Result<Vec<u8>, Failure> {
+    use clap_mangen::roff::{Roff, bold, roman};
+    let after = cmd
+        .get_after_long_help()
+        .or_else(|| cmd.get_after_help())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let (notes, exit) = match after.find("Exit status: ") {
+        Some(at) => (
+            after[..at].trim().to_string(),
+            after[at + "Exit status: ".len()..].trim().to_string(),
+        ),
+        None => (
+            after.trim().to_string(),
+            default_exit_status(cmd.get_name()).to_string(),
+        ),
+    };
+    let exit = if main {
+        format!(
+            "{exit} Commands stopped by signal N exit with 128+N; each command's page has its own list."
+        )
+    } else {
+        exit
+    };
+    let mut out = Vec::new();
+    clap_mangen::Man::new(
+        cmd.clone()
+            .after_help(None::<&str>)
+            .after_long_help(None::<&str>),
+    )
+    .source(concat!("boardsmith ", env!("CARGO_PKG_VERSION")))
+    .render(&mut out)
+    .map_err(|e| Failure::failed(format!("rendering the man page: {e}")))?;
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXIT STATUS"]);
+    roff.text([roman(exit)]);
+    if !notes.is_empty() {
+        roff.control("SH", ["NOTES"]);
+        for (i, para) in notes.lines().enumerate() {
+            if i > 0 {
+                roff.control("PP", []);
+            }
+            roff.text([roman(para)]);
         }
     }
+    roff.control("SH", ["SEE ALSO"]);
+    let mut refs: Vec<String> = if main {
+        cmd.get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| format!("boardsmith-{}", c.get_name()))
+            .collect()
+    } else {
+        vec!["boardsmith".to_string()]
+    };
+    refs.sort();
+    for (i, r) in refs.iter().enumerate() {
+        let sep = if i + 1 < refs.len() { "(1)," } else { "(1)" };
+        roff.text([bold(r.as_str()), roman(sep)]);
+    }
+    // The preamble (two lines defining the apostrophe string) is already in clap_mangen's part.
+    let tail = roff.render();
+    for line in tail.lines().skip(2) {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The main page and one page per visible command, with their file names.
+fn man_pages() -> Result<Vec<(String, Vec<u8>)>, Failure> {
+    let mut cli = Cli::command().disable_help_subcommand(true);
+    // Gives every subcommand its display name (boardsmith-build), which titles its page.
+    cli.build();
+    let mut pages = vec![("boardsmith.1".to_string(), man_page(&cli, true)?)];
+    for sub in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+        pages.push((
+            format!("boardsmith-{}.1", sub.get_name()),
+            man_page(sub, false)?,
+        ));
+    }
+    Ok(pages)
+}
+
+fn man_cmd(args: ManArgs) -> Result<(), Failure> {
+    let pages = man_pages()?;
+    let Some(dir) = args.out_dir else {
+        let name = match &args.command {
+            Some(c) => format!("boardsmith-{c}.1"),
+            None => "boardsmith.1".to_string(),
+        };
+        let page = pages.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            let known: Vec<&str> = pages
+                .iter()
+                .filter_map(|(n, _)| n.strip_prefix("boardsmith-")?.strip_suffix(".1"))
+                .collect();
+            Failure::usage(format!(
+                "no man page for {:?}: the commands are {}",
+                args.command.as_deref().unwrap_or_default(),
+                known.join(", ")
+            ))
+        })?;
+        let _ = std::io::stdout().write_all(&page.1);
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::failed(format!("creating {}: {e}", dir.display())))?;
+    for (name, page) in &pages {
+        let path = dir.join(name);
+        crate::output::write_atomic(&path, page)
+            .and_then(|f| f.commit())
+            .map_err(|e| Failure::failed(format!("writing {}: {e}", path.display())))?;
+        println!("{}", dir.join(name).display());
+    }
+    Ok(())
 }
 
 fn initramfs_modules_cmd(catalog: &Catalog, args: InitramfsModulesArgs) -> Result<(), Failure> {
@@ -2492,7 +2672,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
     })
     .transpose()?;
     let source = crate::write::source::SourceSpec::parse(&args.src);
-    let net = write_net_options(&args, source.is_url())?;
+    let net = write_net_options(&args.net)?;
     let req = WriteRequest {
         source,
         target: args.target,
@@ -2508,7 +2688,7 @@ fn write_cmd(args: WriteArgs) -> Result<(), Failure> {
         target_size: parse_size_arg(args.size.as_deref())?,
         yes: args.yes,
         net,
-        no_checksum: args.no_checksum,
+        no_checksum: args.net.no_checksum,
         max_window: match args.max_window.as_deref() {
             None => Default::default(),
             Some(s) => parse_size(s)

@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod checksum;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod codec;
 pub mod device;

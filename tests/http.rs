@@ -547,6 +547,68 @@ fn network_options_are_checked() {
     assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
 }
 
+/// Every option clap lists for `write`'s URL sources (`NetArgs`, so a new one is covered without a new
+/// case) is refused for a local file and for standard input, naming it, before anything is created;
+/// with a URL the same option is accepted (the run then stops at a later check, before connecting).
+#[test]
+fn every_network_option_is_refused_without_a_url() {
+    let args = boardsmith::cli::write_net_arguments();
+    let longs: Vec<String> = args
+        .iter()
+        .map(|a| format!("--{}", a.get_long().expect("a long option")))
+        .collect();
+    for expected in [
+        "--no-checksum",
+        "--retries",
+        "--retry-time",
+        "--stall-timeout",
+        "--connect-timeout",
+    ] {
+        assert!(
+            longs.iter().any(|l| l == expected),
+            "{expected} not in {longs:?}"
+        );
+    }
+    let d = tempfile::tempdir().unwrap();
+    let target = d.path().join("card.img").display().to_string();
+    let local = d.path().join("sdcard.img").display().to_string();
+    for (arg, long) in args.iter().zip(&longs) {
+        let mut option = vec![long.as_str()];
+        if arg.get_action().takes_values() {
+            // Valid for every value kind the options have (a count, a duration in seconds).
+            option.push("1");
+        }
+        for src in [local.as_str(), "-"] {
+            let o = write(&[&[src, target.as_str()][..], &option].concat());
+            let e = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{long} with {src}: {e}");
+            assert!(
+                e.contains(&format!(
+                    "{long} only applies to an image from an http(s) URL; {src} is not one"
+                )),
+                "{long} with {src}: {e}"
+            );
+        }
+        let url = "http://127.0.0.1:9/sdcard.img.xz";
+        let o = write(
+            &[
+                &[url, target.as_str()][..],
+                &option,
+                &["--max-window", "3MiB"],
+            ]
+            .concat(),
+        );
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{long} with a URL: {e}");
+        assert!(
+            e.contains("--max-window: ") && !e.contains("only applies"),
+            "{long} with a URL: {e}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// The sum of the downloaded file itself (SRC's line in SHA256SUMS, or SRC.md5 as the seed's .7z had),
 /// fetched over https beside it, vouches for the image; it is hashed as the bytes arrive (also across
 /// a resume), and a wrong one fails the write before the head is written.

@@ -1,13 +1,12 @@
 //! Progress of a write: the events the writer reports (phase, bytes done, notes) and the three ways
 //! of showing them: a bar on a terminal (phase, bytes, rate, ETA), JSON lines for CI, or nothing.
 
-use std::io::Write as _;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::size::Human;
+#[cfg(feature = "cli")]
+pub use display::{Display, ProgressDisplay};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -92,122 +91,145 @@ impl Throttle {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Display {
-    Bar,
-    Json,
-    None,
-}
+/// The bar and JSON lines (the command line's; compiled with the `cli` feature only, so that the
+/// fuzz targets build without indicatif).
+#[cfg(feature = "cli")]
+mod display {
+    use std::io::Write as _;
+    use std::sync::Mutex;
+    use std::time::Instant;
 
-struct State {
-    phase: Phase,
-    total: Option<u64>,
-    started: Instant,
-    last: Counters,
-}
+    use super::{Counters, Event, Phase};
+    use crate::size::Human;
 
-/// Shows events on stderr (bar) or stdout (JSON lines).
-pub struct ProgressDisplay {
-    mode: Display,
-    bar: Option<indicatif::ProgressBar>,
-    state: Mutex<State>,
-}
-
-impl ProgressDisplay {
-    pub fn new(mode: Display) -> ProgressDisplay {
-        let bar = (mode == Display::Bar).then(|| {
-            let b = indicatif::ProgressBar::with_draw_target(
-                None,
-                indicatif::ProgressDrawTarget::stderr_with_hz(8),
-            );
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix:>7} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b
-        });
-        ProgressDisplay {
-            mode,
-            bar,
-            state: Mutex::new(State {
-                phase: Phase::Prepare,
-                total: None,
-                started: Instant::now(),
-                last: Counters::default(),
-            }),
-        }
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Display {
+        Bar,
+        Json,
+        None,
     }
 
-    pub fn event(&self, e: Event<'_>) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match e {
-            Event::Phase { phase, total } => {
-                st.phase = phase;
-                st.total = total;
-                st.started = Instant::now();
-                st.last = Counters::default();
-                if let Some(b) = &self.bar {
-                    b.set_prefix(phase.label());
-                    b.set_length(total.unwrap_or(0));
-                    b.reset();
-                    b.set_message("");
-                }
-                if self.mode == Display::Json {
-                    json_line(&serde_json::json!({
-                        "event": "phase", "phase": phase, "total": total,
-                    }));
-                }
+    struct State {
+        phase: Phase,
+        total: Option<u64>,
+        started: Instant,
+        last: Counters,
+    }
+
+    /// Shows events on stderr (bar) or stdout (JSON lines).
+    pub struct ProgressDisplay {
+        mode: Display,
+        bar: Option<indicatif::ProgressBar>,
+        state: Mutex<State>,
+    }
+
+    impl ProgressDisplay {
+        pub fn new(mode: Display) -> ProgressDisplay {
+            let bar = (mode == Display::Bar).then(|| {
+                let b = indicatif::ProgressBar::with_draw_target(
+                    None,
+                    indicatif::ProgressDrawTarget::stderr_with_hz(8),
+                );
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix:>7} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            });
+            ProgressDisplay {
+                mode,
+                bar,
+                state: Mutex::new(State {
+                    phase: Phase::Prepare,
+                    total: None,
+                    started: Instant::now(),
+                    last: Counters::default(),
+                }),
             }
-            Event::Progress(c) => {
-                st.last = c;
-                if let Some(b) = &self.bar {
-                    if st.total.is_none() {
-                        b.set_length(c.done);
+        }
+
+        pub fn event(&self, e: Event<'_>) {
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match e {
+                Event::Phase { phase, total } => {
+                    st.phase = phase;
+                    st.total = total;
+                    st.started = Instant::now();
+                    st.last = Counters::default();
+                    if let Some(b) = &self.bar {
+                        b.set_prefix(phase.label());
+                        b.set_length(total.unwrap_or(0));
+                        b.reset();
+                        b.set_message("");
                     }
-                    b.set_position(c.done);
-                    if c.skipped > 0 {
-                        b.set_message(format!("({} skipped)", Human(c.skipped)));
+                    if self.mode == Display::Json {
+                        json_line(&serde_json::json!({
+                            "event": "phase", "phase": phase, "total": total,
+                        }));
                     }
                 }
-                if self.mode == Display::Json {
-                    let secs = st.started.elapsed().as_secs_f64();
-                    let rate = if secs > 0.0 {
-                        c.done as f64 / secs
-                    } else {
-                        0.0
-                    };
-                    let eta = st
-                        .total
-                        .and_then(|t| (rate > 0.0).then(|| t.saturating_sub(c.done) as f64 / rate));
-                    json_line(&serde_json::json!({
-                        "event": "progress", "phase": st.phase, "done": c.done, "total": st.total,
-                        "written": c.written, "skipped": c.skipped,
-                        "rate": rate.round(), "elapsed": (secs * 10.0).round() / 10.0,
-                        "eta": eta.map(|e| (e * 10.0).round() / 10.0),
-                    }));
-                }
-            }
-            Event::Reconnect(r) => {
-                let msg = r.message();
-                match self.mode {
-                    Display::Json => {
-                        // A display cannot fail the write: if the event does not serialise, its
-                        // message still gets out, saying so.
-                        match serde_json::to_value(r) {
-                            Ok(mut v) => {
-                                if let Some(o) = v.as_object_mut() {
-                                    o.insert("event".into(), "reconnect".into());
-                                }
-                                json_line(&v);
-                            }
-                            Err(e) => json_line(&serde_json::json!({
-                                "event": "note",
-                                "message": format!("{msg} (not serialisable as JSON: {e})"),
-                            })),
+                Event::Progress(c) => {
+                    st.last = c;
+                    if let Some(b) = &self.bar {
+                        if st.total.is_none() {
+                            b.set_length(c.done);
                         }
+                        b.set_position(c.done);
+                        if c.skipped > 0 {
+                            b.set_message(format!("({} skipped)", Human(c.skipped)));
+                        }
+                    }
+                    if self.mode == Display::Json {
+                        let secs = st.started.elapsed().as_secs_f64();
+                        let rate = if secs > 0.0 {
+                            c.done as f64 / secs
+                        } else {
+                            0.0
+                        };
+                        let eta = st.total.and_then(|t| {
+                            (rate > 0.0).then(|| t.saturating_sub(c.done) as f64 / rate)
+                        });
+                        json_line(&serde_json::json!({
+                            "event": "progress", "phase": st.phase, "done": c.done, "total": st.total,
+                            "written": c.written, "skipped": c.skipped,
+                            "rate": rate.round(), "elapsed": (secs * 10.0).round() / 10.0,
+                            "eta": eta.map(|e| (e * 10.0).round() / 10.0),
+                        }));
+                    }
+                }
+                Event::Reconnect(r) => {
+                    let msg = r.message();
+                    match self.mode {
+                        Display::Json => {
+                            // A display cannot fail the write: if the event does not serialise, its
+                            // message still gets out, saying so.
+                            match serde_json::to_value(r) {
+                                Ok(mut v) => {
+                                    if let Some(o) = v.as_object_mut() {
+                                        o.insert("event".into(), "reconnect".into());
+                                    }
+                                    json_line(&v);
+                                }
+                                Err(e) => json_line(&serde_json::json!({
+                                    "event": "note",
+                                    "message": format!("{msg} (not serialisable as JSON: {e})"),
+                                })),
+                            }
+                        }
+                        Display::Bar => {
+                            if let Some(b) = &self.bar {
+                                b.suspend(|| eprintln!("boardsmith: {msg}"));
+                            }
+                        }
+                        Display::None => eprintln!("boardsmith: {msg}"),
+                    }
+                }
+                Event::Note(msg) => match self.mode {
+                    Display::Json => {
+                        json_line(&serde_json::json!({"event": "note", "message": msg}))
                     }
                     Display::Bar => {
                         if let Some(b) = &self.bar {
@@ -215,31 +237,22 @@ impl ProgressDisplay {
                         }
                     }
                     Display::None => eprintln!("boardsmith: {msg}"),
-                }
+                },
             }
-            Event::Note(msg) => match self.mode {
-                Display::Json => json_line(&serde_json::json!({"event": "note", "message": msg})),
-                Display::Bar => {
-                    if let Some(b) = &self.bar {
-                        b.suspend(|| eprintln!("boardsmith: {msg}"));
-                    }
-                }
-                Display::None => eprintln!("boardsmith: {msg}"),
-            },
+        }
+
+        pub fn finish(&self) {
+            if let Some(b) = &self.bar {
+                b.finish_and_clear();
+            }
         }
     }
 
-    pub fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
+    fn json_line(v: &serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
     }
-}
-
-fn json_line(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
-    let _ = out.flush();
 }
 
 #[cfg(test)]
