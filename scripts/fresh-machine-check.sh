@@ -119,6 +119,14 @@ mount --rbind /dev "$ROOT/dev" && mount --make-rslave "$ROOT/dev"
 mkdir -p "$ROOT/var/cache/apt/archives"
 mount --bind "$CACHE" "$ROOT/var/cache/apt/archives"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The network, not the machine: certificate authorities this host added locally (a proxy that inspects
+# TLS, as on corporate networks and this project's build machines) go where a stranger's machine on that
+# network would have them; ca-certificates, installed by install-deps, adds them to the system store.
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  mkdir -p "$ROOT/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  say "local certificate authorities of this network: $(cd /usr/local/share/ca-certificates && echo *.crt)"
+fi
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 say "install-deps.sh (first run)"

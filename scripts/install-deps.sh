@@ -259,8 +259,10 @@ say "installing ${PY_TOOLS[*]%% *} into $TOOLS_VENV"
 requirements=$(mktemp)
 printf '%s\n' "${PY_TOOLS[@]}" >"$requirements"
 chmod 644 "$requirements"
+# pip trusts the system's certificate store (with the authorities an administrator added, e.g. for a
+# proxy that inspects TLS), not only its own bundle; the hashes above pin the wheels whatever the path.
 "${SUDO[@]}" "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
-  --require-hashes --only-binary=:all: -r "$requirements"
+  --cert /etc/ssl/certs/ca-certificates.crt --require-hashes --only-binary=:all: -r "$requirements"
 rm -f "$requirements"
 
 check || die "installation finished but the checks above failed"

@@ -1139,20 +1139,34 @@ fn man_pages() -> Result<Vec<(String, Vec<u8>)>, Failure> {
     // Gives every subcommand its display name (boardsmith-build), which titles its page.
     cli.build();
     let mut pages = vec![("boardsmith.1".to_string(), man_page(&cli, true)?)];
-    for sub in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
-        pages.push((
-            format!("boardsmith-{}.1", sub.get_name()),
-            man_page(sub, false)?,
-        ));
-    }
+    command_pages(&cli, "boardsmith", &mut pages)?;
     Ok(pages)
+}
+
+/// A page for every visible subcommand of `cmd`, and of theirs (`boardsmith-cache-list.1`): clap_mangen's
+/// SUBCOMMANDS section refers to each by that name.
+fn command_pages(
+    cmd: &clap::Command,
+    prefix: &str,
+    pages: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), Failure> {
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("{prefix}-{}", sub.get_name());
+        pages.push((format!("{name}.1"), man_page(sub, false)?));
+        command_pages(sub, &name, pages)?;
+    }
+    Ok(())
 }
 
 fn man_cmd(args: ManArgs) -> Result<(), Failure> {
     let pages = man_pages()?;
     let Some(dir) = args.out_dir else {
         let name = match &args.command {
-            Some(c) => format!("boardsmith-{c}.1"),
+            // `cache list` or `cache-list`: the page of a nested command.
+            Some(c) => format!(
+                "boardsmith-{}.1",
+                c.split_whitespace().collect::<Vec<_>>().join("-")
+            ),
             None => "boardsmith.1".to_string(),
         };
         let page = pages.iter().find(|(n, _)| *n == name).ok_or_else(|| {

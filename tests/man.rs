@@ -42,12 +42,21 @@ fn every_command_has_a_page_that_man_renders_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("man1");
     run_ok(boardsmith().args(["man", "-o"]).arg(&dir));
-    let mut expected: Vec<String> = boardsmith::cli::Cli::command()
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set())
-        .map(|c| format!("boardsmith-{}.1", c.get_name()))
-        .collect();
-    expected.push("boardsmith.1".into());
+    // Every visible command and nested command (`cache list`), from clap.
+    fn pages(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+        for c in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let name = format!("{prefix}-{}", c.get_name());
+            out.push(format!("{name}.1"));
+            pages(c, &name, out);
+        }
+    }
+    let mut expected = vec!["boardsmith.1".to_string()];
+    pages(
+        &boardsmith::cli::Cli::command(),
+        "boardsmith",
+        &mut expected,
+    );
+    assert!(expected.contains(&"boardsmith-cache-list.1".to_string()));
     expected.sort();
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()

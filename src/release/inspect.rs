@@ -9,7 +9,6 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error("reading {path}: {source}")]
