@@ -414,34 +414,32 @@ pub fn write(req: &WriteRequest, obs: Observer<'_>) -> Result<WriteReport, Box<W
     let mut state = TargetState::Untouched;
     crate::device::buffers::map_large_allocations();
     // Reconnects happen on the reader thread, which cannot borrow `obs`: they come through a channel.
-    let (tx, rx) = std::sync::mpsc::channel::<net::Reconnect>();
+    // `None` says the write is over; it is sent on every way out (also unwinding), so the forwarding
+    // thread ends at once instead of at its next poll (a fixed wait that every write used to pay).
+    let (tx, rx) = std::sync::mpsc::channel::<Option<net::Reconnect>>();
+    struct Finished(std::sync::mpsc::Sender<Option<net::Reconnect>>);
+    impl Drop for Finished {
+        fn drop(&mut self) {
+            let _ = self.0.send(None);
+        }
+    }
+    let finished = Finished(tx.clone());
     let tx = std::sync::Mutex::new(tx);
     let client = net::Client::new(req.net)
         .cancel_when(signals::interrupted)
         .observe(std::sync::Arc::new(move |r: &net::Reconnect| {
             if let Ok(tx) = tx.lock() {
-                let _ = tx.send(r.clone());
+                let _ = tx.send(Some(r.clone()));
             }
         }));
-    let done = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|s| {
-        let done = &done;
         s.spawn(move || {
-            loop {
-                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-                    Ok(r) => obs(Event::Reconnect(&r)),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        if done.load(std::sync::atomic::Ordering::SeqCst) {
-                            break;
-                        }
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                }
+            while let Ok(Some(r)) = rx.recv() {
+                obs(Event::Reconnect(&r));
             }
         });
-        let r = write_inner(req, obs, &mut state, &client);
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        r
+        let _finished = finished;
+        write_inner(req, obs, &mut state, &client)
     });
     result.map_err(|error| {
         Box::new(WriteFailure {
