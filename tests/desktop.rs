@@ -478,7 +478,15 @@ fn desktop(board: &str, arch: &str) {
         .output()
         .expect("ssh-keyscan (package openssh-client)");
     let keys = String::from_utf8_lossy(&keyscan.stdout);
-    assert!(keys.contains("ssh-ed25519"), "no ssh host key: {keys}");
+    // Any host key type (the first run served RSA and ECDSA keys; the scan's ed25519 answer may come later).
+    let prefix = format!("[127.0.0.1]:{ssh_port} ");
+    assert!(
+        keys.lines().any(|l| l.starts_with(&prefix)
+            && ["ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-"]
+                .iter()
+                .any(|t| l[prefix.len()..].starts_with(t))),
+        "no ssh host key: {keys}"
+    );
 
     // The screen is served over VNC: a VNC server's greeting (RFB protocol version) on 5900+N.
     let mut rfb = TcpStream::connect(("127.0.0.1", 5900 + vnc)).expect("VNC port");
