@@ -5,8 +5,9 @@
 //!
 //! Resuming: after a read error, a stall (no byte for the stall timeout) or a body that ends before
 //! the length the server announced, the reader asks again for `Range: bytes=OFFSET-` with `If-Range`
-//! set to the first response's strong ETag (or its Last-Modified), after a backoff (0.2 s doubling,
-//! at most 30 s). Whoever reads the body sees one continuous stream. It gives up after
+//! set to the first response's strong ETag (or its Last-Modified): at once after a connection that
+//! brought bytes (a drop is most often a one-off: a proxy or load balancer cutting a long transfer),
+//! then after a backoff (0.2 s doubling, at most 30 s) for each further attempt in a row. Whoever reads the body sees one continuous stream. It gives up after
 //! [`NetOptions::retries`] attempts in a row that bring no new byte, or when no new byte arrived for
 //! [`NetOptions::retry_time`]. A server that answers the range request with the whole file again
 //! (no Range support), a file that changed (another validator, another length, an If-Range
@@ -51,6 +52,19 @@ impl Default for NetOptions {
 /// First backoff; it doubles with each attempt in a row, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The pause before attempt `failures` of a row (1 = the first since a byte arrived): none for the
+/// first, then [`FIRST_BACKOFF`] doubling up to [`MAX_BACKOFF`], never past what is `left` of the retry
+/// time.
+fn backoff(failures: u32, left: Duration) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => FIRST_BACKOFF
+            .saturating_mul(1 << (n - 2).min(16))
+            .min(MAX_BACKOFF)
+            .min(left),
+    }
+}
 
 /// A reconnect, as progress displays show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -493,10 +507,7 @@ impl Download {
                     last: self.last_reason.clone(),
                 });
             }
-            let backoff = FIRST_BACKOFF
-                .saturating_mul(1 << (self.failures - 1).min(16))
-                .min(MAX_BACKOFF)
-                .min(opts.retry_time.saturating_sub(waited));
+            let backoff = backoff(self.failures, opts.retry_time.saturating_sub(waited));
             if let Some(obs) = &self.client.observer {
                 obs(&Reconnect {
                     url: self.url.clone(),
@@ -818,6 +829,15 @@ impl Read for Download {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_reconnect_is_immediate_then_backoff_doubles_within_the_retry_time() {
+        let ample = Duration::from_secs(600);
+        let ms = |n| backoff(n, ample).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(4)], [0, 200, 400, 800]);
+        assert_eq!(backoff(40, ample), MAX_BACKOFF);
+        assert_eq!(backoff(5, Duration::from_millis(50)).as_millis(), 50);
+    }
 
     #[test]
     fn content_ranges() {
