@@ -417,20 +417,26 @@ fn bmaptool_copy_consumes_our_bmap() {
     assert_eq!(sha256sum(&ours), expected);
 }
 
+/// `boardsmith write SRC DIR/out.img EXTRA...` into a temporary directory, asserting success.
+fn write_to_a_file(src: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .arg("write")
+        .arg(src)
+        .arg(dir.path().join("out.img"))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 /// `--progress json`: one object per line on stderr, phases in order; `--json`: the report on stdout,
 /// and nothing else there.
 #[test]
 fn json_progress_lines() {
     let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.img");
-    let o = bin()
-        .args(["write", &f.path(".gz").display().to_string()])
-        .arg(&out)
-        .args(["--progress", "json", "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = write_to_a_file(&f.path(".gz"), &["--progress", "json", "--json"]);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
@@ -457,15 +463,7 @@ fn json_progress_lines() {
 #[test]
 fn plain_progress_lines() {
     let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.img");
-    let o = bin()
-        .args(["write", &f.path("").display().to_string()])
-        .arg(&out)
-        .args(["--progress", "plain", "--no-bmap"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = write_to_a_file(&f.path(""), &["--progress", "plain", "--no-bmap"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     for phase in ["write", "flush", "verify", "finish"] {
         assert!(

@@ -53,43 +53,25 @@ fn screenshot_specs(
             delay: std::time::Duration::ZERO,
         })
         .collect();
-    // The --screenshot an option belongs to: the last one before it.
-    let owner = |at: usize, what: &str| -> Result<usize, Failure> {
-        shots.iter().rposition(|&s| s < at).ok_or_else(|| {
-            Failure::usage(format!(
-                "{what} has no effect here: it applies to the --screenshot given before it, and there is none; put it after its --screenshot FILE.png"
-            ))
-        })
-    };
-    let mut after_set = vec![false; specs.len()];
-    for (at, re) in index("screenshot_after")
-        .into_iter()
-        .zip(&o.screenshot_after)
-    {
-        let i = owner(at, "--screenshot-after")?;
-        if std::mem::replace(&mut after_set[i], true) {
-            return Err(Failure::usage(format!(
-                "--screenshot-after is given twice for --screenshot {}",
-                specs[i].file.display()
-            )));
-        }
+    for (i, re) in per_screenshot(
+        index("screenshot_after"),
+        &o.screenshot_after,
+        &shots,
+        &o.screenshot,
+        "--screenshot-after",
+    )? {
         specs[i].after = Some(
             regex::Regex::new(re)
                 .map_err(|e| Failure::usage(format!("--screenshot-after: {e}")))?,
         );
     }
-    let mut delay_set = vec![false; specs.len()];
-    for (at, d) in index("screenshot_delay")
-        .into_iter()
-        .zip(&o.screenshot_delay)
-    {
-        let i = owner(at, "--screenshot-delay")?;
-        if std::mem::replace(&mut delay_set[i], true) {
-            return Err(Failure::usage(format!(
-                "--screenshot-delay is given twice for --screenshot {}",
-                specs[i].file.display()
-            )));
-        }
+    for (i, d) in per_screenshot(
+        index("screenshot_delay"),
+        &o.screenshot_delay,
+        &shots,
+        &o.screenshot,
+        "--screenshot-delay",
+    )? {
         if !(d.is_finite() && *d >= 0.0 && *d < 1e6) {
             return Err(Failure::usage(format!(
                 "--screenshot-delay: {d} is not a number of seconds (0 or more)"
@@ -125,6 +107,34 @@ fn screenshot_specs(
         }
     }
     Ok(specs)
+}
+
+/// Each value of an option that belongs to a --screenshot (the last one before it on the command
+/// line, by clap's `positions`), with that screenshot's index; at most one per screenshot.
+fn per_screenshot<'v, T>(
+    positions: Vec<usize>,
+    values: &'v [T],
+    shots: &[usize],
+    files: &[std::path::PathBuf],
+    option: &str,
+) -> Result<Vec<(usize, &'v T)>, Failure> {
+    let mut seen = vec![false; files.len()];
+    let mut out = Vec::new();
+    for (at, v) in positions.into_iter().zip(values) {
+        let i = shots.iter().rposition(|&s| s < at).ok_or_else(|| {
+            Failure::usage(format!(
+                "{option} has no effect here: it applies to the --screenshot given before it, and there is none; put it after its --screenshot FILE.png"
+            ))
+        })?;
+        if std::mem::replace(&mut seen[i], true) {
+            return Err(Failure::usage(format!(
+                "{option} is given twice for --screenshot {}",
+                files[i].display()
+            )));
+        }
+        out.push((i, v));
+    }
+    Ok(out)
 }
 
 pub fn run(catalog: &Catalog, args: BootArgs, m: Option<&ArgMatches>) -> Result<(), Failure> {

@@ -134,6 +134,13 @@ impl From<boardsmith::rootmods::RootmodsError> for Failure {
     }
 }
 
+/// The hidden initramfs hook runs inside mmdebstrap: whatever stops it fails the build (1).
+impl From<boardsmith::rootfs::initramfs::InitramfsError> for Failure {
+    fn from(e: boardsmith::rootfs::initramfs::InitramfsError) -> Self {
+        Failure::of(false, &e)
+    }
+}
+
 /// The writer classifies its own failures (which side is at fault, a network that gave up, a
 /// signal); its message says what state the target is in.
 impl From<Box<boardsmith::write::WriteFailure>> for Failure {

@@ -7,7 +7,7 @@ use std::path::Path;
 use boardsmith::profile::Catalog;
 
 use super::args::InitramfsModulesArgs;
-use super::exit::{Failure, pretty_json, report_chain};
+use super::exit::{Failure, pretty_json};
 use super::load;
 
 pub fn run(catalog: &Catalog, args: InitramfsModulesArgs) -> Result<(), Failure> {
@@ -40,8 +40,7 @@ pub fn run(catalog: &Catalog, args: InitramfsModulesArgs) -> Result<(), Failure>
 
 /// mmdebstrap's customize hook of `rootfs`: derives the modules inside the build.
 pub fn hook(input: &Path, root: &Path) -> Result<(), Failure> {
-    let report = boardsmith::rootfs::initramfs::run_hook(input, root)
-        .map_err(|e| Failure::failed(report_chain(&e)))?;
+    let report = boardsmith::rootfs::initramfs::run_hook(input, root)?;
     eprintln!(
         "I: boardsmith: initramfs modules for {} on {}: {}",
         report.dtb,

@@ -74,10 +74,7 @@ fn build(b: &ArgMatches) -> Result<(), Failure> {
             "--all builds every board's root filesystem from Debian packages (through the base cache), and a prebuilt tarball is one architecture's; build boards from it one at a time",
         )?;
     }
-    if given(b, "rootfs_tarball") {
-        refuse_given(b, &debian_only_arguments(), PREBUILT)?;
-    }
-    Ok(())
+    prebuilt(b)
 }
 
 /// `write`: the network options without a URL.
@@ -111,8 +108,13 @@ fn rootfs(r: &ArgMatches) -> Result<(), Failure> {
             "--cache-key prints the key of the board's base (mmdebstrap's packages, hooks and archive), which this option does not change",
         )?;
     }
-    if given(r, "rootfs_tarball") {
-        refuse_given(r, &debian_only_arguments(), PREBUILT)?;
+    prebuilt(r)
+}
+
+/// `build` and `rootfs`: a prebuilt --rootfs-tarball makes every Debian (mmdebstrap) option useless.
+fn prebuilt(m: &ArgMatches) -> Result<(), Failure> {
+    if given(m, "rootfs_tarball") {
+        refuse_given(m, &debian_only_arguments(), PREBUILT)?;
     }
     Ok(())
 }
