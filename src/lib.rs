@@ -2,13 +2,11 @@
 //!
 //! The modules follow the data: [`profile`] → [`plan`] → ([`kconfig`], [`rootfs`]) → [`image`] → [`write`] →
 //! [`boot`], over shared lower layers ([`disk`], [`device`], ...). A module uses only modules of lower layers
-//! (the table in DEVELOPERS.md, enforced by tests/layering.rs). The library knows nothing of the command line;
-//! [`cli`] turns arguments into validated requests for it.
+//! (the table in DEVELOPERS.md, enforced by tests/layering.rs). The library knows nothing of the command line:
+//! the binary's src/cli/ turns arguments into validated requests for it and shows the events it reports.
 
 pub mod boot;
 pub mod checksum;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod codec;
 pub mod device;
 pub mod disk;

@@ -1,3 +1,7 @@
+//! The boardsmith command line (src/cli/): the library (src/lib.rs) knows nothing of it.
+
+mod cli;
+
 fn main() {
-    std::process::exit(boardsmith::cli::main());
+    std::process::exit(cli::main());
 }

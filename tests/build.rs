@@ -1369,3 +1369,38 @@ fn boot_scr_hands_a_hostile_command_line_to_u_boot_literally() {
         );
     }
 }
+
+/// `--progress json`: one JSON object per line on stderr (the build's steps), and `--json` the
+/// report on stdout, apart: the vocabulary `write` and `release` use too.
+#[test]
+fn json_progress_on_stderr_and_the_report_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_rootfs(dir.path(), "cubieboard");
+    let out = dir.path().join("out");
+    let o = support::run_ok(
+        boardsmith()
+            .args(["build", "cubieboard", "--progress", "json", "--json"])
+            .arg("--rootfs")
+            .arg(&tree)
+            .arg("-o")
+            .arg(&out),
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|v| v["event"] == "step")
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    assert_eq!(steps.len(), events.len(), "{events:?}");
+    for step in ["writing the partition table", "hashing (bmap, sha256, md5)"] {
+        assert!(steps.contains(&step), "{step:?} not in {steps:?}");
+    }
+    let report: Value = serde_json::from_slice(&o.stdout).expect("the report, one JSON document");
+    assert_eq!(
+        report["image"].as_str(),
+        Some(out.join("cubieboard.img").to_str().unwrap())
+    );
+}

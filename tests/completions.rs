@@ -1,6 +1,7 @@
 //! `boardsmith completions`: the bash script, run by bash itself, offers the catalogue's board names
 //! for every BOARD argument (embedded boards, and those of --boards-dir when it is given).
 
+mod cli_definition;
 mod support;
 
 use std::path::Path;
@@ -61,7 +62,7 @@ fn board_arguments_complete_to_the_board_names() {
     )
     .unwrap();
     // Every command with a BOARD argument, from clap's definition (positional, or --board).
-    let cli = boardsmith::cli::Cli::command();
+    let cli = cli_definition::Cli::command();
     let contexts: Vec<String> = cli
         .get_subcommands()
         .filter(|c| !c.is_hide_set())

@@ -52,3 +52,46 @@ fn the_library_and_the_fuzz_crate_build_without_the_command_line_crates() {
         }
     }
 }
+
+/// The command line's crates are the binary's: no library source (everything under src/ but main.rs
+/// and cli/) names them, so the `cli` feature only switches the binary's dependencies.
+#[test]
+fn only_the_binary_uses_the_command_line_crates() {
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).expect("under src");
+        if rel == Path::new("main.rs") || rel.starts_with("cli") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read source");
+        for (i, line) in text.lines().enumerate() {
+            if CLI_ONLY
+                .iter()
+                .any(|c| line.contains(&format!("{c}::")) || line.contains(&format!("use {c}")))
+            {
+                found.push(format!("src/{}:{}: {line}", rel.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the library uses the command line's crates:\n{}",
+        found.join("\n")
+    );
+    // The check sees them where they are.
+    let progress = std::fs::read_to_string(src.join("cli/progress.rs")).expect("cli/progress.rs");
+    assert!(progress.contains("indicatif::"));
+}

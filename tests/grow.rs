@@ -469,14 +469,14 @@ fn slow_e2fsck(dir: &Path, marker: &Path) -> String {
     )
 }
 
-/// Runs `boardsmith grow ARGS` with the slow e2fsck, sends SIGTERM once e2fsck has started and
-/// returns (exit status, stderr).
+/// Runs `boardsmith grow --progress none ARGS` with the slow e2fsck, sends SIGTERM once e2fsck has
+/// started and returns (exit status, stderr: the error message alone).
 fn grow_terminated(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let marker = dir.join("e2fsck-started");
     let _ = std::fs::remove_file(&marker);
     let path = slow_e2fsck(dir, &marker);
     let child = boardsmith()
-        .arg("grow")
+        .args(["grow", "--progress", "none"])
         .args(args)
         .env("PATH", path)
         .stderr(std::process::Stdio::piped())

@@ -6,6 +6,7 @@
 //! the openssl CLI), a redirect from https to http, and the exit status of a download that gave up.
 //! Results are checked with sha256sum and cmp.
 
+mod cli_definition;
 mod http_support;
 mod support;
 mod writer_common;
@@ -163,16 +164,17 @@ fn short_body_and_stall_are_resumed() {
         "1s",
         "--progress",
         "json",
+        "--json",
     ]);
     assert_ok(&o);
     assert_eq!(sha256sum(&target), f.sha256);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let reconnects: Vec<serde_json::Value> = stdout
+    let progress = String::from_utf8_lossy(&o.stderr);
+    let reconnects: Vec<serde_json::Value> = progress
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["event"] == "reconnect")
         .collect();
-    assert_eq!(reconnects.len(), 2, "{stdout}");
+    assert_eq!(reconnects.len(), 2, "{progress}");
     assert_eq!(reconnects[0]["offset"], f.size / 3);
     assert!(
         reconnects[0]["reason"]
@@ -188,8 +190,8 @@ fn short_body_and_stall_are_resumed() {
         "{}",
         reconnects[1]
     );
-    let summary = stdout.lines().last().unwrap_or_default();
-    assert!(summary.contains("\"reconnects\":2"), "{summary}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the JSON report");
+    assert_eq!(report["reconnects"], 2, "{report}");
 }
 
 /// The file changes on the server after the first connection dropped: If-Range does not match, the
@@ -505,11 +507,11 @@ fn gives_up_after_the_retries_with_exit_status_3() {
         "json",
     ]);
     assert_failed(&o, 3, &["gave up after 3 attempts", "try again later"]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let progress = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
-        stdout.matches("\"event\":\"reconnect\"").count(),
+        progress.matches("\"event\":\"reconnect\"").count(),
         2,
-        "{stdout}"
+        "{progress}"
     );
     assert!(!target.exists());
 }
@@ -552,7 +554,7 @@ fn network_options_are_checked() {
 /// with a URL the same option is accepted (the run then stops at a later check, before connecting).
 #[test]
 fn every_network_option_is_refused_without_a_url() {
-    let args = boardsmith::cli::write_net_arguments();
+    let args = cli_definition::write_net_arguments();
     let longs: Vec<String> = args
         .iter()
         .map(|a| format!("--{}", a.get_long().expect("a long option")))

@@ -2,6 +2,7 @@
 //! --warnings -l` (groff) without a warning, with an EXIT STATUS section, and every page a page
 //! refers to present.
 
+mod cli_definition;
 mod support;
 
 use std::path::Path;
@@ -51,11 +52,7 @@ fn every_command_has_a_page_that_man_renders_cleanly() {
         }
     }
     let mut expected = vec!["boardsmith.1".to_string()];
-    pages(
-        &boardsmith::cli::Cli::command(),
-        "boardsmith",
-        &mut expected,
-    );
+    pages(&cli_definition::Cli::command(), "boardsmith", &mut expected);
     assert!(expected.contains(&"boardsmith-cache-list.1".to_string()));
     expected.sort();
     let mut found: Vec<String> = std::fs::read_dir(&dir)

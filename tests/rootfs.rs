@@ -1,6 +1,7 @@
 //! `boardsmith rootfs` without Debian packages (a prebuilt tarball source), and every must-fail rule.
 //! The Debian builds through mmdebstrap and qemu-user are in tests/rootfs_debian.rs.
 
+mod cli_definition;
 mod http_support;
 mod rootfs_support;
 mod support;
@@ -318,7 +319,7 @@ fn some_value(arg: &clap::Arg) -> Option<String> {
 #[test]
 fn build_refuses_every_rootfs_option_with_a_finished_rootfs() {
     let d = tempfile::tempdir().expect("tmp");
-    let args = boardsmith::cli::rootfs_only_arguments();
+    let args = cli_definition::rootfs_only_arguments();
     let longs: Vec<&str> = args.iter().filter_map(|a| a.get_long()).collect();
     // The list is clap's: it has the options the issue found ignored, and the Debian ones.
     for expected in [
@@ -380,7 +381,7 @@ fn build_refuses_every_rootfs_option_with_a_finished_rootfs() {
 #[test]
 fn prebuilt_tarball_refuses_every_debian_option() {
     let d = tempfile::tempdir().expect("tmp");
-    let args = boardsmith::cli::debian_only_arguments();
+    let args = cli_definition::debian_only_arguments();
     assert!(args.iter().any(|a| a.get_long() == Some("snapshot")));
     for arg in &args {
         let long = format!("--{}", arg.get_long().expect("a long option"));

@@ -4,6 +4,7 @@
 //! change the base are refused with --cache-key; `cache list|prune`. Builds through the cache (hits equal
 //! cold builds, interrupted writes, two processes sharing a key) are in tests/rootfs_debian.rs.
 
+mod cli_definition;
 mod rootfs_support;
 mod support;
 
@@ -263,7 +264,7 @@ fn each_input_changes_the_key() {
 #[test]
 fn cache_key_refuses_every_option_that_does_not_change_the_base() {
     let d = tempfile::tempdir().expect("tmp");
-    let args = boardsmith::cli::cache_key_refused_arguments();
+    let args = cli_definition::cache_key_refused_arguments();
     let longs: Vec<&str> = args.iter().filter_map(|a| a.get_long()).collect();
     for expected in [
         "out",

@@ -417,20 +417,27 @@ fn bmaptool_copy_consumes_our_bmap() {
     assert_eq!(sha256sum(&ours), expected);
 }
 
-/// JSON progress: one object per line, phases in order, a final summary.
+/// `boardsmith write SRC DIR/out.img EXTRA...` into a temporary directory, asserting success.
+fn write_to_a_file(src: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .arg("write")
+        .arg(src)
+        .arg(dir.path().join("out.img"))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// `--progress json`: one object per line on stderr, phases in order; `--json`: the report on stdout,
+/// and nothing else there.
 #[test]
 fn json_progress_lines() {
     let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.img");
-    let o = bin()
-        .args(["write", &f.path(".gz").display().to_string()])
-        .arg(&out)
-        .args(["--progress", "json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+    let o = write_to_a_file(&f.path(".gz"), &["--progress", "json", "--json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
@@ -440,13 +447,30 @@ fn json_progress_lines() {
         .filter_map(|v| v["phase"].as_str())
         .collect();
     assert_eq!(phases, ["write", "flush", "verify", "finish"]);
-    let summary = lines.last().unwrap();
-    assert_eq!(summary["event"], "summary");
-    assert_eq!(summary["image_size"], f.size);
-    assert_eq!(summary["verified"], true);
     assert!(
         lines
             .iter()
             .any(|v| v["event"] == "progress" && v["done"] == f.size)
     );
+    let report: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("the report, one JSON document");
+    assert_eq!(report["image_size"], f.size);
+    assert_eq!(report["verified"], true);
+}
+
+/// `--progress plain` (what `auto` is without a terminal): a line per phase and per tenth of the
+/// bytes on stderr; the report in text.
+#[test]
+fn plain_progress_lines() {
+    let f = fixture();
+    let o = write_to_a_file(&f.path(""), &["--progress", "plain", "--no-bmap"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for phase in ["write", "flush", "verify", "finish"] {
+        assert!(
+            stderr.lines().any(|l| l == format!("boardsmith: {phase}")),
+            "{phase}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("boardsmith: write 100% ("), "{stderr}");
+    assert!(o.stdout.is_empty());
 }

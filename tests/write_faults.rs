@@ -670,12 +670,13 @@ fn sigterm_mid_write_exits_143() {
     let target = dir.path().join("card.img");
     filled(&target, f.size, 0xaa);
     let t = target.display().to_string();
-    let (mut w, _stdin, _out) = start_stdin_writer(&t, &[], 16 << 20, 8 << 20);
+    let (mut w, _stdin, mut rest) = start_stdin_writer(&t, &[], 16 << 20, 8 << 20);
     // SAFETY: kill sends a signal to our own child.
     unsafe { libc::kill(w.0.id() as i32, libc::SIGTERM) };
     let status = w.0.wait().unwrap();
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    // The rest of stderr, after the progress lines read so far.
+    std::io::Read::read_to_string(&mut rest, &mut stderr).unwrap();
     assert_eq!(status.code(), Some(143), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -687,7 +688,8 @@ fn sigterm_mid_write_exits_143() {
 }
 
 /// Starts `boardsmith write - TARGET --progress json` reading from a pipe, feeds it `feed` bytes
-/// of the raw image and waits until it reports at least `done` bytes of the image processed.
+/// of the raw image and waits until it reports (JSON lines on stderr) at least `done` bytes of the
+/// image processed.
 fn start_stdin_writer(
     target: &str,
     extra: &[&str],
@@ -696,7 +698,7 @@ fn start_stdin_writer(
 ) -> (
     Killed,
     std::process::ChildStdin,
-    BufReader<std::process::ChildStdout>,
+    BufReader<std::process::ChildStderr>,
 ) {
     let f = fixture();
     let mut child = boardsmith()
@@ -711,7 +713,7 @@ fn start_stdin_writer(
     let image = std::fs::read(&f.raw).unwrap();
     stdin.write_all(&image[..feed]).unwrap();
     stdin.flush().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     loop {
         line.clear();
@@ -771,12 +773,13 @@ fn interrupted_mid_write() {
     let target = lo
         .as_ref()
         .map_or(backing.display().to_string(), |l| l.dev.clone());
-    let (mut w, _stdin, _out) = start_stdin_writer(&target, &["--yes"], 16 << 20, 8 << 20);
+    let (mut w, _stdin, mut rest) = start_stdin_writer(&target, &["--yes"], 16 << 20, 8 << 20);
     // SAFETY: kill sends a signal to our own child.
     unsafe { libc::kill(w.0.id() as i32, libc::SIGINT) };
     let status = w.0.wait().unwrap();
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut w.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    // The rest of stderr, after the progress lines read so far.
+    std::io::Read::read_to_string(&mut rest, &mut stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     for n in [
         "interrupted by SIGINT",
