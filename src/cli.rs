@@ -181,7 +181,7 @@ pub struct BuildArgs {
     pub rootfs: Option<PathBuf>,
     /// Build every board (embedded and --boards-dir), continuing past failures; writes
     /// OUTDIR/build-summary.json. Without --rootfs-dir or --rootfs, each board's root filesystem is built
-    /// first (OUTDIR/BOARD.rootfs.tar) through the base cache: each distinct base once
+    /// first (OUTDIR/BOARD.rootfs.tar) through the base cache: each distinct base and board layer once
     #[arg(long)]
     pub all: bool,
     /// With --all: directory holding each board's root filesystem as BOARD.tar or BOARD/
@@ -1495,8 +1495,8 @@ fn build_all_cmd(catalog: &Catalog, args: BuildArgs, req: BuildRequest) -> Resul
     eprint!("{table}");
     if matches!(source, RootfsSource::Build(_)) {
         eprintln!(
-            "bases: {} distinct, {} built by mmdebstrap in this run (the others from the cache)",
-            summary.bases, summary.bases_built
+            "bases: {} distinct, {} built by mmdebstrap in this run; board layers: {} distinct, {} built (the others from the cache)",
+            summary.bases, summary.bases_built, summary.layers, summary.layers_built
         );
     }
     if summary.failed > 0 {
@@ -1711,6 +1711,17 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
                     .map(|e| format!(", {}", e.display()))
                     .unwrap_or_default()
             );
+            if let Some(l) = &b.layer {
+                eprintln!(
+                    "  layer     {} ({}{})",
+                    l.key,
+                    l.cache,
+                    l.entry
+                        .as_ref()
+                        .map(|e| format!(", {}", e.display()))
+                        .unwrap_or_default()
+                );
+            }
         }
         print_secret_files(&report);
     }
@@ -1718,7 +1729,8 @@ fn rootfs_cmd(catalog: &Catalog, args: RootfsArgs) -> Result<(), Failure> {
 }
 
 fn cache_cmd(args: CacheArgs) -> Result<(), Failure> {
-    use crate::rootfs::cache::{BaseCache, parse_age};
+    use crate::rootfs::cache::parse_age;
+    use crate::rootfs::layer;
     let root = |d: &CacheDirOption| {
         d.cache
             .clone()
@@ -1727,46 +1739,47 @@ fn cache_cmd(args: CacheArgs) -> Result<(), Failure> {
     let when = |t: Option<u64>| t.map(crate::time::utc).unwrap_or_else(|| "-".into());
     match args.action {
         CacheAction::List { json, dir } => {
-            let listing = BaseCache::new(&root(&dir)).list();
+            let all = layer::list(&root(&dir));
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&listing).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
                 return Ok(());
             }
             let mut out = std::io::stdout().lock();
             let _ = writeln!(
                 out,
-                "{:<14} {:<6} {:<10} {:>5} {:>10}  {:<24} {:<20} state",
-                "key", "arch", "suite", "pkgs", "size", "last used", "built for"
+                "{:<6} {:<14} {:<6} {:<10} {:>5} {:>10}  {:<24} {:<20} state",
+                "kind", "key", "arch", "suite", "pkgs", "size", "last used", "built for"
             );
-            for e in &listing.entries {
-                let _ = writeln!(
-                    out,
-                    "{:<14} {:<6} {:<10} {:>5} {:>10}  {:<24} {:<20} {}",
-                    &e.key[..12],
-                    e.arch.as_deref().unwrap_or("-"),
-                    e.suite.as_deref().unwrap_or("-"),
-                    e.packages
-                        .map(|n| n.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    Human(e.size).to_string(),
-                    when(e.last_used),
-                    e.board.as_deref().unwrap_or("-"),
-                    e.state
-                );
+            for (kind, listing) in [("base", &all.bases), ("layer", &all.layers)] {
+                for e in &listing.entries {
+                    let _ = writeln!(
+                        out,
+                        "{kind:<6} {:<14} {:<6} {:<10} {:>5} {:>10}  {:<24} {:<20} {}",
+                        &e.key[..12],
+                        e.arch.as_deref().unwrap_or("-"),
+                        e.suite.as_deref().unwrap_or("-"),
+                        e.packages
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        Human(e.size).to_string(),
+                        when(e.last_used),
+                        e.board.as_deref().unwrap_or("-"),
+                        e.state
+                    );
+                }
             }
-            eprintln!(
-                "{} bases, {} in {}",
-                listing.entries.len(),
-                Human(listing.total_bytes),
-                listing.dir.display()
-            );
-            for t in &listing.temporaries {
+            for (kind, listing) in [("bases", &all.bases), ("board layers", &all.layers)] {
                 eprintln!(
-                    "  {t}: an interrupted or running build's (never used; `boardsmith cache prune` removes it once no build holds its key)"
+                    "{} {kind}, {} in {}",
+                    listing.entries.len(),
+                    Human(listing.total_bytes),
+                    listing.dir.display()
                 );
+                for t in &listing.temporaries {
+                    eprintln!(
+                        "  {t}: an interrupted or running build's (never used; `boardsmith cache prune` removes it once no build holds its key)"
+                    );
+                }
             }
             Ok(())
         }
@@ -1780,36 +1793,35 @@ fn cache_cmd(args: CacheArgs) -> Result<(), Failure> {
                 .map(parse_age)
                 .transpose()
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            let pruned = BaseCache::new(&root(&dir)).prune(age);
+            let all = layer::prune(&root(&dir), age);
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&pruned).unwrap_or_default()
-                );
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
                 return Ok(());
             }
-            for e in &pruned.removed {
+            for (kind, pruned) in [("bases", &all.bases), ("board layers", &all.layers)] {
+                for e in &pruned.removed {
+                    eprintln!(
+                        "removed {} ({} {}, {}, last used {})",
+                        &e.key[..12],
+                        e.arch.as_deref().unwrap_or("?"),
+                        e.suite.as_deref().unwrap_or("?"),
+                        Human(e.size),
+                        when(e.last_used)
+                    );
+                }
+                for k in &pruned.in_use {
+                    eprintln!("kept {} (a build is using it)", &k[..12]);
+                }
+                for t in &pruned.temporaries_removed {
+                    eprintln!("removed {t} (left by an interrupted build)");
+                }
                 eprintln!(
-                    "removed {} ({} {}, {}, last used {})",
-                    &e.key[..12],
-                    e.arch.as_deref().unwrap_or("?"),
-                    e.suite.as_deref().unwrap_or("?"),
-                    Human(e.size),
-                    when(e.last_used)
+                    "freed {}; {} {kind} kept in {}",
+                    Human(pruned.removed_bytes),
+                    pruned.kept + pruned.in_use.len(),
+                    pruned.dir.display()
                 );
             }
-            for k in &pruned.in_use {
-                eprintln!("kept {} (a build is using it)", &k[..12]);
-            }
-            for t in &pruned.temporaries_removed {
-                eprintln!("removed {t} (left by an interrupted build)");
-            }
-            eprintln!(
-                "freed {}; {} bases kept in {}",
-                Human(pruned.removed_bytes),
-                pruned.kept + pruned.in_use.len(),
-                pruned.dir.display()
-            );
             Ok(())
         }
     }

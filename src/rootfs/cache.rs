@@ -39,7 +39,7 @@ use super::mmdebstrap::BasePlan;
 
 /// Version of the base recipe's layout: bumped whenever boardsmith builds bases differently in a way
 /// the command line does not show, so that older entries are never used.
-pub const SCHEME: u32 = 1;
+pub const SCHEME: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const BASE_TAR: &str = "base.tar";
 const TMP_PREFIX: &str = ".tmp-";
@@ -153,6 +153,9 @@ pub struct KeyInputs {
     pub initramfs_hook: Option<String>,
     pub keyring: Vec<KeyringFile>,
     pub archive: Vec<ArchiveState>,
+    /// A board layer's: the key of the base it is built on (see [`super::layer`]); absent for a base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -203,6 +206,7 @@ impl KeyInputs {
                 .map(|_| format!("boardsmith {}", env!("CARGO_PKG_VERSION"))),
             keyring: facts.keyring.clone(),
             archive: facts.archive.clone(),
+            base: None,
         }
     }
 
@@ -895,8 +899,24 @@ impl BaseCache {
         }
     }
 
+    /// The board layer cache of `root` (`root/layers`, see [`super::layer`]): entries like the bases'.
+    pub fn layers(root: &Path) -> BaseCache {
+        BaseCache {
+            dir: root.join("layers"),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What its entries are, for messages.
+    fn what(&self) -> &'static str {
+        if self.dir.ends_with("layers") {
+            "board layer"
+        } else {
+            "base"
+        }
     }
 
     fn lock_path(&self, key: &str) -> PathBuf {
@@ -933,7 +953,8 @@ impl BaseCache {
         let path = self.lock_path(key);
         let entry = self.dir.join(key);
         let waiting = format!(
-            "waiting for another build of base {} (lock {})",
+            "waiting for another build of {} {} (lock {})",
+            self.what(),
             &key[..12],
             path.display()
         );
@@ -986,7 +1007,8 @@ impl BaseCache {
                 }
                 Err(reason) if entry.exists() => {
                     on_damaged(&format!(
-                        "the cached base {} cannot be used ({reason}); building it again",
+                        "the cached {} {} cannot be used ({reason}); building it again",
+                        self.what(),
                         entry.display()
                     ));
                     remove_entry(&self.dir, key)
@@ -1219,7 +1241,7 @@ mod tests {
         // accident of a refactoring.
         assert_eq!(
             k,
-            "76416eb4e1fadb968e5a254e526e682cb4802337bbff91c75ef69f72e1b65e51"
+            "bf1c3288dce3ae02eaab74a91a7a9aea115e2764b409564995a905c1bdc21438"
         );
     }
 

@@ -80,6 +80,8 @@ pub struct Run {
     pub tmpdir: PathBuf,
     pub log: PathBuf,
     pub epoch: u64,
+    /// A board layer's base tarball, unpacked into the chroot first (see [`super::layer`]).
+    pub base_tar: Option<PathBuf>,
 }
 
 /// Everything a base build gives mmdebstrap, without any path of this machine: with the archive's state,
@@ -197,6 +199,7 @@ impl BasePlan {
             tmpdir: paths.work.clone(),
             log: paths.log.clone(),
             epoch,
+            base_tar: None,
         }
     }
 
@@ -304,6 +307,19 @@ impl Run {
         }
         for o in &self.dpkg_options {
             a.push(format!("--dpkgopt={o}"));
+        }
+        // A base is built without /dev (a board layer's unshared tar cannot make device nodes); a layer
+        // unpacks it first and adds /dev to its own output (see [`super::layer`]).
+        match &self.base_tar {
+            Some(base) => {
+                a.push(format!(
+                    "--setup-hook=tar-in {} /",
+                    sh_quote(&base.display().to_string())
+                ));
+                // Where mmdebstrap makes the device nodes the build uses (not part of its output).
+                a.push("--setup-hook=mkdir -p \"$1\"/dev".into());
+            }
+            None => a.push("--skip=output/dev".into()),
         }
         // Package cache: copied in before `apt-get update` (lists) and the downloads (archives), copied
         // back out once everything is installed.
@@ -593,6 +609,7 @@ mod tests {
             tmpdir: PathBuf::from("/w"),
             log: PathBuf::from("/w/log"),
             epoch: 1,
+            base_tar: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod customize;
 pub mod features;
 pub mod fetch;
 pub mod initramfs;
+pub mod layer;
 pub mod mmdebstrap;
 pub mod prerequisites;
 pub mod recipe;
@@ -959,13 +960,8 @@ fn base_plan(
     })
 }
 
-/// A base's cache key and everything it covers.
-#[derive(Debug, Clone, Serialize)]
-pub struct BaseKey {
-    pub board: String,
-    pub key: String,
-    pub inputs: cache::KeyInputs,
-}
+/// A board's cache keys (its base's and its board layer's) and everything they cover.
+pub type BaseKey = layer::CacheKeys;
 
 /// The base cache key of `profile` with `req` (`rootfs BOARD --cache-key`): needs no password, setting
 /// or artifact (none of them is in the base), reads the archive's Release files unless `--snapshot`.
@@ -973,12 +969,7 @@ pub fn cache_key(profile: &Profile, req: &RootfsRequest) -> Result<BaseKey, Root
     let (recipe, _, _) = resolve_recipe(profile, req)?;
     let plan = base_plan(profile, &recipe, req, &initramfs_files(profile), false)?;
     let facts = cache::facts(&plan)?;
-    let inputs = cache::KeyInputs::new(&plan, &facts);
-    Ok(BaseKey {
-        board: profile.name.clone(),
-        key: inputs.key(),
-        inputs,
-    })
+    layer::cache_keys(profile, req, &plan, &facts)
 }
 
 /// How the build got its base (mmdebstrap's output).
@@ -992,6 +983,8 @@ pub struct BaseReport {
     pub entry: Option<PathBuf>,
     /// The base's SOURCE_DATE_EPOCH (the archive's date).
     pub epoch: u64,
+    /// The board layer built on it (Debian builds; see [`layer`]).
+    pub layer: Option<layer::LayerReport>,
 }
 
 /// The base stage's result: where the base tarball is, and what keeps it there while it is read.
@@ -1068,6 +1061,7 @@ fn base_stage(
                 cache: "bypassed".into(),
                 entry: None,
                 epoch,
+                layer: None,
             },
             downloads,
             log: Some(log),
@@ -1094,6 +1088,7 @@ fn base_stage(
                     cache: "hit".into(),
                     entry: Some(held.entry()),
                     epoch,
+                    layer: None,
                 },
                 _held: Some(held),
                 _pending: None,
@@ -1127,6 +1122,7 @@ fn base_stage(
                         cache: "built, not stored".into(),
                         entry: None,
                         epoch,
+                        layer: None,
                     },
                     _held: Some(held),
                     _pending: Some(pending),
@@ -1143,6 +1139,7 @@ fn base_stage(
                     cache: "built".into(),
                     entry: Some(held.entry()),
                     epoch,
+                    layer: None,
                 },
                 _held: Some(held),
                 _pending: None,
@@ -1268,7 +1265,7 @@ pub fn build_rootfs(
             ));
             let facts = cache::facts(&plan)?;
             let inputs = cache::KeyInputs::new(&plan, &facts);
-            if req.no_cache || !cache::BaseCache::new(&req.cache).looks_present(&inputs.key()) {
+            if req.no_cache || !layer::looks_present(profile, req, &plan, &inputs) {
                 prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
             }
             Some((plan, inputs))
@@ -1341,17 +1338,16 @@ pub fn build_rootfs(
             None
         }
         (None, Some((plan, inputs))) => {
-            let b = base_stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
+            let b = layer::stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
             downloads = b.downloads.clone();
             log = b.log.clone();
             hooked = plan.initramfs_hook.is_some();
             cache_used = Some(req.cache.clone());
             source_desc = format!(
-                "mmdebstrap {} from {} (base {}: {})",
+                "mmdebstrap {} from {} ({})",
                 plan.suite,
                 plan.mirror,
-                &b.report.key[..12],
-                b.report.cache
+                layer::describe(&b.report)
             );
             base_report = Some(b.report.clone());
             Some(b)
@@ -1373,18 +1369,18 @@ pub fn build_rootfs(
         None => source_tar.clone(),
     };
     let mut tree = TarTree::open_as(&source_tar, &shown)?;
-    // A shared base's key leaves the device tree out: it is this board's only if the modules derived for
-    // this board's device tree are those the base's initramfs was made with. Otherwise this board needs
-    // a base of its own device tree (its own key, built once like any other).
+    // A shared board layer's key leaves the device tree out: it is this board's only if the modules
+    // derived for this board's device tree are those the layer's initramfs was made with. Otherwise this
+    // board needs a layer of its own device tree (its own key, built once like any other, on the base).
     let mut base = base;
     if let (Some(b), Some((plan, inputs))) = (&base, &base_input)
-        && b.report.cache == "hit"
+        && layer::is_hit(&b.report)
         && plan.initramfs_hook.is_some()
         && let Some(why) = base_modules_differ(profile, &tree)
     {
         let w = format!(
-            "base {} was built for other initramfs modules ({why}): using a base of {}'s device tree",
-            &b.report.key[..12],
+            "board layer {} was built for other initramfs modules ({why}): using a layer of {}'s device tree",
+            layer::layer_key(&b.report),
             profile.name
         );
         on(RootfsEvent::Warning(&w));
@@ -1400,15 +1396,14 @@ pub fn build_rootfs(
             epoch: inputs.epoch,
         };
         let inputs = cache::KeyInputs::new(&plan, &facts);
-        let b = base_stage(profile, &plan, &inputs, req, work.path(), on, &mut warnings)?;
+        let b = layer::stage(profile, &plan, &inputs, req, work.path(), on, &mut warnings)?;
         downloads = b.downloads.clone();
         log = b.log.clone();
         source_desc = format!(
-            "mmdebstrap {} from {} (base {} of its device tree: {})",
+            "mmdebstrap {} from {} ({}, of its device tree)",
             plan.suite,
             plan.mirror,
-            &b.report.key[..12],
-            b.report.cache
+            layer::describe(&b.report)
         );
         base_report = Some(b.report.clone());
         tree = TarTree::open(&b.tar)?;
