@@ -1,18 +1,23 @@
 //! The base cache: what mmdebstrap produces, stored once per distinct input and shared by every board
 //! (and every process) that needs the same base.
 //!
-//! A root filesystem is built in two stages. The *base* is mmdebstrap's output: the packages of the recipe,
-//! the profile and the features installed, with the initramfs configuration the hooks put in place before
-//! the kernel installs. It is a function of what [`KeyInputs`] lists — the mmdebstrap command line with
-//! this machine's paths taken out, the content of every file the hooks upload, mmdebstrap's version, the
-//! keyring apt trusts, and the archive's state (the Release files of every source, or the snapshot) —
-//! and of nothing else: no board configuration (host name, users, passwords, fstab, services, feature
-//! files, artifacts), no path, no clock. The *board configuration* ([`super::customize`]) is applied to
-//! the base without a package manager, the same way on a hit and after a miss, so both give the same
+//! A root filesystem is built in two stages. The first is mmdebstrap's output, made and cached in two
+//! levels ([`super::layer`]): the *base* (the recipe's, features' and kernel packages, with the initramfs
+//! configuration every board shares), and the *board layer* mmdebstrap makes on it (the board's packages,
+//! its initramfs files and hook), whose [`KeyInputs`] also name the base's key (`base`). Both levels are
+//! entries of this module, bases in `CACHE/bases/`, layers in `CACHE/layers/`, with the same discipline;
+//! below, "base" stands for either. Each is a function of what [`KeyInputs`] lists — the mmdebstrap
+//! command line with this machine's paths taken out, the content of every file the hooks upload,
+//! mmdebstrap's version, the keyring apt trusts, and the archive's state (the Release files of every
+//! source, or the snapshot) — and of nothing else: no board configuration (host name, users,
+//! passwords, fstab, services, feature files, artifacts), no path, no clock. The *board configuration*
+//! ([`super::customize`]) is applied to the base without a package manager, the same way on a hit and
+//! after a miss, so both give the same
 //! tarball. The base holds no secret: passwords and secret settings only exist in that second stage.
 //!
-//! Entries live in `CACHE/bases/KEY/` (`base.tar` and `manifest.json`), written under a temporary name
-//! (`.tmp-KEY-PID`), synced, and renamed into place complete; anything else in the directory is never used.
+//! Entries live in `CACHE/bases/KEY/` (and `CACHE/layers/KEY/`: `base.tar`, the level's tarball, and
+//! `manifest.json`), written under a temporary name (`.tmp-KEY-PID`), synced, and renamed into place
+//! complete; anything else in the directory is never used.
 //! Each key has a lock file (`KEY.lock`): a build holds it shared while it reads an entry and exclusive
 //! while it looks for, builds and stores a missing one, so two builds of one key build it once. The lock
 //! file's modification time records the entry's last use (for `cache prune --older-than`).
