@@ -1174,6 +1174,7 @@ mod tests {
                     .into(),
                 keyed: r#"{"kernel":"vmlinuz-*","dtb":"","medium":"sd"}"#.into(),
             }),
+            layer_on: None,
         }
     }
 

@@ -34,11 +34,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::cache::{self, Facts, KeyInputs};
-use super::mmdebstrap::{BasePlan, Downloads, Run, RunPaths};
-use super::{
-    Base, BaseReport, CacheLock, RootfsError, RootfsEvent, RootfsRequest, features, initramfs, io,
-    prerequisites,
-};
+use super::mmdebstrap::{BasePlan, Downloads};
+use super::{Base, BaseReport, RootfsError, RootfsEvent, RootfsRequest, features, initramfs, io};
 use crate::profile::Profile;
 
 /// mmdebstrap's variant for a layer: nothing but what `--include` names is installed on the base.
@@ -50,7 +47,8 @@ pub const REGENERATE: &str =
     "if [ -x \"$1\"/usr/sbin/update-initramfs ]; then chroot \"$1\" update-initramfs -u -k all; fi";
 
 /// A board's mmdebstrap input, split in its two levels. Both are [`BasePlan`]s: the layer's has the
-/// board's packages, its initramfs files and hook, and the base's sources and options.
+/// board's packages, its initramfs files and hook, the base's sources and options, and `layer_on` (a
+/// placeholder until the base's tarball is there; its command line names it `/BASE.tar` anyway).
 #[derive(Debug, Clone)]
 pub struct Split {
     pub base: BasePlan,
@@ -69,9 +67,11 @@ pub fn split(full: &BasePlan, board_packages: &[String]) -> Split {
     }
     base.initramfs_hook = None;
     let mut layer = full.clone();
+    layer.variant = LAYER_VARIANT.into();
     layer.packages.retain(|p| board_packages.contains(p));
     // Answered in the base, which installed the packages that asked.
     layer.debconf = None;
+    layer.layer_on = Some(PathBuf::from("/BASE.tar"));
     Split { base, layer }
 }
 
@@ -88,35 +88,6 @@ pub fn board_packages(profile: &Profile, req: &RootfsRequest) -> Result<Vec<Stri
     Ok(all.into_iter().filter(|p| !shared.contains(p)).collect())
 }
 
-/// The layer's run: the base's command line turned into a refinement of the base tarball `base`.
-fn to_layer(mut run: Run, layer: &BasePlan, base: &Path) -> Run {
-    run.variant = LAYER_VARIANT.into();
-    run.base_tar = Some(base.to_path_buf());
-    if layer.initramfs_hook.is_none() {
-        run.customize_hooks.push(REGENERATE.into());
-    }
-    run
-}
-
-/// The layer's command line with this machine's paths replaced by fixed names.
-fn canonical_args(layer: &BasePlan, epoch: u64) -> Vec<String> {
-    let paths = RunPaths {
-        cache: PathBuf::from("/CACHE"),
-        work: PathBuf::from("/WORK"),
-        output: PathBuf::from("/OUTPUT.tar"),
-        log: PathBuf::from("/LOG"),
-    };
-    let mut plan = layer.clone();
-    if let Some(h) = &mut plan.initramfs_hook {
-        h.program = PathBuf::from("/BOARDSMITH");
-    }
-    to_layer(plan.run(&paths, epoch), layer, Path::new("/BASE.tar"))
-        .args()
-        .into_iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect()
-}
-
 /// Both levels' key inputs.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -129,8 +100,6 @@ pub struct Keys {
 pub fn keys_of(split: Split, facts: &Facts) -> Keys {
     let base = KeyInputs::new(&split.base, facts);
     let mut layer = KeyInputs::new(&split.layer, facts);
-    layer.variant = LAYER_VARIANT.into();
-    layer.command = canonical_args(&split.layer, facts.epoch);
     layer.base = Some(base.key());
     Keys { split, base, layer }
 }
@@ -245,7 +214,25 @@ pub fn layer_key(r: &BaseReport) -> &str {
     r.layer.as_ref().map_or(&r.key[..12], |l| &l.key[..12])
 }
 
-/// Runs mmdebstrap for the layer on `base` into `output`, holding the architecture's package cache.
+/// Takes `key`'s lock in `entries` and looks for its entry (bases and layers alike): waits are progress,
+/// damaged entries (rebuilt) warnings.
+pub(super) fn acquire(
+    entries: &cache::BaseCache,
+    key: &str,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) -> Result<cache::Acquired, RootfsError> {
+    let damaged = std::cell::RefCell::new(Vec::new());
+    let acquired = entries.acquire(key, &|w| on(RootfsEvent::Phase(w)), &|w| {
+        on(RootfsEvent::Warning(w));
+        damaged.borrow_mut().push(w.to_string());
+    })?;
+    warnings.extend(damaged.into_inner());
+    Ok(acquired)
+}
+
+/// Runs mmdebstrap for the layer on the base tarball `base` into `output` (its hook files in their own
+/// directory, apart from the base's).
 #[allow(clippy::too_many_arguments)]
 fn run_layer(
     profile: &Profile,
@@ -257,35 +244,13 @@ fn run_layer(
     output: &Path,
     on: &dyn Fn(RootfsEvent<'_>),
 ) -> Result<(Downloads, PathBuf), RootfsError> {
-    prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
-    let arch_cache = req.cache.join("apt").join(profile.arch.debian());
-    let _lock = CacheLock::take(&arch_cache, on)?;
-    let logs = req.cache.join("logs");
-    std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-    let log = logs.join(format!(
-        "{}-{}-layer.log",
-        profile.name,
-        profile.arch.debian()
-    ));
-    // Its own hook files, apart from the base's.
     let dir = work.join("layer");
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let paths = RunPaths {
-        cache: arch_cache,
-        work: dir,
-        output: output.to_path_buf(),
-        log: log.clone(),
+    let plan = BasePlan {
+        layer_on: Some(base.to_path_buf()),
+        ..layer.clone()
     };
-    let run = to_layer(layer.prepare(&paths, epoch)?, layer, base);
-    on(RootfsEvent::Phase(&format!(
-        "mmdebstrap: {}'s board layer ({} packages: {}; log {})",
-        profile.name,
-        layer.packages.len(),
-        layer.packages.join(" "),
-        log.display()
-    )));
-    let downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
-    Ok((downloads, log))
+    super::run_mmdebstrap(profile, &plan, req, epoch, &dir, output, on)
 }
 
 /// The mmdebstrap output of a board, `full` split in its base and board layer (`inputs` are `full`'s,
@@ -326,13 +291,7 @@ pub(super) fn stage(
             log: Some(log),
         });
     }
-    let layers = cache::BaseCache::layers(&req.cache);
-    let damaged = std::cell::RefCell::new(Vec::new());
-    let acquired = layers.acquire(&key, &|w| on(RootfsEvent::Phase(w)), &|w| {
-        on(RootfsEvent::Warning(w));
-        damaged.borrow_mut().push(w.to_string());
-    })?;
-    warnings.extend(damaged.into_inner());
+    let acquired = acquire(&cache::BaseCache::layers(&req.cache), &key, on, warnings)?;
     let held = match acquired {
         cache::Acquired::Hit(held, manifest) => {
             on(RootfsEvent::Phase(&format!(
@@ -630,29 +589,40 @@ mod tests {
         for machine in ["/usr/bin", "/o/out", "/root", "/home"] {
             assert!(!json.contains(machine), "{machine} in {json}");
         }
-        // A real run names its base tarball (quoted) and writes its hook files apart.
-        let run = to_layer(
-            k.split.layer.run(
-                &RunPaths {
-                    cache: "/c".into(),
-                    work: "/w/layer".into(),
-                    output: "/w/o.tar".into(),
-                    log: "/l".into(),
-                },
-                1,
-            ),
-            &k.split.layer,
-            Path::new("/cache/it's/base.tar"),
+        // A real run names its base tarball (quoted).
+        let mut plan = k.split.layer.clone();
+        plan.layer_on = Some(PathBuf::from("/cache/it's/base.tar"));
+        let run = plan.run(
+            &super::super::mmdebstrap::RunPaths {
+                cache: "/c".into(),
+                work: "/w/layer".into(),
+                output: "/w/o.tar".into(),
+                log: "/l".into(),
+            },
+            1,
         );
         assert!(
             run.args()
                 .iter()
                 .any(|a| a.to_string_lossy() == "--setup-hook=tar-in '/cache/it'\\''s/base.tar' /")
         );
+        // ...whose path is not in the key.
+        assert_eq!(plan.canonical_args(1), k.layer.command);
 
         // Without the hook (no medium): the layer regenerates the initramfs itself.
         let mut plain = k.split.layer.clone();
         plain.initramfs_hook = None;
-        assert!(canonical_args(&plain, 1).contains(&format!("--customize-hook={REGENERATE}")));
+        assert!(
+            plain
+                .canonical_args(1)
+                .contains(&format!("--customize-hook={REGENERATE}"))
+        );
+        assert!(
+            !k.split
+                .base
+                .canonical_args(1)
+                .iter()
+                .any(|a| a.contains("update-initramfs"))
+        );
     }
 }

@@ -108,6 +108,8 @@ pub struct BasePlan {
     pub debconf: Option<String>,
     /// boardsmith's initramfs customize hook (`__initramfs-hook`), when the board's modules are derived.
     pub initramfs_hook: Option<InitramfsHook>,
+    /// A board layer's: the base tarball it refines (see [`super::layer`]); None for a base.
+    pub layer_on: Option<PathBuf>,
 }
 
 /// The customize hook that derives the initramfs modules inside the build: this program, and its input
@@ -185,21 +187,19 @@ impl BasePlan {
                 .map(|(i, (inside, _))| (Self::upload_path(&paths.work, i), format!("/{inside}")))
                 .collect(),
             debconf: self.debconf.as_ref().map(|_| paths.work.join("debconf")),
-            customize_hooks: self
-                .initramfs_hook
-                .as_ref()
-                .map(|h| {
-                    super::initramfs::hook_commands(
-                        &h.program,
-                        &super::initramfs::hook_input_path(&paths.work),
-                    )
-                })
-                .unwrap_or_default(),
+            customize_hooks: match (&self.initramfs_hook, &self.layer_on) {
+                (Some(h), _) => super::initramfs::hook_commands(
+                    &h.program,
+                    &super::initramfs::hook_input_path(&paths.work),
+                ),
+                (None, Some(_)) => vec![super::layer::REGENERATE.into()],
+                (None, None) => Vec::new(),
+            },
             output: paths.output.clone(),
             tmpdir: paths.work.clone(),
             log: paths.log.clone(),
             epoch,
-            base_tar: None,
+            base_tar: self.layer_on.clone(),
         }
     }
 
@@ -236,6 +236,9 @@ impl BasePlan {
         let mut plan = self.clone();
         if let Some(h) = &mut plan.initramfs_hook {
             h.program = PathBuf::from("/BOARDSMITH");
+        }
+        if plan.layer_on.is_some() {
+            plan.layer_on = Some(PathBuf::from("/BASE.tar"));
         }
         plan.run(&paths, epoch)
             .args()

@@ -957,6 +957,7 @@ fn base_plan(
         uploads: initramfs.to_vec(),
         debconf,
         initramfs_hook,
+        layer_on: None,
     })
 }
 
@@ -1014,7 +1015,16 @@ fn run_mmdebstrap(
     let _lock = CacheLock::take(&arch_cache, on)?;
     let logs = req.cache.join("logs");
     std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-    let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
+    let level = if plan.layer_on.is_some() {
+        "-layer"
+    } else {
+        ""
+    };
+    let log_path = logs.join(format!(
+        "{}-{}{level}.log",
+        profile.name,
+        profile.arch.debian()
+    ));
     let run = plan.prepare(
         &mmdebstrap::RunPaths {
             cache: arch_cache,
@@ -1067,13 +1077,7 @@ fn base_stage(
             log: Some(log),
         });
     }
-    let bases = cache::BaseCache::new(&req.cache);
-    let damaged = std::cell::RefCell::new(Vec::new());
-    let acquired = bases.acquire(&key, &|w| on(RootfsEvent::Phase(w)), &|w| {
-        on(RootfsEvent::Warning(w));
-        damaged.borrow_mut().push(w.to_string());
-    })?;
-    warnings.extend(damaged.into_inner());
+    let acquired = layer::acquire(&cache::BaseCache::new(&req.cache), &key, on, warnings)?;
     match acquired {
         cache::Acquired::Hit(held, manifest) => {
             on(RootfsEvent::Phase(&format!(
