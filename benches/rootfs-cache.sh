@@ -3,11 +3,11 @@
 # it on a quiet machine; never from the tests).
 #   1. RUNS interleaved hyperfine rounds (--runs 1 each, so load that drifts over the minutes slows both
 #      alike), each: `boardsmith rootfs cubieboard` with an empty base cache (cold: mmdebstrap builds
-#      the base), then `boardsmith rootfs mk802` right after (same packages, medium and derived modules:
-#      a hit, no mmdebstrap, the board configuration only). Every round checks from the JSON reports
-#      that the first built its base and the second hit it.
-#   2. `boardsmith build --all --jobs N` with an empty base cache: the bases mmdebstrap built (one per
-#      distinct key) against the number of boards; then the same again, every base from the cache.
+#      the base and the board layer), then `boardsmith rootfs mk802` right after (same packages, medium
+#      and derived modules: a layer hit, no mmdebstrap, the board configuration only). Every round checks
+#      from the JSON reports that the first built its base and layer and the second hit the layer.
+#   2. `boardsmith build --all --jobs N` with an empty base cache: the bases and board layers mmdebstrap
+#      built (one per distinct key) against the number of boards; then the same again, all from the cache.
 # --xfce adds the xfce and droidmote features to every build (a stand-in DroidMote binary, a random
 # DroidMote password); its rounds take an hour each on 2 cores, so RUNS defaults to 1 there.
 # The package cache is shared and kept (BOARDSMITH_BENCH_APT, default $XDG_CACHE_HOME/boardsmith/apt), so
@@ -69,17 +69,17 @@ C1=$(fresh_cache single)
 LOAD1="$(load)"
 for i in $(seq 0 "$RUNS"); do
   hyperfine --style none --runs 1 --export-json "$O/pair.r$i.json" \
-    --prepare "rm -rf $(q "$C1/bases") $(q "$W/cubieboard.tar") $(q "$W/cubieboard.tar").*" \
+    --prepare "rm -rf $(q "$C1/bases") $(q "$C1/layers") $(q "$W/cubieboard.tar") $(q "$W/cubieboard.tar").*" \
     --prepare "rm -f $(q "$W/mk802.tar") $(q "$W/mk802.tar").*" \
     -n "rootfs cubieboard, empty base cache (mmdebstrap)" \
     "nice -n 10 $(q "$BIN") rootfs cubieboard -o $(q "$W/cubieboard.tar") --cache $(q "$C1") $COMMON $FEATURES --json >$(q "$O/cubieboard.r$i.json")" \
-    -n "rootfs mk802 right after (same base: a hit)" \
+    -n "rootfs mk802 right after (same base and layer: a hit)" \
     "nice -n 10 $(q "$BIN") rootfs mk802 -o $(q "$W/mk802.tar") --cache $(q "$C1") $COMMON $FEATURES --json >$(q "$O/mk802.r$i.json")" \
     >/dev/null
-  cold=$(field "$O/cubieboard.r$i.json" base cache)
-  hit=$(field "$O/mk802.r$i.json" base cache)
-  if [ "$cold" != built ] || [ "$hit" != hit ]; then
-    echo "$0: round $i: cubieboard's base $cold, mk802's $hit (expected built, hit)" >&2
+  cold=$(field "$O/cubieboard.r$i.json" base cache)/$(field "$O/cubieboard.r$i.json" base layer cache)
+  hit=$(field "$O/mk802.r$i.json" base layer cache)
+  if [ "$cold" != built/built ] || [ "$hit" != hit ]; then
+    echo "$0: round $i: cubieboard's base/layer $cold, mk802's layer $hit (expected built/built, hit)" >&2
     exit 1
   fi
 done
@@ -103,8 +103,8 @@ summary() {
   python3 - "$1" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-per = ", ".join(f"{b['board']} {(b['base_key'] or '-')[:12]} {b['base_cache'] or b['error']}" for b in s["boards"])
-print(f"{s['bases_built']} bases built by mmdebstrap for {len(s['boards'])} boards ({s['bases']} distinct), {s['failed']} failed: {per}")
+per = ", ".join(f"{b['board']} {(b['base_key'] or '-')[:12]} {b['base_cache'] or b['error']} / layer {(b['layer_key'] or '-')[:12]} {b['layer_cache'] or '-'}" for b in s["boards"])
+print(f"{s['bases_built']} bases and {s['layers_built']} board layers built by mmdebstrap for {len(s['boards'])} boards ({s['bases']} and {s['layers']} distinct), {s['failed']} failed: {per}")
 PY
 }
 

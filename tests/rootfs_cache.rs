@@ -98,66 +98,93 @@ fn key_is_the_same_across_runs_paths_and_build_epochs() {
         "{reqs:?}"
     );
 
-    // mk802 has the same packages and initramfs configuration as the Cubieboard: the same base. The
-    // Chromebook's armhf base differs (no U-Boot package, other initramfs modules), arm64 more so.
+    // Every board's `key` is its board layer's (what its build reads); `--json` gives its base's too.
+    let keys = |board: &str| -> serde_json::Value {
+        let o = run(boardsmith(&a)
+            .args(["rootfs", board, "--cache-key", "--json"])
+            .args(["--security-mirror", "", "--mirror", &mirror]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("json")
+    };
+    // mk802 has the same packages and initramfs inputs as the Cubieboard: the same base and layer. The
+    // Chromebook shares the armhf base (the board's U-Boot package and initramfs files are its layer's)
+    // and has its own layer; the arm64 FVP has its own base.
     assert_eq!(key(&a, "mk802", &mirror, &[]), k1);
-    let snow = key(&a, "chromebook-snow", &mirror, &[]);
-    assert_ne!(snow, k1);
-    // So `build --all` (which builds each distinct key once, under its lock) has three bases for the
-    // four embedded boards: armhf for cubieboard and mk802, armhf for the Chromebook, arm64 for the FVP.
-    let fvp = key(&a, "armv8-foundation", &mirror, &[]);
-    let distinct: std::collections::BTreeSet<_> = [k1.clone(), snow, fvp].into_iter().collect();
-    assert_eq!(distinct.len(), 3);
-
-    // --json lists what the key covers, with no path or name of this machine in it.
-    let o = run(boardsmith(&a)
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--cache-key",
-            "--json",
-            "--security-mirror",
-            "",
-        ])
-        .args(["--mirror", &mirror]));
-    assert!(o.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v = keys("cubieboard");
+    let snow = keys("chromebook-snow");
+    let fvp = keys("armv8-foundation");
     assert_eq!(v["key"], k1.as_str());
-    let inputs = &v["inputs"];
-    for field in [
-        "suite",
-        "arch",
-        "sources",
-        "snapshot",
-        "packages",
-        "hook_files",
-        "command",
-        "epoch",
-        "mmdebstrap",
-        "keyring",
-        "archive",
-    ] {
-        assert!(inputs.get(field).is_some(), "{field} missing: {inputs}");
-    }
-    let packages: Vec<&str> = inputs["packages"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .filter_map(|p| p.as_str())
-        .collect();
+    assert_eq!(v["layer"]["key"], k1.as_str());
+    assert_eq!(keys("mk802")["base"]["key"], v["base"]["key"]);
+    assert_eq!(snow["base"]["key"], v["base"]["key"]);
+    assert_ne!(snow["key"], v["key"]);
+    assert_ne!(fvp["base"]["key"], v["base"]["key"]);
+    // So `build --all` (each distinct base and each distinct layer once, under its lock) builds two
+    // bases (armhf, arm64) and three layers for the four boards.
+    let distinct = |level: &str| {
+        [&v, &snow, &fvp, &keys("mk802")]
+            .iter()
+            .map(|k| k[level]["key"].as_str().expect("key").to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!((distinct("base"), distinct("layer")), (2, 3));
+    // The layer covers its base's key.
+    assert_eq!(v["layer"]["inputs"]["base"], v["base"]["key"]);
     assert!(
-        packages.contains(&"linux-image-armmp") && packages.contains(&"u-boot-sunxi"),
-        "{packages:?}"
-    );
-    assert!(
-        inputs["mmdebstrap"]
+        v["about"]
             .as_str()
-            .is_some_and(|m| m.starts_with("mmdebstrap ")),
-        "{inputs}"
+            .is_some_and(|a| a.contains("layers/KEY"))
     );
-    assert_eq!(inputs["archive"][0]["date"], DATE);
-    // The base's SOURCE_DATE_EPOCH is the archive's date.
-    assert_eq!(inputs["epoch"], 1_783_764_997u64);
+
+    // --json lists what the keys cover, with no path or name of this machine in it.
+    let packages = |inputs: &serde_json::Value| -> Vec<String> {
+        inputs["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect()
+    };
+    for level in ["base", "layer"] {
+        let inputs = &v[level]["inputs"];
+        for field in [
+            "suite",
+            "arch",
+            "sources",
+            "snapshot",
+            "packages",
+            "hook_files",
+            "command",
+            "epoch",
+            "mmdebstrap",
+            "keyring",
+            "archive",
+        ] {
+            assert!(
+                inputs.get(field).is_some(),
+                "{level} {field} missing: {inputs}"
+            );
+        }
+        assert!(
+            inputs["mmdebstrap"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("mmdebstrap ")),
+            "{inputs}"
+        );
+        assert_eq!(inputs["archive"][0]["date"], DATE);
+        // Both levels' SOURCE_DATE_EPOCH is the archive's date.
+        assert_eq!(inputs["epoch"], 1_783_764_997u64);
+    }
+    let base = packages(&v["base"]["inputs"]);
+    assert!(
+        base.contains(&"linux-image-armmp".to_string())
+            && !base.contains(&"u-boot-sunxi".to_string()),
+        "{base:?}"
+    );
+    assert_eq!(packages(&v["layer"]["inputs"]), ["u-boot-sunxi"]);
+    assert_eq!(packages(&snow["layer"]["inputs"]), Vec::<String>::new());
+    assert_eq!(v["layer"]["inputs"]["variant"], "custom");
     let text = v.to_string();
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     for local in [
@@ -367,8 +394,8 @@ fn build_all_refuses_a_prebuilt_tarball() {
     assert!(e.contains("--rootfs-tarball has no effect here"), "{e}");
 }
 
-/// `cache list` and `cache prune` on what an interrupted build leaves: it is listed as such, never as
-/// a base, and prune removes it.
+/// `cache list` and `cache prune` on what an interrupted build leaves, of a base and of a board layer:
+/// it is listed as such, never as an entry, and prune removes it.
 #[test]
 fn cache_list_and_prune() {
     let d = tempfile::tempdir().expect("tmp");
@@ -381,18 +408,26 @@ fn cache_list_and_prune() {
         serde_json::from_slice(&o.stdout).expect("json")
     };
     let v = list(&cache);
-    assert_eq!(v["entries"], serde_json::json!([]));
+    assert_eq!(v["bases"]["entries"], serde_json::json!([]));
+    assert_eq!(v["layers"]["entries"], serde_json::json!([]));
     let tmp = cache
         .join("bases")
         .join(format!(".tmp-{}-4242", "a".repeat(64)));
-    std::fs::create_dir_all(&tmp).expect("mkdir");
-    std::fs::write(tmp.join("base.tar"), b"partial").expect("write");
+    let layer_tmp = cache
+        .join("layers")
+        .join(format!(".tmp-{}-4243", "b".repeat(64)));
+    for t in [&tmp, &layer_tmp] {
+        std::fs::create_dir_all(t).expect("mkdir");
+        std::fs::write(t.join("base.tar"), b"partial").expect("write");
+    }
     let v = list(&cache);
-    assert_eq!(v["entries"], serde_json::json!([]));
-    assert_eq!(
-        v["temporaries"][0],
-        tmp.file_name().unwrap().to_str().unwrap()
-    );
+    for (level, t) in [("bases", &tmp), ("layers", &layer_tmp)] {
+        assert_eq!(v[level]["entries"], serde_json::json!([]));
+        assert_eq!(
+            v[level]["temporaries"][0],
+            t.file_name().unwrap().to_str().unwrap()
+        );
+    }
     let o = run(boardsmith(d.path())
         .args(["cache", "prune", "--older-than", "30x", "--cache"])
         .arg(&cache));
@@ -403,7 +438,12 @@ fn cache_list_and_prune() {
         .arg(&cache));
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(v["temporaries_removed"].as_array().map(Vec::len), Some(1));
-    assert!(!tmp.exists());
-    assert_eq!(names_in(&cache.join("bases")), Vec::<String>::new());
+    for level in ["bases", "layers"] {
+        assert_eq!(
+            v[level]["temporaries_removed"].as_array().map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(names_in(&cache.join(level)), Vec::<String>::new());
+    }
+    assert!(!tmp.exists() && !layer_tmp.exists());
 }

@@ -293,9 +293,17 @@ fn debian_armhf_rootfs_cache_and_images() {
         Some(&cache),
     );
     assert_eq!(report["arch"], "armhf");
+    // --no-cache: both levels built by mmdebstrap in the work directory, nothing stored.
     assert_eq!(report["base"]["cache"], "bypassed", "{report}");
-    let key = report["base"]["key"].as_str().expect("key").to_string();
-    assert_eq!(cache_list(&cache)["entries"], serde_json::json!([]));
+    assert_eq!(report["base"]["layer"]["cache"], "bypassed", "{report}");
+    let key = report["base"]["layer"]["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let base_key = report["base"]["key"].as_str().expect("key").to_string();
+    for level in ["bases", "layers"] {
+        assert_eq!(cache_list(&cache)[level]["entries"], serde_json::json!([]));
+    }
     let list = check_common(&cold, "cubieboard", "ttyS0");
     assert!(
         list.keys()
@@ -324,7 +332,7 @@ fn debian_armhf_rootfs_cache_and_images() {
         "initrd modules:\n{initrd}"
     );
 
-    // `build` without --rootfs: the base is missing, mmdebstrap builds and stores it; every package
+    // `build` without --rootfs: the base and the layer are missing, mmdebstrap builds and stores them; every package
     // comes from the package cache (the proxy sees every request apt makes: none is for a package).
     let seen = proxy.fetched().len();
     let out = d.path().join("out");
@@ -351,10 +359,13 @@ fn debian_armhf_rootfs_cache_and_images() {
         "the build downloaded packages: {fetched:?}"
     );
     let listed = cache_list(&cache);
-    assert_eq!(listed["entries"][0]["key"], key.as_str(), "{listed}");
-    assert_eq!(listed["entries"][0]["state"], "ok");
-    assert_eq!(listed["entries"][0]["board"], "cubieboard");
-    assert_eq!(listed["temporaries"], serde_json::json!([]));
+    for (level, k) in [("bases", &base_key), ("layers", &key)] {
+        let l = &listed[level];
+        assert_eq!(l["entries"][0]["key"], k.as_str(), "{listed}");
+        assert_eq!(l["entries"][0]["state"], "ok");
+        assert_eq!(l["entries"][0]["board"], "cubieboard");
+        assert_eq!(l["temporaries"], serde_json::json!([]));
+    }
 
     // The image's root partition holds this root filesystem.
     let img = out.join("cubieboard.img");
@@ -406,8 +417,7 @@ fn debian_armhf_rootfs_cache_and_images() {
         &[],
         Some(&cache),
     );
-    assert_eq!(report["base"]["cache"], "hit", "{report}");
-    assert_eq!(report["base"]["key"], key.as_str());
+    assert_layer_hit(&report, &key, &base_key);
     assert_eq!(report["downloads"]["packages"], 0);
     let fetched: Vec<_> = proxy.fetched().into_iter().skip(seen).collect();
     assert!(
@@ -432,8 +442,7 @@ fn debian_armhf_rootfs_cache_and_images() {
         .expect("run boardsmith rootfs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
-    assert_eq!(report["base"]["cache"], "hit", "{report}");
-    assert_eq!(report["base"]["key"], key.as_str());
+    assert_layer_hit(&report, &key, &base_key);
     check_mk802(&mk802_tar, d.path());
     let password = std::fs::read_to_string(d.path().join("mk802.tar.password")).expect("password");
     assert_eq!(mode_of(&d.path().join("mk802.tar.password")), 0o600);
@@ -445,27 +454,31 @@ fn debian_armhf_rootfs_cache_and_images() {
         .expect("default user's hash")
         .to_string();
     assert!(hash_matches(&hash, password.trim()), "{hash}");
-    // The cached base holds no secret: no default user, no password hash, no generated password.
-    let base = cache.join("bases").join(&key).join("base.tar");
-    for (member, text) in [("etc/shadow", "debian:"), ("etc/passwd", "debian:")] {
-        let content = tar_string(&base, member);
-        assert!(!content.is_empty(), "the base has {member}");
-        assert!(
-            !content.lines().any(|l| l.starts_with(text)),
-            "{member} of the base: {content}"
-        );
-    }
-    for secret in [
-        hash.as_str(),
-        password.trim(),
-        &sha512_hash(PASSWORD, "debiantest"),
+    // The cached base and layer hold no secret: no default user, no password hash, no generated password.
+    for base in [
+        cache.join("bases").join(&base_key).join("base.tar"),
+        cache.join("layers").join(&key).join("base.tar"),
     ] {
-        let found = Command::new("grep")
-            .args(["-qaF", secret])
-            .arg(&base)
-            .status()
-            .expect("grep");
-        assert_eq!(found.code(), Some(1), "a secret is in the cached base");
+        for (member, text) in [("etc/shadow", "debian:"), ("etc/passwd", "debian:")] {
+            let content = tar_string(&base, member);
+            assert!(!content.is_empty(), "the base has {member}");
+            assert!(
+                !content.lines().any(|l| l.starts_with(text)),
+                "{member} of the base: {content}"
+            );
+        }
+        for secret in [
+            hash.as_str(),
+            password.trim(),
+            &sha512_hash(PASSWORD, "debiantest"),
+        ] {
+            let found = Command::new("grep")
+                .args(["-qaF", secret])
+                .arg(&base)
+                .status()
+                .expect("grep");
+            assert_eq!(found.code(), Some(1), "a secret is in the cached base");
+        }
     }
     let img = build_image(
         "mk802",
@@ -496,18 +509,36 @@ fn debian_armhf_rootfs_cache_and_images() {
         .output()
         .expect("prune");
     assert!(o.status.success());
-    assert_eq!(
-        cache_list(&cache)["entries"].as_array().map(Vec::len),
-        Some(1)
-    );
+    for level in ["bases", "layers"] {
+        assert_eq!(
+            cache_list(&cache)[level]["entries"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+    }
     let o = Command::new(bin())
         .args(["cache", "prune", "--json", "--cache"])
         .arg(&cache)
         .output()
         .expect("prune");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(v["removed"][0]["key"], key.as_str(), "{v}");
+    assert_eq!(v["layers"]["removed"][0]["key"], key.as_str(), "{v}");
+    assert_eq!(v["bases"]["removed"][0]["key"], base_key.as_str(), "{v}");
     assert_eq!(names_in(&cache.join("bases")), Vec::<String>::new());
+    assert_eq!(names_in(&cache.join("layers")), Vec::<String>::new());
+}
+
+/// The report of a build whose board layer `key` (on base `base_key`) came from the cache: the base was
+/// not read.
+fn assert_layer_hit(report: &serde_json::Value, key: &str, base_key: &str) {
+    assert_eq!(report["base"]["layer"]["cache"], "hit", "{report}");
+    assert_eq!(report["base"]["layer"]["key"], key, "{report}");
+    assert_eq!(
+        report["base"]["cache"], "not needed (layer hit)",
+        "{report}"
+    );
+    assert_eq!(report["base"]["key"], base_key, "{report}");
 }
 
 /// What makes an mk802 root filesystem: its host name, and the U-Boot build its profile names.
@@ -653,7 +684,7 @@ fn debian_arm64_rootfs_interrupted_and_shared() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let listed = cache_list(&cache);
+    let listed = &cache_list(&cache)["bases"];
     assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
     assert_eq!(listed["temporaries"], serde_json::json!([]), "{listed}");
     assert_eq!(names_in(&out_dir), Vec::<String>::new());
@@ -682,7 +713,7 @@ fn debian_arm64_rootfs_interrupted_and_shared() {
         unsafe { libc::kill(*p, libc::SIGKILL) };
     }
     assert!(gone, "processes of the killed build outlived it: {left:?}");
-    let listed = cache_list(&cache);
+    let listed = &cache_list(&cache)["bases"];
     assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
     assert_eq!(
         listed["temporaries"].as_array().map(Vec::len),
@@ -715,30 +746,33 @@ fn debian_arm64_rootfs_interrupted_and_shared() {
     }
     let mut how: Vec<&str> = outcomes
         .iter()
-        .map(|(r, _)| r["base"]["cache"].as_str().unwrap_or(""))
+        .map(|(r, _)| r["base"]["layer"]["cache"].as_str().unwrap_or(""))
         .collect();
     how.sort();
-    assert_eq!(how, ["built", "hit"], "mmdebstrap ran once");
+    assert_eq!(how, ["built", "hit"], "mmdebstrap ran once for the layer");
     assert_eq!(outcomes[0].0["base"]["key"], outcomes[1].0["base"]["key"]);
+    assert_eq!(
+        outcomes[0].0["base"]["layer"]["key"],
+        outcomes[1].0["base"]["layer"]["key"]
+    );
     let waited = outcomes
         .iter()
-        .find(|(r, _)| r["base"]["cache"] == "hit")
+        .find(|(r, _)| r["base"]["layer"]["cache"] == "hit")
         .map(|(_, e)| e.clone())
         .unwrap_or_default();
     assert!(
-        waited.contains("waiting for another build of base"),
+        waited.contains("waiting for another build of board layer"),
         "the second build did not wait on the lock:\n{waited}"
     );
     assert_same_tarball(&tars[0], &tars[1]);
     let listed = cache_list(&cache);
-    assert_eq!(
-        listed["entries"].as_array().map(Vec::len),
-        Some(1),
-        "{listed}"
-    );
-    assert_eq!(listed["entries"][0]["state"], "ok");
-    // The build that ran mmdebstrap cleared what the killed one left.
-    assert_eq!(listed["temporaries"], serde_json::json!([]), "{listed}");
+    for level in ["bases", "layers"] {
+        let l = &listed[level];
+        assert_eq!(l["entries"].as_array().map(Vec::len), Some(1), "{listed}");
+        assert_eq!(l["entries"][0]["state"], "ok");
+        // The build that ran mmdebstrap cleared what the killed one left.
+        assert_eq!(l["temporaries"], serde_json::json!([]), "{listed}");
+    }
     assert_eq!(
         outcomes[0].0["cache"].as_str(),
         Some(cache.to_str().expect("utf-8"))
@@ -803,9 +837,14 @@ fn debian_armhf_xfce_droidmote() {
         Some(&cache),
     );
     let secs = started.elapsed().as_secs_f64();
-    // The cached base holds neither the DroidMote password nor the binary (board configuration).
-    let base =
-        PathBuf::from(report["base"]["entry"].as_str().expect("stored base")).join("base.tar");
+    // The cached layer (and so its base) holds neither the DroidMote password nor the binary (board
+    // configuration).
+    let base = PathBuf::from(
+        report["base"]["layer"]["entry"]
+            .as_str()
+            .expect("stored layer"),
+    )
+    .join("base.tar");
     let found = Command::new("grep")
         .args(["-qaF", "DROIDMOTE_PASSWORD=remote-pw"])
         .arg(&base)

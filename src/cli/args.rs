@@ -168,7 +168,7 @@ pub struct BuildArgs {
     pub rootfs: Option<PathBuf>,
     /// Build every board (embedded and --boards-dir), continuing past failures; writes
     /// OUTDIR/build-summary.json. Without --rootfs-dir or --rootfs, each board's root filesystem is built
-    /// first (OUTDIR/BOARD.rootfs.tar) through the base cache: each distinct base once
+    /// first (OUTDIR/BOARD.rootfs.tar) through the base cache: each distinct base and board layer once
     #[arg(long)]
     pub all: bool,
     /// With --all: directory holding each board's root filesystem as BOARD.tar or BOARD/

@@ -229,8 +229,8 @@ fn print_summary(summary: &BatchSummary, built_bases: bool) {
     eprint!("{table}");
     if built_bases {
         eprintln!(
-            "bases: {} distinct, {} built by mmdebstrap in this run (the others from the cache)",
-            summary.bases, summary.bases_built
+            "bases: {} distinct, {} built by mmdebstrap in this run; board layers: {} distinct, {} built (the others from the cache)",
+            summary.bases, summary.bases_built, summary.layers, summary.layers_built
         );
     }
 }

@@ -211,6 +211,17 @@ fn print_report(report: &boardsmith::rootfs::RootfsReport) {
                 .map(|e| format!(", {}", e.display()))
                 .unwrap_or_default()
         );
+        if let Some(l) = &b.layer {
+            eprintln!(
+                "  layer     {} ({}{})",
+                l.key,
+                l.cache,
+                l.entry
+                    .as_ref()
+                    .map(|e| format!(", {}", e.display()))
+                    .unwrap_or_default()
+            );
+        }
     }
     print_secret_files(report);
 }

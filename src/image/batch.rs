@@ -2,8 +2,10 @@
 //!
 //! Root filesystems come from a directory (`--rootfs-dir`), one shared tree (`--rootfs`), or are built
 //! here, each board's into `OUT/BOARD.rootfs.tar` through the base cache: boards whose bases have the same
-//! key share one mmdebstrap run. The first board of each distinct base is started first, so that `--jobs`
-//! builds different bases side by side while the boards that share one wait for it on its lock.
+//! key share one mmdebstrap run, and boards whose board layers have the same key share that one too (see
+//! `rootfs::layer`). The first board of each distinct base is started first, then the first of each
+//! distinct layer, so that `--jobs` builds different bases side by side while the boards that share one
+//! wait for it on its lock.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -64,6 +66,9 @@ pub struct BoardResult {
     /// Its base's cache key, and how it was had (`hit`, `built`, ...; see `rootfs::BaseReport`).
     pub base_key: Option<String>,
     pub base_cache: Option<String>,
+    /// Its board layer's key, and how it was had.
+    pub layer_key: Option<String>,
+    pub layer_cache: Option<String>,
     /// Files of the secrets generated for the board (never their values).
     pub secret_files: Vec<PathBuf>,
     pub warnings: Vec<String>,
@@ -78,6 +83,9 @@ pub struct BatchSummary {
     pub bases_built: usize,
     /// Distinct bases the boards used.
     pub bases: usize,
+    /// Board layers mmdebstrap built in this run, and distinct layers the boards used.
+    pub layers_built: usize,
+    pub layers: usize,
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -94,9 +102,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The order boards are started in: with root filesystems built here, the first board of each distinct
-/// base key comes first (in catalog order), then the others; so `jobs` workers build different bases at
-/// the same time instead of waiting on one base's lock. Boards whose key cannot be computed go first:
-/// they fail at once with the reason.
+/// base key comes first (in catalog order), then the first of each distinct board layer, then the
+/// others; so `jobs` workers build different bases at the same time instead of waiting on one base's
+/// lock. Boards whose key cannot be computed go first: they fail at once with the reason.
 fn schedule(
     catalog: &Catalog,
     names: Vec<(String, String)>,
@@ -105,19 +113,32 @@ fn schedule(
     let RootfsSource::Build(req) = rootfs else {
         return names;
     };
-    let mut seen = std::collections::BTreeSet::new();
-    let (mut first, mut rest) = (Vec::new(), Vec::new());
+    let (mut bases, mut layers) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    let (mut first, mut second, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     for (board, file) in names {
-        let key = catalog
+        let keys = catalog
             .load(&board)
             .ok()
-            .and_then(|p| crate::rootfs::cache_key(&p, req).ok())
-            .map(|k| k.key);
-        match key {
-            Some(k) if !seen.insert(k.clone()) => rest.push((board, file)),
-            _ => first.push((board, file)),
+            .and_then(|p| crate::rootfs::cache_key(&p, req).ok());
+        match keys {
+            Some(k) if !bases.insert(k.base.key.clone()) => {
+                if layers.insert(k.key) {
+                    second.push((board, file));
+                } else {
+                    rest.push((board, file));
+                }
+            }
+            Some(k) => {
+                layers.insert(k.key);
+                first.push((board, file));
+            }
+            None => first.push((board, file)),
         }
     }
+    first.extend(second);
     first.extend(rest);
     first
 }
@@ -153,6 +174,9 @@ fn build_one(
             result.rootfs = Some(report.output.clone());
             result.base_key = report.base.as_ref().map(|b| b.key.clone());
             result.base_cache = report.base.as_ref().map(|b| b.cache.clone());
+            let layer = report.base.as_ref().and_then(|b| b.layer.as_ref());
+            result.layer_key = layer.map(|l| l.key.clone());
+            result.layer_cache = layer.map(|l| l.cache.clone());
             result.secret_files = report.secret_files.iter().map(|f| f.path.clone()).collect();
             report.output
         }
@@ -202,6 +226,8 @@ pub fn build_all(
                         rootfs: None,
                         base_key: None,
                         base_cache: None,
+                        layer_key: None,
+                        layer_cache: None,
                         secret_files: Vec::new(),
                         warnings: Vec::new(),
                     };
@@ -226,13 +252,25 @@ pub fn build_all(
     let mut boards = results.into_inner().unwrap_or_default();
     boards.sort_by(|a, b| a.board.cmp(&b.board));
     let failed = boards.iter().filter(|b| !b.ok).count();
+    // mmdebstrap ran for a level when the build built it (stored or not, or with --no-cache); a base is
+    // not read at all on a layer hit.
+    let ran = |c: Option<&str>| c.is_some_and(|c| c.starts_with("built") || c == "bypassed");
     let bases_built = boards
         .iter()
-        .filter(|b| b.base_cache.as_deref().is_some_and(|c| c != "hit"))
+        .filter(|b| ran(b.base_cache.as_deref()))
         .count();
     let bases = boards
         .iter()
         .filter_map(|b| b.base_key.as_deref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let layers_built = boards
+        .iter()
+        .filter(|b| ran(b.layer_cache.as_deref()))
+        .count();
+    let layers = boards
+        .iter()
+        .filter_map(|b| b.layer_key.as_deref())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     Ok(BatchSummary {
@@ -240,5 +278,7 @@ pub fn build_all(
         failed,
         bases_built,
         bases,
+        layers_built,
+        layers,
     })
 }

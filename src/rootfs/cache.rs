@@ -1,18 +1,23 @@
 //! The base cache: what mmdebstrap produces, stored once per distinct input and shared by every board
 //! (and every process) that needs the same base.
 //!
-//! A root filesystem is built in two stages. The *base* is mmdebstrap's output: the packages of the recipe,
-//! the profile and the features installed, with the initramfs configuration the hooks put in place before
-//! the kernel installs. It is a function of what [`KeyInputs`] lists — the mmdebstrap command line with
-//! this machine's paths taken out, the content of every file the hooks upload, mmdebstrap's version, the
-//! keyring apt trusts, and the archive's state (the Release files of every source, or the snapshot) —
-//! and of nothing else: no board configuration (host name, users, passwords, fstab, services, feature
-//! files, artifacts), no path, no clock. The *board configuration* ([`super::customize`]) is applied to
-//! the base without a package manager, the same way on a hit and after a miss, so both give the same
+//! A root filesystem is built in two stages. The first is mmdebstrap's output, made and cached in two
+//! levels ([`super::layer`]): the *base* (the recipe's, features' and kernel packages, with the initramfs
+//! configuration every board shares), and the *board layer* mmdebstrap makes on it (the board's packages,
+//! its initramfs files and hook), whose [`KeyInputs`] also name the base's key (`base`). Both levels are
+//! entries of this module, bases in `CACHE/bases/`, layers in `CACHE/layers/`, with the same discipline;
+//! below, "base" stands for either. Each is a function of what [`KeyInputs`] lists — the mmdebstrap
+//! command line with this machine's paths taken out, the content of every file the hooks upload,
+//! mmdebstrap's version, the keyring apt trusts, and the archive's state (the Release files of every
+//! source, or the snapshot) — and of nothing else: no board configuration (host name, users,
+//! passwords, fstab, services, feature files, artifacts), no path, no clock. The *board configuration*
+//! ([`super::customize`]) is applied to the base without a package manager, the same way on a hit and
+//! after a miss, so both give the same
 //! tarball. The base holds no secret: passwords and secret settings only exist in that second stage.
 //!
-//! Entries live in `CACHE/bases/KEY/` (`base.tar` and `manifest.json`), written under a temporary name
-//! (`.tmp-KEY-PID`), synced, and renamed into place complete; anything else in the directory is never used.
+//! Entries live in `CACHE/bases/KEY/` (and `CACHE/layers/KEY/`: `base.tar`, the level's tarball, and
+//! `manifest.json`), written under a temporary name (`.tmp-KEY-PID`), synced, and renamed into place
+//! complete; anything else in the directory is never used.
 //! Each key has a lock file (`KEY.lock`): a build holds it shared while it reads an entry and exclusive
 //! while it looks for, builds and stores a missing one, so two builds of one key build it once. The lock
 //! file's modification time records the entry's last use (for `cache prune --older-than`).
@@ -39,7 +44,7 @@ use super::mmdebstrap::BasePlan;
 
 /// Version of the base recipe's layout: bumped whenever boardsmith builds bases differently in a way
 /// the command line does not show, so that older entries are never used.
-pub const SCHEME: u32 = 1;
+pub const SCHEME: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const BASE_TAR: &str = "base.tar";
 const TMP_PREFIX: &str = ".tmp-";
@@ -153,6 +158,9 @@ pub struct KeyInputs {
     pub initramfs_hook: Option<String>,
     pub keyring: Vec<KeyringFile>,
     pub archive: Vec<ArchiveState>,
+    /// A board layer's: the key of the base it is built on (see [`super::layer`]); absent for a base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -203,6 +211,7 @@ impl KeyInputs {
                 .map(|_| format!("boardsmith {}", env!("CARGO_PKG_VERSION"))),
             keyring: facts.keyring.clone(),
             archive: facts.archive.clone(),
+            base: None,
         }
     }
 
@@ -895,8 +904,24 @@ impl BaseCache {
         }
     }
 
+    /// The board layer cache of `root` (`root/layers`, see [`super::layer`]): entries like the bases'.
+    pub fn layers(root: &Path) -> BaseCache {
+        BaseCache {
+            dir: root.join("layers"),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What its entries are, for messages.
+    fn what(&self) -> &'static str {
+        if self.dir.ends_with("layers") {
+            "board layer"
+        } else {
+            "base"
+        }
     }
 
     fn lock_path(&self, key: &str) -> PathBuf {
@@ -933,7 +958,8 @@ impl BaseCache {
         let path = self.lock_path(key);
         let entry = self.dir.join(key);
         let waiting = format!(
-            "waiting for another build of base {} (lock {})",
+            "waiting for another build of {} {} (lock {})",
+            self.what(),
             &key[..12],
             path.display()
         );
@@ -986,7 +1012,8 @@ impl BaseCache {
                 }
                 Err(reason) if entry.exists() => {
                     on_damaged(&format!(
-                        "the cached base {} cannot be used ({reason}); building it again",
+                        "the cached {} {} cannot be used ({reason}); building it again",
+                        self.what(),
                         entry.display()
                     ));
                     remove_entry(&self.dir, key)
@@ -1147,6 +1174,7 @@ mod tests {
                     .into(),
                 keyed: r#"{"kernel":"vmlinuz-*","dtb":"","medium":"sd"}"#.into(),
             }),
+            layer_on: None,
         }
     }
 
@@ -1219,7 +1247,7 @@ mod tests {
         // accident of a refactoring.
         assert_eq!(
             k,
-            "76416eb4e1fadb968e5a254e526e682cb4802337bbff91c75ef69f72e1b65e51"
+            "bf1c3288dce3ae02eaab74a91a7a9aea115e2764b409564995a905c1bdc21438"
         );
     }
 

@@ -5,7 +5,8 @@
 //! mmdebstrap installs the kernel (and initramfs-tools generates the initramfs) before boardsmith can read
 //! the kernel's device trees and module metadata, so a customize hook runs boardsmith itself inside the
 //! build ([`HOOK_ARG`]): it derives the modules from the new tree, writes `/etc/initramfs-tools/modules`,
-//! and regenerates the initramfs if it lacks any of them.
+//! and regenerates the initramfs if it lacks any of them or the list changed (a board layer's, on a base
+//! made with another list: see [`super::layer`]).
 
 use std::path::{Path, PathBuf};
 
@@ -285,8 +286,10 @@ pub fn run_hook(input: &Path, root: &Path) -> Result<Report, InitramfsError> {
     }
     let list = root.join(MODULES_FILE);
     let tmp = dir.join(".modules.boardsmith");
-    std::fs::write(&tmp, modules_file(&report.initramfs_modules, true))
-        .map_err(|e| hook_err(format!("writing {}", tmp.display()), e))?;
+    let text = modules_file(&report.initramfs_modules, true);
+    // A board layer changes the list its base's initramfs was made with: regenerate it then too.
+    let changed = std::fs::read(&list).ok().as_deref() != Some(text.as_bytes());
+    std::fs::write(&tmp, &text).map_err(|e| hook_err(format!("writing {}", tmp.display()), e))?;
     std::fs::rename(&tmp, &list).map_err(|e| hook_err(format!("writing {}", list.display()), e))?;
 
     let version = &report.kernel_version;
@@ -303,11 +306,16 @@ pub fn run_hook(input: &Path, root: &Path) -> Result<Report, InitramfsError> {
         Some((_, present)) => missing(&report, &present),
         None => report.derivation.load_order.clone(),
     };
-    if !lacking.is_empty() {
+    if !lacking.is_empty() || changed {
         eprintln!(
-            "I: boardsmith: regenerating the initramfs of {version} for {} (lacking {})",
+            "I: boardsmith: regenerating the initramfs of {version} for {} (lacking {}; module list {})",
             inp.dtb,
-            lacking.join(" ")
+            if lacking.is_empty() {
+                "nothing".to_string()
+            } else {
+                lacking.join(" ")
+            },
+            if changed { "changed" } else { "unchanged" }
         );
         let st = std::process::Command::new("chroot")
             .arg(root)

@@ -80,6 +80,8 @@ pub struct Run {
     pub tmpdir: PathBuf,
     pub log: PathBuf,
     pub epoch: u64,
+    /// A board layer's base tarball, unpacked into the chroot first (see [`super::layer`]).
+    pub base_tar: Option<PathBuf>,
 }
 
 /// Everything a base build gives mmdebstrap, without any path of this machine: with the archive's state,
@@ -106,6 +108,8 @@ pub struct BasePlan {
     pub debconf: Option<String>,
     /// boardsmith's initramfs customize hook (`__initramfs-hook`), when the board's modules are derived.
     pub initramfs_hook: Option<InitramfsHook>,
+    /// A board layer's: the base tarball it refines (see [`super::layer`]); None for a base.
+    pub layer_on: Option<PathBuf>,
 }
 
 /// The customize hook that derives the initramfs modules inside the build: this program, and its input
@@ -183,20 +187,19 @@ impl BasePlan {
                 .map(|(i, (inside, _))| (Self::upload_path(&paths.work, i), format!("/{inside}")))
                 .collect(),
             debconf: self.debconf.as_ref().map(|_| paths.work.join("debconf")),
-            customize_hooks: self
-                .initramfs_hook
-                .as_ref()
-                .map(|h| {
-                    super::initramfs::hook_commands(
-                        &h.program,
-                        &super::initramfs::hook_input_path(&paths.work),
-                    )
-                })
-                .unwrap_or_default(),
+            customize_hooks: match (&self.initramfs_hook, &self.layer_on) {
+                (Some(h), _) => super::initramfs::hook_commands(
+                    &h.program,
+                    &super::initramfs::hook_input_path(&paths.work),
+                ),
+                (None, Some(_)) => vec![super::layer::REGENERATE.into()],
+                (None, None) => Vec::new(),
+            },
             output: paths.output.clone(),
             tmpdir: paths.work.clone(),
             log: paths.log.clone(),
             epoch,
+            base_tar: self.layer_on.clone(),
         }
     }
 
@@ -233,6 +236,9 @@ impl BasePlan {
         let mut plan = self.clone();
         if let Some(h) = &mut plan.initramfs_hook {
             h.program = PathBuf::from("/BOARDSMITH");
+        }
+        if plan.layer_on.is_some() {
+            plan.layer_on = Some(PathBuf::from("/BASE.tar"));
         }
         plan.run(&paths, epoch)
             .args()
@@ -304,6 +310,19 @@ impl Run {
         }
         for o in &self.dpkg_options {
             a.push(format!("--dpkgopt={o}"));
+        }
+        // A base is built without /dev (a board layer's unshared tar cannot make device nodes); a layer
+        // unpacks it first and adds /dev to its own output (see [`super::layer`]).
+        match &self.base_tar {
+            Some(base) => {
+                a.push(format!(
+                    "--setup-hook=tar-in {} /",
+                    sh_quote(&base.display().to_string())
+                ));
+                // Where mmdebstrap makes the device nodes the build uses (not part of its output).
+                a.push("--setup-hook=mkdir -p \"$1\"/dev".into());
+            }
+            None => a.push("--skip=output/dev".into()),
         }
         // Package cache: copied in before `apt-get update` (lists) and the downloads (archives), copied
         // back out once everything is installed.
@@ -593,6 +612,7 @@ mod tests {
             tmpdir: PathBuf::from("/w"),
             log: PathBuf::from("/w/log"),
             epoch: 1,
+            base_tar: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod customize;
 pub mod features;
 pub mod fetch;
 pub mod initramfs;
+pub mod layer;
 pub mod mmdebstrap;
 pub mod prerequisites;
 pub mod recipe;
@@ -956,16 +957,12 @@ fn base_plan(
         uploads: initramfs.to_vec(),
         debconf,
         initramfs_hook,
+        layer_on: None,
     })
 }
 
-/// A base's cache key and everything it covers.
-#[derive(Debug, Clone, Serialize)]
-pub struct BaseKey {
-    pub board: String,
-    pub key: String,
-    pub inputs: cache::KeyInputs,
-}
+/// A board's cache keys (its base's and its board layer's) and everything they cover.
+pub type BaseKey = layer::CacheKeys;
 
 /// The base cache key of `profile` with `req` (`rootfs BOARD --cache-key`): needs no password, setting
 /// or artifact (none of them is in the base), reads the archive's Release files unless `--snapshot`.
@@ -973,12 +970,7 @@ pub fn cache_key(profile: &Profile, req: &RootfsRequest) -> Result<BaseKey, Root
     let (recipe, _, _) = resolve_recipe(profile, req)?;
     let plan = base_plan(profile, &recipe, req, &initramfs_files(profile), false)?;
     let facts = cache::facts(&plan)?;
-    let inputs = cache::KeyInputs::new(&plan, &facts);
-    Ok(BaseKey {
-        board: profile.name.clone(),
-        key: inputs.key(),
-        inputs,
-    })
+    layer::cache_keys(profile, req, &plan, &facts)
 }
 
 /// How the build got its base (mmdebstrap's output).
@@ -992,6 +984,8 @@ pub struct BaseReport {
     pub entry: Option<PathBuf>,
     /// The base's SOURCE_DATE_EPOCH (the archive's date).
     pub epoch: u64,
+    /// The board layer built on it (Debian builds; see [`layer`]).
+    pub layer: Option<layer::LayerReport>,
 }
 
 /// The base stage's result: where the base tarball is, and what keeps it there while it is read.
@@ -1021,7 +1015,16 @@ fn run_mmdebstrap(
     let _lock = CacheLock::take(&arch_cache, on)?;
     let logs = req.cache.join("logs");
     std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-    let log_path = logs.join(format!("{}-{}.log", profile.name, profile.arch.debian()));
+    let level = if plan.layer_on.is_some() {
+        "-layer"
+    } else {
+        ""
+    };
+    let log_path = logs.join(format!(
+        "{}-{}{level}.log",
+        profile.name,
+        profile.arch.debian()
+    ));
     let run = plan.prepare(
         &mmdebstrap::RunPaths {
             cache: arch_cache,
@@ -1068,18 +1071,13 @@ fn base_stage(
                 cache: "bypassed".into(),
                 entry: None,
                 epoch,
+                layer: None,
             },
             downloads,
             log: Some(log),
         });
     }
-    let bases = cache::BaseCache::new(&req.cache);
-    let damaged = std::cell::RefCell::new(Vec::new());
-    let acquired = bases.acquire(&key, &|w| on(RootfsEvent::Phase(w)), &|w| {
-        on(RootfsEvent::Warning(w));
-        damaged.borrow_mut().push(w.to_string());
-    })?;
-    warnings.extend(damaged.into_inner());
+    let acquired = layer::acquire(&cache::BaseCache::new(&req.cache), &key, on, warnings)?;
     match acquired {
         cache::Acquired::Hit(held, manifest) => {
             on(RootfsEvent::Phase(&format!(
@@ -1094,6 +1092,7 @@ fn base_stage(
                     cache: "hit".into(),
                     entry: Some(held.entry()),
                     epoch,
+                    layer: None,
                 },
                 _held: Some(held),
                 _pending: None,
@@ -1127,6 +1126,7 @@ fn base_stage(
                         cache: "built, not stored".into(),
                         entry: None,
                         epoch,
+                        layer: None,
                     },
                     _held: Some(held),
                     _pending: Some(pending),
@@ -1143,6 +1143,7 @@ fn base_stage(
                     cache: "built".into(),
                     entry: Some(held.entry()),
                     epoch,
+                    layer: None,
                 },
                 _held: Some(held),
                 _pending: None,
@@ -1268,7 +1269,7 @@ pub fn build_rootfs(
             ));
             let facts = cache::facts(&plan)?;
             let inputs = cache::KeyInputs::new(&plan, &facts);
-            if req.no_cache || !cache::BaseCache::new(&req.cache).looks_present(&inputs.key()) {
+            if req.no_cache || !layer::looks_present(profile, req, &plan, &inputs) {
                 prerequisites::check_foreign_arch(profile.arch, &req.binfmt_dir)?;
             }
             Some((plan, inputs))
@@ -1341,17 +1342,16 @@ pub fn build_rootfs(
             None
         }
         (None, Some((plan, inputs))) => {
-            let b = base_stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
+            let b = layer::stage(profile, plan, inputs, req, work.path(), on, &mut warnings)?;
             downloads = b.downloads.clone();
             log = b.log.clone();
             hooked = plan.initramfs_hook.is_some();
             cache_used = Some(req.cache.clone());
             source_desc = format!(
-                "mmdebstrap {} from {} (base {}: {})",
+                "mmdebstrap {} from {} ({})",
                 plan.suite,
                 plan.mirror,
-                &b.report.key[..12],
-                b.report.cache
+                layer::describe(&b.report)
             );
             base_report = Some(b.report.clone());
             Some(b)
@@ -1373,18 +1373,18 @@ pub fn build_rootfs(
         None => source_tar.clone(),
     };
     let mut tree = TarTree::open_as(&source_tar, &shown)?;
-    // A shared base's key leaves the device tree out: it is this board's only if the modules derived for
-    // this board's device tree are those the base's initramfs was made with. Otherwise this board needs
-    // a base of its own device tree (its own key, built once like any other).
+    // A shared board layer's key leaves the device tree out: it is this board's only if the modules
+    // derived for this board's device tree are those the layer's initramfs was made with. Otherwise this
+    // board needs a layer of its own device tree (its own key, built once like any other, on the base).
     let mut base = base;
     if let (Some(b), Some((plan, inputs))) = (&base, &base_input)
-        && b.report.cache == "hit"
+        && layer::is_hit(&b.report)
         && plan.initramfs_hook.is_some()
         && let Some(why) = base_modules_differ(profile, &tree)
     {
         let w = format!(
-            "base {} was built for other initramfs modules ({why}): using a base of {}'s device tree",
-            &b.report.key[..12],
+            "board layer {} was built for other initramfs modules ({why}): using a layer of {}'s device tree",
+            layer::layer_key(&b.report),
             profile.name
         );
         on(RootfsEvent::Warning(&w));
@@ -1400,15 +1400,14 @@ pub fn build_rootfs(
             epoch: inputs.epoch,
         };
         let inputs = cache::KeyInputs::new(&plan, &facts);
-        let b = base_stage(profile, &plan, &inputs, req, work.path(), on, &mut warnings)?;
+        let b = layer::stage(profile, &plan, &inputs, req, work.path(), on, &mut warnings)?;
         downloads = b.downloads.clone();
         log = b.log.clone();
         source_desc = format!(
-            "mmdebstrap {} from {} (base {} of its device tree: {})",
+            "mmdebstrap {} from {} ({}, of its device tree)",
             plan.suite,
             plan.mirror,
-            &b.report.key[..12],
-            b.report.cache
+            layer::describe(&b.report)
         );
         base_report = Some(b.report.clone());
         tree = TarTree::open(&b.tar)?;
