@@ -33,10 +33,7 @@ type Settings = (BTreeMap<String, String>, Vec<(String, String)>);
 
 /// Resolves every setting of the selected features: given value, environment, prompt, default. A
 /// secret has no default: without a value and without a terminal it is an error.
-fn resolve_settings(
-    recipe: &Recipe,
-    req: &RootfsRequest,
-) -> Result<Settings, RootfsError> {
+fn resolve_settings(recipe: &Recipe, req: &RootfsRequest) -> Result<Settings, RootfsError> {
     let known: Vec<&str> = recipe.settings.iter().map(|s| s.name.as_str()).collect();
     for given in req.settings.keys() {
         if !known.contains(&given.as_str()) {
