@@ -33,9 +33,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::base::{Base, BaseReport};
 use super::cache::{self, Facts, KeyInputs};
 use super::mmdebstrap::{BasePlan, Downloads};
-use super::{Base, BaseReport, RootfsError, RootfsEvent, RootfsRequest, features, initramfs, io};
+use super::{RootfsError, RootfsEvent, RootfsRequest, features, initramfs, io};
 use crate::profile::Profile;
 
 /// mmdebstrap's variant for a layer: nothing but what `--include` names is installed on the base.
@@ -250,7 +251,7 @@ fn run_layer(
         layer_on: Some(base.to_path_buf()),
         ..layer.clone()
     };
-    super::run_mmdebstrap(profile, &plan, req, epoch, &dir, output, on)
+    super::base::run_mmdebstrap(profile, &plan, req, epoch, &dir, output, on)
 }
 
 /// The mmdebstrap output of a board, `full` split in its base and board layer (`inputs` are `full`'s,
@@ -277,7 +278,7 @@ pub(super) fn stage(
         ..base
     };
     if req.no_cache {
-        let b = super::base_stage(profile, &k.split.base, &k.base, req, work, on, warnings)?;
+        let b = super::base::base_stage(profile, &k.split.base, &k.base, req, work, on, warnings)?;
         let tar = work.join("layer.tar");
         let (more, log) = run_layer(profile, &k.split.layer, &b.tar, req, epoch, work, &tar, on)?;
         let mut downloads = b.downloads.clone();
@@ -322,7 +323,7 @@ pub(super) fn stage(
         cache::Acquired::Miss(held) => held,
     };
     // The base, held (shared, or as a pending entry) until the layer is built on it.
-    let b = super::base_stage(profile, &k.split.base, &k.base, req, work, on, warnings)?;
+    let b = super::base::base_stage(profile, &k.split.base, &k.base, req, work, on, warnings)?;
     let pending = held.begin()?;
     let started = Instant::now();
     let (more, log) = run_layer(
@@ -440,12 +441,12 @@ mod tests {
     }
 
     fn full_plan(profile: &Profile, req: &RootfsRequest) -> BasePlan {
-        let (recipe, _, _) = super::super::resolve_recipe(profile, req).unwrap();
-        super::super::base_plan(
+        let (recipe, _, _) = super::super::inputs::resolve_recipe(profile, req).unwrap();
+        super::super::base::base_plan(
             profile,
             &recipe,
             req,
-            &super::super::initramfs_files(profile),
+            &super::super::base::initramfs_files(profile),
             false,
         )
         .unwrap()

@@ -2,13 +2,19 @@
 //! and change it like a directory, then [`TarTree::write`] emits a new tarball in a canonical order
 //! (parents before children, siblings by name), with numeric owners and mtimes clamped to
 //! SOURCE_DATE_EPOCH. Owners, modes, device nodes and extended attributes survive without root.
+//!
+//! Reading an archive into the index is `index`, writing the canonical tarball `writer`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tar::{EntryType, Header};
+mod index;
+mod writer;
+
+pub use index::index;
+pub use writer::TarStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarTreeError {
@@ -154,88 +160,6 @@ fn canonical_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             },
         }
     }
-}
-
-/// Indexes an uncompressed tar archive of `len` bytes read from `reader` (`path` names it in errors).
-/// Every entry's data must lie inside the archive: a header's size is checked against the archive's
-/// real length, so a crafted size never reaches an allocation or a read.
-pub fn index<R: Read + Seek>(
-    reader: R,
-    len: u64,
-    path: &Path,
-) -> Result<HashMap<String, Node>, TarTreeError> {
-    let read_err = |source| TarTreeError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut archive = tar::Archive::new(reader);
-    let mut nodes = HashMap::new();
-    let entries = archive.entries_with_seek().map_err(read_err)?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| TarTreeError::Format {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-        let (offset, size) = (entry.raw_file_position(), entry.size());
-        if offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(TarTreeError::PastEnd {
-                path: path.to_path_buf(),
-                entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
-                header: entry.raw_header_position(),
-                offset,
-                size,
-                len,
-            });
-        }
-        let mut xattrs = Vec::new();
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                if let Ok(key) = ext.key()
-                    && let Some(attr) = key.strip_prefix("SCHILY.xattr.")
-                {
-                    xattrs.push((attr.to_string(), ext.value_bytes().to_vec()));
-                }
-            }
-        }
-        let h = entry.header();
-        let num = |r: io::Result<u64>| r.unwrap_or(0);
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let link = entry
-            .link_name_bytes()
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let kind = match h.entry_type() {
-            EntryType::Regular | EntryType::Continuous => Kind::File(Data::Input { offset, size }),
-            EntryType::Directory => Kind::Dir,
-            EntryType::Symlink => Kind::Symlink(link.unwrap_or_default()),
-            EntryType::Link => Kind::Hardlink(normalize(&link.unwrap_or_default())),
-            EntryType::Char => Kind::Char(
-                h.device_major().ok().flatten().unwrap_or(0),
-                h.device_minor().ok().flatten().unwrap_or(0),
-            ),
-            EntryType::Block => Kind::Block(
-                h.device_major().ok().flatten().unwrap_or(0),
-                h.device_minor().ok().flatten().unwrap_or(0),
-            ),
-            EntryType::Fifo => Kind::Fifo,
-            other => {
-                return Err(TarTreeError::Format {
-                    path: path.to_path_buf(),
-                    reason: format!("entry `{name}` has unsupported type {other:?}"),
-                });
-            }
-        };
-        let node = Node {
-            kind,
-            mode,
-            uid: num(h.uid()),
-            gid: num(h.gid()),
-            mtime: num(h.mtime()),
-            xattrs,
-        };
-        nodes.insert(name, node);
-    }
-    Ok(nodes)
 }
 
 pub struct TarTree {
@@ -570,188 +494,6 @@ impl TarTree {
         out.sort_by(|a, b| canonical_cmp(a, b));
         out
     }
-
-    /// Writes the canonical tarball. `clamp` is SOURCE_DATE_EPOCH: later mtimes (and those of new
-    /// nodes) become it.
-    pub fn write(&self, dest: &Path, clamp: u64) -> Result<TarStats, TarTreeError> {
-        let werr = |source| TarTreeError::Write {
-            path: dest.to_path_buf(),
-            source,
-        };
-        let out = File::create(dest).map_err(werr)?;
-        let stats = self.write_to(BufWriter::with_capacity(1 << 20, out), clamp, dest)?;
-        Ok(stats)
-    }
-
-    fn write_to<W: Write>(&self, w: W, clamp: u64, dest: &Path) -> Result<TarStats, TarTreeError> {
-        let werr = |source| TarTreeError::Write {
-            path: dest.to_path_buf(),
-            source,
-        };
-        let mut src = match &self.source {
-            Some(p) => Some(File::open(p).map_err(|source| TarTreeError::Read {
-                path: p.clone(),
-                source,
-            })?),
-            None => None,
-        };
-        let order = self.paths();
-        // Hard links must follow the entry holding the data: the first of each set in canonical order
-        // carries the data, the others link to it.
-        let position: HashMap<&str, usize> = order
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.as_str(), i))
-            .collect();
-        let mut data_holder: HashMap<String, String> = HashMap::new();
-        let mut sets: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
-        for (p, n) in &self.nodes {
-            if let Kind::Hardlink(t) = &n.kind {
-                if !self.nodes.contains_key(t) {
-                    return Err(TarTreeError::Node {
-                        path: p.clone(),
-                        reason: format!("hard link to `{t}`, which is not in the tree"),
-                    });
-                }
-                let set = sets.entry(t.clone()).or_default();
-                set.insert(position[p.as_str()]);
-                set.insert(position[t.as_str()]);
-            }
-        }
-        for (target, set) in &sets {
-            if let Some(&first) = set.iter().next() {
-                data_holder.insert(target.clone(), order[first].clone());
-            }
-        }
-
-        let mut builder = tar::Builder::new(w);
-        let mut stats = TarStats::default();
-        for path in &order {
-            let node = &self.nodes[path];
-            let name = if path.is_empty() {
-                "./".to_string()
-            } else {
-                format!("./{path}")
-            };
-            let mut header = Header::new_gnu();
-            header.set_mode(node.mode);
-            header.set_uid(node.uid);
-            header.set_gid(node.gid);
-            header.set_mtime(node.mtime.min(clamp));
-            header.set_size(0);
-            if !node.xattrs.is_empty() {
-                let recs: Vec<(String, &[u8])> = node
-                    .xattrs
-                    .iter()
-                    .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
-                    .collect();
-                builder
-                    .append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), *v)))
-                    .map_err(werr)?;
-            }
-            // Resolve what this entry really is once hard-link sets are reordered.
-            let kind: &Kind = match &node.kind {
-                Kind::Hardlink(t) => {
-                    if data_holder.get(t).map(String::as_str) == Some(path.as_str()) {
-                        &self.nodes[t].kind
-                    } else {
-                        &node.kind
-                    }
-                }
-                k => {
-                    if let (Kind::File(_), Some(holder)) = (k, data_holder.get(path))
-                        && holder != path
-                    {
-                        // This file's data went out with an earlier link: link back to it.
-                        stats.hardlinks += 1;
-                        header.set_entry_type(EntryType::Link);
-                        builder
-                            .append_link(&mut header, &name, holder.as_str())
-                            .map_err(werr)?;
-                        continue;
-                    }
-                    k
-                }
-            };
-            match kind {
-                Kind::Dir => {
-                    stats.dirs += 1;
-                    header.set_entry_type(EntryType::Directory);
-                    builder
-                        .append_data(&mut header, &name, io::empty())
-                        .map_err(werr)?;
-                }
-                Kind::File(data) => {
-                    stats.files += 1;
-                    stats.bytes += data.len();
-                    header.set_entry_type(EntryType::Regular);
-                    header.set_size(data.len());
-                    match data {
-                        Data::Bytes(b) => builder
-                            .append_data(&mut header, &name, b.as_slice())
-                            .map_err(werr)?,
-                        Data::Input { offset, size } => {
-                            let f = src.as_mut().ok_or_else(|| TarTreeError::Node {
-                                path: path.clone(),
-                                reason: "data refers to an input tarball that is not open".into(),
-                            })?;
-                            f.seek(SeekFrom::Start(*offset)).map_err(werr)?;
-                            builder
-                                .append_data(&mut header, &name, (&mut *f).take(*size))
-                                .map_err(werr)?;
-                        }
-                    }
-                }
-                Kind::Symlink(t) => {
-                    stats.symlinks += 1;
-                    header.set_entry_type(EntryType::Symlink);
-                    builder.append_link(&mut header, &name, t).map_err(werr)?;
-                }
-                Kind::Hardlink(t) => {
-                    stats.hardlinks += 1;
-                    let holder = data_holder.get(t).cloned().unwrap_or_else(|| t.clone());
-                    header.set_entry_type(EntryType::Link);
-                    builder
-                        .append_link(&mut header, &name, holder.as_str())
-                        .map_err(werr)?;
-                }
-                Kind::Char(ma, mi) | Kind::Block(ma, mi) => {
-                    stats.devices += 1;
-                    header.set_entry_type(if matches!(kind, Kind::Char(..)) {
-                        EntryType::Char
-                    } else {
-                        EntryType::Block
-                    });
-                    header.set_device_major(*ma).map_err(werr)?;
-                    header.set_device_minor(*mi).map_err(werr)?;
-                    builder
-                        .append_data(&mut header, &name, io::empty())
-                        .map_err(werr)?;
-                }
-                Kind::Fifo => {
-                    stats.devices += 1;
-                    header.set_entry_type(EntryType::Fifo);
-                    builder
-                        .append_data(&mut header, &name, io::empty())
-                        .map_err(werr)?;
-                }
-            }
-        }
-        let mut w = builder.into_inner().map_err(werr)?;
-        w.flush().map_err(werr)?;
-        Ok(stats)
-    }
-}
-
-/// What a written tarball holds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct TarStats {
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub devices: u64,
-    pub bytes: u64,
 }
 
 /// `*` matches any run of characters within one component.
@@ -776,9 +518,11 @@ pub fn wildcard(pattern: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use tar::{EntryType, Header};
+
     use super::*;
 
-    fn sample() -> (tempfile::TempDir, PathBuf) {
+    pub(super) fn sample() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in.tar");
         let mut b = tar::Builder::new(File::create(&p).unwrap());
@@ -825,84 +569,12 @@ mod tests {
         (dir, p)
     }
 
-    fn entries(p: &Path) -> Vec<(String, EntryType, u64, Option<String>)> {
-        let mut a = tar::Archive::new(File::open(p).unwrap());
-        a.entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.path().unwrap().to_string_lossy().into_owned(),
-                    e.header().entry_type(),
-                    e.header().mtime().unwrap(),
-                    e.link_name()
-                        .unwrap()
-                        .map(|l| l.to_string_lossy().into_owned()),
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn resolves_symlinked_directories() {
         let (_d, p) = sample();
         let t = TarTree::open(&p).unwrap();
         assert_eq!(t.resolve("lib/z").unwrap(), "usr/lib/z");
         assert_eq!(t.read("/lib/a").unwrap().unwrap(), b"zdata");
-    }
-
-    #[test]
-    fn canonical_order_clamped_and_links_after_data() {
-        let (d, p) = sample();
-        let mut t = TarTree::open(&p).unwrap();
-        t.write_file("lib/new/file", b"x".to_vec(), 0o600).unwrap();
-        let out = d.path().join("out.tar");
-        t.write(&out, 1000).unwrap();
-        let e = entries(&out);
-        let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "./",
-                "etc",
-                "etc/passwd",
-                "lib",
-                "usr",
-                "usr/lib",
-                "usr/lib/a",
-                "usr/lib/new",
-                "usr/lib/new/file",
-                "usr/lib/z"
-            ]
-        );
-        assert!(e.iter().all(|x| x.2 <= 1000));
-        let a = e.iter().find(|x| x.0 == "usr/lib/a").unwrap();
-        assert_eq!(a.1, EntryType::Regular);
-        let z = e.iter().find(|x| x.0 == "usr/lib/z").unwrap();
-        assert_eq!(z.1, EntryType::Link);
-        assert_eq!(z.3.as_deref(), Some("usr/lib/a"));
-        // GNU tar agrees the archive is well formed and extracts the link.
-        let x = d.path().join("x");
-        std::fs::create_dir(&x).unwrap();
-        let st = std::process::Command::new("tar")
-            .arg("-xf")
-            .arg(&out)
-            .arg("-C")
-            .arg(&x)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        assert_eq!(std::fs::read(x.join("usr/lib/z")).unwrap(), b"zdata");
-    }
-
-    #[test]
-    fn rewriting_is_deterministic() {
-        let (d, p) = sample();
-        let t = TarTree::open(&p).unwrap();
-        let (a, b) = (d.path().join("a.tar"), d.path().join("b.tar"));
-        t.write(&a, 77).unwrap();
-        TarTree::open(&a).unwrap().write(&b, 77).unwrap();
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     }
 
     #[test]
