@@ -76,9 +76,41 @@ fn validate_emulator(
     };
     let f = |field: &str| format!("{prefix}.{field}");
     let drive = {
-        let d = e.drive.unwrap_or_else(|| Loc::builtin("virtio".into()));
+        let d = e
+            .drive
+            .clone()
+            .unwrap_or_else(|| Loc::builtin("virtio".into()));
         one_of(&d, &f("drive"), &[("sd", "sd"), ("virtio", "virtio")])?.to_string()
     };
+    let (display, input) = screen_devices(&e, &prefix)?;
+    let network = network_model(&e, &prefix)?;
+    let direct_boot = direct_boot(&e, &prefix)?;
+    let initramfs_modules = emulator_modules(&e, &prefix, ctx, &drive)?;
+    Ok(Emulator {
+        name,
+        description: e.description.map(|v| v.value),
+        system: required(e.system, ctx.file, &f("system"))?.value,
+        machine: required(e.machine, ctx.file, &f("machine"))?.value,
+        cpu: e.cpu.map(|v| v.value),
+        memory: e.memory.map(|v| v.value).unwrap_or_else(|| "1G".into()),
+        drive,
+        firmware: e.firmware.map(|v| v.value),
+        size_power_of_two: e.size_power_of_two.map(|v| v.value).unwrap_or(false),
+        extra_args: e.extra_args.map(|v| v.value).unwrap_or_default(),
+        display,
+        input,
+        network,
+        direct_boot,
+        initramfs_modules,
+    })
+}
+
+/// `display` and `input`: QEMU devices; input devices only with a display to drive.
+fn screen_devices(
+    e: &RawEmulator,
+    prefix: &str,
+) -> Result<(Option<String>, Vec<String>), ProfileError> {
+    let f = |field: &str| format!("{prefix}.{field}");
     let display = e
         .display
         .as_ref()
@@ -106,68 +138,83 @@ fn validate_emulator(
             )?);
         }
     }
-    let network = match &e.network {
-        None => None,
-        Some(n) => {
-            if n.value.is_empty()
-                || !n
-                    .value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(ProfileError::invalid(
-                    n,
-                    f("network"),
-                    "must be a QEMU NIC model name (letters, digits, '-', '_', '.'), e.g. \"virtio-net-pci\" or \"allwinner-emac\"",
-                ));
-            }
-            Some(n.value.clone())
-        }
+    Ok((display, input))
+}
+
+/// `network`: a NIC model name, nothing QEMU would read as more options.
+fn network_model(e: &RawEmulator, prefix: &str) -> Result<Option<String>, ProfileError> {
+    let Some(n) = &e.network else {
+        return Ok(None);
     };
-    let direct_boot = match &e.direct_boot {
-        None => {
-            if let Some(c) = &e.console {
+    if n.value.is_empty()
+        || !n
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ProfileError::invalid(
+            n,
+            format!("{prefix}.network"),
+            "must be a QEMU NIC model name (letters, digits, '-', '_', '.'), e.g. \"virtio-net-pci\" or \"allwinner-emac\"",
+        ));
+    }
+    Ok(Some(n.value.clone()))
+}
+
+/// `direct_boot` and the `console` it replaces; firmware would never run with it.
+fn direct_boot(e: &RawEmulator, prefix: &str) -> Result<Option<DirectBoot>, ProfileError> {
+    let f = |field: &str| format!("{prefix}.{field}");
+    let Some(d) = &e.direct_boot else {
+        if let Some(c) = &e.console {
+            return Err(ProfileError::invalid(
+                c,
+                f("console"),
+                format!(
+                    "has no effect without {}: the image's own boot configuration sets the console",
+                    f("direct_boot")
+                ),
+            ));
+        }
+        return Ok(None);
+    };
+    // Whether the image has an extlinux.conf is checked when this emulator is chosen: a board
+    // may inherit the setup from its base and still leave extlinux out of boot.methods.
+    one_of(d, &f("direct_boot"), &[("extlinux", ())])?;
+    if let Some(fw) = &e.firmware {
+        return Err(ProfileError::invalid(
+            fw,
+            f("firmware"),
+            format!(
+                "has no effect with {}: QEMU starts the kernel itself; remove one of them",
+                f("direct_boot")
+            ),
+        ));
+    }
+    let console = match &e.console {
+        None => None,
+        Some(c) => {
+            if c.value.is_empty() || c.value.contains(char::is_whitespace) {
                 return Err(ProfileError::invalid(
                     c,
                     f("console"),
-                    format!(
-                        "has no effect without {}: the image's own boot configuration sets the console",
-                        f("direct_boot")
-                    ),
+                    "must be one console device with its options, e.g. \"ttyAMA0\" or \"ttyS0,115200\"",
                 ));
             }
-            None
-        }
-        Some(d) => {
-            // Whether the image has an extlinux.conf is checked when this emulator is chosen: a board
-            // may inherit the setup from its base and still leave extlinux out of boot.methods.
-            one_of(d, &f("direct_boot"), &[("extlinux", ())])?;
-            if let Some(fw) = &e.firmware {
-                return Err(ProfileError::invalid(
-                    fw,
-                    f("firmware"),
-                    format!(
-                        "has no effect with {}: QEMU starts the kernel itself; remove one of them",
-                        f("direct_boot")
-                    ),
-                ));
-            }
-            let console = match &e.console {
-                None => None,
-                Some(c) => {
-                    if c.value.is_empty() || c.value.contains(char::is_whitespace) {
-                        return Err(ProfileError::invalid(
-                            c,
-                            f("console"),
-                            "must be one console device with its options, e.g. \"ttyAMA0\" or \"ttyS0,115200\"",
-                        ));
-                    }
-                    Some(c.value.clone())
-                }
-            };
-            Some(DirectBoot { console })
+            Some(c.value.clone())
         }
     };
+    Ok(Some(DirectBoot { console }))
+}
+
+/// `initramfs_modules`: module names, only with an initramfs; and the emulated disk (`drive`) where
+/// the initramfs looks for the root filesystem, or the modules that reach it listed.
+fn emulator_modules(
+    e: &RawEmulator,
+    prefix: &str,
+    ctx: &EmulatorContext<'_>,
+    drive: &str,
+) -> Result<Vec<String>, ProfileError> {
+    let f = |field: &str| format!("{prefix}.{field}");
     let initramfs_modules = match &e.initramfs_modules {
         None => Vec::new(),
         Some(m) => {
@@ -195,7 +242,7 @@ fn validate_emulator(
         }
     };
     if let (Some(m), Some(loc)) = (ctx.medium, ctx.medium_loc) {
-        let fits = match drive.as_str() {
+        let fits = match drive {
             "sd" => matches!(m, Medium::Sd | Medium::Emmc),
             _ => m == Medium::Virtio,
         };
@@ -213,23 +260,7 @@ fn validate_emulator(
             ));
         }
     }
-    Ok(Emulator {
-        name,
-        description: e.description.map(|v| v.value),
-        system: required(e.system, ctx.file, &f("system"))?.value,
-        machine: required(e.machine, ctx.file, &f("machine"))?.value,
-        cpu: e.cpu.map(|v| v.value),
-        memory: e.memory.map(|v| v.value).unwrap_or_else(|| "1G".into()),
-        drive,
-        firmware: e.firmware.map(|v| v.value),
-        size_power_of_two: e.size_power_of_two.map(|v| v.value).unwrap_or(false),
-        extra_args: e.extra_args.map(|v| v.value).unwrap_or_default(),
-        display,
-        input,
-        network,
-        direct_boot,
-        initramfs_modules,
-    })
+    Ok(initramfs_modules)
 }
 
 #[cfg(test)]

@@ -189,15 +189,17 @@ pub(super) fn initramfs_modules(
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
-
     use super::*;
     use crate::profile::Catalog;
+    use crate::rootfs::test_trees::packed;
 
-    /// The Cubieboard's boot files under `root` as Debian installs them (kernel, initrd, device tree,
-    /// U-Boot with its signature), packed by GNU tar.
-    fn cubieboard_tree(dir: &std::path::Path, profile: &Profile, bootloader: bool) -> TarTree {
-        let root = dir.join("root");
+    /// The Cubieboard's profile and what `check_boot_files` finds in a tree holding its boot files as
+    /// Debian installs them (kernel, initrd, device tree; U-Boot with its signature if `bootloader`),
+    /// packed by GNU tar.
+    fn cubieboard(bootloader: bool) -> (Profile, Result<BootFiles, RootfsError>) {
+        let profile = Catalog::default().load("cubieboard").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
         let put = |path: &str, data: &[u8]| {
             let p = root.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -221,26 +223,15 @@ mod tests {
             }
             put(&b.path.value, &data);
         }
-        let tar = dir.join("root.tar");
-        let st = Command::new("tar")
-            .arg("--create")
-            .arg("--file")
-            .arg(&tar)
-            .arg("--directory")
-            .arg(&root)
-            .arg(".")
-            .status()
-            .expect("tar (package tar) must be installed");
-        assert!(st.success());
-        TarTree::open(&tar).unwrap()
+        let tree = packed(&root, &dir.path().join("root.tar"));
+        let found = check_boot_files(&tree, &profile);
+        (profile, found)
     }
 
     #[test]
     fn boot_files_are_the_newest_kernel_and_its_device_tree() {
-        let profile = Catalog::default().load("cubieboard").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let tree = cubieboard_tree(dir.path(), &profile, true);
-        let b = check_boot_files(&tree, &profile).unwrap();
+        let (profile, found) = cubieboard(true);
+        let b = found.unwrap();
         // Version order, not byte order: 10 is newer than 9.
         assert!(b.kernel.ends_with("boot/vmlinuz-6.1.0-10-armmp"), "{b:?}");
         assert!(
@@ -262,10 +253,8 @@ mod tests {
 
     #[test]
     fn a_missing_bootloader_names_its_path_and_package() {
-        let profile = Catalog::default().load("cubieboard").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let tree = cubieboard_tree(dir.path(), &profile, false);
-        let e = check_boot_files(&tree, &profile).unwrap_err();
+        let (profile, found) = cubieboard(false);
+        let e = found.unwrap_err();
         let RootfsError::BootFile { what, pattern, .. } = &e else {
             panic!("{e}")
         };

@@ -119,6 +119,9 @@ pub struct Inputs<'a> {
     pub strict: bool,
 }
 
+/// The board configuration, in order: identity files removed, accounts (root locked, the default
+/// user, its home from /etc/skel), the recipe's files, the initramfs configuration, the artifacts,
+/// fstab from the plan, services and the default target.
 pub fn apply(
     tree: &mut TarTree,
     recipe: &Recipe,
@@ -130,8 +133,53 @@ pub fn apply(
             tree.remove(&p)?;
         }
     }
+    let (acc, user) = accounts(tree, recipe, inp)?;
+    let (uid, gid) = (u64::from(user.uid), u64::from(user.gid));
+    home_from_skel(tree, &user.home, uid, gid)?;
+    let files = recipe_files(tree, recipe, inp, &acc, uid, gid)?;
+    for (path, text) in &inp.initramfs {
+        tree.insert(path, Node::file(text.clone().into_bytes(), 0o644))?;
+    }
 
-    // Accounts.
+    // Artifacts (proprietary binaries), already verified against their sha256.
+    let mut artifacts = Vec::new();
+    for (dest, data, mode) in &inp.artifacts {
+        artifacts.push(tree.insert(dest, Node::file(data.clone(), *mode))?);
+    }
+
+    // fstab from the plan.
+    let entries = fstab::entries(inp.layout, recipe.fstab);
+    tree.insert(
+        "etc/fstab",
+        Node::file(
+            fstab::render(inp.board, inp.epoch, &entries).into_bytes(),
+            0o644,
+        ),
+    )?;
+    for e in &entries {
+        if e.mount != "/" {
+            tree.insert(e.mount.trim_start_matches('/'), Node::dir(0o755))?;
+        }
+    }
+
+    let (enabled, warnings) = services(tree, recipe, inp)?;
+    Ok(Customized {
+        user,
+        fstab: entries,
+        enabled,
+        files,
+        artifacts,
+        warnings,
+    })
+}
+
+/// The account databases with root locked and the default user in place, written back (password
+/// hashes readable by root and the shadow group only; no backup copies left).
+fn accounts(
+    tree: &mut TarTree,
+    recipe: &Recipe,
+    inp: &Inputs<'_>,
+) -> Result<(Accounts, UserReport), CustomizeError> {
     let passwd = db(tree, "etc/passwd")?.ok_or_else(|| CustomizeError::NotASystem {
         path: "/etc/passwd".into(),
     })?;
@@ -178,35 +226,55 @@ pub fn apply(
     for backup in ["etc/passwd-", "etc/shadow-", "etc/group-", "etc/gshadow-"] {
         tree.remove(backup)?;
     }
-    let (uid, gid) = (u64::from(user.uid), u64::from(user.gid));
-    let home = user.home.trim_start_matches('/').to_string();
-    if tree.get(&home).is_none() {
-        tree.insert(&home, Node::dir(0o700).owned(uid, gid))?;
-        let skel: Vec<String> = tree
-            .paths()
-            .into_iter()
-            .filter(|p| p.starts_with("etc/skel/"))
-            .collect();
-        for s in skel {
-            let Some(node) = tree.get(&s).cloned() else {
-                continue;
-            };
-            let rel = &s["etc/skel/".len()..];
-            let node = match node.kind {
-                Kind::File(_) => Node {
-                    kind: Kind::File(super::tartree::Data::Bytes(
-                        tree.read(&s)?.unwrap_or_default(),
-                    )),
-                    ..node
-                },
-                Kind::Hardlink(_) => continue,
-                _ => node,
-            };
-            tree.insert(&format!("{home}/{rel}"), node.owned(uid, gid))?;
-        }
-    }
+    Ok((acc, user))
+}
 
-    // Recipe files.
+/// A new home directory, owned by the user, with a copy of /etc/skel.
+fn home_from_skel(
+    tree: &mut TarTree,
+    home: &str,
+    uid: u64,
+    gid: u64,
+) -> Result<(), CustomizeError> {
+    let home = home.trim_start_matches('/').to_string();
+    if tree.get(&home).is_some() {
+        return Ok(());
+    }
+    tree.insert(&home, Node::dir(0o700).owned(uid, gid))?;
+    let skel: Vec<String> = tree
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("etc/skel/"))
+        .collect();
+    for s in skel {
+        let Some(node) = tree.get(&s).cloned() else {
+            continue;
+        };
+        let rel = &s["etc/skel/".len()..];
+        let node = match node.kind {
+            Kind::File(_) => Node {
+                kind: Kind::File(super::tartree::Data::Bytes(
+                    tree.read(&s)?.unwrap_or_default(),
+                )),
+                ..node
+            },
+            Kind::Hardlink(_) => continue,
+            _ => node,
+        };
+        tree.insert(&format!("{home}/{rel}"), node.owned(uid, gid))?;
+    }
+    Ok(())
+}
+
+/// The recipe's files (templates rendered, owners and groups resolved); the paths written.
+fn recipe_files(
+    tree: &mut TarTree,
+    recipe: &Recipe,
+    inp: &Inputs<'_>,
+    acc: &Accounts,
+    uid: u64,
+    gid: u64,
+) -> Result<Vec<String>, CustomizeError> {
     let mut files = Vec::new();
     for f in &recipe.files {
         if f.when_autologin && !recipe.autologin {
@@ -256,32 +324,16 @@ pub fn apply(
         }
         files.push(tree.insert(&path, node)?);
     }
-    for (path, text) in &inp.initramfs {
-        tree.insert(path, Node::file(text.clone().into_bytes(), 0o644))?;
-    }
+    Ok(files)
+}
 
-    // Artifacts (proprietary binaries), already verified against their sha256.
-    let mut artifacts = Vec::new();
-    for (dest, data, mode) in &inp.artifacts {
-        artifacts.push(tree.insert(dest, Node::file(data.clone(), *mode))?);
-    }
-
-    // fstab from the plan.
-    let entries = fstab::entries(inp.layout, recipe.fstab);
-    tree.insert(
-        "etc/fstab",
-        Node::file(
-            fstab::render(inp.board, inp.epoch, &entries).into_bytes(),
-            0o644,
-        ),
-    )?;
-    for e in &entries {
-        if e.mount != "/" {
-            tree.insert(e.mount.trim_start_matches('/'), Node::dir(0o755))?;
-        }
-    }
-
-    // Services and the default target.
+/// The recipe's services enabled and its default target set; a missing unit in a prebuilt tarball
+/// is a warning.
+fn services(
+    tree: &mut TarTree,
+    recipe: &Recipe,
+    inp: &Inputs<'_>,
+) -> Result<(Vec<String>, Vec<String>), CustomizeError> {
     let mut enabled = Vec::new();
     let mut warnings = Vec::new();
     for s in &recipe.services {
@@ -302,14 +354,7 @@ pub fn apply(
         )?;
     }
 
-    Ok(Customized {
-        user,
-        fstab: entries,
-        enabled,
-        files,
-        artifacts,
-        warnings,
-    })
+    Ok((enabled, warnings))
 }
 
 /// Is `package` installed according to dpkg's status database?

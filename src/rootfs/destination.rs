@@ -231,24 +231,14 @@ mod tests {
     use std::process::Command;
 
     use super::*;
+    use crate::rootfs::test_trees::packed;
 
     /// A root tree made by GNU tar from a directory holding `etc/hostname`.
     fn sample_tree(dir: &Path) -> TarTree {
         let src = dir.join("src");
         std::fs::create_dir_all(src.join("etc")).unwrap();
         std::fs::write(src.join("etc/hostname"), "board\n").unwrap();
-        let tar = dir.join("in.tar");
-        let st = Command::new("tar")
-            .arg("--create")
-            .arg("--file")
-            .arg(&tar)
-            .arg("--directory")
-            .arg(&src)
-            .arg(".")
-            .status()
-            .expect("tar (package tar) must be installed");
-        assert!(st.success());
-        TarTree::open(&tar).unwrap()
+        packed(&src, &dir.join("in.tar"))
     }
 
     fn mode(p: &Path) -> u32 {

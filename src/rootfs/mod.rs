@@ -136,3 +136,26 @@ pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> R
     let context = context.into();
     move |source| RootfsError::Io { context, source }
 }
+
+/// Trees the unit tests make with GNU tar, a writer independent of [`tartree`].
+#[cfg(test)]
+pub(crate) mod test_trees {
+    use std::path::Path;
+
+    use super::tartree::TarTree;
+
+    /// The directory `root` packed by GNU tar into `tar`, opened as a tree.
+    pub(crate) fn packed(root: &Path, tar: &Path) -> TarTree {
+        let st = std::process::Command::new("tar")
+            .arg("--create")
+            .arg("--file")
+            .arg(tar)
+            .arg("--directory")
+            .arg(root)
+            .arg(".")
+            .status()
+            .expect("tar (package tar) must be installed");
+        assert!(st.success(), "tar --create -C {}", root.display());
+        TarTree::open(tar).unwrap()
+    }
+}
