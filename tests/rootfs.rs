@@ -1288,7 +1288,7 @@ fn tarball_entry_claiming_more_than_the_archive_fails() {
         .expect("tar");
     assert!(st.success());
     let member = "./boot/vmlinuz-6.1.0-test-armmp";
-    let (header, len) = claim_size(&tarball, member, 8 << 40);
+    let (header, len) = support::claim_size(&tarball, member, 8 << 40);
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = boardsmith()
@@ -1311,36 +1311,4 @@ fn tarball_entry_claiming_more_than_the_archive_fails() {
         "{e}"
     );
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
-}
-
-/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256) and fixes
-/// the header checksum. Returns the header's offset and the archive's length.
-fn claim_size(tar: &Path, member: &str, size: u64) -> (u64, u64) {
-    let mut b = std::fs::read(tar).expect("read");
-    let mut at = 0;
-    loop {
-        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
-        let h = &b[at..at + 512];
-        let name = String::from_utf8_lossy(&h[..100])
-            .trim_end_matches('\0')
-            .to_string();
-        let octal = String::from_utf8_lossy(&h[124..136])
-            .trim_matches(['\0', ' '])
-            .to_string();
-        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
-        if name == member {
-            break;
-        }
-        at += 512 + len.div_ceil(512) as usize * 512;
-    }
-    let h = &mut b[at..at + 512];
-    h[124] = 0x80;
-    h[125..128].fill(0);
-    h[128..136].copy_from_slice(&size.to_be_bytes());
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let len = b.len() as u64;
-    std::fs::write(tar, b).expect("write");
-    (at as u64, len)
 }

@@ -58,19 +58,96 @@ pub fn under(program: impl AsRef<OsStr>, args: &[&str]) -> Command {
     c
 }
 
-/// Runs `cmd` (boardsmith or a tool) and asserts that it succeeded, showing its command line and
-/// standard error otherwise.
+/// Runs `cmd` (boardsmith or a tool) and asserts that it succeeded, showing its command line,
+/// standard error and standard output otherwise.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let o = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         o.status.success(),
-        "{cmd:?} failed ({}):\n{}",
+        "{cmd:?} failed ({}):\n{}{}",
         o.status,
-        String::from_utf8_lossy(&o.stderr)
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
     );
     o
+}
+
+/// What a run that had to fail left: its exit code (-1 for a signal) and its output.
+pub struct Failed {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Failed {
+    /// Asserts the exit code and that standard error holds each of `wanted`, showing it otherwise.
+    pub fn expect(&self, code: i32, wanted: &[&str]) -> &Self {
+        assert_eq!(self.code, code, "exit code; stderr:\n{}", self.stderr);
+        for w in wanted {
+            assert!(
+                self.stderr.contains(w),
+                "stderr lacks {w:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// Runs `cmd` and asserts that it failed, showing its command line and output if it succeeded.
+pub fn run_err(cmd: &mut Command) -> Failed {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "{cmd:?} unexpectedly succeeded:\n{stderr}{stdout}"
+    );
+    Failed {
+        code: o.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+/// `boardsmith build BOARD --progress none --rootfs ROOTFS -o OUT EXTRA...` (`BOARD` a name or a
+/// profile file; `--json` in `extra` for the report on stdout).
+pub fn build_cmd(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = boardsmith();
+    c.args(["build", board, "--progress", "none", "--rootfs"])
+        .arg(rootfs)
+        .arg("-o")
+        .arg(out)
+        .args(extra);
+    c
+}
+
+/// [`build_cmd`], asserting that it succeeded.
+pub fn build_ok(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Output {
+    run_ok(&mut build_cmd(board, rootfs, out, extra))
+}
+
+/// [`build_cmd`], asserting that it failed with nothing on stdout and nothing left in `out`.
+pub fn build_err(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Failed {
+    let f = run_err(&mut build_cmd(board, rootfs, out, extra));
+    assert!(
+        f.stdout.trim().is_empty(),
+        "nothing is reported on stdout on failure: {}",
+        f.stdout
+    );
+    // Nothing that looks finished is left behind.
+    if out.exists() {
+        let left: Vec<_> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "files left in {}: {left:?}", out.display());
+    }
+    f
 }
 
 /// The sha256 of a file or device, by sha256sum (an implementation independent of boardsmith's).
@@ -90,4 +167,36 @@ pub fn sha256_file(path: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256 for sizes
+/// beyond octal's 8 GiB) and fixes the header checksum: a header that lies about its data. Returns the header's offset and the archive's length.
+pub fn claim_size(tar: &Path, member: &str, size: u64) -> (u64, u64) {
+    let mut b = std::fs::read(tar).expect("read");
+    let mut at = 0;
+    loop {
+        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
+        let h = &b[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let octal = String::from_utf8_lossy(&h[124..136])
+            .trim_matches(['\0', ' '])
+            .to_string();
+        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
+        if name == member {
+            break;
+        }
+        at += 512 + len.div_ceil(512) as usize * 512;
+    }
+    let h = &mut b[at..at + 512];
+    h[124] = 0x80;
+    h[125..128].fill(0);
+    h[128..136].copy_from_slice(&size.to_be_bytes());
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let len = b.len() as u64;
+    std::fs::write(tar, b).expect("write");
+    (at as u64, len)
 }
