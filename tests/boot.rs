@@ -81,19 +81,7 @@ fn shared_image(board: &str) -> PathBuf {
 
 /// `boardsmith build BOARD` from `rootfs_board`'s root filesystem into `dir`; returns the image.
 fn build(board: &str, rootfs_board: &str, dir: &Path, extra: &[&str]) -> PathBuf {
-    let out = support::boardsmith()
-        .args(["build", board, "--progress", "none", "--rootfs"])
-        .arg(rootfs(rootfs_board))
-        .arg("-o")
-        .arg(dir)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "build {board} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::build_ok(board, &rootfs(rootfs_board), dir, extra);
     let name = Path::new(board)
         .file_stem()
         .unwrap()
@@ -203,16 +191,11 @@ fn boots_to_marker(board: &str) -> (PathBuf, Booted) {
     assert!(b.log.contains(MARKER), "console not in the log");
     assert!(b.stderr.contains(&format!("booted to /{MARKER}/")));
     // The published checksum still describes the image.
-    let check = Command::new("sha256sum")
-        .arg("-c")
-        .arg(format!("{board}.img.sha256"))
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
+    support::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{board}.img.sha256"))
+            .current_dir(&dir),
     );
     (dir, b)
 }

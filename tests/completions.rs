@@ -20,15 +20,10 @@ COMP_POINT=${{#COMP_LINE}}
 _boardsmith boardsmith "" "${{COMP_WORDS[COMP_CWORD-1]}}"
 printf '%s\n' "${{COMPREPLY[@]}}""#
     );
-    let o = Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", &program, "bash"])
-        .arg(script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run bash (package bash): {e}"));
-    assert!(
-        o.status.success(),
-        "bash: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = run_ok(
+        Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &program, "bash"])
+            .arg(script),
     );
     String::from_utf8_lossy(&o.stdout)
         .lines()

@@ -13,7 +13,7 @@ use rootfs_support::*;
 const EPOCH: &str = "1700000000";
 const PASSWORD: &str = "board pass 1";
 
-use support::bin_path as bin;
+use support::sha256_file;
 
 /// The shared launcher, with a cache of its own: never the user's (these builds fail before storing
 /// anything, but a base found there would change what they check).
@@ -130,7 +130,7 @@ fn tarball_checksum_mismatch_fails_without_output() {
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("sha256 mismatch"), "{e}");
-    assert!(e.contains(&sha256_of(&tarball)), "{e}");
+    assert!(e.contains(&sha256_file(&tarball)), "{e}");
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
 }
 
@@ -280,7 +280,7 @@ fn droidmote_binary_needs_source_and_checksum() {
             "--droidmote-sha256",
             &"0".repeat(64),
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
         ])
         .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
         .arg("--droidmote-binary")
@@ -420,7 +420,7 @@ fn prebuilt_tarball_refuses_every_debian_option() {
 fn feature_options_without_their_feature_are_refused() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
-    let sha = sha256_of(&tarball);
+    let sha = sha256_file(&tarball);
     for (extra, needles) in [
         (
             &["--droidmote-port", "2400"][..],
@@ -476,7 +476,7 @@ fn droidmote_password_is_required_without_a_terminal() {
             "--droidmote-sha256",
             &dm_sha,
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
         ])
         .arg("--droidmote-binary")
         .arg(&dm)
@@ -503,7 +503,7 @@ fn droidmote_password_is_required_without_a_terminal() {
 
     // The user's password has no default either.
     let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--sha256", &sha256_of(&tarball)])
+        .args(["rootfs", "cubieboard", "--sha256", &sha256_file(&tarball)])
         .arg("--rootfs-tarball")
         .arg(&tarball)
         .arg("-o")
@@ -545,7 +545,7 @@ fn random_secrets_are_written_private_and_match_the_image() {
             "--droidmote-sha256",
             &dm_sha,
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
             "--json",
             "--progress",
             "plain",
@@ -652,23 +652,22 @@ fn expired_password_has_last_change_day_zero() {
         (profile.to_str().expect("utf-8"), &[][..]),
     ] {
         let tar = d.path().join("r.tar");
-        let o = boardsmith()
-            .args([
-                "rootfs",
-                board,
-                "--password-hash",
-                &hash(),
-                "--world-readable",
-            ])
-            .args(extra)
-            .args(["--sha256", &sha256_of(&tarball)])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(&tar)
-            .output()
-            .expect("run");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        support::run_ok(
+            boardsmith()
+                .args([
+                    "rootfs",
+                    board,
+                    "--password-hash",
+                    &hash(),
+                    "--world-readable",
+                ])
+                .args(extra)
+                .args(["--sha256", &sha256_file(&tarball)])
+                .arg("--rootfs-tarball")
+                .arg(&tarball)
+                .arg("-o")
+                .arg(&tar),
+        );
         let shadow = tar_string(&tar, "etc/shadow");
         let user = shadow
             .lines()
@@ -694,7 +693,7 @@ fn sigterm_during_rootfs_leaves_nothing_behind() {
         .args(["rootfs", "cubieboard", "--password-hash", &hash()])
         .args([
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
             "--rootfs-tarball",
             &server.url,
         ])
@@ -743,7 +742,7 @@ fn sigterm_during_build_leaves_nothing_behind() {
         .args(["build", "cubieboard", "--password-hash", &hash()])
         .args([
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
             "--rootfs-tarball",
             &server.url,
         ])
@@ -775,15 +774,14 @@ fn sigterm_during_build_leaves_nothing_behind() {
 
     // The image phase: a root filesystem big enough that mke2fs and hashing take a while.
     let rootfs = d.path().join("rootfs.tar");
-    let o = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-        .args(["--sha256", &sha256_of(&tarball), "--rootfs-tarball"])
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&rootfs)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+            .args(["--sha256", &sha256_file(&tarball), "--rootfs-tarball"])
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&rootfs),
+    );
     let big = d.path().join("big");
     std::fs::create_dir_all(big.join("srv")).expect("mkdir");
     let st = Command::new("dd")
@@ -854,7 +852,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
             .args(["--droidmote-sha256", &dm_sha, "--droidmote-port", "2400"])
             .args([
                 "--sha256",
-                &sha256_of(&tarball),
+                &sha256_file(&tarball),
                 "--json",
                 "--progress",
                 "none",
@@ -913,7 +911,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
 
     // fstab names the partitions the image plan has.
     let fstab = tar_string(&a, "etc/fstab");
-    let plan = planned_partitions(&bin(), "cubieboard", EPOCH);
+    let plan = planned_partitions("cubieboard", EPOCH);
     let root_part = plan.iter().find(|p| p.0 == "root").expect("root partition");
     let boot_part = plan.iter().find(|p| p.0 == "boot").expect("boot partition");
     assert!(
@@ -948,7 +946,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
         tar_read(&a, "usr/local/bin/droidmote").expect("binary"),
     )
     .expect("write");
-    assert_eq!(sha256_of(&installed), dm_sha);
+    assert_eq!(sha256_file(&installed), dm_sha);
     assert!(list["usr/local/bin/droidmote"].1.starts_with("-rwxr-xr-x"));
     let conf = tar_string(&a, "etc/droidmote/droidmote.conf");
     assert!(
@@ -1008,7 +1006,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
     // Reproducible: a second run gives the same bytes.
     let b = d.path().join("b.tar");
     run(&b);
-    assert_eq!(sha256_of(&a), sha256_of(&b));
+    assert_eq!(sha256_file(&a), sha256_file(&b));
 }
 
 /// `boardsmith build` without --rootfs, from a prebuilt tarball: the image's root partition holds the
@@ -1018,37 +1016,27 @@ fn build_without_rootfs_puts_the_configured_tree_in_the_image() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let out_dir = d.path().join("out");
-    let o = boardsmith()
-        .args([
-            "build",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_of(&tarball),
-            "--progress",
-            "none",
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&out_dir)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args([
+                "build",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &sha256_file(&tarball),
+                "--progress",
+                "none",
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&out_dir),
+    );
     let img = out_dir.join("cubieboard.img");
     assert!(img.is_file() && out_dir.join("cubieboard.rootfs.tar").is_file());
     let root = extract_root_partition(&img, d.path());
-    let fsck = Command::new("e2fsck")
-        .args(["-fn"])
-        .arg(&root)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    support::run_ok(Command::new("e2fsck").args(["-fn"]).arg(&root));
     let cat = |p: &str| {
         let o = Command::new("debugfs")
             .arg("-R")
@@ -1058,7 +1046,7 @@ fn build_without_rootfs_puts_the_configured_tree_in_the_image() {
             .expect("debugfs");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let plan = planned_partitions(&bin(), "cubieboard", EPOCH);
+    let plan = planned_partitions("cubieboard", EPOCH);
     let root_uuid = &plan.iter().find(|p| p.0 == "root").expect("root").1;
     assert!(cat("/etc/fstab").contains(&format!("PARTUUID={root_uuid}\t/\text4")));
     assert!(cat("/etc/shadow").contains("debian:$6$"));
@@ -1082,22 +1070,21 @@ fn build_refuses_a_rootfs_made_for_another_plan() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let rootfs = d.path().join("r.tar");
-    let o = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_of(&tarball),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&rootfs)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&rootfs),
+    );
     let o = boardsmith()
         .env("SOURCE_DATE_EPOCH", "1700000001")
         .args(["build", "cubieboard", "--rootfs"])
@@ -1128,22 +1115,21 @@ fn directory_output_keeps_owners_and_modes() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let out = d.path().join("tree");
-    let o = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_of(&tarball),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&out),
+    );
     let shadow = std::fs::metadata(out.join("etc/shadow")).expect("shadow");
     assert_eq!(
         (
@@ -1170,7 +1156,7 @@ fn directory_output_keeps_owners_and_modes() {
             "--password-hash",
             &hash(),
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
         ])
         .arg("--rootfs-tarball")
         .arg(&tarball)
@@ -1216,7 +1202,7 @@ fn tarball_url_is_resumed_through_the_shared_client() {
     };
     let local = d.path().join("local.tar");
     let zst = served.join("rootfs.tar.zst");
-    let o = run(&zst.display().to_string(), &sha256_of(&zst), &local);
+    let o = run(&zst.display().to_string(), &sha256_file(&zst), &local);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for name in ["rootfs.tar.zst", "rootfs.tar.xz"] {
         let file = served.join(name);
@@ -1229,7 +1215,7 @@ fn tarball_url_is_resumed_through_the_shared_client() {
             },
         );
         let out = d.path().join(format!("{name}.out.tar"));
-        let o = run(&server.url(name), &sha256_of(&file), &out);
+        let o = run(&server.url(name), &sha256_file(&file), &out);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{name}: {e}");
         assert_eq!(server.drops_left(), 0, "{name}");
@@ -1262,7 +1248,7 @@ fn tarball_url_is_resumed_through_the_shared_client() {
         },
     );
     let out = d.path().join("norange.tar");
-    let o = run(&server.url("rootfs.tar.zst"), &sha256_of(&zst), &out);
+    let o = run(&server.url("rootfs.tar.zst"), &sha256_file(&zst), &out);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(e.contains("no HTTP Range support"), "{e}");
@@ -1293,7 +1279,7 @@ fn tarball_entry_claiming_more_than_the_archive_fails() {
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = boardsmith()
         .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-        .args(["--sha256", &sha256_of(&tarball)])
+        .args(["--sha256", &sha256_file(&tarball)])
         .arg("--rootfs-tarball")
         .arg(&tarball)
         .arg("-o")
