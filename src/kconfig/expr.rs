@@ -213,21 +213,25 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, String> {
-        let mut e = self.and()?;
-        while self.peek() == Some(&Tok::Or) {
-            self.pos += 1;
-            let r = self.and()?;
-            e = Expr::Or(Box::new(e), Box::new(r));
-        }
-        Ok(e)
+        self.left_assoc(&Tok::Or, Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Result<Expr, String> {
-        let mut e = self.unary()?;
-        while self.peek() == Some(&Tok::And) {
+        self.left_assoc(&Tok::And, Self::unary, Expr::And)
+    }
+
+    /// `operand (op operand)*`, grouped from the left into `make(left, right)`.
+    fn left_assoc(
+        &mut self,
+        op: &Tok,
+        operand: fn(&mut Self) -> Result<Expr, String>,
+        make: fn(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Result<Expr, String> {
+        let mut e = operand(self)?;
+        while self.peek() == Some(op) {
             self.pos += 1;
-            let r = self.unary()?;
-            e = Expr::And(Box::new(e), Box::new(r));
+            let r = operand(self)?;
+            e = make(Box::new(e), Box::new(r));
         }
         Ok(e)
     }
