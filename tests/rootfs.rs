@@ -54,23 +54,20 @@ fn board_without_uinput(dir: &Path) -> PathBuf {
 #[test]
 fn unknown_feature_is_rejected() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "kde",
-            "--password-hash",
-            &hash(),
-            "-o",
-        ])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("unknown feature `kde`"), "{e}");
-    assert!(e.contains("xfce") && e.contains("droidmote"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "kde",
+                "--password-hash",
+                &hash(),
+                "-o",
+            ])
+            .arg(d.path().join("r.tar")),
+    );
+    f.expect(2, &["unknown feature `kde`", "xfce", "droidmote"]);
     assert!(no_final_outputs(d.path()).is_empty());
 }
 
@@ -79,30 +76,30 @@ fn droidmote_needs_uinput_in_the_kernel_fragments() {
     let d = tempfile::tempdir().expect("tmp");
     let board = board_without_uinput(d.path());
     let (dm, sha) = fake_droidmote(d.path());
-    let out = boardsmith()
-        .arg("rootfs")
-        .arg(&board)
-        .args([
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-            "--droidmote-sha256",
-            &sha,
-        ])
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("feature `droidmote` needs the kernel config fragment `uinput`"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .arg("rootfs")
+            .arg(&board)
+            .args([
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+                "--droidmote-sha256",
+                &sha,
+            ])
+            .arg("--droidmote-binary")
+            .arg(&dm)
+            .arg("-o")
+            .arg(d.path().join("r.tar")),
     );
-    assert!(e.contains("kernel.fragments"), "{e}");
+    f.expect(
+        2,
+        &[
+            "feature `droidmote` needs the kernel config fragment `uinput`",
+            "kernel.fragments",
+        ],
+    );
     assert!(!d.path().join("r.tar").exists());
 }
 
@@ -112,24 +109,23 @@ fn tarball_checksum_mismatch_fails_without_output() {
     let tarball = prebuilt_rootfs(d.path());
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &"ab".repeat(32),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(out_dir.join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("sha256 mismatch"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &"ab".repeat(32),
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(out_dir.join("r.tar")),
+    );
+    f.expect(1, &["sha256 mismatch"]);
+    let e = &f.stderr;
     assert!(e.contains(&sha256_file(&tarball)), "{e}");
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
 }
@@ -137,40 +133,38 @@ fn tarball_checksum_mismatch_fails_without_output() {
 #[test]
 fn missing_binfmt_says_what_to_do() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", &hash(), "-o"])
-        .arg(d.path().join("r.tar"))
-        .env("BOARDSMITH_BINFMT_DIR", d.path().join("no-binfmt"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("binfmt_misc is not mounted"), "{e}");
-    assert!(e.contains("mount -t binfmt_misc binfmt_misc"), "{e}");
-    assert!(
-        e.contains("apt-get install qemu-user-static binfmt-support"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash(), "-o"])
+            .arg(d.path().join("r.tar"))
+            .env("BOARDSMITH_BINFMT_DIR", d.path().join("no-binfmt")),
+    );
+    f.expect(
+        1,
+        &[
+            "binfmt_misc is not mounted",
+            "mount -t binfmt_misc binfmt_misc",
+            "apt-get install qemu-user-static binfmt-support",
+        ],
     );
 
     // Mounted, but no handler for the board's architecture.
     let fake = d.path().join("binfmt");
     std::fs::create_dir(&fake).expect("mkdir");
     std::fs::write(fake.join("status"), "enabled\n").expect("write");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "armv8-foundation",
-            "--password-hash",
-            &hash(),
-            "-o",
-        ])
-        .arg(d.path().join("r.tar"))
-        .env("BOARDSMITH_BINFMT_DIR", &fake)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("update-binfmts --enable qemu-aarch64"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "armv8-foundation",
+                "--password-hash",
+                &hash(),
+                "-o",
+            ])
+            .arg(d.path().join("r.tar"))
+            .env("BOARDSMITH_BINFMT_DIR", &fake),
+    );
+    f.expect(1, &["update-binfmts --enable qemu-aarch64"]);
     assert!(no_final_outputs(d.path()).iter().all(|n| n == "binfmt"));
 }
 
@@ -179,34 +173,34 @@ fn unreachable_mirror_fails_clearly_without_output() {
     let d = tempfile::tempdir().expect("tmp");
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--mirror",
-            "http://127.0.0.1:9/debian",
-            "--security-mirror",
-            "",
-            "--progress",
-            "none",
-        ])
-        .arg("--cache")
-        .arg(d.path().join("cache"))
-        .arg("-o")
-        .arg(out_dir.join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    // The base's cache key reads the mirror's Release file first: that is where it fails.
-    assert!(
-        e.contains("could not read the archive's Release file http://127.0.0.1:9/debian/dists/bookworm/InRelease"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--mirror",
+                "http://127.0.0.1:9/debian",
+                "--security-mirror",
+                "",
+                "--progress",
+                "none",
+            ])
+            .arg("--cache")
+            .arg(d.path().join("cache"))
+            .arg("-o")
+            .arg(out_dir.join("r.tar")),
     );
-    assert!(e.contains("Connection refused"), "{e}");
-    assert!(e.contains("check --mirror"), "{e}");
+    // The base's cache key reads the mirror's Release file first: that is where it fails.
+    f.expect(
+        1,
+        &[
+            "could not read the archive's Release file http://127.0.0.1:9/debian/dists/bookworm/InRelease",
+            "Connection refused",
+            "check --mirror",
+        ],
+    );
     // Nothing under a final name, and no leftovers.
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
 }
@@ -214,26 +208,20 @@ fn unreachable_mirror_fails_clearly_without_output() {
 #[test]
 fn password_is_required_without_a_terminal() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "-o"])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("--password-hash") && e.contains("--password-stdin"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "-o"])
+            .arg(d.path().join("r.tar")),
     );
+    f.expect(2, &["--password-hash", "--password-stdin"]);
 
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", "hunter2", "-o"])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("not a crypt(3) password hash"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", "hunter2", "-o"])
+            .arg(d.path().join("r.tar")),
+    );
+    f.expect(2, &["not a crypt(3) password hash"]);
+    let e = &f.stderr;
     assert!(
         !e.contains("hunter2"),
         "the rejected value is not echoed: {e}"
@@ -243,60 +231,50 @@ fn password_is_required_without_a_terminal() {
 #[test]
 fn droidmote_binary_needs_source_and_checksum() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-            "--droidmote-password",
-            "random",
-            "-o",
-        ])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("--droidmote-binary") && e.contains("--droidmote-sha256"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+                "--droidmote-password",
+                "random",
+                "-o",
+            ])
+            .arg(d.path().join("r.tar")),
     );
+    f.expect(2, &["--droidmote-binary", "--droidmote-sha256"]);
 
     let (dm, _) = fake_droidmote(d.path());
     let tarball = prebuilt_rootfs(d.path());
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-        ])
-        .args([
-            "--droidmote-sha256",
-            &"0".repeat(64),
-            "--sha256",
-            &sha256_file(&tarball),
-        ])
-        .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("sha256 mismatch") && e.contains("droidmote"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+            ])
+            .args([
+                "--droidmote-sha256",
+                &"0".repeat(64),
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
+            .arg("--droidmote-binary")
+            .arg(&dm)
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(d.path().join("r.tar")),
     );
+    f.expect(1, &["sha256 mismatch", "droidmote"]);
     assert!(!d.path().join("r.tar").exists());
 }
 
@@ -463,61 +441,62 @@ fn droidmote_password_is_required_without_a_terminal() {
     let tarball = prebuilt_rootfs(d.path());
     let (dm, dm_sha) = fake_droidmote(d.path());
     let before = names_in(d.path());
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "xfce",
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-            "--droidmote-sha256",
-            &dm_sha,
-            "--sha256",
-            &sha256_file(&tarball),
-        ])
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("droidmote_password")
-            && e.contains("--droidmote-password")
-            && e.contains("BOARDSMITH_DROIDMOTE_PASSWORD")
-            && e.contains("no default")
-            && e.contains("`random`"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "xfce",
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+                "--droidmote-sha256",
+                &dm_sha,
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .arg("--droidmote-binary")
+            .arg(&dm)
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(d.path().join("r.tar"))
+            .stdin(std::process::Stdio::null()),
     );
+    f.expect(
+        2,
+        &[
+            "droidmote_password",
+            "--droidmote-password",
+            "BOARDSMITH_DROIDMOTE_PASSWORD",
+            "no default",
+            "`random`",
+        ],
+    );
+    let e = &f.stderr;
     assert!(!e.contains("warning"), "no default is used: {e}");
     // Before any work: no work directory, no output.
     assert_eq!(names_in(d.path()), before);
 
     // The user's password has no default either.
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--sha256", &sha256_file(&tarball)])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("--password-hash")
-            && e.contains("BOARDSMITH_PASSWORD_HASH")
-            && e.contains("--random-password"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--sha256", &sha256_file(&tarball)])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(d.path().join("r.tar"))
+            .stdin(std::process::Stdio::null()),
+    );
+    f.expect(
+        2,
+        &[
+            "--password-hash",
+            "BOARDSMITH_PASSWORD_HASH",
+            "--random-password",
+        ],
     );
     assert_eq!(names_in(d.path()), before);
 }
@@ -714,11 +693,8 @@ fn sigterm_during_rootfs_leaves_nothing_behind() {
         .collect();
     assert_eq!(work.len(), 1, "{:?}", names_in(&out_dir));
     assert_eq!(mode_of(&out_dir.join(&work[0])), 0o700);
-    // SAFETY: kill has no memory effects; the pid is our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().expect("wait");
+    let o = support::stop_with(child, libc::SIGTERM);
     let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{e}");
     assert!(e.contains("stopped by SIGTERM"), "{e}");
     assert_eq!(names_in(d.path()), before, "left behind");
     assert!(
@@ -761,15 +737,7 @@ fn sigterm_during_build_leaves_nothing_behind() {
         "{:?}",
         names_in(&out_dir)
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(128 + libc::SIGINT),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::stop_with(child, libc::SIGINT);
     assert_eq!(names_in(d.path()), before, "left behind");
 
     // The image phase: a root filesystem big enough that mke2fs and hashing take a while.
@@ -820,15 +788,7 @@ fn sigterm_during_build_leaves_nothing_behind() {
             .any(|n| n.starts_with(".cubieboard.img.partial-")),
         "{listed:?}"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::stop_with(child, libc::SIGTERM);
     assert_eq!(names_in(d.path()), before, "left behind");
 }
 
@@ -1085,20 +1045,15 @@ fn build_refuses_a_rootfs_made_for_another_plan() {
             .arg("-o")
             .arg(&rootfs),
     );
-    let o = boardsmith()
-        .env("SOURCE_DATE_EPOCH", "1700000001")
-        .args(["build", "cubieboard", "--rootfs"])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(d.path().join("out"))
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("/etc/fstab") && e.contains("SOURCE_DATE_EPOCH"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .env("SOURCE_DATE_EPOCH", "1700000001")
+            .args(["build", "cubieboard", "--rootfs"])
+            .arg(&rootfs)
+            .arg("-o")
+            .arg(d.path().join("out")),
     );
+    f.expect(2, &["/etc/fstab", "SOURCE_DATE_EPOCH"]);
     assert!(!d.path().join("out/cubieboard.img").exists());
 }
 

@@ -609,15 +609,7 @@ fn debian_arm64_rootfs_interrupted_and_shared() {
         &cache,
         &log,
     );
-    // SAFETY: kill has no memory effects; the pid is our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::stop_with(child, libc::SIGTERM);
     let listed = cache_list(&cache);
     assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
     assert_eq!(listed["temporaries"], serde_json::json!([]), "{listed}");

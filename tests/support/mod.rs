@@ -7,9 +7,11 @@
 //! (which keeps its own launcher in tests/rootfs_support/).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
 
 /// The `SOURCE_DATE_EPOCH` every launch gets (2023-11-14 22:13:20 UTC).
 pub const EPOCH: &str = "1700000000";
@@ -148,6 +150,37 @@ pub fn build_err(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Fail
         assert!(left.is_empty(), "files left in {}: {left:?}", out.display());
     }
     f
+}
+
+/// Sends `sig` to `child` (boardsmith with piped output) and asserts that it ends with exit status
+/// 128 + `sig`, showing its standard error otherwise; returns its output.
+pub fn stop_with(child: std::process::Child, sig: i32) -> Output {
+    // SAFETY: kill(2) has no memory effects; the pid is our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let o = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for boardsmith: {e}"));
+    assert_eq!(
+        o.status.code(),
+        Some(128 + sig),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The value for `key` made once per test run by `make` and kept in `cache`. The first caller makes it
+/// holding the lock, so two tests never make it (or anything else kept there) at the same time.
+pub fn once_per_run<T: Clone>(
+    cache: &OnceLock<Mutex<HashMap<String, T>>>,
+    key: &str,
+    make: impl FnOnce() -> T,
+) -> T {
+    let mut made = cache
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    made.entry(key.to_string()).or_insert_with(make).clone()
 }
 
 /// The sha256 of a file or device, by sha256sum (an implementation independent of boardsmith's).
