@@ -30,44 +30,63 @@ fn built_image(dir: &Path) -> PathBuf {
 }
 
 fn release(image: &Path, out: &Path) -> Value {
-    let o = run(boardsmith()
-        .args([
-            "release",
-            "cubieboard",
-            "--json",
-            "--progress",
-            "none",
-            "--xz-level",
-            "1",
-            "--zstd-level",
-            "3",
-            "--7z-level",
-            "1",
-            "--image",
-        ])
-        .arg(image)
-        .arg("-o")
-        .arg(out));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_ok(
+        boardsmith()
+            .args([
+                "release",
+                "cubieboard",
+                "--json",
+                "--progress",
+                "none",
+                "--xz-level",
+                "1",
+                "--zstd-level",
+                "3",
+                "--7z-level",
+                "1",
+                "--image",
+            ])
+            .arg(image)
+            .arg("-o")
+            .arg(out),
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn sh(cmd: &str) -> String {
-    let o = run(Command::new("sh").args(["-c", cmd]));
-    assert!(
-        o.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = run_ok(Command::new("sh").args(["-c", cmd]));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[test]
-fn artefacts_test_clean_and_decompress_to_the_image() {
+/// An image built into a temporary directory and released from it into `release/`.
+struct Released {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    rel: PathBuf,
+    manifest: Value,
+}
+
+fn released() -> Released {
     let dir = tempfile::tempdir().unwrap();
     let image = built_image(dir.path());
     let rel = dir.path().join("release");
     let manifest = release(&image, &rel);
+    Released {
+        dir,
+        image,
+        rel,
+        manifest,
+    }
+}
+
+#[test]
+fn artefacts_test_clean_and_decompress_to_the_image() {
+    let Released {
+        dir,
+        image,
+        rel,
+        manifest,
+    } = &released();
     let r = rel.to_str().unwrap();
     sh(&format!(
         "cd {r} && sha256sum -c SHA256SUMS && md5sum -c MD5SUMS"
@@ -121,10 +140,9 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
 /// (bmaptool's naming), checks every mapped range and the whole-image sum, and reproduces the image.
 #[test]
 fn each_compressed_artefact_writes_back_to_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = built_image(dir.path());
-    let rel = dir.path().join("release");
-    release(&image, &rel);
+    let Released {
+        dir, image, rel, ..
+    } = &released();
     let want = sha256_file(&image);
     for ext in ["xz", "zst", "7z"] {
         let target = dir.path().join(format!("card-{ext}.img"));
@@ -182,10 +200,7 @@ fn two_release_runs_are_byte_identical() {
 
 #[test]
 fn notes_describe_what_is_in_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = built_image(dir.path());
-    let rel = dir.path().join("release");
-    let manifest = release(&image, &rel);
+    let Released { rel, manifest, .. } = &released();
     let notes = std::fs::read_to_string(rel.join("cubieboard-release.md")).unwrap();
     // Every artefact with its real size and sum.
     for a in manifest["artefacts"].as_array().unwrap() {
