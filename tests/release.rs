@@ -94,7 +94,7 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
     sh(&format!(
         "xz -t {r}/cubieboard.img.xz && zstd -q -t {r}/cubieboard.img.zst && 7z t {r}/cubieboard.img.7z"
     ));
-    let want = sha256_file(&image);
+    let want = sha256_file(image);
     assert_eq!(manifest["image"]["sha256"], want.as_str());
     for cmd in [
         format!("xz -dc -T2 {r}/cubieboard.img.xz"),
@@ -125,7 +125,7 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
     // (the build's image too); sums, bmap and notes are not secret.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&image), 0o600);
+    assert_eq!(mode(image), 0o600);
     for ext in ["xz", "zst", "7z"] {
         assert_eq!(
             mode(&rel.join(format!("cubieboard.img.{ext}"))),
@@ -143,7 +143,7 @@ fn each_compressed_artefact_writes_back_to_the_image() {
     let Released {
         dir, image, rel, ..
     } = &released();
-    let want = sha256_file(&image);
+    let want = sha256_file(image);
     for ext in ["xz", "zst", "7z"] {
         let target = dir.path().join(format!("card-{ext}.img"));
         let o = run(boardsmith()
