@@ -53,12 +53,27 @@ fn kern_a(b: &Built) -> PathBuf {
 /// `vbutil_kernel --verify KPART --signpubkey kernel_subkey.vbpubk EXTRA...` succeeds and says the body
 /// verified; its output.
 fn verified(kpart: &Path, extra: &[&str]) -> String {
-    let subkey = key("kernel_subkey.vbpubk");
-    let mut args = vec!["--verify", kpart.to_str().unwrap(), "--signpubkey", &subkey];
-    args.extend_from_slice(extra);
-    let verify = tool("vbutil_kernel", &args);
-    assert!(verify.contains("Body verification succeeded"), "{verify}");
+    let o = vbutil_verify(kpart, "kernel_subkey.vbpubk", extra);
+    let verify = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success() && verify.contains("Body verification succeeded"),
+        "{verify}"
+    );
     verify
+}
+
+/// `vbutil_kernel --verify KPART --signpubkey PUBKEY EXTRA...` (PUBKEY among the devkeys).
+fn vbutil_verify(kpart: &Path, pubkey: &str, extra: &[&str]) -> std::process::Output {
+    run(std::process::Command::new("vbutil_kernel")
+        .arg("--verify")
+        .arg(kpart)
+        .arg("--signpubkey")
+        .arg(key(pubkey))
+        .args(extra))
 }
 
 fn key(name: &str) -> String {
@@ -168,24 +183,16 @@ fn own_keys_override_the_profile() {
         &key("recovery_kernel_data_key.vbprivk"),
     ]);
     let kpart = kern_a(&b);
-    let ok = run(std::process::Command::new("vbutil_kernel").args([
-        "--verify",
-        kpart.to_str().unwrap(),
-        "--signpubkey",
-        &key("recovery_key.vbpubk"),
-    ]));
     assert!(
-        ok.status.success(),
+        vbutil_verify(&kpart, "recovery_key.vbpubk", &[])
+            .status
+            .success(),
         "signed with the recovery kernel key, verifies with the recovery key"
     );
-    let dev = run(std::process::Command::new("vbutil_kernel").args([
-        "--verify",
-        kpart.to_str().unwrap(),
-        "--signpubkey",
-        &key("kernel_subkey.vbpubk"),
-    ]));
     assert!(
-        !dev.status.success(),
+        !vbutil_verify(&kpart, "kernel_subkey.vbpubk", &[])
+            .status
+            .success(),
         "a blob signed with other keys must not verify with the developer subkey"
     );
 }

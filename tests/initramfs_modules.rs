@@ -99,14 +99,7 @@ fn unpack_kernel(arch: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     support::run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
-    let version = std::fs::read_dir(dir.join("lib/modules"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .into_owned();
+    let version = kernel_version(&dir);
     support::run_ok(Command::new("depmod").arg("-b").arg(&dir).arg(&version));
     dir
 }
