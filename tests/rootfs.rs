@@ -900,13 +900,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
     assert!(list.contains_key("etc/systemd/system/display-manager.service"));
 
     // droidmote: the verified binary, port and password, started in the X session, uinput open.
-    let installed = d.path().join("dm-installed");
-    std::fs::write(
-        &installed,
-        tar_read(&a, "usr/local/bin/droidmote").expect("binary"),
-    )
-    .expect("write");
-    assert_eq!(sha256_file(&installed), dm_sha);
+    assert_installed_droidmote(&a, &dm_sha);
     assert!(list["usr/local/bin/droidmote"].1.starts_with("-rwxr-xr-x"));
     let conf = tar_string(&a, "etc/droidmote/droidmote.conf");
     assert!(

@@ -781,13 +781,7 @@ fn debian_armhf_xfce_droidmote() {
     for p in ["xfce4", "lightdm", "xserver-xorg-core"] {
         assert!(status.contains(&format!("Package: {p}\n")), "{p} installed");
     }
-    let installed = d.path().join("dm");
-    std::fs::write(
-        &installed,
-        tar_read(&tar, "usr/local/bin/droidmote").expect("droidmote"),
-    )
-    .expect("write");
-    assert_eq!(sha256_file(&installed), sha);
+    assert_installed_droidmote(&tar, &sha);
     assert!(
         list.contains_key("etc/systemd/system/display-manager.service"),
         "lightdm enabled"

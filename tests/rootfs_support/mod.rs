@@ -265,6 +265,19 @@ pub fn planned_partitions(board: &str, epoch: &str) -> Vec<(String, String, Opti
         .collect()
 }
 
+/// The DroidMote server installed in the root filesystem tarball `tar` is the binary whose sha256
+/// (by sha256sum) is `sha`.
+pub fn assert_installed_droidmote(tar: &Path, sha: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let installed = dir.path().join("droidmote");
+    std::fs::write(
+        &installed,
+        tar_read(tar, "usr/local/bin/droidmote").expect("droidmote in the tarball"),
+    )
+    .expect("write");
+    assert_eq!(sha256_file(&installed), sha);
+}
+
 /// A stand-in DroidMote server: a shell script that reports its arguments.
 pub fn fake_droidmote(dir: &Path) -> (PathBuf, String) {
     let p = dir.join("droidmote");
