@@ -169,6 +169,19 @@ pub fn stop_with(child: std::process::Child, sig: i32) -> Output {
     o
 }
 
+/// Asserts that each of `wanted` is one of `items`, naming the missing one (and listing `items` when
+/// there are few of them: a kernel .config has thousands of lines).
+pub fn assert_has_all<S: AsRef<str> + std::fmt::Debug>(items: &[S], wanted: &[&str]) {
+    for w in wanted {
+        if !items.iter().any(|i| i.as_ref() == *w) {
+            match items.len() {
+                0..=40 => panic!("{w} not in {items:?}"),
+                n => panic!("{w} not among the {n} items"),
+            }
+        }
+    }
+}
+
 /// The value for `key` made once per test run by `make` and kept in `cache`. The first caller makes it
 /// holding the lock, so two tests never make it (or anything else kept there) at the same time.
 pub fn once_per_run<T: Clone>(
