@@ -440,7 +440,7 @@ impl<R: BufRead> Read for XzReader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -455,7 +455,8 @@ mod tests {
         assert_eq!(Format::detect(b""), Format::Raw);
     }
 
-    fn encode(data: &[u8], block: u64) -> Vec<u8> {
+    /// `data` as an xz stream with blocks of `block` bytes (also for write::xz's tests).
+    pub(crate) fn encode(data: &[u8], block: u64) -> Vec<u8> {
         let mut out = Vec::new();
         liblzma::read::XzEncoder::new_stream(
             data,

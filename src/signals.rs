@@ -319,8 +319,9 @@ pub fn remove_tree(dir: &Path) -> bool {
     std::fs::remove_dir_all(&canon).is_ok() || !canon.exists()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape_mountinfo(s: &str) -> String {
+/// mountinfo escapes space, tab, newline and backslash as \ooo (also read by `device::blockdev`).
+/// An escape above \377 (never written by the kernel) keeps its low 8 bits instead of overflowing.
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -329,7 +330,10 @@ fn unescape_mountinfo(s: &str) -> String {
             && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
             i += 4;
         } else {
             out.push(b[i]);
@@ -412,6 +416,8 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/tmp/a\040b"), "/tmp/a b");
         assert_eq!(unescape_mountinfo(r"/x\134y"), r"/x\y");
         assert_eq!(unescape_mountinfo(r"/plain\04"), r"/plain\04");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/mnt/a\777b"), "/mnt/a\u{fffd}b");
     }
 
     #[test]

@@ -41,13 +41,10 @@ fn tempdir() -> tempfile::TempDir {
 /// .cache/debs). Built one at a time: the script shares its download cache.
 fn rootfs(board: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(board) {
-        return p.clone();
-    }
+    support::once_per_run(&BUILT, board, || minimal_rootfs(board))
+}
+
+fn minimal_rootfs(board: &str) -> PathBuf {
     let out = work_dir().join(format!("rootfs-{board}"));
     let status = Command::new(repo().join("scripts/minimal-rootfs.sh"))
         .arg(board)
@@ -56,44 +53,23 @@ fn rootfs(board: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "minimal-rootfs.sh {board} failed");
-    let tar = PathBuf::from(format!("{}.tar", out.display()));
-    built.insert(board.to_string(), tar.clone());
-    tar
+    PathBuf::from(format!("{}.tar", out.display()))
 }
 
 /// The board's image built from its minimal root filesystem, once per test run and shared by the tests
 /// that boot it unchanged (booting never modifies it; each such test checks that).
 fn shared_image(board: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(board) {
-        return p.clone();
-    }
-    let dir = work_dir().join(format!("image-{board}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let image = build(board, board, &dir, &[]);
-    built.insert(board.to_string(), image.clone());
-    image
+    support::once_per_run(&BUILT, board, || {
+        let dir = work_dir().join(format!("image-{board}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        build(board, board, &dir, &[])
+    })
 }
 
 /// `boardsmith build BOARD` from `rootfs_board`'s root filesystem into `dir`; returns the image.
 fn build(board: &str, rootfs_board: &str, dir: &Path, extra: &[&str]) -> PathBuf {
-    let out = support::boardsmith()
-        .args(["build", board, "--progress", "none", "--rootfs"])
-        .arg(rootfs(rootfs_board))
-        .arg("-o")
-        .arg(dir)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "build {board} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::build_ok(board, &rootfs(rootfs_board), dir, extra);
     let name = Path::new(board)
         .file_stem()
         .unwrap()
@@ -203,16 +179,11 @@ fn boots_to_marker(board: &str) -> (PathBuf, Booted) {
     assert!(b.log.contains(MARKER), "console not in the log");
     assert!(b.stderr.contains(&format!("booted to /{MARKER}/")));
     // The published checksum still describes the image.
-    let check = Command::new("sha256sum")
-        .arg("-c")
-        .arg(format!("{board}.img.sha256"))
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
+    support::run_ok(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{board}.img.sha256"))
+            .current_dir(&dir),
     );
     (dir, b)
 }

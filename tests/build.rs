@@ -317,19 +317,11 @@ fn tarball_rootfs_keeps_owners_and_modes() {
 fn vboot_keys_for_a_board_without_vboot_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let rootfs = make_rootfs(dir.path(), "cubieboard");
+    let out = dir.path().join("out");
     for option in ["--vboot-keyblock", "--vboot-signprivate"] {
-        let o = run(boardsmith()
-            .args(["build", "cubieboard", option, "k", "--rootfs"])
-            .arg(&rootfs)
-            .arg("-o")
-            .arg(dir.path().join("out")));
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{e}");
-        assert!(
-            e.contains(&format!("{option} has no effect here")) && e.contains("[vboot]"),
-            "{e}"
-        );
-        assert!(!dir.path().join("out").exists());
+        let no_effect = format!("{option} has no effect here");
+        build_err("cubieboard", &rootfs, &out, &[option, "k"]).expect(2, &[&no_effect, "[vboot]"]);
+        assert!(!out.exists());
     }
 }
 
@@ -388,37 +380,6 @@ fn another_epoch_gives_other_identifiers() {
 
 // ---------- must-fail cases: one per validation rule, each with a clear message and no final outputs ----------
 
-struct Failed {
-    code: i32,
-    stderr: String,
-}
-
-fn build_expecting_failure(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Failed {
-    let o = run(boardsmith()
-        .args(["build", board, "--progress", "none", "--rootfs"])
-        .arg(rootfs)
-        .arg("-o")
-        .arg(out)
-        .args(extra));
-    assert!(!o.status.success(), "build unexpectedly succeeded");
-    assert!(
-        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
-        "nothing is reported on stdout on failure"
-    );
-    // Nothing that looks finished is left behind.
-    if out.exists() {
-        let left: Vec<_> = std::fs::read_dir(out)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert!(left.is_empty(), "files left in {}: {left:?}", out.display());
-    }
-    Failed {
-        code: o.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 fn profile_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -427,57 +388,107 @@ fn profile_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 const A10_HEAD: &str = "extends = \"allwinner-a10\"\nname = \"testboard\"\n[kernel]\ndtb = \"sun4i-a10-cubieboard.dtb\"\n[bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n";
 
+/// Two partitions, `boot` (with the fields `boot` after its name and role) and `root` filling the rest.
+fn boot_and_root(boot: &str) -> String {
+    format!(
+        "[[partition]]\nname = \"boot\"\nrole = \"boot\"\n{boot}[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+    )
+}
+
+/// A temporary directory with the fixture root filesystem of `board`, the board to build (its name,
+/// or the profile `(file name, text)` written there) and an output directory.
+struct Fixture {
+    dir: tempfile::TempDir,
+    rootfs: PathBuf,
+    board: String,
+    out: PathBuf,
+}
+
+fn fixture(board: &str, profile: Option<(&str, &str)>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = make_rootfs(dir.path(), board);
+    let board = match profile {
+        Some((name, text)) => profile_file(dir.path(), name, text).display().to_string(),
+        None => board.to_string(),
+    };
+    let out = dir.path().join("out");
+    Fixture {
+        dir,
+        rootfs,
+        board,
+        out,
+    }
+}
+
+/// The embedded profile of `board` with each `(from, to)` replaced (each must be found).
+fn embedded_profile(board: &str, edits: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("boards/{board}.toml"));
+    let mut text = std::fs::read_to_string(path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from} not in {board}.toml");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// `build BOARD` (a name, or `A10_HEAD` + `profile` written to a file named `board`) with the
+/// Cubieboard fixture as changed by `setup` and `extra` options: it fails with exit 2 and each of
+/// `wanted` in its standard error, leaving nothing behind.
+fn cubieboard_fails(
+    board: &str,
+    profile: Option<&str>,
+    setup: impl FnOnce(&Path),
+    extra: &[&str],
+    wanted: &[&str],
+) {
+    let text = profile.map(|p| format!("{A10_HEAD}{p}"));
+    let f = fixture("cubieboard", text.as_deref().map(|t| (board, t)));
+    setup(&f.rootfs);
+    build_err(&f.board, &f.rootfs, &f.out, extra).expect(2, wanted);
+}
+
+/// A profile with `A10_HEAD` + `text` as `name` fails: see [`cubieboard_fails`].
+fn profile_fails(name: &str, text: &str, wanted: &[&str]) {
+    cubieboard_fails(name, Some(text), |_| {}, &[], wanted);
+}
+
 #[test]
 fn overlapping_partitions_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
+    profile_fails(
         "overlap.toml",
-        &format!(
-            "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\nmbr_type = 0x0c\n[[partition]]\nname = \"root\"\nrole = \"root\"\noffset = \"32MiB\"\nsize = \"fill\"\n"
-        ),
+        &boot_and_root("size = \"64MiB\"\nmbr_type = 0x0c\n")
+            .replace("size = \"fill\"", "offset = \"32MiB\"\nsize = \"fill\""),
+        &[
+            "partition 1 `boot` (bytes 1048576..68157440) overlaps partition 2 `root` (bytes 33554432..",
+        ],
     );
-    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(f.stderr.contains("partition 1 `boot` (bytes 1048576..68157440) overlaps partition 2 `root` (bytes 33554432.."), "{}", f.stderr);
 }
 
 #[test]
 fn spl_over_gpt_entry_array_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
+    profile_fails(
         "gpt-a10.toml",
         &format!(
-            "{A10_HEAD}[table]\ntype = \"gpt\"\n[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
+            "[table]\ntype = \"gpt\"\n{}",
+            boot_and_root("size = \"64MiB\"\n")
         ),
+        &[
+            "GPT entry array (128 entries) (bytes 1024..17408) overlaps bootloader blob",
+            "(bytes 8192..548204)",
+        ],
     );
-    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr
-            .contains("GPT entry array (128 entries) (bytes 1024..17408) overlaps bootloader blob"),
-        "{}",
-        f.stderr
-    );
-    assert!(f.stderr.contains("(bytes 8192..548204)"), "{}", f.stderr);
 }
 
 #[test]
 fn moved_gpt_entry_array_makes_room_for_the_spl() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
-        "gpt-a10-moved.toml",
-        &format!(
-            "{A10_HEAD}[table]\ntype = \"gpt\"\ngpt_entries_offset = \"1008KiB\"\n[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64MiB\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
-        ),
+    let text = format!(
+        "{A10_HEAD}[table]\ntype = \"gpt\"\ngpt_entries_offset = \"1008KiB\"\n{}",
+        boot_and_root("size = \"64MiB\"\n")
     );
-    let out = dir.path().join("out");
-    build_ok(p.to_str().unwrap(), &rootfs, &out, &[]);
+    let Fixture {
+        rootfs, board, out, ..
+    } = &fixture("cubieboard", Some(("gpt-a10-moved.toml", &text)));
+    build_ok(board, rootfs, out, &[]);
     let v = tool(
         "sgdisk",
         &["-v", out.join("testboard.img").to_str().unwrap()],
@@ -487,178 +498,88 @@ fn moved_gpt_entry_array_makes_room_for_the_spl() {
 
 #[test]
 fn partition_past_the_end_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let f = build_expecting_failure(
-        "cubieboard",
-        &rootfs,
-        &dir.path().join("out"),
-        &["--size", "100MiB"],
-    );
-    assert_eq!(f.code, 2);
-    assert!(f.stderr.contains("partition `boot` (bytes 1048576..135266304) extends past the end of the usable image (104857600 bytes"), "{}", f.stderr);
+    let wanted = "partition `boot` (bytes 1048576..135266304) extends past the end of the usable image (104857600 bytes";
+    cubieboard_fails("cubieboard", None, |_| {}, &["--size", "100MiB"], &[wanted]);
 }
 
 #[test]
 fn rootfs_larger_than_its_partition_fails_saying_by_how_much() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    std::fs::write(rootfs.join("big.bin"), pseudo_random(9, 60 << 20)).unwrap();
-    let f = build_expecting_failure(
-        "cubieboard",
-        &rootfs,
-        &dir.path().join("out"),
-        &["--size", "160MiB"],
-    );
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr
-            .contains("partition `root` holds 31 MiB: it is short by about"),
-        "{}",
-        f.stderr
-    );
+    let big = |r: &Path| std::fs::write(r.join("big.bin"), pseudo_random(9, 60 << 20)).unwrap();
+    let wanted = "partition `root` holds 31 MiB: it is short by about";
+    cubieboard_fails("cubieboard", None, big, &["--size", "160MiB"], &[wanted]);
 }
 
 #[test]
 fn unknown_profile_key_fails_with_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
+    let text = "[display]\nvideo = \"x\"\nresolution = \"720p\"\n";
+    profile_fails(
         "typo.toml",
-        &format!("{A10_HEAD}[display]\nvideo = \"x\"\nresolution = \"720p\"\n"),
-    );
-    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr
-            .contains("typo.toml:9:1: unknown field `resolution`"),
-        "{}",
-        f.stderr
+        text,
+        &["typo.toml:9:1: unknown field `resolution`"],
     );
 }
 
 #[test]
 fn bad_size_string_fails_with_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
+    profile_fails(
         "size.toml",
-        &format!("{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64 megs\"\n"),
+        "[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"64 megs\"\n",
+        &["size.toml:10:8: `partition[0].size`: invalid size \"64 megs\": unknown unit"],
     );
-    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr.contains(
-            "size.toml:10:8: `partition[0].size`: invalid size \"64 megs\": unknown unit"
-        ),
-        "{}",
-        f.stderr
-    );
-    let f = build_expecting_failure(
-        "cubieboard",
-        &rootfs,
-        &dir.path().join("out"),
-        &["--size", "lots"],
-    );
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr.contains("--size: invalid size \"lots\""),
-        "{}",
-        f.stderr
-    );
+    let wanted = "--size: invalid size \"lots\"";
+    cubieboard_fails("cubieboard", None, |_| {}, &["--size", "lots"], &[wanted]);
 }
 
 #[test]
 fn missing_rootfs_path_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let f = build_expecting_failure(
-        "cubieboard",
-        &dir.path().join("nope"),
-        &dir.path().join("out"),
-        &[],
-    );
-    assert_eq!(f.code, 2);
-    assert!(f.stderr.contains("nope does not exist"), "{}", f.stderr);
+    let (rootfs, out) = (dir.path().join("nope"), dir.path().join("out"));
+    build_err("cubieboard", &rootfs, &out, &[]).expect(2, &["nope does not exist"]);
 }
 
 #[test]
 fn kernel_missing_from_rootfs_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    std::fs::remove_file(rootfs.join(format!("boot/vmlinuz-{KVER}"))).unwrap();
-    let f = build_expecting_failure("cubieboard", &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr.contains("no kernel matching `boot/vmlinuz-*`")
-            && f.stderr.contains("linux-image-armmp"),
-        "{}",
-        f.stderr
-    );
+    let rm = |r: &Path| std::fs::remove_file(r.join(format!("boot/vmlinuz-{KVER}"))).unwrap();
+    let wanted = ["no kernel matching `boot/vmlinuz-*`", "linux-image-armmp"];
+    cubieboard_fails("cubieboard", None, rm, &[], &wanted);
 }
 
 #[test]
 fn bootloader_missing_from_rootfs_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    std::fs::remove_file(rootfs.join(board_files("cubieboard").uboot.unwrap())).unwrap();
-    let f = build_expecting_failure("cubieboard", &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(
-        f.stderr.contains(
-            "no bootloader blob matching `usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin`"
-        ) && f.stderr.contains("u-boot-sunxi"),
-        "{}",
-        f.stderr
-    );
+    let rm =
+        |r: &Path| std::fs::remove_file(r.join(board_files("cubieboard").uboot.unwrap())).unwrap();
+    let wanted = [
+        "no bootloader blob matching `usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin`",
+        "u-boot-sunxi",
+    ];
+    cubieboard_fails("cubieboard", None, rm, &[], &wanted);
 }
 
 #[test]
 fn bootloader_without_egon_magic_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    std::fs::write(
-        rootfs.join(board_files("cubieboard").uboot.unwrap()),
-        pseudo_random(7, 4096),
-    )
-    .unwrap();
-    let f = build_expecting_failure("cubieboard", &rootfs, &dir.path().join("out"), &[]);
-    assert_eq!(f.code, 2);
-    assert!(f.stderr.contains("\"eGON.BT0\" at byte 4"), "{}", f.stderr);
+    let spl = board_files("cubieboard").uboot.unwrap();
+    let junk = |r: &Path| std::fs::write(r.join(spl), pseudo_random(7, 4096)).unwrap();
+    cubieboard_fails("cubieboard", None, junk, &[], &["\"eGON.BT0\" at byte 4"]);
 }
 
 #[test]
 fn boot_files_larger_than_the_boot_partition_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
+    profile_fails(
         "smallboot.toml",
-        &format!(
-            "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nsize = \"4MiB\"\nmbr_type = 0x0e\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
-        ),
-    );
-    let f = build_expecting_failure(p.to_str().unwrap(), &rootfs, &dir.path().join("out"), &[]);
-    assert!(
-        f.stderr
-            .contains("boot partition `boot`: the boot files need")
-            && f.stderr.contains("enlarge the boot partition by at least"),
-        "{}",
-        f.stderr
+        &boot_and_root("size = \"4MiB\"\nmbr_type = 0x0e\n"),
+        &[
+            "boot partition `boot`: the boot files need",
+            "enlarge the boot partition by at least",
+        ],
     );
 }
 
 #[test]
 fn unknown_board_fails_listing_known_ones() {
-    let o = run(boardsmith().args(["show", "raspberry"]));
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("no board profile named `raspberry`")
-            && e.contains("cubieboard")
-            && e.contains("mk802"),
-        "{e}"
+    let f = support::run_err(boardsmith().args(["show", "raspberry"]));
+    f.expect(
+        2,
+        &["no board profile named `raspberry`", "cubieboard", "mk802"],
     );
 }
 
@@ -745,17 +666,12 @@ fn help_man_and_completions_come_from_one_definition() {
 
 #[test]
 fn fat32_boot_partition_is_fsck_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let p = profile_file(
-        dir.path(),
-        "fat32.toml",
-        &format!(
-            "{A10_HEAD}[[partition]]\nname = \"boot\"\nrole = \"boot\"\nfs = \"fat32\"\nsize = \"300MiB\"\nlabel = \"FIRMWARE\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n"
-        ),
-    );
-    let out = dir.path().join("out");
-    let o = build_ok(p.to_str().unwrap(), &rootfs, &out, &["--json"]);
+    let boot = "fs = \"fat32\"\nsize = \"300MiB\"\nlabel = \"FIRMWARE\"\n";
+    let text = format!("{A10_HEAD}{}", boot_and_root(boot));
+    let Fixture {
+        rootfs, board, out, ..
+    } = &fixture("cubieboard", Some(("fat32.toml", &text)));
+    let o = build_ok(board, rootfs, out, &["--json"]);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["fat"]["geometry"]["kind"], "Fat32");
     let image = out.join("testboard.img");
@@ -809,36 +725,6 @@ fn closed_stdout_ends_quietly() {
     }
 }
 
-/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256 for sizes
-/// beyond octal's 8 GiB) and fixes the header checksum: a header that lies about its data.
-fn claim_size(tar: &Path, member: &str, size: u64) {
-    let mut b = std::fs::read(tar).unwrap();
-    let mut at = 0;
-    loop {
-        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
-        let h = &b[at..at + 512];
-        let name = String::from_utf8_lossy(&h[..100])
-            .trim_end_matches('\0')
-            .to_string();
-        let octal = String::from_utf8_lossy(&h[124..136])
-            .trim_matches(['\0', ' '])
-            .to_string();
-        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
-        if name == member {
-            break;
-        }
-        at += 512 + len.div_ceil(512) as usize * 512;
-    }
-    let h = &mut b[at..at + 512];
-    h[124] = 0x80;
-    h[125..128].fill(0);
-    h[128..136].copy_from_slice(&size.to_be_bytes());
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    std::fs::write(tar, b).unwrap();
-}
-
 /// A 3 KB tarball whose `boot/vmlinuz-1` header claims 8 TiB: refused while the archive is read (the
 /// size against the archive's real length), naming archive, entry and byte offsets; the process used
 /// to abort allocating 8 TiB (status 134). Nothing is left in the output directory.
@@ -849,20 +735,8 @@ fn tar_entry_claiming_more_than_the_archive_fails() {
     std::fs::create_dir_all(tree.join("boot")).unwrap();
     std::fs::write(tree.join("boot/vmlinuz-1"), b"kernel").unwrap();
     let tar = dir.path().join("lying.tar");
-    tool(
-        "tar",
-        &[
-            "--sort=name",
-            "-b",
-            "1",
-            "-C",
-            tree.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
-    claim_size(&tar, "./boot/vmlinuz-1", 8 << 40);
+    tar_tree(&tree, &tar, &["-b", "1"]);
+    support::claim_size(&tar, "./boot/vmlinuz-1", 8 << 40);
     assert_eq!(std::fs::metadata(&tar).unwrap().len(), 3072);
     // GNU tar reads the same claim.
     let listing = run(std::process::Command::new("tar").arg("-tvf").arg(&tar));
@@ -871,16 +745,11 @@ fn tar_entry_claiming_more_than_the_archive_fails() {
         "{listing:?}"
     );
     let out = dir.path().join("out");
-    let f = build_expecting_failure("cubieboard", &tar, &out, &[]);
-    assert_eq!(f.code, 2, "{}", f.stderr);
-    assert!(
-        f.stderr.contains(&format!(
-            "{}: entry `./boot/vmlinuz-1` (header at byte 1024) claims 8796093022208 bytes of data from byte 1536, past the end of the archive at byte 3072; the tarball is truncated or corrupt, make it again",
-            tar.display()
-        )),
-        "{}",
-        f.stderr
+    let wanted = format!(
+        "{}: entry `./boot/vmlinuz-1` (header at byte 1024) claims 8796093022208 bytes of data from byte 1536, past the end of the archive at byte 3072; the tarball is truncated or corrupt, make it again",
+        tar.display()
     );
+    build_err("cubieboard", &tar, &out, &[]).expect(2, &[&wanted]);
 }
 
 // ---- Strings that reach generated files (issue 14): one failing profile per field ----
@@ -894,22 +763,12 @@ fn control_char_fails(text: &str, value_start: &str, field: &str, ch: &str, at: 
     let line = text[..offset].matches('\n').count() + 1;
     let col = text[..offset].rsplit('\n').next().unwrap().chars().count() + 1;
     // The profile is refused before the root filesystem (which does not exist) is looked at.
-    let f = build_expecting_failure(
-        p.to_str().unwrap(),
-        &dir.path().join("rootfs"),
-        &dir.path().join("out"),
-        &[],
-    );
-    assert_eq!(f.code, 2, "{}", f.stderr);
+    let (rootfs, out) = (dir.path().join("rootfs"), dir.path().join("out"));
     let expected = format!(
         "{}:{line}:{col}: `{field}`: contains a control character, {ch}, at character {at}; profile values go into generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release notes) and must be one line of printable text",
         p.display()
     );
-    assert!(
-        f.stderr.contains(&expected),
-        "wanted {expected}\n{}",
-        f.stderr
-    );
+    build_err(p.to_str().unwrap(), &rootfs, &out, &[]).expect(2, &[&expected]);
 }
 
 const A10_BOOTLOADER: &str =
@@ -1095,37 +954,23 @@ control_char_rule!(
 #[test]
 fn cmdline_append_with_a_line_break_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let f = build_expecting_failure(
-        "armv8-foundation",
-        &dir.path().join("rootfs"),
-        &dir.path().join("out"),
-        &["--cmdline-append", "quiet\n# x\ntouch /tmp/pwned"],
-    );
-    assert_eq!(f.code, 2, "{}", f.stderr);
-    assert!(
-        f.stderr.contains("--cmdline-append: contains a control character, U+000A (line feed), at character 6; the kernel command line goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text"),
-        "{}",
-        f.stderr
-    );
+    let (rootfs, out) = (dir.path().join("rootfs"), dir.path().join("out"));
+    let append = ["--cmdline-append", "quiet\n# x\ntouch /tmp/pwned"];
+    let wanted = "--cmdline-append: contains a control character, U+000A (line feed), at character 6; the kernel command line goes into extlinux.conf, boot.scr and the FVP launch script and must be one line of printable text";
+    build_err("armv8-foundation", &rootfs, &out, &append).expect(2, &[wanted]);
 }
 
 /// A command line boot.scr cannot quote for U-Boot's shell (a single quote) is refused for boards
 /// that write boot.scr, naming it and the way out.
 #[test]
 fn cmdline_with_a_single_quote_fails_for_boot_scr() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "cubieboard");
-    let f = build_expecting_failure(
+    let wanted = "x='1'` contains a single quote, which boot.scr cannot pass to U-Boot's shell (it has no way to quote one); remove it, or leave \"boot.scr\" out of boot.methods";
+    cubieboard_fails(
         "cubieboard",
-        &rootfs,
-        &dir.path().join("out"),
+        None,
+        |_| {},
         &["--cmdline-append", "x='1'"],
-    );
-    assert_eq!(f.code, 2, "{}", f.stderr);
-    assert!(
-        f.stderr.contains("x='1'` contains a single quote, which boot.scr cannot pass to U-Boot's shell (it has no way to quote one); remove it, or leave \"boot.scr\" out of boot.methods"),
-        "{}",
-        f.stderr
+        &[wanted],
     );
 }
 
@@ -1134,12 +979,6 @@ fn cmdline_with_a_single_quote_fails_for_boot_scr() {
 /// without a model, runs nothing of them; the model receives the arguments exactly as written.
 #[test]
 fn fvp_script_quotes_hostile_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "armv8-foundation");
-    let embedded = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/armv8-foundation.toml"),
-    )
-    .unwrap();
     let args = [
         "--a=$(touch pwned-a)",
         "--b=`touch pwned-b`",
@@ -1147,25 +986,28 @@ fn fvp_script_quotes_hostile_values() {
         "--d=${HOME} '$(touch pwned-d)'",
     ];
     let toml_list: Vec<String> = args.iter().map(|a| format!("'''{a}'''")).collect();
-    let text = embedded
-        .replace(
-            "model = \"Foundation_Platform\"",
-            "model = '''Foundation'$(touch pwned-m)'; touch pwned-n #'''",
-        )
-        .replace(
-            "args = [\"--cores=4\", \"--gicv3\", \"--network=nat\"]",
-            &format!("args = [{}]", toml_list.join(", ")),
-        );
-    assert!(text.contains("pwned-m") && text.contains("pwned-c"));
-    let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
-    let out = dir.path().join("out");
-    let append = "x='$(touch pwned-e)' \"`touch pwned-f`\" ; touch pwned-g # \\";
-    build_ok(
-        profile.to_str().unwrap(),
-        &rootfs,
-        &out,
-        &["--cmdline-append", append],
+    let toml_args = format!("args = [{}]", toml_list.join(", "));
+    let text = embedded_profile(
+        "armv8-foundation",
+        &[
+            (
+                "model = \"Foundation_Platform\"",
+                "model = '''Foundation'$(touch pwned-m)'; touch pwned-n #'''",
+            ),
+            (
+                "args = [\"--cores=4\", \"--gicv3\", \"--network=nat\"]",
+                &toml_args,
+            ),
+        ],
     );
+    let Fixture {
+        dir,
+        rootfs,
+        board,
+        out,
+    } = &fixture("armv8-foundation", Some(("armv8-foundation.toml", &text)));
+    let append = "x='$(touch pwned-e)' \"`touch pwned-f`\" ; touch pwned-g # \\";
+    build_ok(board, rootfs, out, &["--cmdline-append", append]);
     let script = out.join("armv8-foundation.fvp.sh");
     for shell in ["sh", "bash"] {
         let st = run(std::process::Command::new(shell).arg("-n").arg(&script));
@@ -1234,7 +1076,7 @@ fn fvp_script_quotes_hostile_values() {
         expected
     );
     assert_eq!(pwned(&work), Vec::<String>::new());
-    assert_eq!(pwned(&out), Vec::<String>::new());
+    assert_eq!(pwned(out), Vec::<String>::new());
 }
 
 /// QEMU running Debian's U-Boot for `virt` (qemu_arm64), its console on stdin/stdout; killed when dropped.
@@ -1324,23 +1166,15 @@ impl Drop for UBoot {
 /// command line byte for byte, and nothing of it ran.
 #[test]
 fn boot_scr_hands_a_hostile_command_line_to_u_boot_literally() {
-    let dir = tempfile::tempdir().unwrap();
-    let rootfs = make_rootfs(dir.path(), "armv8-foundation");
-    let embedded = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/armv8-foundation.toml"),
-    )
-    .unwrap();
-    let text = embedded.replace("methods = [\"extlinux\"]", "methods = [\"boot.scr\"]");
-    assert!(text.contains("boot.scr"));
-    let profile = profile_file(dir.path(), "armv8-foundation.toml", &text);
-    let out = dir.path().join("out");
-    let append = "a\"b $c ${bootcmd} `echo INJECTED1` $(echo INJECTED2); echo INJECTED3 # \\d";
-    let o = build_ok(
-        profile.to_str().unwrap(),
-        &rootfs,
-        &out,
-        &["--json", "--cmdline-append", append],
+    let text = embedded_profile(
+        "armv8-foundation",
+        &[("methods = [\"extlinux\"]", "methods = [\"boot.scr\"]")],
     );
+    let Fixture {
+        rootfs, board, out, ..
+    } = &fixture("armv8-foundation", Some(("armv8-foundation.toml", &text)));
+    let append = "a\"b $c ${bootcmd} `echo INJECTED1` $(echo INJECTED2); echo INJECTED3 # \\d";
+    let o = build_ok(board, rootfs, out, &["--json", "--cmdline-append", append]);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let cmdline = report["cmdline"].as_str().unwrap().to_string();
     assert!(cmdline.ends_with(append), "{cmdline}");

@@ -50,6 +50,32 @@ fn kern_a(b: &Built) -> PathBuf {
     dest
 }
 
+/// `vbutil_kernel --verify KPART --signpubkey kernel_subkey.vbpubk EXTRA...` succeeds and says the body
+/// verified; its output.
+fn verified(kpart: &Path, extra: &[&str]) -> String {
+    let o = vbutil_verify(kpart, "kernel_subkey.vbpubk", extra);
+    let verify = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success() && verify.contains("Body verification succeeded"),
+        "{verify}"
+    );
+    verify
+}
+
+/// `vbutil_kernel --verify KPART --signpubkey PUBKEY EXTRA...` (PUBKEY among the devkeys).
+fn vbutil_verify(kpart: &Path, pubkey: &str, extra: &[&str]) -> std::process::Output {
+    run(std::process::Command::new("vbutil_kernel")
+        .arg("--verify")
+        .arg(kpart)
+        .arg("--signpubkey")
+        .arg(key(pubkey))
+        .args(extra))
+}
+
 fn key(name: &str) -> String {
     format!("{DEVKEYS}/{name}")
 }
@@ -79,17 +105,7 @@ fn kernel_partition_is_signed_and_verifies_with_the_developer_subkey() {
         cmdline.contains(&format!("root=PARTUUID={root}"))
             && cmdline.contains("console=ttySAC3,115200")
     );
-    let verify = tool(
-        "vbutil_kernel",
-        &[
-            "--verify",
-            kpart.to_str().unwrap(),
-            "--signpubkey",
-            &key("kernel_subkey.vbpubk"),
-            "--verbose",
-        ],
-    );
-    assert!(verify.contains("Body verification succeeded"), "{verify}");
+    let verify = verified(&kpart, &["--verbose"]);
     assert!(
         verify.contains(cmdline),
         "the signed command line is the profile's:\n{verify}"
@@ -167,24 +183,16 @@ fn own_keys_override_the_profile() {
         &key("recovery_kernel_data_key.vbprivk"),
     ]);
     let kpart = kern_a(&b);
-    let ok = run(std::process::Command::new("vbutil_kernel").args([
-        "--verify",
-        kpart.to_str().unwrap(),
-        "--signpubkey",
-        &key("recovery_key.vbpubk"),
-    ]));
     assert!(
-        ok.status.success(),
+        vbutil_verify(&kpart, "recovery_key.vbpubk", &[])
+            .status
+            .success(),
         "signed with the recovery kernel key, verifies with the recovery key"
     );
-    let dev = run(std::process::Command::new("vbutil_kernel").args([
-        "--verify",
-        kpart.to_str().unwrap(),
-        "--signpubkey",
-        &key("kernel_subkey.vbpubk"),
-    ]));
     assert!(
-        !dev.status.success(),
+        !vbutil_verify(&kpart, "kernel_subkey.vbpubk", &[])
+            .status
+            .success(),
         "a blob signed with other keys must not verify with the developer subkey"
     );
 }
@@ -200,26 +208,8 @@ fn build_failure(profile: Option<&str>, extra: &[&str]) -> (i32, String, tempfil
         }
         None => "chromebook-snow".to_string(),
     };
-    let out = dir.path().join("out");
-    let o = run(boardsmith()
-        .args(["build", &board, "--progress", "none", "--rootfs"])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&out)
-        .args(extra));
-    assert!(!o.status.success());
-    if out.exists() {
-        assert_eq!(
-            std::fs::read_dir(&out).unwrap().count(),
-            0,
-            "no outputs left after a failed build"
-        );
-    }
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-        dir,
-    )
+    let f = build_err(&board, &rootfs, &dir.path().join("out"), extra);
+    (f.code, f.stderr, dir)
 }
 
 fn snow_profile_with(kern: &str) -> String {
@@ -349,16 +339,7 @@ fn write_grow_keeps_kern_a_and_moves_the_backup_gpt() {
         std::fs::read(&kern_after).unwrap() == kern_before,
         "KERN-A changed"
     );
-    let verify = tool(
-        "vbutil_kernel",
-        &[
-            "--verify",
-            kern_after.to_str().unwrap(),
-            "--signpubkey",
-            &key("kernel_subkey.vbpubk"),
-        ],
-    );
-    assert!(verify.contains("Body verification succeeded"), "{verify}");
+    verified(&kern_after, &[]);
 
     // The root partition now ends at the last usable, 1 MiB-aligned sector; its ext4 fills it.
     let root = tool("cgpt", &["show", "-i", "2", "-b", c]);

@@ -21,15 +21,10 @@ COMP_POINT=${{#COMP_LINE}}
 _boardsmith boardsmith "" "${{COMP_WORDS[COMP_CWORD-1]}}"
 printf '%s\n' "${{COMPREPLY[@]}}""#
     );
-    let o = Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", &program, "bash"])
-        .arg(script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run bash (package bash): {e}"));
-    assert!(
-        o.status.success(),
-        "bash: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = run_ok(
+        Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &program, "bash"])
+            .arg(script),
     );
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -74,19 +69,15 @@ fn board_arguments_complete_to_the_board_names() {
             })
         })
         .collect();
-    for expected in [
+    let commands = [
         "show",
         "build",
         "rootfs",
         "kconfig",
         "kernel",
         "boot --board",
-    ] {
-        assert!(
-            contexts.iter().any(|c| c == expected),
-            "{expected} not in {contexts:?}"
-        );
-    }
+    ];
+    support::assert_has_all(&contexts, &commands);
     for (dir, must_have) in [(None, "cubieboard"), (Some(boards.as_path()), "myboard")] {
         let names = board_names(dir);
         assert!(names.iter().any(|n| n == must_have), "{names:?}");

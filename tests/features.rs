@@ -1,6 +1,8 @@
 //! The library without the `cli` feature (as the fuzz crate uses it) has none of the command line's
 //! crates: checked on cargo's own dependency graph (`cargo tree`), for the crate and for fuzz/.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -9,25 +11,20 @@ const CLI_ONLY: &[&str] = &["clap", "clap_complete", "clap_mangen", "indicatif"]
 /// The crate names of `cargo tree ARGS` (normal dependencies only), from cargo's lock file.
 fn tree(args: &[&str]) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "tree",
-            "--offline",
-            "--locked",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .args(["--format", "{p}"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo tree: {e}"));
-    assert!(
-        o.status.success(),
-        "cargo tree {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = support::run_ok(
+        Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(["--format", "{p}"])
+            .args(args),
     );
     String::from_utf8_lossy(&o.stdout)
         .lines()

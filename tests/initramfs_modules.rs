@@ -43,13 +43,10 @@ fn need_tool(tool: &str, package: &str) {
 /// Debian's kernel package for `arch` unpacked (with module metadata from depmod), once per test run.
 fn kernel_tree(arch: &str) -> PathBuf {
     static TREES: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut trees = TREES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = trees.get(arch) {
-        return p.clone();
-    }
+    support::once_per_run(&TREES, arch, || unpack_kernel(arch))
+}
+
+fn unpack_kernel(arch: &str) -> PathBuf {
     need_tool("dpkg-deb", "dpkg");
     need_tool("depmod", "kmod");
     let flavour = if arch == "armhf" { "armmp" } else { "arm64" };
@@ -101,23 +98,9 @@ fn kernel_tree(arch: &str) -> PathBuf {
         .join(arch);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let x = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
-    assert!(x.status.success(), "dpkg-deb -x {}", deb.display());
-    let version = std::fs::read_dir(dir.join("lib/modules"))
-        .unwrap()
-        .flatten()
-        .next()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .into_owned();
-    let d = run(Command::new("depmod").arg("-b").arg(&dir).arg(&version));
-    assert!(
-        d.status.success(),
-        "depmod: {}",
-        String::from_utf8_lossy(&d.stderr)
-    );
-    trees.insert(arch.to_string(), dir.clone());
+    support::run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir));
+    let version = kernel_version(&dir);
+    support::run_ok(Command::new("depmod").arg("-b").arg(&dir).arg(&version));
     dir
 }
 
@@ -146,13 +129,10 @@ fn board(name: &str) -> String {
 
 /// `boardsmith initramfs-modules BOARD --rootfs TREE --json`.
 fn derive(name: &str, tree: &Path) -> Value {
-    let o = run(support::boardsmith()
-        .args(["initramfs-modules", &board(name), "--json", "--rootfs"])
-        .arg(tree));
-    assert!(
-        o.status.success(),
-        "initramfs-modules {name}: {}",
-        String::from_utf8_lossy(&o.stderr)
+    let o = support::run_ok(
+        support::boardsmith()
+            .args(["initramfs-modules", &board(name), "--json", "--rootfs"])
+            .arg(tree),
     );
     serde_json::from_slice(&o.stdout).expect("json")
 }
@@ -526,12 +506,13 @@ fn hook_writes_the_list_and_checks_the_initramfs() {
         r#"{"kernel":"boot/vmlinuz-*","initrd":"boot/initrd.img-*","dtb_dir":"usr/lib/linux-image-*","dtb":"sun4i-a10-cubieboard.dtb","medium":"sd","root_fs":"ext4","extras":["uas"]}"#,
     )
     .unwrap();
-    let o = run(support::boardsmith()
-        .arg("__initramfs-hook")
-        .arg(&input)
-        .arg(&root));
+    let hook = |root: &Path| {
+        let mut c = support::boardsmith();
+        c.arg("__initramfs-hook").arg(&input).arg(root);
+        c
+    };
+    let o = support::run_ok(&mut hook(&root));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
     assert!(!err.contains("regenerating"), "{err}");
     let list = std::fs::read_to_string(root.join("etc/initramfs-tools/modules")).unwrap();
     let names: Vec<&str> = list.lines().filter(|l| !l.starts_with('#')).collect();
@@ -541,18 +522,13 @@ fn hook_writes_the_list_and_checks_the_initramfs() {
     // says so when that fails (this tree has no update-initramfs).
     let d2 = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let root = rootfs_with_initramfs(d2.path(), "armhf", &all[1..]);
-    let o = run(support::boardsmith()
-        .arg("__initramfs-hook")
-        .arg(&input)
-        .arg(&root));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let f = support::run_err(&mut hook(&root));
+    let err = &f.expect(1, &["update-initramfs"]).stderr;
     assert!(
         err.contains("lacking kernel/drivers/mmc/host/sunxi-mmc.ko")
             || err.contains("lacking sunxi-mmc"),
         "{err}"
     );
-    assert!(err.contains("update-initramfs"), "{err}");
 }
 
 #[test]
@@ -560,14 +536,8 @@ fn build_warns_when_the_initramfs_lacks_a_derived_module() {
     need_tool("mke2fs", "e2fsprogs");
     let d = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let root = rootfs_with_initramfs(d.path(), "armhf", &["kernel/fs/ext4/ext4.ko"]);
-    let o = run(support::boardsmith()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["build", "cubieboard", "--progress", "none", "--rootfs"])
-        .arg(&root)
-        .arg("-o")
-        .arg(d.path().join("out")));
+    let o = support::build_ok("cubieboard", &root, &d.path().join("out"), &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
     let warning = err
         .lines()
         .find(|l| l.starts_with("warning:") && l.contains("lacks modules"))
@@ -590,11 +560,14 @@ fn must_fail() {
         "arch = \"armhf\"\nconsole = \"ttyS0\"\n[kernel]\nimage = \"zImage\"\npath = \"boot/vmlinuz-*\"\n[table]\ntype = \"mbr\"\n[[partition]]\nname = \"root\"\nrole = \"root\"\nsize = \"fill\"\n",
     )
     .unwrap();
-    let o = run(support::boardsmith()
-        .args(["initramfs-modules", p.to_str().unwrap(), "--rootfs"])
-        .arg(&tree));
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no `medium`"));
+    let derive_err = |board: &str, root: &Path| {
+        support::run_err(
+            support::boardsmith()
+                .args(["initramfs-modules", board, "--rootfs"])
+                .arg(root),
+        )
+    };
+    derive_err(p.to_str().unwrap(), &tree).expect(2, &["no `medium`"]);
     // A root filesystem without module metadata: depmod is named.
     let bare = d.path().join("bare");
     let version = kernel_version(&tree);
@@ -606,15 +579,7 @@ fn must_fail() {
         std::fs::copy(tree.join(&f), bare.join(&f)).unwrap();
     }
     std::fs::create_dir_all(bare.join(format!("lib/modules/{version}"))).unwrap();
-    let o = run(support::boardsmith()
-        .args(["initramfs-modules", "cubieboard", "--rootfs"])
-        .arg(&bare));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("modules.alias") && err.contains("depmod"),
-        "{err}"
-    );
+    derive_err("cubieboard", &bare).expect(2, &["modules.alias", "depmod"]);
     // A damaged device tree: the byte offset is named.
     let dtb = bare.join(format!(
         "usr/lib/linux-image-{version}/sun4i-a10-cubieboard.dtb"
@@ -622,15 +587,7 @@ fn must_fail() {
     let mut data = std::fs::read(&dtb).unwrap();
     data[0] = 0;
     std::fs::write(&dtb, data).unwrap();
-    let o = run(support::boardsmith()
-        .args(["initramfs-modules", "cubieboard", "--rootfs"])
-        .arg(&bare));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("sun4i-a10-cubieboard.dtb") && err.contains("magic"),
-        "{err}"
-    );
+    derive_err("cubieboard", &bare).expect(2, &["sun4i-a10-cubieboard.dtb", "magic"]);
 }
 
 /// Every device tree of both kernel packages, for an SD-card root: no failure, and a summary (boards,

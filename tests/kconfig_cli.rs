@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::{boardsmith, run_ok};
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -24,11 +26,7 @@ fn golden(p: &str) -> String {
 fn merge_output_and_notes_match_the_goldens() {
     // Profile-relative fragment paths, override warning naming both fragments and values, redundant
     // entries with -v, `=n` equal to `is not set`, 17 equal to 0x11.
-    let out = bs()
-        .args(["kconfig", &fixture("board.toml"), "-v"])
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    let out = run_ok(boardsmith().args(["kconfig", &fixture("board.toml"), "-v"]));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         golden("board.merged.golden")
@@ -41,11 +39,7 @@ fn merge_output_and_notes_match_the_goldens() {
 
 #[test]
 fn redundancies_only_with_verbose() {
-    let out = bs()
-        .args(["kconfig", &fixture("board.toml")])
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    let out = run_ok(boardsmith().args(["kconfig", &fixture("board.toml")]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("warning: CONFIG_USB_USBNET is redefined"),
@@ -56,8 +50,7 @@ fn redundancies_only_with_verbose() {
 
 #[test]
 fn embedded_board_fragments_merge_in_profile_order() {
-    let out = bs().args(["kconfig", "cubieboard"]).output().expect("runs");
-    assert!(out.status.success());
+    let out = run_ok(boardsmith().args(["kconfig", "cubieboard"]));
     let text = String::from_utf8_lossy(&out.stdout);
     let order: Vec<usize> = [
         "# from uinput",
@@ -107,13 +100,12 @@ fn out_file_equals_stdout_and_round_trips() {
     let written = std::fs::read_to_string(&file).expect("written");
     assert_eq!(written, golden("board.merged.golden"));
     // The merged file is itself a valid fragment: merging it again changes nothing and warns of nothing.
-    let out = bs()
-        .args(["kconfig", "cubieboard", "--fragment"])
-        .arg(&file)
-        .arg("--json")
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+    let out = run_ok(
+        boardsmith()
+            .args(["kconfig", "cubieboard", "--fragment"])
+            .arg(&file)
+            .arg("--json"),
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let entries = v["entries"].as_array().expect("entries");
     let qf = entries
@@ -137,23 +129,18 @@ fn out_file_equals_stdout_and_round_trips() {
 #[test]
 fn features_add_their_fragments_once() {
     // The fixture board has uinput but not usb-audio; `wifi` has no fragment.
-    let out = bs()
-        .args(["kconfig", &fixture("board.toml"), "--json"])
-        .args([
-            "--feature",
-            "usb-audio",
-            "--feature",
-            "uinput",
-            "--feature",
-            "wifi",
-        ])
-        .args(["--feature", "usb-audio"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        boardsmith()
+            .args(["kconfig", &fixture("board.toml"), "--json"])
+            .args([
+                "--feature",
+                "usb-audio",
+                "--feature",
+                "uinput",
+                "--feature",
+                "wifi",
+            ])
+            .args(["--feature", "usb-audio"]),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let names: Vec<&str> = v["fragments"]

@@ -6,6 +6,8 @@
 mod linux_source;
 mod support;
 
+use support::{boardsmith, run_ok};
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -147,17 +149,12 @@ fn text_report_shows_each_symbol_and_qf9700_as_unknown() {
     let src = linux_src();
     // Its own work directory: the build directory of a board is reused, and the per-board test
     // reads the .config this run would replace.
-    let out = bs()
-        .args(["kconfig", "mk802", "--kernel-src"])
-        .arg(&src)
-        .arg("--work-dir")
-        .arg(work_dir().join("text-report"))
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        boardsmith()
+            .args(["kconfig", "mk802", "--kernel-src"])
+            .arg(&src)
+            .arg("--work-dir")
+            .arg(work_dir().join("text-report")),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ok        CONFIG_INPUT_UINPUT=m\n"), "{text}");

@@ -89,17 +89,16 @@ fn cubieboard_kernel_cross_build() {
     // The installed config (= the checked .config) carries the fragments' symbols.
     let config =
         std::fs::read_to_string(staging.join(format!("boot/config-{release}"))).expect("config");
-    for line in [
-        "CONFIG_INPUT_UINPUT=m",
-        "CONFIG_USB_NET_AX8817X=m",
-        "CONFIG_SND_USB_AUDIO=m",
-        "CONFIG_BT_HCIBTUSB=m",
-    ] {
-        assert!(
-            config.lines().any(|l| l == line),
-            "{line} missing from the config"
-        );
-    }
+    let lines: Vec<&str> = config.lines().collect();
+    support::assert_has_all(
+        &lines,
+        &[
+            "CONFIG_INPUT_UINPUT=m",
+            "CONFIG_USB_NET_AX8817X=m",
+            "CONFIG_SND_USB_AUDIO=m",
+            "CONFIG_BT_HCIBTUSB=m",
+        ],
+    );
     assert!(staging.join(format!("boot/System.map-{release}")).is_file());
 
     // Device tree: dtc decompiles it, and it is the Cubieboard's.
@@ -168,16 +167,11 @@ fn cubieboard_kernel_cross_build() {
 fn boot_in_qemu(bin: &Path, staging: &Path, release: &str, dir: &Path) {
     use std::io::BufRead;
     let rootfs = dir.join("rootfs");
-    let out = Command::new("scripts/minimal-rootfs.sh")
-        .arg("cubieboard")
-        .arg(&rootfs)
-        .env("BOARDSMITH", bin)
-        .output()
-        .expect("minimal-rootfs.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new("scripts/minimal-rootfs.sh")
+            .arg("cubieboard")
+            .arg(&rootfs)
+            .env("BOARDSMITH", bin),
     );
     // Take Debian's kernel out; keep its initramfs (its module loads fail harmlessly: this kernel has
     // MMC and ext4 built in) under this kernel's release so the image builder pairs them.
@@ -205,26 +199,7 @@ fn boot_in_qemu(bin: &Path, staging: &Path, release: &str, dir: &Path) {
         .expect("cp");
     assert!(cp.success());
     let img_dir = dir.join("img");
-    let out = Command::new(bin)
-        .args([
-            "build",
-            "cubieboard",
-            "--size",
-            "256MiB",
-            "--progress",
-            "none",
-            "--rootfs",
-        ])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(&img_dir)
-        .output()
-        .expect("boardsmith build");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::build_ok("cubieboard", &rootfs, &img_dir, &["--size", "256MiB"]);
 
     let mut qemu = Command::new("qemu-system-arm")
         .args([

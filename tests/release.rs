@@ -30,44 +30,63 @@ fn built_image(dir: &Path) -> PathBuf {
 }
 
 fn release(image: &Path, out: &Path) -> Value {
-    let o = run(boardsmith()
-        .args([
-            "release",
-            "cubieboard",
-            "--json",
-            "--progress",
-            "none",
-            "--xz-level",
-            "1",
-            "--zstd-level",
-            "3",
-            "--7z-level",
-            "1",
-            "--image",
-        ])
-        .arg(image)
-        .arg("-o")
-        .arg(out));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_ok(
+        boardsmith()
+            .args([
+                "release",
+                "cubieboard",
+                "--json",
+                "--progress",
+                "none",
+                "--xz-level",
+                "1",
+                "--zstd-level",
+                "3",
+                "--7z-level",
+                "1",
+                "--image",
+            ])
+            .arg(image)
+            .arg("-o")
+            .arg(out),
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn sh(cmd: &str) -> String {
-    let o = run(Command::new("sh").args(["-c", cmd]));
-    assert!(
-        o.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = run_ok(Command::new("sh").args(["-c", cmd]));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[test]
-fn artefacts_test_clean_and_decompress_to_the_image() {
+/// An image built into a temporary directory and released from it into `release/`.
+struct Released {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    rel: PathBuf,
+    manifest: Value,
+}
+
+fn released() -> Released {
     let dir = tempfile::tempdir().unwrap();
     let image = built_image(dir.path());
     let rel = dir.path().join("release");
     let manifest = release(&image, &rel);
+    Released {
+        dir,
+        image,
+        rel,
+        manifest,
+    }
+}
+
+#[test]
+fn artefacts_test_clean_and_decompress_to_the_image() {
+    let Released {
+        dir,
+        image,
+        rel,
+        manifest,
+    } = &released();
     let r = rel.to_str().unwrap();
     sh(&format!(
         "cd {r} && sha256sum -c SHA256SUMS && md5sum -c MD5SUMS"
@@ -75,7 +94,7 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
     sh(&format!(
         "xz -t {r}/cubieboard.img.xz && zstd -q -t {r}/cubieboard.img.zst && 7z t {r}/cubieboard.img.7z"
     ));
-    let want = sha256_file(&image);
+    let want = sha256_file(image);
     assert_eq!(manifest["image"]["sha256"], want.as_str());
     for cmd in [
         format!("xz -dc -T2 {r}/cubieboard.img.xz"),
@@ -106,7 +125,7 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
     // (the build's image too); sums, bmap and notes are not secret.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&image), 0o600);
+    assert_eq!(mode(image), 0o600);
     for ext in ["xz", "zst", "7z"] {
         assert_eq!(
             mode(&rel.join(format!("cubieboard.img.{ext}"))),
@@ -121,11 +140,10 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
 /// (bmaptool's naming), checks every mapped range and the whole-image sum, and reproduces the image.
 #[test]
 fn each_compressed_artefact_writes_back_to_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = built_image(dir.path());
-    let rel = dir.path().join("release");
-    release(&image, &rel);
-    let want = sha256_file(&image);
+    let Released {
+        dir, image, rel, ..
+    } = &released();
+    let want = sha256_file(image);
     for ext in ["xz", "zst", "7z"] {
         let target = dir.path().join(format!("card-{ext}.img"));
         let o = run(boardsmith()
@@ -179,10 +197,7 @@ fn two_release_runs_are_byte_identical() {
 
 #[test]
 fn notes_describe_what_is_in_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = built_image(dir.path());
-    let rel = dir.path().join("release");
-    let manifest = release(&image, &rel);
+    let Released { rel, manifest, .. } = &released();
     let notes = std::fs::read_to_string(rel.join("cubieboard-release.md")).unwrap();
     // Every artefact with its real size and sum.
     for a in manifest["artefacts"].as_array().unwrap() {

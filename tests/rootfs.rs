@@ -14,7 +14,7 @@ use rootfs_support::*;
 const EPOCH: &str = "1700000000";
 const PASSWORD: &str = "board pass 1";
 
-use support::bin_path as bin;
+use support::sha256_file;
 
 /// The shared launcher, with a cache of its own: never the user's (these builds fail before storing
 /// anything, but a base found there would change what they check).
@@ -55,23 +55,20 @@ fn board_without_uinput(dir: &Path) -> PathBuf {
 #[test]
 fn unknown_feature_is_rejected() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "kde",
-            "--password-hash",
-            &hash(),
-            "-o",
-        ])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("unknown feature `kde`"), "{e}");
-    assert!(e.contains("xfce") && e.contains("droidmote"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "kde",
+                "--password-hash",
+                &hash(),
+                "-o",
+            ])
+            .arg(d.path().join("r.tar")),
+    );
+    f.expect(2, &["unknown feature `kde`", "xfce", "droidmote"]);
     assert!(no_final_outputs(d.path()).is_empty());
 }
 
@@ -80,30 +77,30 @@ fn droidmote_needs_uinput_in_the_kernel_fragments() {
     let d = tempfile::tempdir().expect("tmp");
     let board = board_without_uinput(d.path());
     let (dm, sha) = fake_droidmote(d.path());
-    let out = boardsmith()
-        .arg("rootfs")
-        .arg(&board)
-        .args([
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-            "--droidmote-sha256",
-            &sha,
-        ])
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("feature `droidmote` needs the kernel config fragment `uinput`"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .arg("rootfs")
+            .arg(&board)
+            .args([
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+                "--droidmote-sha256",
+                &sha,
+            ])
+            .arg("--droidmote-binary")
+            .arg(&dm)
+            .arg("-o")
+            .arg(d.path().join("r.tar")),
     );
-    assert!(e.contains("kernel.fragments"), "{e}");
+    f.expect(
+        2,
+        &[
+            "feature `droidmote` needs the kernel config fragment `uinput`",
+            "kernel.fragments",
+        ],
+    );
     assert!(!d.path().join("r.tar").exists());
 }
 
@@ -113,65 +110,62 @@ fn tarball_checksum_mismatch_fails_without_output() {
     let tarball = prebuilt_rootfs(d.path());
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &"ab".repeat(32),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(out_dir.join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("sha256 mismatch"), "{e}");
-    assert!(e.contains(&sha256_of(&tarball)), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &"ab".repeat(32),
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(out_dir.join("r.tar")),
+    );
+    f.expect(1, &["sha256 mismatch"]);
+    let e = &f.stderr;
+    assert!(e.contains(&sha256_file(&tarball)), "{e}");
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
 }
 
 #[test]
 fn missing_binfmt_says_what_to_do() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", &hash(), "-o"])
-        .arg(d.path().join("r.tar"))
-        .env("BOARDSMITH_BINFMT_DIR", d.path().join("no-binfmt"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("binfmt_misc is not mounted"), "{e}");
-    assert!(e.contains("mount -t binfmt_misc binfmt_misc"), "{e}");
-    assert!(
-        e.contains("apt-get install qemu-user-static binfmt-support"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash(), "-o"])
+            .arg(d.path().join("r.tar"))
+            .env("BOARDSMITH_BINFMT_DIR", d.path().join("no-binfmt")),
+    );
+    f.expect(
+        1,
+        &[
+            "binfmt_misc is not mounted",
+            "mount -t binfmt_misc binfmt_misc",
+            "apt-get install qemu-user-static binfmt-support",
+        ],
     );
 
     // Mounted, but no handler for the board's architecture.
     let fake = d.path().join("binfmt");
     std::fs::create_dir(&fake).expect("mkdir");
     std::fs::write(fake.join("status"), "enabled\n").expect("write");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "armv8-foundation",
-            "--password-hash",
-            &hash(),
-            "-o",
-        ])
-        .arg(d.path().join("r.tar"))
-        .env("BOARDSMITH_BINFMT_DIR", &fake)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("update-binfmts --enable qemu-aarch64"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "armv8-foundation",
+                "--password-hash",
+                &hash(),
+                "-o",
+            ])
+            .arg(d.path().join("r.tar"))
+            .env("BOARDSMITH_BINFMT_DIR", &fake),
+    );
+    f.expect(1, &["update-binfmts --enable qemu-aarch64"]);
     assert!(no_final_outputs(d.path()).iter().all(|n| n == "binfmt"));
 }
 
@@ -180,34 +174,34 @@ fn unreachable_mirror_fails_clearly_without_output() {
     let d = tempfile::tempdir().expect("tmp");
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--mirror",
-            "http://127.0.0.1:9/debian",
-            "--security-mirror",
-            "",
-            "--progress",
-            "none",
-        ])
-        .arg("--cache")
-        .arg(d.path().join("cache"))
-        .arg("-o")
-        .arg(out_dir.join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    // The base's cache key reads the mirror's Release file first: that is where it fails.
-    assert!(
-        e.contains("could not read the archive's Release file http://127.0.0.1:9/debian/dists/bookworm/InRelease"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--mirror",
+                "http://127.0.0.1:9/debian",
+                "--security-mirror",
+                "",
+                "--progress",
+                "none",
+            ])
+            .arg("--cache")
+            .arg(d.path().join("cache"))
+            .arg("-o")
+            .arg(out_dir.join("r.tar")),
     );
-    assert!(e.contains("Connection refused"), "{e}");
-    assert!(e.contains("check --mirror"), "{e}");
+    // The base's cache key reads the mirror's Release file first: that is where it fails.
+    f.expect(
+        1,
+        &[
+            "could not read the archive's Release file http://127.0.0.1:9/debian/dists/bookworm/InRelease",
+            "Connection refused",
+            "check --mirror",
+        ],
+    );
     // Nothing under a final name, and no leftovers.
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
 }
@@ -215,26 +209,20 @@ fn unreachable_mirror_fails_clearly_without_output() {
 #[test]
 fn password_is_required_without_a_terminal() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "-o"])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("--password-hash") && e.contains("--password-stdin"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "-o"])
+            .arg(d.path().join("r.tar")),
     );
+    f.expect(2, &["--password-hash", "--password-stdin"]);
 
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", "hunter2", "-o"])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("not a crypt(3) password hash"), "{e}");
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", "hunter2", "-o"])
+            .arg(d.path().join("r.tar")),
+    );
+    f.expect(2, &["not a crypt(3) password hash"]);
+    let e = &f.stderr;
     assert!(
         !e.contains("hunter2"),
         "the rejected value is not echoed: {e}"
@@ -244,60 +232,50 @@ fn password_is_required_without_a_terminal() {
 #[test]
 fn droidmote_binary_needs_source_and_checksum() {
     let d = tempfile::tempdir().expect("tmp");
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-            "--droidmote-password",
-            "random",
-            "-o",
-        ])
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("--droidmote-binary") && e.contains("--droidmote-sha256"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+                "--droidmote-password",
+                "random",
+                "-o",
+            ])
+            .arg(d.path().join("r.tar")),
     );
+    f.expect(2, &["--droidmote-binary", "--droidmote-sha256"]);
 
     let (dm, _) = fake_droidmote(d.path());
     let tarball = prebuilt_rootfs(d.path());
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-        ])
-        .args([
-            "--droidmote-sha256",
-            &"0".repeat(64),
-            "--sha256",
-            &sha256_of(&tarball),
-        ])
-        .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("sha256 mismatch") && e.contains("droidmote"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+            ])
+            .args([
+                "--droidmote-sha256",
+                &"0".repeat(64),
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
+            .arg("--droidmote-binary")
+            .arg(&dm)
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(d.path().join("r.tar")),
     );
+    f.expect(1, &["sha256 mismatch", "droidmote"]);
     assert!(!d.path().join("r.tar").exists());
 }
 
@@ -421,7 +399,7 @@ fn prebuilt_tarball_refuses_every_debian_option() {
 fn feature_options_without_their_feature_are_refused() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
-    let sha = sha256_of(&tarball);
+    let sha = sha256_file(&tarball);
     for (extra, needles) in [
         (
             &["--droidmote-port", "2400"][..],
@@ -464,61 +442,62 @@ fn droidmote_password_is_required_without_a_terminal() {
     let tarball = prebuilt_rootfs(d.path());
     let (dm, dm_sha) = fake_droidmote(d.path());
     let before = names_in(d.path());
-    let out = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--feature",
-            "xfce",
-            "--feature",
-            "droidmote",
-            "--password-hash",
-            &hash(),
-            "--droidmote-sha256",
-            &dm_sha,
-            "--sha256",
-            &sha256_of(&tarball),
-        ])
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("droidmote_password")
-            && e.contains("--droidmote-password")
-            && e.contains("BOARDSMITH_DROIDMOTE_PASSWORD")
-            && e.contains("no default")
-            && e.contains("`random`"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--feature",
+                "xfce",
+                "--feature",
+                "droidmote",
+                "--password-hash",
+                &hash(),
+                "--droidmote-sha256",
+                &dm_sha,
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .arg("--droidmote-binary")
+            .arg(&dm)
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(d.path().join("r.tar"))
+            .stdin(std::process::Stdio::null()),
     );
+    f.expect(
+        2,
+        &[
+            "droidmote_password",
+            "--droidmote-password",
+            "BOARDSMITH_DROIDMOTE_PASSWORD",
+            "no default",
+            "`random`",
+        ],
+    );
+    let e = &f.stderr;
     assert!(!e.contains("warning"), "no default is used: {e}");
     // Before any work: no work directory, no output.
     assert_eq!(names_in(d.path()), before);
 
     // The user's password has no default either.
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--sha256", &sha256_of(&tarball)])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(d.path().join("r.tar"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("--password-hash")
-            && e.contains("BOARDSMITH_PASSWORD_HASH")
-            && e.contains("--random-password"),
-        "{e}"
+    let f = support::run_err(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--sha256", &sha256_file(&tarball)])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(d.path().join("r.tar"))
+            .stdin(std::process::Stdio::null()),
+    );
+    f.expect(
+        2,
+        &[
+            "--password-hash",
+            "BOARDSMITH_PASSWORD_HASH",
+            "--random-password",
+        ],
     );
     assert_eq!(names_in(d.path()), before);
 }
@@ -546,7 +525,7 @@ fn random_secrets_are_written_private_and_match_the_image() {
             "--droidmote-sha256",
             &dm_sha,
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
             "--json",
             "--progress",
             "plain",
@@ -653,23 +632,22 @@ fn expired_password_has_last_change_day_zero() {
         (profile.to_str().expect("utf-8"), &[][..]),
     ] {
         let tar = d.path().join("r.tar");
-        let o = boardsmith()
-            .args([
-                "rootfs",
-                board,
-                "--password-hash",
-                &hash(),
-                "--world-readable",
-            ])
-            .args(extra)
-            .args(["--sha256", &sha256_of(&tarball)])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(&tar)
-            .output()
-            .expect("run");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        support::run_ok(
+            boardsmith()
+                .args([
+                    "rootfs",
+                    board,
+                    "--password-hash",
+                    &hash(),
+                    "--world-readable",
+                ])
+                .args(extra)
+                .args(["--sha256", &sha256_file(&tarball)])
+                .arg("--rootfs-tarball")
+                .arg(&tarball)
+                .arg("-o")
+                .arg(&tar),
+        );
         let shadow = tar_string(&tar, "etc/shadow");
         let user = shadow
             .lines()
@@ -695,7 +673,7 @@ fn sigterm_during_rootfs_leaves_nothing_behind() {
         .args(["rootfs", "cubieboard", "--password-hash", &hash()])
         .args([
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
             "--rootfs-tarball",
             &server.url,
         ])
@@ -716,11 +694,8 @@ fn sigterm_during_rootfs_leaves_nothing_behind() {
         .collect();
     assert_eq!(work.len(), 1, "{:?}", names_in(&out_dir));
     assert_eq!(mode_of(&out_dir.join(&work[0])), 0o700);
-    // SAFETY: kill has no memory effects; the pid is our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().expect("wait");
+    let o = support::stop_with(child, libc::SIGTERM);
     let e = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{e}");
     assert!(e.contains("stopped by SIGTERM"), "{e}");
     assert_eq!(names_in(d.path()), before, "left behind");
     assert!(
@@ -744,7 +719,7 @@ fn sigterm_during_build_leaves_nothing_behind() {
         .args(["build", "cubieboard", "--password-hash", &hash()])
         .args([
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
             "--rootfs-tarball",
             &server.url,
         ])
@@ -763,28 +738,19 @@ fn sigterm_during_build_leaves_nothing_behind() {
         "{:?}",
         names_in(&out_dir)
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(128 + libc::SIGINT),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::stop_with(child, libc::SIGINT);
     assert_eq!(names_in(d.path()), before, "left behind");
 
     // The image phase: a root filesystem big enough that mke2fs and hashing take a while.
     let rootfs = d.path().join("rootfs.tar");
-    let o = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-        .args(["--sha256", &sha256_of(&tarball), "--rootfs-tarball"])
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&rootfs)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+            .args(["--sha256", &sha256_file(&tarball), "--rootfs-tarball"])
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&rootfs),
+    );
     let big = d.path().join("big");
     std::fs::create_dir_all(big.join("srv")).expect("mkdir");
     let st = Command::new("dd")
@@ -823,15 +789,7 @@ fn sigterm_during_build_leaves_nothing_behind() {
             .any(|n| n.starts_with(".cubieboard.img.partial-")),
         "{listed:?}"
     );
-    // SAFETY: as above.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::stop_with(child, libc::SIGTERM);
     assert_eq!(names_in(d.path()), before, "left behind");
 }
 
@@ -855,7 +813,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
             .args(["--droidmote-sha256", &dm_sha, "--droidmote-port", "2400"])
             .args([
                 "--sha256",
-                &sha256_of(&tarball),
+                &sha256_file(&tarball),
                 "--json",
                 "--progress",
                 "none",
@@ -914,7 +872,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
 
     // fstab names the partitions the image plan has.
     let fstab = tar_string(&a, "etc/fstab");
-    let plan = planned_partitions(&bin(), "cubieboard", EPOCH);
+    let plan = planned_partitions("cubieboard", EPOCH);
     let root_part = plan.iter().find(|p| p.0 == "root").expect("root partition");
     let boot_part = plan.iter().find(|p| p.0 == "boot").expect("boot partition");
     assert!(
@@ -943,13 +901,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
     assert!(list.contains_key("etc/systemd/system/display-manager.service"));
 
     // droidmote: the verified binary, port and password, started in the X session, uinput open.
-    let installed = d.path().join("dm-installed");
-    std::fs::write(
-        &installed,
-        tar_read(&a, "usr/local/bin/droidmote").expect("binary"),
-    )
-    .expect("write");
-    assert_eq!(sha256_of(&installed), dm_sha);
+    assert_installed_droidmote(&a, &dm_sha);
     assert!(list["usr/local/bin/droidmote"].1.starts_with("-rwxr-xr-x"));
     let conf = tar_string(&a, "etc/droidmote/droidmote.conf");
     assert!(
@@ -1009,7 +961,7 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
     // Reproducible: a second run gives the same bytes.
     let b = d.path().join("b.tar");
     run(&b);
-    assert_eq!(sha256_of(&a), sha256_of(&b));
+    assert_eq!(sha256_file(&a), sha256_file(&b));
 }
 
 /// `boardsmith build` without --rootfs, from a prebuilt tarball: the image's root partition holds the
@@ -1019,37 +971,27 @@ fn build_without_rootfs_puts_the_configured_tree_in_the_image() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let out_dir = d.path().join("out");
-    let o = boardsmith()
-        .args([
-            "build",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_of(&tarball),
-            "--progress",
-            "none",
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&out_dir)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args([
+                "build",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &sha256_file(&tarball),
+                "--progress",
+                "none",
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&out_dir),
+    );
     let img = out_dir.join("cubieboard.img");
     assert!(img.is_file() && out_dir.join("cubieboard.rootfs.tar").is_file());
     let root = extract_root_partition(&img, d.path());
-    let fsck = Command::new("e2fsck")
-        .args(["-fn"])
-        .arg(&root)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    support::run_ok(Command::new("e2fsck").args(["-fn"]).arg(&root));
     let cat = |p: &str| {
         let o = Command::new("debugfs")
             .arg("-R")
@@ -1059,7 +1001,7 @@ fn build_without_rootfs_puts_the_configured_tree_in_the_image() {
             .expect("debugfs");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let plan = planned_partitions(&bin(), "cubieboard", EPOCH);
+    let plan = planned_partitions("cubieboard", EPOCH);
     let root_uuid = &plan.iter().find(|p| p.0 == "root").expect("root").1;
     assert!(cat("/etc/fstab").contains(&format!("PARTUUID={root_uuid}\t/\text4")));
     assert!(cat("/etc/shadow").contains("debian:$6$"));
@@ -1083,36 +1025,30 @@ fn build_refuses_a_rootfs_made_for_another_plan() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let rootfs = d.path().join("r.tar");
-    let o = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_of(&tarball),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&rootfs)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = boardsmith()
-        .env("SOURCE_DATE_EPOCH", "1700000001")
-        .args(["build", "cubieboard", "--rootfs"])
-        .arg(&rootfs)
-        .arg("-o")
-        .arg(d.path().join("out"))
-        .output()
-        .expect("run");
-    assert_eq!(o.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        e.contains("/etc/fstab") && e.contains("SOURCE_DATE_EPOCH"),
-        "{e}"
+    support::run_ok(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&rootfs),
     );
+    let f = support::run_err(
+        boardsmith()
+            .env("SOURCE_DATE_EPOCH", "1700000001")
+            .args(["build", "cubieboard", "--rootfs"])
+            .arg(&rootfs)
+            .arg("-o")
+            .arg(d.path().join("out")),
+    );
+    f.expect(2, &["/etc/fstab", "SOURCE_DATE_EPOCH"]);
     assert!(!d.path().join("out/cubieboard.img").exists());
 }
 
@@ -1129,22 +1065,21 @@ fn directory_output_keeps_owners_and_modes() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let out = d.path().join("tree");
-    let o = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_of(&tarball),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("run");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith()
+            .args([
+                "rootfs",
+                "cubieboard",
+                "--password-hash",
+                &hash(),
+                "--sha256",
+                &sha256_file(&tarball),
+            ])
+            .arg("--rootfs-tarball")
+            .arg(&tarball)
+            .arg("-o")
+            .arg(&out),
+    );
     let shadow = std::fs::metadata(out.join("etc/shadow")).expect("shadow");
     assert_eq!(
         (
@@ -1171,7 +1106,7 @@ fn directory_output_keeps_owners_and_modes() {
             "--password-hash",
             &hash(),
             "--sha256",
-            &sha256_of(&tarball),
+            &sha256_file(&tarball),
         ])
         .arg("--rootfs-tarball")
         .arg(&tarball)
@@ -1217,7 +1152,7 @@ fn tarball_url_is_resumed_through_the_shared_client() {
     };
     let local = d.path().join("local.tar");
     let zst = served.join("rootfs.tar.zst");
-    let o = run(&zst.display().to_string(), &sha256_of(&zst), &local);
+    let o = run(&zst.display().to_string(), &sha256_file(&zst), &local);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for name in ["rootfs.tar.zst", "rootfs.tar.xz"] {
         let file = served.join(name);
@@ -1230,7 +1165,7 @@ fn tarball_url_is_resumed_through_the_shared_client() {
             },
         );
         let out = d.path().join(format!("{name}.out.tar"));
-        let o = run(&server.url(name), &sha256_of(&file), &out);
+        let o = run(&server.url(name), &sha256_file(&file), &out);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{name}: {e}");
         assert_eq!(server.drops_left(), 0, "{name}");
@@ -1263,7 +1198,7 @@ fn tarball_url_is_resumed_through_the_shared_client() {
         },
     );
     let out = d.path().join("norange.tar");
-    let o = run(&server.url("rootfs.tar.zst"), &sha256_of(&zst), &out);
+    let o = run(&server.url("rootfs.tar.zst"), &sha256_file(&zst), &out);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{e}");
     assert!(e.contains("no HTTP Range support"), "{e}");
@@ -1289,12 +1224,12 @@ fn tarball_entry_claiming_more_than_the_archive_fails() {
         .expect("tar");
     assert!(st.success());
     let member = "./boot/vmlinuz-6.1.0-test-armmp";
-    let (header, len) = claim_size(&tarball, member, 8 << 40);
+    let (header, len) = support::claim_size(&tarball, member, 8 << 40);
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let out = boardsmith()
         .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-        .args(["--sha256", &sha256_of(&tarball)])
+        .args(["--sha256", &sha256_file(&tarball)])
         .arg("--rootfs-tarball")
         .arg(&tarball)
         .arg("-o")
@@ -1312,36 +1247,4 @@ fn tarball_entry_claiming_more_than_the_archive_fails() {
         "{e}"
     );
     assert_eq!(no_final_outputs(&out_dir), Vec::<String>::new());
-}
-
-/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256) and fixes
-/// the header checksum. Returns the header's offset and the archive's length.
-fn claim_size(tar: &Path, member: &str, size: u64) -> (u64, u64) {
-    let mut b = std::fs::read(tar).expect("read");
-    let mut at = 0;
-    loop {
-        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
-        let h = &b[at..at + 512];
-        let name = String::from_utf8_lossy(&h[..100])
-            .trim_end_matches('\0')
-            .to_string();
-        let octal = String::from_utf8_lossy(&h[124..136])
-            .trim_matches(['\0', ' '])
-            .to_string();
-        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
-        if name == member {
-            break;
-        }
-        at += 512 + len.div_ceil(512) as usize * 512;
-    }
-    let h = &mut b[at..at + 512];
-    h[124] = 0x80;
-    h[125..128].fill(0);
-    h[128..136].copy_from_slice(&size.to_be_bytes());
-    h[148..156].fill(b' ');
-    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let len = b.len() as u64;
-    std::fs::write(tar, b).expect("write");
-    (at as u64, len)
 }

@@ -13,19 +13,16 @@
 //! same time run mmdebstrap once.
 
 mod rootfs_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use rootfs_support::*;
+use support::{EPOCH, sha256_file};
 
-const EPOCH: &str = "1700000000";
 const PASSWORD: &str = "debian-test-pw";
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_boardsmith"))
-}
 
 /// The package cache: target/test-cache/apt, or BOARDSMITH_TEST_CACHE (a build holds its architecture's
 /// cache for its whole run, so concurrent runs of the same architecture want separate caches).
@@ -49,15 +46,12 @@ fn cache_dir(dir: &Path, name: &str) -> PathBuf {
 /// `boardsmith SUBCOMMAND BOARD` with the options every build here uses; `cache` is the cache directory
 /// for a Debian build (None for a prebuilt tarball, which refuses the Debian options).
 fn boardsmith(sub: &str, board: &str, cache: Option<&Path>) -> Command {
-    let mut c = Command::new(bin());
-    c.env("SOURCE_DATE_EPOCH", EPOCH)
-        .env(
-            "BOARDSMITH_PASSWORD_HASH",
-            sha512_hash(PASSWORD, "debiantest"),
-        )
-        .env_remove("BOARDSMITH_BINFMT_DIR")
-        .env_remove("BOARDSMITH_CACHE")
-        .args([sub, board, "--progress", "plain"]);
+    let mut c = support::boardsmith();
+    c.env(
+        "BOARDSMITH_PASSWORD_HASH",
+        sha512_hash(PASSWORD, "debiantest"),
+    )
+    .args([sub, board, "--progress", "plain"]);
     if let Some(cache) = cache {
         c.args(["--security-mirror", ""]).arg("--cache").arg(cache);
     }
@@ -106,12 +100,11 @@ fn rootfs_command(
 
 /// `boardsmith cache list --json` of a cache directory.
 fn cache_list(cache: &Path) -> serde_json::Value {
-    let o = Command::new(bin())
-        .args(["cache", "list", "--json", "--cache"])
-        .arg(cache)
-        .output()
-        .expect("run boardsmith cache list");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = support::run_ok(
+        support::boardsmith()
+            .args(["cache", "list", "--json", "--cache"])
+            .arg(cache),
+    );
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
@@ -119,7 +112,7 @@ fn cache_list(cache: &Path) -> serde_json::Value {
 /// same `tar -tv` listing and file hashes; on a difference, the entries whose listing or content differ
 /// are named.
 fn assert_same_tarball(a: &Path, b: &Path) {
-    if sha256_of(a) == sha256_of(b) {
+    if sha256_file(a) == sha256_file(b) {
         return;
     }
     let listing = |t: &Path| {
@@ -188,7 +181,7 @@ fn check_common(
             (f[0].to_string(), f[1].to_string())
         })
         .collect();
-    for (role, partuuid, _) in planned_partitions(&bin(), board, EPOCH) {
+    for (role, partuuid, _) in planned_partitions(board, EPOCH) {
         let mount = match role.as_str() {
             "root" => "/",
             "boot" => "/boot/firmware",
@@ -337,14 +330,13 @@ fn debian_armhf_rootfs_cache_and_images() {
     let seen = proxy.fetched().len();
     let out = d.path().join("out");
     let started = Instant::now();
-    let o = boardsmith("build", "cubieboard", Some(&cache))
-        .args(["--mirror", &mirror])
-        .args(["--cmdline-append", QEMU_A10_CMDLINE])
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("run boardsmith build");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    support::run_ok(
+        boardsmith("build", "cubieboard", Some(&cache))
+            .args(["--mirror", &mirror])
+            .args(["--cmdline-append", QEMU_A10_CMDLINE])
+            .arg("-o")
+            .arg(&out),
+    );
     eprintln!(
         "boardsmith build cubieboard (base built and stored): {:.0} s",
         started.elapsed().as_secs_f64()
@@ -370,16 +362,7 @@ fn debian_armhf_rootfs_cache_and_images() {
     // The image's root partition holds this root filesystem.
     let img = out.join("cubieboard.img");
     let root = extract_root_partition(&img, d.path());
-    let fsck = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(&root)
-        .output()
-        .expect("e2fsck");
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    support::run_ok(Command::new("e2fsck").arg("-fn").arg(&root));
     let ls = Command::new("debugfs")
         .args(["-R", "ls -l /boot"])
         .arg(&root)
@@ -391,7 +374,7 @@ fn debian_armhf_rootfs_cache_and_images() {
         .arg(&root)
         .output()
         .expect("debugfs");
-    let root_uuid = planned_partitions(&bin(), "cubieboard", EPOCH)
+    let root_uuid = planned_partitions("cubieboard", EPOCH)
         .into_iter()
         .find(|p| p.0 == "root")
         .expect("root")
@@ -436,11 +419,7 @@ fn debian_armhf_rootfs_cache_and_images() {
         &[],
         Some(&cache),
     );
-    let o = c
-        .env_remove("BOARDSMITH_PASSWORD_HASH")
-        .output()
-        .expect("run boardsmith rootfs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = support::run_ok(c.env_remove("BOARDSMITH_PASSWORD_HASH"));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
     assert_layer_hit(&report, &key, &base_key);
     check_mk802(&mk802_tar, d.path());
@@ -491,7 +470,7 @@ fn debian_armhf_rootfs_cache_and_images() {
 
     // mk802 (same SoC, kernel and U-Boot package) from the Cubieboard's tarball as a prebuilt rootfs:
     // hostname, fstab and users are redone for mk802 without a package manager.
-    let sha = sha256_of(&cold);
+    let sha = sha256_file(&cold);
     let prebuilt = d.path().join("mk802-prebuilt.tar");
     rootfs(
         "mk802",
@@ -503,12 +482,11 @@ fn debian_armhf_rootfs_cache_and_images() {
     check_mk802(&prebuilt, d.path());
 
     // Pruning: kept while recent, removed when asked for everything.
-    let o = Command::new(bin())
-        .args(["cache", "prune", "--older-than", "1d", "--json", "--cache"])
-        .arg(&cache)
-        .output()
-        .expect("prune");
-    assert!(o.status.success());
+    support::run_ok(
+        support::boardsmith()
+            .args(["cache", "prune", "--older-than", "1d", "--json", "--cache"])
+            .arg(&cache),
+    );
     for level in ["bases", "layers"] {
         assert_eq!(
             cache_list(&cache)[level]["entries"]
@@ -517,7 +495,7 @@ fn debian_armhf_rootfs_cache_and_images() {
             Some(1)
         );
     }
-    let o = Command::new(bin())
+    let o = support::boardsmith()
         .args(["cache", "prune", "--json", "--cache"])
         .arg(&cache)
         .output()
@@ -548,7 +526,7 @@ fn check_mk802(tar: &Path, dir: &Path) {
     let spl = tar_read(tar, "usr/lib/u-boot/Mini-X/u-boot-sunxi-with-spl.bin").expect("U-Boot");
     assert_eq!(&spl[4..12], b"eGON.BT0");
     let fstab = tar_string(tar, "etc/fstab");
-    let root_uuid = planned_partitions(&bin(), "mk802", EPOCH)
+    let root_uuid = planned_partitions("mk802", EPOCH)
         .into_iter()
         .find(|p| p.0 == "root")
         .expect("root")
@@ -563,29 +541,16 @@ const QEMU_A10_CMDLINE: &str = "modprobe.blacklist=sun4i_drm,sun4i_ss";
 /// `boardsmith build BOARD --rootfs TAR -o DIR/out-BOARD`; returns the image.
 fn build_image(board: &str, tar: &Path, extra: &[&str], dir: &Path) -> PathBuf {
     let out = dir.join(format!("out-{board}"));
-    let o = Command::new(bin())
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .args(["build", board, "--progress", "none", "--rootfs"])
-        .arg(tar)
-        .arg("-o")
-        .arg(&out)
-        .args(extra)
-        .output()
-        .expect("run boardsmith build");
-    assert!(
-        o.status.success(),
-        "boardsmith build {board}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::build_ok(board, tar, &out, extra);
     out.join(format!("{board}.img"))
 }
 
 /// `boardsmith boot` until `HOSTNAME login:` appears on the serial console; the image is unchanged.
 fn boot_to_login(img: &Path, board: &str, dir: &Path) {
-    let before = sha256_of(img);
+    let before = sha256_file(img);
     let log = dir.join(format!("boot-{board}.log"));
     let started = Instant::now();
-    let o = Command::new(bin())
+    let o = support::boardsmith()
         .args(["boot", "--board", board, "--timeout", "900", "--expect"])
         .arg(format!(r"^{board} login:\s*$"))
         .arg("--log")
@@ -605,7 +570,7 @@ fn boot_to_login(img: &Path, board: &str, dir: &Path) {
         "boardsmith boot {board}: login prompt after {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(sha256_of(img), before);
+    assert_eq!(sha256_file(img), before);
 }
 
 /// Processes whose process group is `pgid`, from /proc.
@@ -675,15 +640,7 @@ fn debian_arm64_rootfs_interrupted_and_shared() {
         &cache,
         &log,
     );
-    // SAFETY: kill has no memory effects; the pid is our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(128 + libc::SIGTERM),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::stop_with(child, libc::SIGTERM);
     let listed = &cache_list(&cache)["bases"];
     assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
     assert_eq!(listed["temporaries"], serde_json::json!([]), "{listed}");
@@ -863,13 +820,7 @@ fn debian_armhf_xfce_droidmote() {
     for p in ["xfce4", "lightdm", "xserver-xorg-core"] {
         assert!(status.contains(&format!("Package: {p}\n")), "{p} installed");
     }
-    let installed = d.path().join("dm");
-    std::fs::write(
-        &installed,
-        tar_read(&tar, "usr/local/bin/droidmote").expect("droidmote"),
-    )
-    .expect("write");
-    assert_eq!(sha256_of(&installed), sha);
+    assert_installed_droidmote(&tar, &sha);
     assert!(
         list.contains_key("etc/systemd/system/display-manager.service"),
         "lightdm enabled"

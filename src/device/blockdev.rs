@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::ioctl::{Getter, NoArg, Opcode, ioctl, opcode};
 
+use crate::signals::unescape_mountinfo;
+
 // <linux/fs.h>, encoded for the host by rustix: `BLKGETSIZE64` is `_IOR(0x12, 114, size_t)`, so its
 // number depends on the width of size_t (0x80041272 on 32-bit ARM, 0x80081272 on 64-bit hosts) while
 // the kernel always writes a u64.
@@ -275,7 +277,7 @@ pub fn mount_source(dev: u64) -> Option<u64> {
         }
         let sep = f.iter().position(|x| *x == "-")?;
         let src = f.get(sep + 2)?;
-        let m = std::fs::metadata(unescape(src)).ok()?;
+        let m = std::fs::metadata(unescape_mountinfo(src)).ok()?;
         m.file_type().is_block_device().then(|| m.rdev())
     })
 }
@@ -289,7 +291,7 @@ pub fn mount_points(dev: u64) -> Vec<String> {
     text.lines()
         .filter_map(|line| {
             let f: Vec<&str> = line.split(' ').collect();
-            (f.len() > 4 && f[2] == want).then(|| unescape(f[4]))
+            (f.len() > 4 && f[2] == want).then(|| unescape_mountinfo(f[4]))
         })
         .collect()
 }
@@ -343,7 +345,7 @@ pub fn disks_in_use(sys: &Path) -> BTreeMap<u64, Vec<String>> {
             if f.len() < 5 {
                 continue;
             }
-            let mount_point = unescape(f[4]);
+            let mount_point = unescape_mountinfo(f[4]);
             let what = if mount_point == "/" {
                 "/ (the running system)".to_string()
             } else {
@@ -356,7 +358,7 @@ pub fn disks_in_use(sys: &Path) -> BTreeMap<u64, Vec<String>> {
             if let Some(sep) = f.iter().position(|x| *x == "-")
                 && let Some(src) = f.get(sep + 2)
                 && src.starts_with("/dev/")
-                && let Ok(m) = std::fs::metadata(unescape(src))
+                && let Ok(m) = std::fs::metadata(unescape_mountinfo(src))
                 && m.file_type().is_block_device()
             {
                 note(m.rdev(), what);
@@ -366,7 +368,7 @@ pub fn disks_in_use(sys: &Path) -> BTreeMap<u64, Vec<String>> {
     if let Ok(text) = std::fs::read_to_string("/proc/swaps") {
         for line in text.lines().skip(1) {
             if let Some(p) = line.split_whitespace().next()
-                && let Ok(m) = std::fs::metadata(unescape(p))
+                && let Ok(m) = std::fs::metadata(unescape_mountinfo(p))
             {
                 if m.file_type().is_block_device() {
                     note(m.rdev(), "swap".into());
@@ -377,29 +379,6 @@ pub fn disks_in_use(sys: &Path) -> BTreeMap<u64, Vec<String>> {
         }
     }
     used
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-            out.push(v as u8);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A partition of a whole disk, from sysfs.
@@ -687,13 +666,6 @@ mod tests {
             v
         };
         assert!(used.contains(&disk));
-    }
-
-    #[test]
-    fn unescapes_mountinfo_paths() {
-        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/trail\\04"), "/trail\\04");
     }
 
     #[test]

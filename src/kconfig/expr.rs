@@ -27,12 +27,35 @@ pub enum Tok {
     RParen,
 }
 
+/// The operators, each two-character one before its one-character prefix.
+const OPERATORS: &[(&str, Tok)] = &[
+    ("&&", Tok::And),
+    ("||", Tok::Or),
+    ("!=", Tok::Ne),
+    ("<=", Tok::Le),
+    (">=", Tok::Ge),
+    ("!", Tok::Not),
+    ("=", Tok::Eq),
+    ("<", Tok::Lt),
+    (">", Tok::Gt),
+    ("(", Tok::LParen),
+    (")", Tok::RParen),
+];
+
 /// Splits one logical Kconfig line into tokens, stopping at a `#` comment.
 pub fn tokenize(line: &str) -> Result<Vec<Tok>, String> {
     let mut toks = Vec::new();
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() {
+        if let Some((op, tok)) = OPERATORS
+            .iter()
+            .find(|(op, _)| b[i..].starts_with(op.as_bytes()))
+        {
+            toks.push(tok.clone());
+            i += op.len();
+            continue;
+        }
         let c = b[i];
         match c {
             b' ' | b'\t' | b'\r' | b'\n' | b'\x0c' => i += 1,
@@ -80,44 +103,6 @@ pub fn tokenize(line: &str) -> Result<Vec<Tok>, String> {
                     return Err("unterminated $(...)".into());
                 }
                 toks.push(Tok::Macro(line[start..i].to_string()));
-            }
-            b'&' if b.get(i + 1) == Some(&b'&') => {
-                toks.push(Tok::And);
-                i += 2;
-            }
-            b'|' if b.get(i + 1) == Some(&b'|') => {
-                toks.push(Tok::Or);
-                i += 2;
-            }
-            b'!' if b.get(i + 1) == Some(&b'=') => {
-                toks.push(Tok::Ne);
-                i += 2;
-            }
-            b'!' => {
-                toks.push(Tok::Not);
-                i += 1;
-            }
-            b'=' => {
-                toks.push(Tok::Eq);
-                i += 1;
-            }
-            b'<' | b'>' => {
-                let eq = b.get(i + 1) == Some(&b'=');
-                toks.push(match (c, eq) {
-                    (b'<', false) => Tok::Lt,
-                    (b'<', true) => Tok::Le,
-                    (_, false) => Tok::Gt,
-                    (_, true) => Tok::Ge,
-                });
-                i += if eq { 2 } else { 1 };
-            }
-            b'(' => {
-                toks.push(Tok::LParen);
-                i += 1;
-            }
-            b')' => {
-                toks.push(Tok::RParen);
-                i += 1;
             }
             _ => {
                 let start = i;
@@ -213,21 +198,25 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, String> {
-        let mut e = self.and()?;
-        while self.peek() == Some(&Tok::Or) {
-            self.pos += 1;
-            let r = self.and()?;
-            e = Expr::Or(Box::new(e), Box::new(r));
-        }
-        Ok(e)
+        self.left_assoc(&Tok::Or, Self::and, Expr::Or)
     }
 
     fn and(&mut self) -> Result<Expr, String> {
-        let mut e = self.unary()?;
-        while self.peek() == Some(&Tok::And) {
+        self.left_assoc(&Tok::And, Self::unary, Expr::And)
+    }
+
+    /// `operand (op operand)*`, grouped from the left into `make(left, right)`.
+    fn left_assoc(
+        &mut self,
+        op: &Tok,
+        operand: fn(&mut Self) -> Result<Expr, String>,
+        make: fn(Box<Expr>, Box<Expr>) -> Expr,
+    ) -> Result<Expr, String> {
+        let mut e = operand(self)?;
+        while self.peek() == Some(op) {
             self.pos += 1;
-            let r = self.unary()?;
-            e = Expr::And(Box::new(e), Box::new(r));
+            let r = operand(self)?;
+            e = make(Box::new(e), Box::new(r));
         }
         Ok(e)
     }
@@ -520,5 +509,48 @@ mod tests {
             ]
         );
         assert!(tokenize("prompt \"open").is_err());
+    }
+
+    #[test]
+    fn tokenizer_reads_every_operator_and_refuses_a_lone_ampersand() {
+        use Tok::*;
+        let w = |s: &str| Word(s.into());
+        assert_eq!(
+            tokenize("!(A&&B)||C!=y&&D<=1&&E>=2&&F<3&&G>4&&H=n").expect("tokens"),
+            vec![
+                Not,
+                LParen,
+                w("A"),
+                And,
+                w("B"),
+                RParen,
+                Or,
+                w("C"),
+                Ne,
+                w("y"),
+                And,
+                w("D"),
+                Le,
+                w("1"),
+                And,
+                w("E"),
+                Ge,
+                w("2"),
+                And,
+                w("F"),
+                Lt,
+                w("3"),
+                And,
+                w("G"),
+                Gt,
+                w("4"),
+                And,
+                w("H"),
+                Eq,
+                w("n"),
+            ]
+        );
+        assert_eq!(tokenize("A & B").unwrap_err(), "unexpected character `&`");
+        assert_eq!(tokenize("A | B").unwrap_err(), "unexpected character `|`");
     }
 }

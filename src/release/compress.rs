@@ -101,6 +101,14 @@ impl<W: Write> HashingWriter<W> {
     }
 }
 
+/// Flushes and syncs the compressed file behind `out`; its digests.
+fn finish_file(out: HashingWriter<BufWriter<File>>) -> io::Result<Digested> {
+    let (mut buf, d) = out.finish();
+    buf.flush()?;
+    buf.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(d)
+}
+
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
@@ -168,14 +176,7 @@ pub fn compress(
             let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
             let mut enc = liblzma::write::XzEncoder::new_stream(out, stream);
             copy(&mut input, &mut enc, progress).map_err(ioerr)?;
-            let out = enc.finish().map_err(ioerr)?;
-            let (mut buf, d) = out.finish();
-            buf.flush().map_err(ioerr)?;
-            buf.into_inner()
-                .map_err(|e| ioerr(e.into_error()))?
-                .sync_all()
-                .map_err(ioerr)?;
-            d
+            finish_file(enc.finish().map_err(ioerr)?).map_err(ioerr)?
         }
         Format::Zst => {
             let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
@@ -185,14 +186,7 @@ pub fn compress(
             }
             enc.include_checksum(true).map_err(ioerr)?;
             copy(&mut input, &mut enc, progress).map_err(ioerr)?;
-            let out = enc.finish().map_err(ioerr)?;
-            let (mut buf, d) = out.finish();
-            buf.flush().map_err(ioerr)?;
-            buf.into_inner()
-                .map_err(|e| ioerr(e.into_error()))?
-                .sync_all()
-                .map_err(ioerr)?;
-            d
+            finish_file(enc.finish().map_err(ioerr)?).map_err(ioerr)?
         }
         Format::SevenZ => {
             let mut w = sevenz_rust2::ArchiveWriter::new(file)

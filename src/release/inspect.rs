@@ -9,18 +9,13 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+use crate::disk::table::{TableError, partition_offsets};
+
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
-    #[error("reading {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} has no readable partition table ({reason}); is it an image built by boardsmith?"
-    )]
-    Table { path: String, reason: String },
+    /// Reading the image (its bootloader area or its partition table) failed.
+    #[error(transparent)]
+    Image(#[from] TableError),
     #[error("{path} has no partition {number} (the profile's root partition)")]
     NoPartition { path: String, number: u32 },
     #[error("running debugfs (e2fsprogs): {0}")]
@@ -128,24 +123,19 @@ pub fn inspect(
     let mut facts = ImageFacts::default();
     if let Some((_, offset, limit)) = bootloader {
         let path = image.display().to_string();
-        let f = File::open(image).map_err(|source| InspectError::Io {
+        let f = File::open(image).map_err(|source| TableError::Io {
             path: path.clone(),
             source,
         })?;
         let mut buf = vec![0u8; (limit - offset) as usize];
         f.read_exact_at(&mut buf, offset)
-            .map_err(|source| InspectError::Io { path, source })?;
+            .map_err(|source| TableError::Io { path, source })?;
         facts.uboot = uboot_version(&buf);
     }
     let Some(number) = root_number else {
         return Ok(facts);
     };
-    let parts = crate::disk::table::partition_offsets(image).map_err(|e| match e {
-        crate::disk::table::TableError::Io { path, source } => InspectError::Io { path, source },
-        crate::disk::table::TableError::Table { path, reason } => {
-            InspectError::Table { path, reason }
-        }
-    })?;
+    let parts = partition_offsets(image)?;
     let (_, offset, _) = parts
         .iter()
         .find(|(n, _, _)| *n == number)

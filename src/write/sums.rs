@@ -101,31 +101,11 @@ pub fn discover(
     let Some(name) = image_name(spec, format) else {
         return Ok(None);
     };
-    for (kind, f) in [
+    let candidates = [
         (SumKind::Sha256, format!("{name}.sha256")),
         (SumKind::Md5, format!("{name}.md5")),
-    ] {
-        {
-            let Some(side) = spec.sibling(&f) else {
-                continue;
-            };
-            let Some(bytes) = side.fetch(client)? else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&bytes);
-            if let Some(hex) = lookup(&text, kind, &name) {
-                return Ok(Some((
-                    ExpectedSum {
-                        kind,
-                        hex,
-                        origin: side_name(&side),
-                    },
-                    side,
-                )));
-            }
-        }
-    }
-    Ok(None)
+    ];
+    first_sum(spec, &name, candidates, client)
 }
 
 /// For a compressed image from a URL, a sum of the downloaded file itself, as publishers of `.img.xz`
@@ -143,12 +123,24 @@ pub fn discover_download(
     let Some(name) = spec.file_name() else {
         return Ok(None);
     };
-    for (kind, f) in [
+    let candidates = [
         (SumKind::Sha256, format!("{name}.sha256")),
         (SumKind::Md5, format!("{name}.md5")),
         (SumKind::Sha256, "SHA256SUMS".to_string()),
         (SumKind::Md5, "MD5SUMS".to_string()),
-    ] {
+    ];
+    first_sum(spec, &name, candidates, client)
+}
+
+/// The first of the side files `candidates` (kind, file name beside `spec`) that exists and holds a
+/// sum of the kind for `name`, with the side file it came from.
+fn first_sum(
+    spec: &SourceSpec,
+    name: &str,
+    candidates: impl IntoIterator<Item = (SumKind, String)>,
+    client: &crate::net::Client,
+) -> Result<Option<(ExpectedSum, SideRef)>, SideError> {
+    for (kind, f) in candidates {
         let Some(side) = spec.sibling(&f) else {
             continue;
         };
@@ -156,7 +148,7 @@ pub fn discover_download(
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);
-        if let Some(hex) = lookup(&text, kind, &name) {
+        if let Some(hex) = lookup(&text, kind, name) {
             return Ok(Some((
                 ExpectedSum {
                     kind,

@@ -518,25 +518,9 @@ pub fn decode_parallel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::tests::encode;
     use crate::codec::{WindowTooLarge, XzReader};
-    use liblzma::stream::MtStreamBuilder;
     use std::io::{Read, Write};
-
-    fn encode(data: &[u8], block: u64) -> Vec<u8> {
-        let mut out = Vec::new();
-        liblzma::read::XzEncoder::new_stream(
-            data,
-            MtStreamBuilder::new()
-                .threads(2)
-                .block_size(block)
-                .preset(1)
-                .encoder()
-                .unwrap(),
-        )
-        .read_to_end(&mut out)
-        .unwrap();
-        out
-    }
 
     /// An index that claims more records than its bytes can hold is not believed (and nothing is
     /// allocated for them); megabytes of stream padding are skipped in a few reads.

@@ -7,20 +7,7 @@ use std::process::{Command, Output};
 
 // The launcher and the sha256 helper are the ones every integration test uses (tests/support/).
 #[allow(unused_imports)]
-pub use crate::support::{boardsmith, sha256_file};
-
-/// `boardsmith build BOARD --progress none --rootfs ROOTFS -o OUT EXTRA...`, asserting that it
-/// succeeded (`--json` in `extra` for the report on stdout).
-pub fn build_ok(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Output {
-    crate::support::run_ok(
-        boardsmith()
-            .args(["build", board, "--progress", "none", "--rootfs"])
-            .arg(rootfs)
-            .arg("-o")
-            .arg(out)
-            .args(extra),
-    )
-}
+pub use crate::support::{boardsmith, build_err, build_ok, run_ok, sha256_file};
 
 /// Runs a command, returning its output; panics with the command line if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
@@ -137,19 +124,22 @@ pub fn make_rootfs(dir: &Path, board: &str) -> PathBuf {
 /// Packs a fixture tree into an uncompressed tarball with numeric owners (what `mke2fs -d` reads).
 pub fn make_tarball(tree: &Path) -> PathBuf {
     let tar = tree.with_extension("tar");
-    tool(
-        "tar",
-        &[
-            "--sort=name",
-            "--numeric-owner",
-            "-C",
-            tree.to_str().unwrap(),
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-    );
+    tar_tree(tree, &tar, &["--numeric-owner"]);
     tar
+}
+
+/// `tar --sort=name OPTIONS -C TREE -cf TAR .` (GNU tar).
+pub fn tar_tree(tree: &Path, tar: &Path, options: &[&str]) {
+    let mut args = vec!["--sort=name"];
+    args.extend_from_slice(options);
+    args.extend([
+        "-C",
+        tree.to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        ".",
+    ]);
+    tool("tar", &args);
 }
 
 /// Copies `len` bytes at `offset` of `image` into a new file (fsck.fat has no offset option).

@@ -13,14 +13,9 @@ pub fn linux_src() -> PathBuf {
         if let Some(p) = std::env::var_os("BOARDSMITH_LINUX_SRC") {
             return PathBuf::from(p);
         }
-        let out = std::process::Command::new("scripts/linux-source.sh")
-            .output()
-            .expect("run scripts/linux-source.sh");
-        assert!(
-            out.status.success(),
-            "scripts/linux-source.sh failed (it fetches Debian's linux-source-6.1 with apt-get download):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // It fetches Debian's linux-source-6.1 with apt-get download.
+        let out =
+            crate::support::run_ok(&mut std::process::Command::new("scripts/linux-source.sh"));
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
     .clone()

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use crate::support::sha256_file;
+
 /// One request the proxy forwarded.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -167,11 +169,9 @@ fn serve(client: TcpStream, log: &Mutex<Vec<Fetched>>, upstream: &str) -> std::i
 
 /// `openssl passwd -6` with a fixed salt: the reference hash for a password.
 pub fn sha512_hash(password: &str, salt: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["passwd", "-6", "-salt", salt, password])
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "openssl passwd failed");
+    let out = crate::support::run_ok(
+        Command::new("openssl").args(["passwd", "-6", "-salt", salt, password]),
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -179,11 +179,12 @@ pub fn sha512_hash(password: &str, salt: &str) -> String {
 /// the library PAM uses on the board) through Perl, not with boardsmith's code: yescrypt, SHA-512-crypt
 /// and the rest.
 pub fn hash_matches(hash: &str, password: &str) -> bool {
-    let out = Command::new("perl")
-        .args(["-e", "print crypt($ARGV[0], $ARGV[1])", password, hash])
-        .output()
-        .expect("perl (Debian's perl-base)");
-    assert!(out.status.success(), "perl crypt failed");
+    let out = crate::support::run_ok(Command::new("perl").args([
+        "-e",
+        "print crypt($ARGV[0], $ARGV[1])",
+        password,
+        hash,
+    ]));
     String::from_utf8_lossy(&out.stdout) == hash
 }
 
@@ -209,15 +210,10 @@ pub fn tar_string(tarball: &Path, member: &str) -> String {
 
 /// `tar -tvf` listing: name → (type char, mode string, owner/group, link target).
 pub fn tar_list(tarball: &Path) -> BTreeMap<String, (char, String, String, Option<String>)> {
-    let out = Command::new("tar")
-        .args(["--numeric-owner", "-tvf"])
-        .arg(tarball)
-        .output()
-        .expect("tar -tvf");
-    assert!(
-        out.status.success(),
-        "tar -tvf {} failed",
-        tarball.display()
+    let out = crate::support::run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(tarball),
     );
     let mut m = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -248,17 +244,12 @@ pub fn tar_list(tarball: &Path) -> BTreeMap<String, (char, String, String, Optio
 }
 
 /// PARTUUID and label of a board's partitions from `boardsmith show --json` (the image plan).
-pub fn planned_partitions(
-    bin: &Path,
-    board: &str,
-    epoch: &str,
-) -> Vec<(String, String, Option<String>)> {
-    let out = Command::new(bin)
-        .args(["show", board, "--json"])
-        .env("SOURCE_DATE_EPOCH", epoch)
-        .output()
-        .expect("show");
-    assert!(out.status.success());
+pub fn planned_partitions(board: &str, epoch: &str) -> Vec<(String, String, Option<String>)> {
+    let out = crate::support::run_ok(
+        crate::support::boardsmith()
+            .args(["show", board, "--json"])
+            .env("SOURCE_DATE_EPOCH", epoch),
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     v["layout"]["partitions"]
         .as_array()
@@ -274,6 +265,19 @@ pub fn planned_partitions(
         .collect()
 }
 
+/// The DroidMote server installed in the root filesystem tarball `tar` is the binary whose sha256
+/// (by sha256sum) is `sha`.
+pub fn assert_installed_droidmote(tar: &Path, sha: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let installed = dir.path().join("droidmote");
+    std::fs::write(
+        &installed,
+        tar_read(tar, "usr/local/bin/droidmote").expect("droidmote in the tarball"),
+    )
+    .expect("write");
+    assert_eq!(sha256_file(&installed), sha);
+}
+
 /// A stand-in DroidMote server: a shell script that reports its arguments.
 pub fn fake_droidmote(dir: &Path) -> (PathBuf, String) {
     let p = dir.join("droidmote");
@@ -282,20 +286,8 @@ pub fn fake_droidmote(dir: &Path) -> (PathBuf, String) {
         "#!/bin/sh\n# stand-in for the proprietary DroidMote server (tests)\necho \"droidmote stand-in: port $1\"\nexec sleep infinity\n",
     )
     .expect("write");
-    let sha = sha256_of(&p);
+    let sha = sha256_file(&p);
     (p, sha)
-}
-
-pub fn sha256_of(p: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// A small "prebuilt" root filesystem tarball (gzip), shaped like a Debian armhf system with the

@@ -7,9 +7,11 @@
 //! (which keeps its own launcher in tests/rootfs_support/).
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
 
 /// The `SOURCE_DATE_EPOCH` every launch gets (2023-11-14 22:13:20 UTC).
 pub const EPOCH: &str = "1700000000";
@@ -58,19 +60,140 @@ pub fn under(program: impl AsRef<OsStr>, args: &[&str]) -> Command {
     c
 }
 
-/// Runs `cmd` (boardsmith or a tool) and asserts that it succeeded, showing its command line and
-/// standard error otherwise.
+/// Runs `cmd` (boardsmith or a tool) and asserts that it succeeded, showing its command line,
+/// standard error and standard output otherwise.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let o = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         o.status.success(),
-        "{cmd:?} failed ({}):\n{}",
+        "{cmd:?} failed ({}):\n{}{}",
         o.status,
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    o
+}
+
+/// What a run that had to fail left: its exit code (-1 for a signal) and its output.
+pub struct Failed {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Failed {
+    /// Asserts the exit code and that standard error holds each of `wanted`, showing it otherwise.
+    pub fn expect(&self, code: i32, wanted: &[&str]) -> &Self {
+        assert_eq!(self.code, code, "exit code; stderr:\n{}", self.stderr);
+        for w in wanted {
+            assert!(
+                self.stderr.contains(w),
+                "stderr lacks {w:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// Runs `cmd` and asserts that it failed, showing its command line and output if it succeeded.
+pub fn run_err(cmd: &mut Command) -> Failed {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "{cmd:?} unexpectedly succeeded:\n{stderr}{stdout}"
+    );
+    Failed {
+        code: o.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+/// `boardsmith build BOARD --progress none --rootfs ROOTFS -o OUT EXTRA...` (`BOARD` a name or a
+/// profile file; `--json` in `extra` for the report on stdout).
+pub fn build_cmd(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = boardsmith();
+    c.args(["build", board, "--progress", "none", "--rootfs"])
+        .arg(rootfs)
+        .arg("-o")
+        .arg(out)
+        .args(extra);
+    c
+}
+
+/// [`build_cmd`], asserting that it succeeded.
+pub fn build_ok(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Output {
+    run_ok(&mut build_cmd(board, rootfs, out, extra))
+}
+
+/// [`build_cmd`], asserting that it failed with nothing on stdout and nothing left in `out`.
+pub fn build_err(board: &str, rootfs: &Path, out: &Path, extra: &[&str]) -> Failed {
+    let f = run_err(&mut build_cmd(board, rootfs, out, extra));
+    assert!(
+        f.stdout.trim().is_empty(),
+        "nothing is reported on stdout on failure: {}",
+        f.stdout
+    );
+    // Nothing that looks finished is left behind.
+    if out.exists() {
+        let left: Vec<_> = std::fs::read_dir(out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "files left in {}: {left:?}", out.display());
+    }
+    f
+}
+
+/// Sends `sig` to `child` (boardsmith with piped output) and asserts that it ends with exit status
+/// 128 + `sig`, showing its standard error otherwise; returns its output.
+pub fn stop_with(child: std::process::Child, sig: i32) -> Output {
+    // SAFETY: kill(2) has no memory effects; the pid is our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let o = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for boardsmith: {e}"));
+    assert_eq!(
+        o.status.code(),
+        Some(128 + sig),
+        "{}",
         String::from_utf8_lossy(&o.stderr)
     );
     o
+}
+
+/// Asserts that each of `wanted` is one of `items`, naming the missing one (and listing `items` when
+/// there are few of them: a kernel .config has thousands of lines).
+pub fn assert_has_all<S: AsRef<str> + std::fmt::Debug>(items: &[S], wanted: &[&str]) {
+    for w in wanted {
+        if !items.iter().any(|i| i.as_ref() == *w) {
+            match items.len() {
+                0..=40 => panic!("{w} not in {items:?}"),
+                n => panic!("{w} not among the {n} items"),
+            }
+        }
+    }
+}
+
+/// The value for `key` made once per test run by `make` and kept in `cache`. The first caller makes it
+/// holding the lock, so two tests never make it (or anything else kept there) at the same time.
+pub fn once_per_run<T: Clone>(
+    cache: &OnceLock<Mutex<HashMap<String, T>>>,
+    key: &str,
+    make: impl FnOnce() -> T,
+) -> T {
+    let mut made = cache
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    made.entry(key.to_string()).or_insert_with(make).clone()
 }
 
 /// The sha256 of a file or device, by sha256sum (an implementation independent of boardsmith's).
@@ -90,4 +213,36 @@ pub fn sha256_file(path: &Path) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Sets the size field of `member`'s header in the tar archive `tar` to `size` (GNU base-256 for sizes
+/// beyond octal's 8 GiB) and fixes the header checksum: a header that lies about its data. Returns the header's offset and the archive's length.
+pub fn claim_size(tar: &Path, member: &str, size: u64) -> (u64, u64) {
+    let mut b = std::fs::read(tar).expect("read");
+    let mut at = 0;
+    loop {
+        assert!(at + 512 <= b.len(), "{member} not in {}", tar.display());
+        let h = &b[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let octal = String::from_utf8_lossy(&h[124..136])
+            .trim_matches(['\0', ' '])
+            .to_string();
+        let len = u64::from_str_radix(&octal, 8).unwrap_or(0);
+        if name == member {
+            break;
+        }
+        at += 512 + len.div_ceil(512) as usize * 512;
+    }
+    let h = &mut b[at..at + 512];
+    h[124] = 0x80;
+    h[125..128].fill(0);
+    h[128..136].copy_from_slice(&size.to_be_bytes());
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&c| u32::from(c)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let len = b.len() as u64;
+    std::fs::write(tar, b).expect("write");
+    (at as u64, len)
 }
