@@ -53,8 +53,8 @@ no SPL output, U-Boot found no boot config, kernel panic, root not mounted, ...)
     Boot(BootArgs),
     /// Build a root filesystem for BOARD from Debian packages (mmdebstrap) or a prebuilt tarball
     Rootfs(RootfsArgs),
-    /// List or prune the base cache: root filesystems mmdebstrap built, shared by the boards (and
-    /// builds) whose bases have the same key
+    /// List or prune the root filesystem cache: the bases and board layers mmdebstrap built, shared by
+    /// the boards (and builds) with the same keys
     Cache(CacheArgs),
     /// Derive the modules the initramfs needs to mount the root filesystem, from the board's device tree
     /// and the kernel's module metadata in a root filesystem, each with the chain that needs it
