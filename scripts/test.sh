@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --check
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo test --all-targets
+# Every test binary runs even after one fails, so that one run reports every failure.
+cargo test --all-targets --no-fail-fast
 # The real-kernel Kconfig tests are #[ignore]d for a plain `cargo test` (they fetch Debian's
 # linux-source-6.1 once, ~140 MB, into .cache/linux-source); here they run.
 cargo test --test kconfig_kernel -- --include-ignored
