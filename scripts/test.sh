@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --check
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The library as the fuzz crate builds it: no command line, no HTTP client.
+cargo clippy --lib --no-default-features -- -D warnings
 # Every test binary runs even after one fails, so that one run reports every failure.
 cargo test --all-targets --no-fail-fast
 # The real-kernel Kconfig tests are #[ignore]d for a plain `cargo test` (they fetch Debian's

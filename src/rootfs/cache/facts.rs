@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use super::key::sha256_hex;
 use super::{
@@ -106,39 +105,26 @@ fn apt_trusted_paths() -> (PathBuf, PathBuf) {
 /// Release files fetched in this process: every board of a batch sees the archive as the first did.
 static ARCHIVE_SEEN: Mutex<BTreeMap<String, ArchiveState>> = Mutex::new(BTreeMap::new());
 
-fn http_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(20)))
-        .timeout_global(Some(Duration::from_secs(120)))
-        .user_agent(concat!("boardsmith/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
-}
-
-enum Got {
-    Data(Vec<u8>),
-    NotFound,
-}
-
-fn get(url: &str) -> Result<Got, CacheError> {
-    let fail = |detail: String| CacheError::Archive {
-        url: url.to_string(),
-        detail,
+/// A Release file through the one HTTP client (`crate::net`: system certificates, timeouts, resume);
+/// None when the server says it is not there. Three attempts: a small file, and a mistyped mirror should
+/// fail in a second, not after the image download's minutes of retries.
+fn get(url: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    let opts = crate::net::NetOptions {
+        retries: 3,
+        ..Default::default()
     };
-    match http_agent().get(url).call() {
-        Ok(mut resp) => {
-            let data = resp
-                .body_mut()
-                .with_config()
-                .limit(MAX_RELEASE)
-                .read_to_vec()
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(Got::Data(data))
-        }
-        Err(ureq::Error::StatusCode(404 | 410)) => Ok(Got::NotFound),
-        Err(ureq::Error::StatusCode(c)) => Err(fail(format!("the server answered HTTP {c}"))),
-        Err(e) => Err(fail(e.to_string())),
-    }
+    crate::net::Client::new(opts)
+        .fetch_optional(url, MAX_RELEASE)
+        .map_err(|e| {
+            let detail = e.to_string();
+            CacheError::Archive {
+                detail: detail
+                    .strip_prefix(&format!("{url}: "))
+                    .unwrap_or(&detail)
+                    .to_string(),
+                url: url.to_string(),
+            }
+        })
 }
 
 /// A field of a Release file (in the signed part of an InRelease).
@@ -154,16 +140,16 @@ fn release_field(text: &str, field: &str) -> Option<String> {
 pub fn fetch_release(archive: &str, suite: &str) -> Result<ArchiveState, CacheError> {
     let mut url = format!("{archive}/dists/{suite}/InRelease");
     let data = match get(&url)? {
-        Got::Data(d) => d,
-        Got::NotFound => {
+        Some(d) => d,
+        None => {
             url = format!("{archive}/dists/{suite}/Release");
             match get(&url)? {
-                Got::Data(d) => d,
-                Got::NotFound => {
+                Some(d) => d,
+                None => {
                     return Err(CacheError::Archive {
                         url,
                         detail: format!(
-                            "neither InRelease nor Release exists (HTTP 404): is `{suite}` a suite of this archive?"
+                            "neither InRelease nor Release exists (HTTP 404, 410, 403 or 401): is `{suite}` a suite of this archive?"
                         ),
                     });
                 }
