@@ -451,16 +451,85 @@ pub(crate) mod fake {
         .unwrap();
         libc::makedev(major, minor)
     }
+
+    pub const USB_DISK: &str =
+        "devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb";
+    pub const EMMC: &str =
+        "devices/platform/soc/11230000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0";
+    pub const SD: &str = "devices/platform/soc/11240000.mmc/mmc_host/mmc1/mmc1:aaaa/block/mmcblk1";
+    pub const STICK: &str =
+        "devices/pci0000:00/0000:00:14.0/usb2/2-2/2-2:1.0/host7/target7:0:0/7:0:0:0/block/sdc";
+
+    /// A USB hard disk (2 TB): on the USB bus, but fixed media.
+    pub fn usb_disk(root: &Path) -> u64 {
+        add(
+            root,
+            USB_DISK,
+            8,
+            16,
+            &[
+                ("removable", "0"),
+                ("size", "3907029168"),
+                ("device/vendor", "Seagate"),
+                ("device/model", "Expansion Desk"),
+                ("device/type", "0"),
+            ],
+        )
+    }
+
+    /// Built-in eMMC (16 GB): an mmcblk name, removable 0, type MMC.
+    pub fn emmc(root: &Path) -> u64 {
+        add(
+            root,
+            EMMC,
+            179,
+            0,
+            &[
+                ("removable", "0"),
+                ("size", "30535680"),
+                ("device/type", "MMC"),
+                ("device/name", "DG4016"),
+            ],
+        )
+    }
+
+    /// A 32 GB SD card whose host says removable 0 (many do).
+    pub fn sd_card(root: &Path) -> u64 {
+        add(
+            root,
+            SD,
+            179,
+            256,
+            &[
+                ("removable", "0"),
+                ("size", "62333952"),
+                ("device/type", "SD"),
+                ("device/name", "SD32G"),
+            ],
+        )
+    }
+
+    /// A 16 GB USB stick.
+    pub fn usb_stick(root: &Path) -> u64 {
+        add(
+            root,
+            STICK,
+            8,
+            32,
+            &[
+                ("removable", "1"),
+                ("size", "30031872"),
+                ("device/vendor", "SanDisk"),
+                ("device/model", "Cruzer Blade"),
+            ],
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fake::{SD, USB_DISK};
     use super::*;
-
-    const USB_DISK: &str =
-        "devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb";
-    const EMMC: &str = "devices/platform/soc/11230000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0";
-    const SD: &str = "devices/platform/soc/11240000.mmc/mmc_host/mmc1/mmc1:aaaa/block/mmcblk1";
 
     #[test]
     fn ioctl_numbers_follow_the_host() {
@@ -486,70 +555,25 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let sys = d.path();
         // A USB hard disk: on the USB bus, but fixed media.
-        let usb = fake::add(
-            sys,
-            USB_DISK,
-            8,
-            16,
-            &[
-                ("removable", "0"),
-                ("size", "3907029168"),
-                ("device/vendor", "Seagate"),
-                ("device/model", "Expansion Desk"),
-                ("device/type", "0"),
-            ],
-        );
+        let usb = fake::usb_disk(sys);
         let i = info(sys, usb).unwrap();
         assert_eq!(i.media, Media::Fixed);
         assert!(!i.removable());
         assert_eq!(i.model.as_deref(), Some("Seagate Expansion Desk"));
         assert_eq!(i.size, Some(3907029168 * 512));
         // Built-in eMMC: an mmcblk name, removable 0, type MMC.
-        let emmc = fake::add(
-            sys,
-            EMMC,
-            179,
-            0,
-            &[
-                ("removable", "0"),
-                ("size", "30535680"),
-                ("device/type", "MMC"),
-                ("device/name", "DG4016"),
-            ],
-        );
+        let emmc = fake::emmc(sys);
         let i = info(sys, emmc).unwrap();
         assert_eq!(i.media, Media::Emmc);
         assert!(!i.removable());
         assert_eq!(i.model.as_deref(), Some("DG4016"));
         // An SD card whose host says removable 0 (many do).
-        let sd = fake::add(
-            sys,
-            SD,
-            179,
-            256,
-            &[
-                ("removable", "0"),
-                ("size", "62333952"),
-                ("device/type", "SD"),
-                ("device/name", "SD32G"),
-            ],
-        );
+        let sd = fake::sd_card(sys);
         let i = info(sys, sd).unwrap();
         assert_eq!(i.media, Media::SdCard);
         assert!(i.removable());
         // A USB stick.
-        let stick = fake::add(
-            sys,
-            "devices/pci0000:00/0000:00:14.0/usb2/2-2/2-2:1.0/host7/target7:0:0/7:0:0:0/block/sdc",
-            8,
-            32,
-            &[
-                ("removable", "1"),
-                ("size", "30031872"),
-                ("device/vendor", "SanDisk"),
-                ("device/model", "Cruzer Blade"),
-            ],
-        );
+        let stick = fake::usb_stick(sys);
         let i = info(sys, stick).unwrap();
         assert_eq!(i.media, Media::Removable);
         assert!(!i.is_partition);
@@ -559,17 +583,7 @@ mod tests {
     fn partitions_map_to_their_disk() {
         let d = tempfile::tempdir().unwrap();
         let sys = d.path();
-        let sd = fake::add(
-            sys,
-            SD,
-            179,
-            256,
-            &[
-                ("removable", "0"),
-                ("size", "62333952"),
-                ("device/type", "SD"),
-            ],
-        );
+        let sd = fake::sd_card(sys);
         let p1 = fake::add(
             sys,
             &format!("{SD}/mmcblk1p1"),

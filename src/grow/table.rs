@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// A partition as the overlap check sees it: (number, first sector, end sector exclusive).
+type Extent = (usize, u64, u64);
+
+/// The first two of `used` that overlap, in the order of their first sectors.
+fn first_overlap(mut used: Vec<Extent>) -> Option<(Extent, Extent)> {
+    used.sort_by_key(|u| u.1);
+    used.windows(2)
+        .find(|w| w[0].2 > w[1].1)
+        .map(|w| (w[0], w[1]))
+}
+
 pub(super) fn table_err(path: &str, message: impl Into<String>) -> GrowError {
     GrowError::Table {
         path: path.to_string(),
@@ -58,7 +69,7 @@ pub(super) fn plan_mbr(
     sectors: u64,
     new_sectors: u64,
 ) -> Result<TablePlan, GrowError> {
-    let mut used: Vec<(usize, u64, u64)> = Vec::new();
+    let mut used: Vec<Extent> = Vec::new();
     for (i, e) in mbr.entries.iter().enumerate() {
         let Some(e) = e else { continue };
         let at = 446 + 16 * i;
@@ -84,17 +95,14 @@ pub(super) fn plan_mbr(
         }
         used.push((i + 1, u64::from(e.start_lba), e.end_lba()));
     }
-    used.sort_by_key(|u| u.1);
-    for w in used.windows(2) {
-        if w[0].2 > w[1].1 {
-            return Err(table_err(
-                path,
-                format!(
-                    "MBR partitions {} (sectors {}..{}) and {} (sectors {}..{}) overlap",
-                    w[0].0, w[0].1, w[0].2, w[1].0, w[1].1, w[1].2
-                ),
-            ));
-        }
+    if let Some((a, b)) = first_overlap(used) {
+        return Err(table_err(
+            path,
+            format!(
+                "MBR partitions {} (sectors {}..{}) and {} (sectors {}..{}) overlap",
+                a.0, a.1, a.2, b.0, b.1, b.2
+            ),
+        ));
     }
     let (idx, last) = mbr
         .entries
@@ -229,7 +237,7 @@ pub(super) fn plan_gpt(
     let bytes = read(array_offset, (array * SECTOR) as usize)?;
     let mut gpt = Gpt::from_parts(&header, sectors, &bytes, array_offset)
         .map_err(|e| table_err(path, format!("primary GPT: {e}")))?;
-    let mut used: Vec<(usize, u64, u64)> = Vec::new();
+    let mut used: Vec<Extent> = Vec::new();
     for (i, e) in gpt.entries.iter().enumerate() {
         let Some(e) = e else { continue };
         if e.first_lba < header.first_usable_lba || e.last_lba > header.last_usable_lba {
@@ -246,19 +254,21 @@ pub(super) fn plan_gpt(
                 ),
             ));
         }
-        used.push((i + 1, e.first_lba, e.last_lba));
+        used.push((i + 1, e.first_lba, e.last_lba.saturating_add(1)));
     }
-    used.sort_by_key(|u| u.1);
-    for w in used.windows(2) {
-        if w[0].2 >= w[1].1 {
-            return Err(table_err(
-                path,
-                format!(
-                    "GPT entries {} (LBAs {}..={}) and {} (LBAs {}..={}) overlap",
-                    w[0].0, w[0].1, w[0].2, w[1].0, w[1].1, w[1].2
-                ),
-            ));
-        }
+    if let Some((a, b)) = first_overlap(used) {
+        return Err(table_err(
+            path,
+            format!(
+                "GPT entries {} (LBAs {}..={}) and {} (LBAs {}..={}) overlap",
+                a.0,
+                a.1,
+                a.2 - 1,
+                b.0,
+                b.1,
+                b.2 - 1
+            ),
+        ));
     }
     let (idx, last) = gpt
         .entries

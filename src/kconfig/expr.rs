@@ -17,12 +17,8 @@ pub enum Tok {
     And,
     Or,
     Not,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
+    /// `=`, `!=`, `<`, `<=`, `>`, `>=`.
+    Cmp(CmpOp),
     LParen,
     RParen,
 }
@@ -31,13 +27,13 @@ pub enum Tok {
 const OPERATORS: &[(&str, Tok)] = &[
     ("&&", Tok::And),
     ("||", Tok::Or),
-    ("!=", Tok::Ne),
-    ("<=", Tok::Le),
-    (">=", Tok::Ge),
+    ("!=", Tok::Cmp(CmpOp::Ne)),
+    ("<=", Tok::Cmp(CmpOp::Le)),
+    (">=", Tok::Cmp(CmpOp::Ge)),
     ("!", Tok::Not),
-    ("=", Tok::Eq),
-    ("<", Tok::Lt),
-    (">", Tok::Gt),
+    ("=", Tok::Cmp(CmpOp::Eq)),
+    ("<", Tok::Cmp(CmpOp::Lt)),
+    (">", Tok::Cmp(CmpOp::Gt)),
     ("(", Tok::LParen),
     (")", Tok::RParen),
 ];
@@ -236,14 +232,8 @@ impl Parser<'_> {
             return Ok(e);
         }
         let left = self.atom()?;
-        let op = match self.peek() {
-            Some(Tok::Eq) => CmpOp::Eq,
-            Some(Tok::Ne) => CmpOp::Ne,
-            Some(Tok::Lt) => CmpOp::Lt,
-            Some(Tok::Le) => CmpOp::Le,
-            Some(Tok::Gt) => CmpOp::Gt,
-            Some(Tok::Ge) => CmpOp::Ge,
-            _ => return Ok(left),
+        let Some(&Tok::Cmp(op)) = self.peek() else {
+            return Ok(left);
         };
         self.pos += 1;
         let right = self.atom()?;
@@ -526,27 +516,27 @@ mod tests {
                 RParen,
                 Or,
                 w("C"),
-                Ne,
+                Cmp(CmpOp::Ne),
                 w("y"),
                 And,
                 w("D"),
-                Le,
+                Cmp(CmpOp::Le),
                 w("1"),
                 And,
                 w("E"),
-                Ge,
+                Cmp(CmpOp::Ge),
                 w("2"),
                 And,
                 w("F"),
-                Lt,
+                Cmp(CmpOp::Lt),
                 w("3"),
                 And,
                 w("G"),
-                Gt,
+                Cmp(CmpOp::Gt),
                 w("4"),
                 And,
                 w("H"),
-                Eq,
+                Cmp(CmpOp::Eq),
                 w("n"),
             ]
         );

@@ -315,69 +315,74 @@ mod tests {
 
     #[test]
     fn named_emulator_rules() {
-        let fails = |emu: String, expect: &[&str]| {
+        // One must-fail setup per rule: (what DESKTOP's text becomes, what the error names).
+        let replaced = |from: &str, to: &str| DESKTOP.replace(from, to);
+        let cases: Vec<(String, &[&str])> = vec![
+            // Input devices without a screen have nothing to drive.
+            (
+                replaced("display = \"virtio-gpu-pci\"\n", ""),
+                &[
+                    "emulators.desktop.input",
+                    "no effect without emulators.desktop.display",
+                ],
+            ),
+            // A device value is not an option smuggled into QEMU's command line.
+            (
+                replaced("\"virtio-gpu-pci\"", "\"-drive\""),
+                &["emulators.desktop.display", "QEMU device"],
+            ),
+            (
+                replaced("\"virtio-keyboard-pci\"", "\" usb-kbd\""),
+                &["emulators.desktop.input[0]"],
+            ),
+            (
+                replaced("\"virtio-net-pci\"", "\"e1000,hostfwd=tcp::1-:2\""),
+                &["emulators.desktop.network", "NIC model"],
+            ),
+            // The console only means something when boardsmith starts the kernel.
+            (
+                replaced("direct_boot = \"extlinux\"\n", ""),
+                &[
+                    "emulators.desktop.console",
+                    "no effect without emulators.desktop.direct_boot",
+                ],
+            ),
+            (
+                replaced("\"ttyAMA0\"", "\"ttyAMA0 init=/bin/sh\""),
+                &["emulators.desktop.console", "one console device"],
+            ),
+            (
+                replaced("\"extlinux\"\nconsole", "\"grub\"\nconsole"),
+                &["emulators.desktop.direct_boot", "\"extlinux\""],
+            ),
+            // Firmware would never run when QEMU starts the kernel.
+            (
+                format!("{DESKTOP}firmware = \"/usr/lib/u-boot/u-boot.bin\"\n"),
+                &[
+                    "emulators.desktop.firmware",
+                    "no effect with emulators.desktop.direct_boot",
+                ],
+            ),
+            (
+                replaced("\"virtio_blk\"", "\"virtio blk\""),
+                &["emulators.desktop.initramfs_modules", "not a module name"],
+            ),
+            // The disk must be where the initramfs looks, or the modules to reach it listed.
+            (
+                replaced("initramfs_modules = [\"virtio_pci\", \"virtio_blk\"]\n", ""),
+                &[
+                    "emulators.desktop.drive is \"virtio\"",
+                    "emulators.desktop.initramfs_modules",
+                ],
+            ),
+        ];
+        for (emu, expect) in cases {
+            assert_ne!(emu, DESKTOP, "the case changes nothing: {expect:?}");
             let e = with_desktop(&emu).unwrap_err().to_string();
             for x in expect {
                 assert!(e.contains(x), "{x:?} not in: {e}");
             }
-        };
-        // Input devices without a screen have nothing to drive.
-        fails(
-            DESKTOP.replace("display = \"virtio-gpu-pci\"\n", ""),
-            &[
-                "emulators.desktop.input",
-                "no effect without emulators.desktop.display",
-            ],
-        );
-        // A device value is not an option smuggled into QEMU's command line.
-        fails(
-            DESKTOP.replace("\"virtio-gpu-pci\"", "\"-drive\""),
-            &["emulators.desktop.display", "QEMU device"],
-        );
-        fails(
-            DESKTOP.replace("\"virtio-keyboard-pci\"", "\" usb-kbd\""),
-            &["emulators.desktop.input[0]"],
-        );
-        fails(
-            DESKTOP.replace("\"virtio-net-pci\"", "\"e1000,hostfwd=tcp::1-:2\""),
-            &["emulators.desktop.network", "NIC model"],
-        );
-        // The console only means something when boardsmith starts the kernel.
-        fails(
-            DESKTOP.replace("direct_boot = \"extlinux\"\n", ""),
-            &[
-                "emulators.desktop.console",
-                "no effect without emulators.desktop.direct_boot",
-            ],
-        );
-        fails(
-            DESKTOP.replace("\"ttyAMA0\"", "\"ttyAMA0 init=/bin/sh\""),
-            &["emulators.desktop.console", "one console device"],
-        );
-        fails(
-            DESKTOP.replace("\"extlinux\"\nconsole", "\"grub\"\nconsole"),
-            &["emulators.desktop.direct_boot", "\"extlinux\""],
-        );
-        // Firmware would never run when QEMU starts the kernel.
-        fails(
-            format!("{DESKTOP}firmware = \"/usr/lib/u-boot/u-boot.bin\"\n"),
-            &[
-                "emulators.desktop.firmware",
-                "no effect with emulators.desktop.direct_boot",
-            ],
-        );
-        fails(
-            DESKTOP.replace("\"virtio_blk\"", "\"virtio blk\""),
-            &["emulators.desktop.initramfs_modules", "not a module name"],
-        );
-        // The disk must be where the initramfs looks, or the modules to reach it listed.
-        fails(
-            DESKTOP.replace("initramfs_modules = [\"virtio_pci\", \"virtio_blk\"]\n", ""),
-            &[
-                "emulators.desktop.drive is \"virtio\"",
-                "emulators.desktop.initramfs_modules",
-            ],
-        );
+        }
     }
 
     #[test]

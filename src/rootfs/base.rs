@@ -321,16 +321,8 @@ pub(super) fn base_stage(
             on(RootfsEvent::Phase(
                 "checking that the archive did not change during the build",
             ));
-            let moved = match cache::archive_moved(inputs, plan) {
-                Ok(m) => m,
-                Err(e) => Some(format!("the archive could not be read again ({e})")),
-            };
-            if let Some(why) = moved {
-                let w = format!(
-                    "the base was not stored in the cache: {why}; this build is complete, the next one builds its base again"
-                );
-                on(RootfsEvent::Warning(&w));
-                warnings.push(w);
+            if let Some(why) = cache::archive_moved(inputs, plan) {
+                warn_not_stored("base", &why, on, warnings);
                 return Ok(Base {
                     tar: pending.base_tar(),
                     report: BaseReport {
@@ -364,4 +356,18 @@ pub(super) fn base_stage(
             })
         }
     }
+}
+
+/// Says (as an event and in the report's warnings) that what was built is used but not stored.
+pub(super) fn warn_not_stored(
+    what: &str,
+    why: &str,
+    on: &dyn Fn(RootfsEvent<'_>),
+    warnings: &mut Vec<String>,
+) {
+    let w = format!(
+        "the {what} was not stored in the cache: {why}; this build is complete, the next one builds it again"
+    );
+    on(RootfsEvent::Warning(&w));
+    warnings.push(w);
 }

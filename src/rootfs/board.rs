@@ -137,17 +137,9 @@ pub(super) fn initramfs_modules(
     for w in &report.warnings {
         warn(w.clone());
     }
-    if !report.derivation.unresolved.is_empty() {
+    if let Some(summary) = report.derivation.unresolved_summary() {
         warn(format!(
-            "{} providers in the root device's chain are unresolved (no module or built-in driver known): {}; see `boardsmith initramfs-modules {} --rootfs ROOT`",
-            report.derivation.unresolved.len(),
-            report
-                .derivation
-                .unresolved
-                .iter()
-                .map(|u| u.what.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            "{summary} (no module or built-in driver known); see `boardsmith initramfs-modules {} --rootfs ROOT`",
             profile.name
         ));
     }

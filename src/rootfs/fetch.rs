@@ -83,21 +83,48 @@ pub fn is_url(s: &str) -> bool {
     net::is_url(s)
 }
 
-/// Copies `r` to `out`, hashing it. Returns the hex sha256.
-fn copy_hashing(r: &mut dyn Read, out: &mut dyn Write) -> io::Result<String> {
-    let mut h = Sha256::new();
+/// An I/O error of `what` while `context` (`opening PATH`, `writing PATH`).
+fn io_error(what: &str, context: String) -> impl FnOnce(io::Error) -> FetchError {
+    let what = what.to_string();
+    move |source| FetchError::Io {
+        what,
+        context,
+        source,
+    }
+}
+
+/// Which side of a copy failed.
+enum CopyFailure {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `r` to `out` in 1 MiB chunks, showing each to `seen`, and flushes `out`.
+fn copy_chunks(
+    r: &mut dyn Read,
+    out: &mut dyn Write,
+    seen: &mut dyn FnMut(&[u8]),
+) -> Result<(), CopyFailure> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(CopyFailure::Read(e)),
         };
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        seen(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(CopyFailure::Write)?;
     }
-    out.flush()?;
+    out.flush().map_err(CopyFailure::Write)
+}
+
+/// Copies `r` to `out`, hashing it. Returns the hex sha256.
+fn copy_hashing(r: &mut dyn Read, out: &mut dyn Write) -> io::Result<String> {
+    let mut h = Sha256::new();
+    copy_chunks(r, out, &mut |b| h.update(b)).map_err(|e| match e {
+        CopyFailure::Read(e) | CopyFailure::Write(e) => e,
+    })?;
     Ok(hex::encode(h.finalize()))
 }
 
@@ -120,14 +147,7 @@ pub fn fetch_verified_noting(
     note: &dyn Fn(&str),
 ) -> Result<(), FetchError> {
     let expected = parse_sha256(what, sha256)?;
-    let ioe = |context: String| {
-        let what = what.to_string();
-        move |source| FetchError::Io {
-            what,
-            context,
-            source,
-        }
-    };
+    let ioe = |context: String| io_error(what, context);
     let result = (|| {
         let mut out = File::create(dest).map_err(ioe(format!("creating {}", dest.display())))?;
         let actual = if is_url(source) {
@@ -208,14 +228,7 @@ impl Read for Noting<'_> {
 /// Turns a (possibly compressed) tarball into a plain one at `dest` (renamed when already plain),
 /// with the writer's decoders: gzip, xz, zstd, bzip2, recognised by their magic bytes.
 pub fn decompress_tarball(what: &str, src: &Path, dest: &Path) -> Result<(), FetchError> {
-    let ioe = |context: String| {
-        let what = what.to_string();
-        move |source| FetchError::Io {
-            what,
-            context,
-            source,
-        }
-    };
+    let ioe = |context: String| io_error(what, context);
     let mut input = File::open(src).map_err(ioe(format!("opening {}", src.display())))?;
     let mut magic = [0u8; 6];
     let mut n = 0;
@@ -259,21 +272,10 @@ pub fn decompress_tarball(what: &str, src: &Path, dest: &Path) -> Result<(), Fet
     .0;
     let result = (|| {
         let mut output = File::create(dest).map_err(ioe(format!("creating {}", dest.display())))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match decoded.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(decompress_err(e)),
-            };
-            output
-                .write_all(&buf[..n])
-                .map_err(ioe(format!("writing {}", dest.display())))?;
-        }
-        output
-            .flush()
-            .map_err(ioe(format!("writing {}", dest.display())))
+        copy_chunks(&mut decoded, &mut output, &mut |_| {}).map_err(|e| match e {
+            CopyFailure::Read(e) => decompress_err(e),
+            CopyFailure::Write(e) => ioe(format!("writing {}", dest.display()))(e),
+        })
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(dest);

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::tartree::{Kind, TarTree, wildcard};
+use super::tartree::{Kind, TarTree};
 use crate::profile::{Fs, Profile, Role};
-use crate::rootfs::tree::{RootTree, TarKind, version_cmp};
+use crate::rootfs::tree::{RootTree, TarKind, glob_with};
 use crate::rootmods::{self, Files, Medium, Report, Request};
 
 /// The hidden subcommand the customize hook runs: `boardsmith __initramfs-hook INPUT.json ROOT`.
@@ -87,31 +87,17 @@ pub struct TarFiles<'a>(pub &'a TarTree);
 
 impl Files for TarFiles<'_> {
     fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
-        let mut found = vec![String::new()];
-        for comp in pattern.split('/').filter(|c| !c.is_empty() && *c != ".") {
-            let mut next = Vec::new();
-            for base in &found {
-                if comp.contains('*') {
-                    let children = self.0.children(base).map_err(|e| e.to_string())?;
-                    for child in children {
-                        let name = child.rsplit('/').next().unwrap_or(&child);
-                        if wildcard(comp, name) {
-                            next.push(join(base, name));
-                        }
-                    }
-                } else {
-                    let p = join(base, comp);
-                    if self.0.exists(&p).map_err(|e| e.to_string())? {
-                        next.push(p);
-                    }
-                }
-            }
-            found = next;
-        }
-        found.retain(|p| !p.is_empty());
-        found.sort_by(|a, b| version_cmp(a, b));
-        found.dedup();
-        Ok(found)
+        glob_with(
+            pattern,
+            |base| {
+                let children = self.0.children(base).map_err(|e| e.to_string())?;
+                let names = children
+                    .iter()
+                    .map(|c| c.rsplit('/').next().unwrap_or(c).to_string());
+                Ok(Some(names.collect()))
+            },
+            |path| self.0.exists(path).map_err(|e| e.to_string()),
+        )
     }
 
     fn read(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
@@ -154,14 +140,6 @@ impl Files for TreeFiles<'_> {
             return Err(format!("{size} bytes, more than the {limit} accepted"));
         }
         self.0.read(&real).map_err(|e| e.to_string())
-    }
-}
-
-fn join(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        name.to_string()
-    } else {
-        format!("{base}/{name}")
     }
 }
 

@@ -345,19 +345,12 @@ pub(super) fn stage(
         on(RootfsEvent::Phase(
             "checking that the archive did not change during the layer's build",
         ));
-        match cache::archive_moved(&k.layer, &k.split.layer) {
-            Ok(m) => m,
-            Err(e) => Some(format!("the archive could not be read again ({e})")),
-        }
+        cache::archive_moved(&k.layer, &k.split.layer)
     };
     let base_report = b.report.clone();
     drop(b);
     if let Some(why) = moved {
-        let w = format!(
-            "the board layer was not stored in the cache: {why}; this build is complete, the next one builds it again"
-        );
-        on(RootfsEvent::Warning(&w));
-        warnings.push(w);
+        super::base::warn_not_stored("board layer", &why, on, warnings);
         return Ok(Base {
             tar: pending.base_tar(),
             _held: Some(held),

@@ -8,6 +8,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::tartree::{self, Data, Kind, TarTreeError, normalize, wildcard};
+
 /// Contents of one file read from the tree (or made for the image): bytes, or a host path read later.
 #[derive(Debug, Clone)]
 pub enum FileData {
@@ -46,17 +48,9 @@ pub enum TreeError {
     NotTar { path: PathBuf, reason: String },
     #[error("symlink loop or chain too long at `{path}` in the root filesystem")]
     Loop { path: String },
-    #[error(
-        "{path}: entry `{entry}` (header at byte {header}) claims {size} bytes of data from byte {offset}, past the end of the archive at byte {len}; the tarball is truncated or corrupt, make it again"
-    )]
-    PastEnd {
-        path: PathBuf,
-        entry: String,
-        header: u64,
-        offset: u64,
-        size: u64,
-        len: u64,
-    },
+    /// Data past the end of the archive, and the like: the tar reader's own words.
+    #[error(transparent)]
+    Tar(TarTreeError),
     #[error(
         "{path}: entry `{entry}` should hold {size} bytes from byte {offset}, but the archive ends after {got}; did it change during the build?"
     )]
@@ -106,41 +100,53 @@ impl ContentStats {
 
 const BLOCK: u64 = 4096;
 
-fn normalize(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p.to_string()),
-        }
-    }
-    out
+/// The components of `path`, normalized (one rule for the whole crate: [`tartree::normalize`]).
+fn components(path: &str) -> Vec<String> {
+    let n = normalize(path);
+    n.split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
-/// `*` matches any run of characters within one path component.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first)
-        || !name[first.len()..].ends_with(last)
-        || name.len() < first.len() + last.len()
-    {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
+/// Paths matching `pattern`, whose components may contain `*`, highest version last (one walk for
+/// every tree): `list(dir)` names a directory's entries (None when it does not exist), `exists(path)`
+/// says whether a path does.
+pub fn glob_with<E>(
+    pattern: &str,
+    mut list: impl FnMut(&str) -> Result<Option<Vec<String>>, E>,
+    mut exists: impl FnMut(&str) -> Result<bool, E>,
+) -> Result<Vec<String>, E> {
+    let join = |base: &str, name: &str| {
+        if base.is_empty() {
+            name.to_string()
+        } else {
+            format!("{base}/{name}")
         }
+    };
+    let mut found = vec![String::new()];
+    for comp in components(pattern) {
+        let mut next = Vec::new();
+        for base in &found {
+            if comp.contains('*') {
+                for name in list(base)?.unwrap_or_default() {
+                    if wildcard(&comp, &name) {
+                        next.push(join(base, &name));
+                    }
+                }
+            } else {
+                let p = join(base, &comp);
+                if exists(&p)? {
+                    next.push(p);
+                }
+            }
+        }
+        found = next;
     }
-    true
+    found.retain(|p| !p.is_empty());
+    found.sort_by(|a, b| version_cmp(a, b));
+    found.dedup();
+    Ok(found)
 }
 
 /// Orders `vmlinuz-6.1.0-9` before `vmlinuz-6.1.0-28`: digit runs compare as numbers.
@@ -180,53 +186,35 @@ pub fn index_tar<R: Read + Seek>(
     len: u64,
     path: &Path,
 ) -> Result<BTreeMap<String, TarKind>, TreeError> {
-    let not_tar = |e: std::io::Error| TreeError::NotTar {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let mut archive = tar::Archive::new(reader);
-    let mut entries = BTreeMap::new();
-    for entry in archive.entries_with_seek().map_err(not_tar)? {
-        let entry = entry.map_err(not_tar)?;
-        let name = entry.path().map_err(not_tar)?;
-        let key = normalize(&name.to_string_lossy()).join("/");
-        let (offset, size) = (entry.raw_file_position(), entry.size());
-        if offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(TreeError::PastEnd {
-                path: path.to_path_buf(),
-                entry: name.to_string_lossy().into_owned(),
-                header: entry.raw_header_position(),
-                offset,
-                size,
-                len,
-            });
-        }
-        let kind = match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => TarKind::File { offset, size },
-            tar::EntryType::Directory => TarKind::Dir,
-            tar::EntryType::Symlink => TarKind::Symlink(
-                entry
-                    .link_name()
-                    .ok()
-                    .flatten()
-                    .map(|l| l.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-            tar::EntryType::Link => TarKind::Hardlink(
-                entry
-                    .link_name()
-                    .ok()
-                    .flatten()
-                    .map(|l| normalize(&l.to_string_lossy()).join("/"))
-                    .unwrap_or_default(),
-            ),
-            _ => TarKind::Other,
-        };
-        if !key.is_empty() {
-            entries.insert(key, kind);
-        }
-    }
-    Ok(entries)
+    // One tar reader for the crate: the configuration steps' index, of which the image builder needs
+    // only each entry's kind and where its data is.
+    let nodes = tartree::index(reader, len, path).map_err(|e| match e {
+        TarTreeError::Read { source, .. } => TreeError::NotTar {
+            path: path.to_path_buf(),
+            reason: source.to_string(),
+        },
+        TarTreeError::Format { reason, .. } => TreeError::NotTar {
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => TreeError::Tar(other),
+    })?;
+    Ok(nodes
+        .into_iter()
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, node)| {
+            let kind = match node.kind {
+                Kind::File(Data::Input { offset, size }) => TarKind::File { offset, size },
+                Kind::Dir => TarKind::Dir,
+                Kind::Symlink(target) => TarKind::Symlink(target),
+                Kind::Hardlink(target) => TarKind::Hardlink(target),
+                Kind::File(Data::Bytes(_)) | Kind::Char(..) | Kind::Block(..) | Kind::Fifo => {
+                    TarKind::Other
+                }
+            };
+            (key, kind)
+        })
+        .collect())
 }
 
 impl RootTree {
@@ -270,7 +258,7 @@ impl RootTree {
 
     /// Follows symlinks in every component; returns the canonical relative path, if it exists.
     pub fn resolve(&self, rel: &str) -> Result<Option<String>, TreeError> {
-        let mut pending: Vec<String> = normalize(rel);
+        let mut pending: Vec<String> = components(rel);
         pending.reverse();
         let mut done: Vec<String> = Vec::new();
         let mut hops = 0;
@@ -295,11 +283,11 @@ impl RootTree {
                     if target.starts_with('/') {
                         done.clear();
                     }
-                    let mut t = normalize(&target);
+                    let mut t = components(&target);
                     if !target.starts_with('/') {
                         let mut base = done.clone();
                         base.extend(t);
-                        t = normalize(&base.join("/"));
+                        t = components(&base.join("/"));
                         done.clear();
                     }
                     for p in t.into_iter().rev() {
@@ -387,41 +375,14 @@ impl RootTree {
 
     /// Paths matching a pattern whose components may contain `*`, highest version last.
     pub fn glob(&self, pattern: &str) -> Result<Vec<String>, TreeError> {
-        let mut found = vec![String::new()];
-        for comp in normalize(pattern) {
-            let mut next = Vec::new();
-            for base in &found {
-                let dir = match self.resolve(base)? {
-                    Some(d) => d,
-                    None => continue,
-                };
-                if comp.contains('*') {
-                    for name in self.list_dir(&dir)? {
-                        if wildcard(&comp, &name) {
-                            next.push(if base.is_empty() {
-                                name
-                            } else {
-                                format!("{base}/{name}")
-                            });
-                        }
-                    }
-                } else {
-                    let p = if base.is_empty() {
-                        comp.clone()
-                    } else {
-                        format!("{base}/{comp}")
-                    };
-                    if self.resolve(&p)?.is_some() {
-                        next.push(p);
-                    }
-                }
-            }
-            found = next;
-        }
-        found.retain(|p| !p.is_empty());
-        found.sort_by(|a, b| version_cmp(a, b));
-        found.dedup();
-        Ok(found)
+        glob_with(
+            pattern,
+            |base| match self.resolve(base)? {
+                Some(dir) => self.list_dir(&dir).map(Some),
+                None => Ok(None),
+            },
+            |path| Ok(self.resolve(path)?.is_some()),
+        )
     }
 
     /// Whether a path (after following links) is a regular file.
@@ -564,15 +525,6 @@ impl RootTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard("vmlinuz-*", "vmlinuz-6.1.0-28-armmp"));
-        assert!(!wildcard("vmlinuz-*", "initrd.img-6.1"));
-        assert!(wildcard("*", "x"));
-        assert!(wildcard("a*b*c", "aXXbYYc"));
-        assert!(!wildcard("a*b*c", "ac"));
-    }
 
     #[test]
     fn version_order() {

@@ -45,69 +45,13 @@ mod tests {
     use super::super::super::blockdev::{self, fake};
     use super::*;
 
-    /// Disks as sysfs shows them: (name, devpath, major, minor, attributes).
+    /// Disks as sysfs shows them: (name, dev_t).
     fn disks(sys: &Path) -> Vec<(&'static str, u64)> {
         vec![
-            (
-                "usb-hdd",
-                fake::add(
-                    sys,
-                    "devices/pci0000:00/0000:00:14.0/usb2/2-1/2-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb",
-                    8,
-                    16,
-                    &[
-                        ("removable", "0"),
-                        ("size", "3907029168"),
-                        ("device/vendor", "Seagate"),
-                        ("device/model", "Expansion Desk"),
-                    ],
-                ),
-            ),
-            (
-                "emmc",
-                fake::add(
-                    sys,
-                    "devices/platform/soc/11230000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0",
-                    179,
-                    0,
-                    &[
-                        ("removable", "0"),
-                        ("size", "30535680"),
-                        ("device/type", "MMC"),
-                        ("device/name", "DG4016"),
-                    ],
-                ),
-            ),
-            (
-                "sd",
-                fake::add(
-                    sys,
-                    "devices/platform/soc/11240000.mmc/mmc_host/mmc1/mmc1:aaaa/block/mmcblk1",
-                    179,
-                    256,
-                    &[
-                        ("removable", "0"),
-                        ("size", "62333952"),
-                        ("device/type", "SD"),
-                        ("device/name", "SD32G"),
-                    ],
-                ),
-            ),
-            (
-                "stick",
-                fake::add(
-                    sys,
-                    "devices/pci0000:00/0000:00:14.0/usb2/2-2/2-2:1.0/host7/target7:0:0/7:0:0:0/block/sdc",
-                    8,
-                    32,
-                    &[
-                        ("removable", "1"),
-                        ("size", "30031872"),
-                        ("device/vendor", "SanDisk"),
-                        ("device/model", "Cruzer Blade"),
-                    ],
-                ),
-            ),
+            ("usb-hdd", fake::usb_disk(sys)),
+            ("emmc", fake::emmc(sys)),
+            ("sd", fake::sd_card(sys)),
+            ("stick", fake::usb_stick(sys)),
             (
                 "big-stick",
                 fake::add(
@@ -188,7 +132,7 @@ mod tests {
         disks(sys);
         let p = fake::add(
             sys,
-            "devices/platform/soc/11240000.mmc/mmc_host/mmc1/mmc1:aaaa/block/mmcblk1/mmcblk1p1",
+            &format!("{}/mmcblk1p1", fake::SD),
             179,
             257,
             &[("partition", "1"), ("start", "8192"), ("size", "524288")],

@@ -6,6 +6,7 @@ use super::{BuildError, io};
 use crate::plan::Layout;
 use crate::profile::{Profile, Role};
 use crate::rootfs::tree::{FileData, RootTree};
+use crate::rootmods::version_suffix;
 
 /// Boot files found in the root filesystem.
 pub(super) struct Found {
@@ -14,22 +15,6 @@ pub(super) struct Found {
     pub(super) dtb: Option<(String, FileData)>,
     pub(super) blob: Option<(String, Vec<u8>)>,
     pub(super) raw_sources: Vec<(usize, String, FileData)>,
-}
-
-pub(super) fn version_suffix<'a>(path: &'a str, prefix_pattern: &str) -> &'a str {
-    // `boot/vmlinuz-*` on `boot/vmlinuz-6.1.0-9-armmp` → `6.1.0-9-armmp`
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let pat = prefix_pattern.rsplit('/').next().unwrap_or(prefix_pattern);
-    match pat.split_once('*') {
-        Some((pre, post))
-            if base.starts_with(pre)
-                && base.ends_with(post)
-                && base.len() >= pre.len() + post.len() =>
-        {
-            &base[pre.len()..base.len() - post.len()]
-        }
-        _ => "",
-    }
 }
 
 /// Among matches, the one carrying the kernel's version if any, else the highest version.
@@ -206,18 +191,8 @@ pub(super) fn initramfs_warnings(profile: &Profile, tree: &RootTree) -> Vec<Stri
         Ok(None) => {}
         Err(e) => out.push(format!("cannot check the initramfs: {e}")),
     }
-    if !report.derivation.unresolved.is_empty() {
-        out.push(format!(
-            "{} providers in the root device's chain are unresolved: {} ({how})",
-            report.derivation.unresolved.len(),
-            report
-                .derivation
-                .unresolved
-                .iter()
-                .map(|u| u.what.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    if let Some(summary) = report.derivation.unresolved_summary() {
+        out.push(format!("{summary} ({how})"));
     }
     out
 }

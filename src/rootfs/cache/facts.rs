@@ -271,21 +271,25 @@ pub fn facts(plan: &BasePlan) -> Result<Facts, CacheError> {
 }
 
 /// After a build: the Release files the key names, fetched again. `None` when the archive is still in
-/// the state the key describes; otherwise which file changed.
-pub fn archive_moved(inputs: &KeyInputs, plan: &BasePlan) -> Result<Option<String>, CacheError> {
+/// the state the key describes; otherwise why what was built must not be stored under the key (a file
+/// changed, or it could not be read again).
+pub fn archive_moved(inputs: &KeyInputs, plan: &BasePlan) -> Option<String> {
     if plan.snapshot.is_some() {
-        return Ok(None);
+        return None;
     }
     for ((archive, suite), seen) in plan.archives().iter().zip(&inputs.archive) {
-        let now = fetch_release(archive, suite)?;
+        let now = match fetch_release(archive, suite) {
+            Ok(now) => now,
+            Err(e) => return Some(format!("the archive could not be read again ({e})")),
+        };
         if now != *seen {
-            return Ok(Some(format!(
+            return Some(format!(
                 "{} changed while the base was built (Date {} then {})",
                 now.url, seen.date, now.date
-            )));
+            ));
         }
     }
-    Ok(None)
+    None
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ pub fn index<R: Read + Seek>(
                 len,
             });
         }
+        // A pax global header (git archive writes one) describes the archive, not a file.
+        if entry.header().entry_type() == EntryType::XGlobalHeader {
+            continue;
+        }
         let mut xattrs = Vec::new();
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {

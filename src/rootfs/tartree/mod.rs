@@ -597,5 +597,10 @@ mod tests {
         assert_eq!(t.glob("usr/lib/*"), ["usr/lib/a", "usr/lib/z"]);
         assert!(wildcard("ssh_host_*_key", "ssh_host_rsa_key"));
         assert!(!wildcard("ssh_host_*_key", "ssh_host_rsa_key.pub"));
+        assert!(wildcard("vmlinuz-*", "vmlinuz-6.1.0-28-armmp"));
+        assert!(!wildcard("vmlinuz-*", "initrd.img-6.1"));
+        assert!(wildcard("*", "x"));
+        assert!(wildcard("a*b*c", "aXXbYYc"));
+        assert!(!wildcard("a*b*c", "ac"));
     }
 }

@@ -136,6 +136,18 @@ impl Derivation {
     pub fn need_line(n: &Need) -> String {
         format!("{} ← {}", n.module, n.chain.join(" ← "))
     }
+
+    /// `3 providers in the root device's chain are unresolved: a, b, c`, or None when all are.
+    pub fn unresolved_summary(&self) -> Option<String> {
+        (!self.unresolved.is_empty()).then(|| {
+            let names: Vec<&str> = self.unresolved.iter().map(|u| u.what.as_str()).collect();
+            format!(
+                "{} providers in the root device's chain are unresolved: {}",
+                self.unresolved.len(),
+                names.join(", ")
+            )
+        })
+    }
 }
 
 /// Derives what the initramfs needs for `medium` on this device tree; `root_fs` is the root
