@@ -10,6 +10,8 @@
 # plus ~800 MiB of generated content of mixed compressibility (AES-CTR keystream, deterministic).
 # genimage does less than boardsmith here: no bmap and no sums. The "genimage + bmap + sums" row adds
 # `bmaptool create`, `sha256sum` and `md5sum` so both produce the same set of artefacts.
+# BASELINE (another boardsmith binary, e.g. a release build of an earlier commit) adds its build of the same
+# tree to the same hyperfine rounds, for before/after comparisons; RUNS sets the rounds (default 5).
 set -euo pipefail
 export LC_ALL=C
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -69,9 +71,12 @@ GEN="genimage --rootpath $TREE --tmppath $W/gtmp --inputpath $IN --outputpath $W
 SUMS="bmaptool create -o $W/gout/cubieboard.img.bmap $W/gout/cubieboard.img && sha256sum $W/gout/cubieboard.img >$W/gout/cubieboard.img.sha256 && md5sum $W/gout/cubieboard.img >$W/gout/cubieboard.img.md5"
 BUILD="$BS build cubieboard --rootfs $TREE -o $W/bout --size 2GiB --progress none"
 
+BASE=()
+[ -z "${BASELINE:-}" ] || BASE=(-n "baseline build ($BASELINE)" "$BASELINE build cubieboard --rootfs $TREE -o $W/bout --size 2GiB --progress none")
 hyperfine --runs "${RUNS:-5}" --warmup 1 --export-markdown "$W/build.md" \
   --prepare "rm -rf $W/gtmp $W/gout $W/bout" \
   -n "boardsmith build (image + bmap + sha256 + md5)" "$BUILD" \
+  "${BASE[@]}" \
   -n "genimage (image only)" "$GEN" \
   -n "genimage + bmaptool create + sha256sum + md5sum" "$GEN && $SUMS"
 cat "$W/build.md"
