@@ -179,6 +179,13 @@ pub fn stop_with(child: std::process::Child, sig: i32) -> Output {
     o
 }
 
+/// Asserts that `text` (`what` names it in the message) contains each of `wanted`.
+pub fn assert_mentions(text: &str, what: &str, wanted: &[&str]) {
+    for w in wanted {
+        assert!(text.contains(w), "{what} lacks {w:?}:\n{text}");
+    }
+}
+
 /// Asserts that each of `wanted` is one of `items`, naming the missing one (and listing `items` when
 /// there are few of them: a kernel .config has thousands of lines).
 pub fn assert_has_all<S: AsRef<str> + std::fmt::Debug>(items: &[S], wanted: &[&str]) {
