@@ -389,6 +389,15 @@ fn target_holding_the_source_is_refused() {
     run("e2fsck", &["-fn", &disk.display().to_string()]);
 }
 
+/// `boardsmith write - TARGET` with `input` on standard input.
+fn write_stdin(input: &Path, target: &Path) -> Command {
+    let mut c = boardsmith();
+    c.args(["write", "-"])
+        .arg(target)
+        .stdin(std::fs::File::open(input).unwrap());
+    c
+}
+
 /// The target is the source file: by the same name, through a symlink, or as standard input
 /// redirected from it. Refused by identity (device and inode), the file unchanged.
 #[test]
@@ -409,12 +418,7 @@ fn the_source_itself_is_refused() {
             )],
         );
     }
-    let o = boardsmith()
-        .args(["write", "-"])
-        .arg(&img)
-        .stdin(std::fs::File::open(&img).unwrap())
-        .output()
-        .unwrap();
+    let o = write_stdin(&img, &img).output().unwrap();
     let t = img.display();
     assert_failed(&o, 2, &[&format!("error: {t} is the source image itself")]);
     assert_eq!(sha256sum(&img), f.sha256);
@@ -945,6 +949,41 @@ fn max_window_opt_in_decodes_within_the_stated_bound() {
     );
 }
 
+/// `format`'s data in `src` declares a 256 MiB dictionary. Writing it to `out` is refused naming the
+/// source (then `file_at`), the dictionary and the opt-in, before anything is written and within
+/// 64 MiB; from standard input (`--size 1M`) naming it (then `stdin_at`) and `stdin_also`. Returns
+/// the peak RSS of the latter.
+fn dictionary_refused(
+    src: &Path,
+    out: &Path,
+    format: &str,
+    file_at: &str,
+    stdin_at: &str,
+    stdin_also: &str,
+) -> u64 {
+    let need = format!(
+        "the {format} data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default"
+    );
+    let (o, rss) = measured(src, out, &[], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("{}{file_at}: {need}", src.display()),
+            "--max-window 256MiB",
+            "nothing was written",
+        ],
+    );
+    assert_under_64_mib(rss);
+    let (o, rss) = measured("-", out, &["--size", "1M"], Some(src));
+    assert_failed(
+        &o,
+        2,
+        &[&format!("standard input{stdin_at}: {need}"), stdin_also],
+    );
+    rss
+}
+
 /// An xz file whose block declares a 256 MiB dictionary (made by the real xz): from a file, refused
 /// before anything is written (the block headers are read through the index); from a pipe, refused
 /// by liblzma's memory limit when the block starts. Both name the dictionary and the opt-in, and
@@ -962,37 +1001,17 @@ fn xz_dictionary_over_the_limit_is_refused() {
     ));
     assert!(sh(&format!("xz -lvv {}", src.display())).contains("Memory needed:     257 MiB"));
     let out = dir.path().join("out.img");
-    let need = "the xz data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
-    let (o, rss) = measured(&src, &out, &[], None);
-    assert_failed(
-        &o,
-        2,
-        &[
-            &format!("{} (xz block 1): {need}", src.display()),
-            "--max-window 256MiB",
-            "nothing was written",
-        ],
-    );
-    assert_under_64_mib(rss);
-    let (o, rss) = measured("-", &out, &["--size", "1M"], Some(&src));
-    assert_failed(
-        &o,
-        2,
-        &[
-            &format!("standard input (after 0 bytes of the image): {need}"),
-            "--max-window 256MiB",
-        ],
+    let rss = dictionary_refused(
+        &src,
+        &out,
+        "xz",
+        " (xz block 1)",
+        " (after 0 bytes of the image)",
+        "--max-window 256MiB",
     );
     assert_under_64_mib(rss);
     // Allowed, it decodes to the same bytes.
-    let o = bin()
-        .arg("write")
-        .arg(&src)
-        .arg(&out)
-        .args(["--max-window", "256MiB"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok_stderr(&write(&src, &out, &["--max-window", "256MiB"]));
     assert_eq!(std::fs::read(&out).unwrap(), data);
 }
 
@@ -1008,24 +1027,7 @@ fn sevenz_dictionary_over_the_limit_is_refused() {
     ));
     assert!(sh(&format!("7z l -slt {}", src.display())).contains("Method = LZMA2:28"));
     let out = dir.path().join("out.img");
-    let need = "the 7z data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
-    let (o, rss) = measured(&src, &out, &[], None);
-    assert_failed(
-        &o,
-        2,
-        &[
-            &format!("{}: {need}", src.display()),
-            "--max-window 256MiB",
-            "nothing was written",
-        ],
-    );
-    assert_under_64_mib(rss);
-    let (o, _) = measured("-", &out, &["--size", "1M"], Some(&src));
-    assert_failed(
-        &o,
-        2,
-        &[&format!("standard input: {need}"), "nothing was written"],
-    );
+    dictionary_refused(&src, &out, "7z", "", "", "nothing was written");
 }
 
 /// `--max-window` where no decoder has a window (raw, gzip, bzip2) is an error, not ignored.
@@ -1224,11 +1226,8 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
         assert!(!out.exists());
     };
-    let o = boardsmith()
-        .args(["write", "-"])
-        .arg(&out)
+    let o = write_stdin(&src, &out)
         .env("TMPDIR", &tmp)
-        .stdin(std::fs::File::open(&src).unwrap())
         .output()
         .unwrap();
     expect(&o, "standard input");
@@ -1243,13 +1242,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
         .unwrap();
     expect(&o, &url);
     // With room, the same archive from standard input writes.
-    let o = boardsmith()
-        .args(["write", "-"])
-        .arg(&out)
-        .stdin(std::fs::File::open(&src).unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok_stderr(&write_stdin(&src, &out).output().unwrap());
     assert_eq!(sha256sum(&out), sha256sum(&web.join("big.img")));
 }
 
