@@ -123,11 +123,62 @@ fn wait_untagged(tag: &str, limit: Duration) -> Vec<String> {
     }
 }
 
+/// `boardsmith boot IMAGE ARGS --log LOG`, tagged with `tag`.
+fn boot_cmd(image: &Path, args: &[&str], log: &Path, tag: &str) -> Command {
+    let mut c = support::boardsmith();
+    c.arg("boot")
+        .arg(image)
+        .args(args)
+        .arg("--log")
+        .arg(log)
+        .env(TAG_VAR, tag);
+    c
+}
+
+/// Asserts what a finished boot leaves: no QEMU of `tag` (boardsmith reaps QEMU before it exits, so
+/// without waiting) and the image's sha256 still `before`.
+fn assert_cleaned_up(tag: &str, image: &Path, before: &str) {
+    assert_eq!(tagged(tag), Vec::<String>::new(), "QEMU left behind");
+    assert_eq!(
+        support::sha256_file(image),
+        before,
+        "booting changed the image"
+    );
+}
+
 struct Booted {
     status: ExitStatus,
     stdout: String,
     stderr: String,
     log: String,
+}
+
+impl Booted {
+    fn new(out: Output, log: String) -> Booted {
+        Booted {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            log,
+        }
+    }
+
+    /// Asserts that the boot failed (exit 1) naming each of `wanted` on stderr.
+    fn assert_failed(&self, wanted: &[&str]) {
+        assert_eq!(self.status.code(), Some(1), "{}", self.stderr);
+        for w in wanted {
+            assert!(self.stderr.contains(w), "{w:?} not in: {}", self.stderr);
+        }
+    }
+
+    /// Asserts that the failure was found before the boot timed out (`when`).
+    fn assert_before_the_timeout(&self, when: &str) {
+        assert!(
+            !self.stderr.contains("(timeout)"),
+            "{when}: {}",
+            self.stderr
+        );
+    }
 }
 
 /// Runs `boardsmith boot IMAGE ARGS --log` and checks that no QEMU it started is left behind and that
@@ -136,33 +187,14 @@ fn boot(image: &Path, args: &[&str]) -> Booted {
     let tag = new_tag();
     let log = work_dir().join(format!("boot-{tag}.log"));
     let before = support::sha256_file(image);
-    let out: Output = support::boardsmith()
-        .arg("boot")
-        .arg(image)
-        .args(args)
-        .arg("--log")
-        .arg(&log)
-        .env(TAG_VAR, &tag)
+    let out = boot_cmd(image, args, &log, &tag)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    // boardsmith reaps QEMU before it exits: nothing may be left, without waiting.
-    assert_eq!(tagged(&tag), Vec::<String>::new(), "QEMU left behind");
-    assert_eq!(
-        support::sha256_file(image),
-        before,
-        "booting changed the image"
-    );
-    Booted {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        log: {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let _ = std::fs::remove_file(&log);
-            text
-        },
-    }
+    assert_cleaned_up(&tag, image, &before);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    Booted::new(out, text)
 }
 
 fn boots_to_marker(board: &str) -> (PathBuf, Booted) {
@@ -264,10 +296,11 @@ fn image_without_bootloader_blob_reports_no_spl_output() {
         .unwrap();
     drop(f);
     let b = boot(&image, &["--expect", MARKER, "--timeout", "20"]);
-    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
-    assert!(b.stderr.contains("no SPL output"), "{}", b.stderr);
-    assert!(b.stderr.contains("(timeout)"));
-    assert!(b.stderr.contains("the serial console printed nothing"));
+    b.assert_failed(&[
+        "no SPL output",
+        "(timeout)",
+        "the serial console printed nothing",
+    ]);
 }
 
 #[test]
@@ -296,21 +329,9 @@ fn boot_partition_without_boot_config_reports_the_uboot_stage() {
             BOOT_TIMEOUT,
         ],
     );
-    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
-    assert!(
-        b.stderr.contains("U-Boot found no boot config"),
-        "{}",
-        b.stderr
-    );
-    assert!(
-        !b.stderr.contains("(timeout)"),
-        "should fail at U-Boot's prompt"
-    );
-    assert!(
-        b.stderr.contains("| =>"),
-        "last lines show the prompt: {}",
-        b.stderr
-    );
+    // The last lines show the prompt.
+    b.assert_failed(&["U-Boot found no boot config", "| =>"]);
+    b.assert_before_the_timeout("should fail at U-Boot's prompt");
 }
 
 #[test]
@@ -326,16 +347,11 @@ fn wrong_root_on_the_command_line_reports_root_not_mounted() {
         ],
     );
     let b = boot(&image, &["--expect", MARKER, "--timeout", BOOT_TIMEOUT]);
-    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
-    assert!(b.stderr.contains("root not mounted"), "{}", b.stderr);
-    assert!(
-        !b.stderr.contains("(timeout)"),
-        "should fail when the initramfs gives up"
-    );
-    assert!(
-        b.stderr
-            .contains("PARTUUID=00000000-0000-0000-0000-000000000000 not found")
-    );
+    b.assert_failed(&[
+        "root not mounted",
+        "PARTUUID=00000000-0000-0000-0000-000000000000 not found",
+    ]);
+    b.assert_before_the_timeout("should fail when the initramfs gives up");
 }
 
 /// Polls (bounded) until `path` contains `text`.
@@ -361,24 +377,17 @@ fn stop_signals_end_qemu() {
     ] {
         let tag = new_tag();
         let log = dir.path().join(format!("{name}.log"));
-        let child = support::boardsmith()
-            .arg("boot")
-            .arg(&image)
-            .args([
-                "--expect",
-                "NEVER-PRINTED",
-                "--timeout",
-                "600",
-                "-q",
-                "--log",
-            ])
-            .arg(&log)
-            .env(TAG_VAR, &tag)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = boot_cmd(
+            &image,
+            &["--expect", "NEVER-PRINTED", "--timeout", "600", "-q"],
+            &log,
+            &tag,
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         assert!(
             wait_for_text(&log, "U-Boot", Duration::from_secs(120)),
             "{name}: QEMU never printed"
@@ -413,12 +422,7 @@ fn interactive_hands_over_the_console() {
     let image = shared_image("armv8-foundation");
     let tag = new_tag();
     let log = dir.path().join("interactive.log");
-    let mut child = support::boardsmith()
-        .arg("boot")
-        .arg(&image)
-        .args(["--interactive", "--log"])
-        .arg(&log)
-        .env(TAG_VAR, &tag)
+    let mut child = boot_cmd(&image, &["--interactive"], &log, &tag)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -526,23 +530,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The PNG decoded by Python's zlib (tests/fixtures/png_stats.py: chunk CRCs, filters, pixels).
-fn png_stats(png: &Path, regions: &[&str]) -> serde_json::Value {
-    let mut c = Command::new("python3");
-    c.arg(repo().join("tests/fixtures/png_stats.py")).arg(png);
-    for r in regions {
-        c.args(["--region", r]);
-    }
-    let o = c.output().expect("python3 (package python3)");
-    assert!(
-        o.status.success(),
-        "{} does not decode: {}",
-        png.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// Boots the board's minimal image on its desktop emulator with a screenshot taken once init reports
 /// on the serial console (it has written to the framebuffer console, tty1, by then) and the board's
 /// HTTP server forwarded to the host; the boot ends when the server's CGI reports, on the board's
@@ -555,28 +542,32 @@ fn screen_and_forward(board: &str, uname_m: &str) -> Booted {
     let tag = new_tag();
     let log = dir.path().join("boot.log");
     let before = support::sha256_file(&image);
-    let child = support::boardsmith()
-        .arg("boot")
-        .arg(&image)
-        .args(["--board", board, "--emulator", "desktop"])
-        .args([
+    let child = boot_cmd(
+        &image,
+        &[
+            "--board",
+            board,
+            "--emulator",
+            "desktop",
             "--expect",
             "BOARDSMITH-HTTP-SERVED",
             "--timeout",
             BOOT_TIMEOUT,
-        ])
-        .args(["--forward", &format!("{port}:80"), "--json"])
-        .arg("--screenshot")
-        .arg(&shot)
-        .args(["--screenshot-after", MARKER, "--screenshot-delay", "2"])
-        .arg("--log")
-        .arg(&log)
-        .env(TAG_VAR, &tag)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+            "--forward",
+            &format!("{port}:80"),
+            "--json",
+        ],
+        &log,
+        &tag,
+    )
+    .arg("--screenshot")
+    .arg(&shot)
+    .args(["--screenshot-after", MARKER, "--screenshot-delay", "2"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let up = wait_for_text(&log, "BOARDSMITH-HTTP-UP", Duration::from_secs(240));
     // curl, from the host, through QEMU's host forward to busybox httpd on the board.
     let answer = if up {
@@ -590,18 +581,8 @@ fn screen_and_forward(board: &str, uname_m: &str) -> Booted {
         String::new()
     };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(tagged(&tag), Vec::<String>::new(), "QEMU left behind");
-    assert_eq!(
-        support::sha256_file(&image),
-        before,
-        "booting changed the image"
-    );
-    let b = Booted {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        log: std::fs::read_to_string(&log).unwrap_or_default(),
-    };
+    assert_cleaned_up(&tag, &image, &before);
+    let b = Booted::new(out, std::fs::read_to_string(&log).unwrap_or_default());
     assert!(
         up,
         "the board's HTTP server never came up:\n{}\n{}",
@@ -651,7 +632,10 @@ fn screen_and_forward(board: &str, uname_m: &str) -> Booted {
     let what = String::from_utf8_lossy(&file.stdout);
     assert!(what.starts_with("PNG image data, 1280 x 720"), "{what}");
     // Decoded: not uniform; the text init wrote is at the top left, the bottom of the screen is empty.
-    let s = png_stats(&shot, &["0,0,480,60", "0,400,1280,720"]);
+    let s = support::png_stats(
+        &shot,
+        &["--region", "0,0,480,60", "--region", "0,400,1280,720"],
+    );
     assert_eq!(
         (s["width"].as_u64(), s["height"].as_u64()),
         (Some(1280), Some(720))
@@ -718,19 +702,27 @@ fn vnc_serves_the_screen_until_boardsmith_is_stopped() {
         .find(|n| std::net::TcpListener::bind(("127.0.0.1", 5900 + n)).is_ok())
         .expect("no free VNC port between 5940 and 5999");
     let tag = new_tag();
-    let mut child = support::boardsmith()
-        .arg("boot")
-        .arg(&image)
-        .args(["--emulator", "desktop", "--quiet", "--expect", MARKER])
-        .args(["--timeout", BOOT_TIMEOUT, "--vnc", &format!(":{display}")])
-        .arg("--log")
-        .arg(&log)
-        .env(TAG_VAR, &tag)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = boot_cmd(
+        &image,
+        &[
+            "--emulator",
+            "desktop",
+            "--quiet",
+            "--expect",
+            MARKER,
+            "--timeout",
+            BOOT_TIMEOUT,
+            "--vnc",
+            &format!(":{display}"),
+        ],
+        &log,
+        &tag,
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let booted = wait_for_text(&log, "BOARDSMITH-HTTP-UP", Duration::from_secs(240));
     // Still running some seconds after the marker.
     std::thread::sleep(Duration::from_secs(3));
@@ -781,14 +773,10 @@ fn forward_to_a_busy_host_port_fails_naming_it() {
             "60",
         ],
     );
-    assert_eq!(b.status.code(), Some(1), "{}", b.stderr);
-    assert!(b.stderr.contains(&port.to_string()), "{}", b.stderr);
-    assert!(
-        b.stderr
-            .contains("could not listen on a --forward host port"),
-        "{}",
-        b.stderr
-    );
+    b.assert_failed(&[
+        &port.to_string(),
+        "could not listen on a --forward host port",
+    ]);
 }
 
 #[test]
@@ -807,134 +795,60 @@ fn screen_and_network_options_are_checked_before_qemu_starts() {
             assert!(err.contains(x), "{args:?}: {x:?} not in {err}");
         }
     };
-    let a10 = ["--board", "cubieboard"];
-    let v8 = ["--board", "armv8-foundation"];
-    let with = |base: &[&'static str], more: &[&'static str]| -> Vec<&'static str> {
-        base.iter().chain(more).copied().collect()
-    };
+    // The same with ARGS as one string, split at spaces.
+    let fails_for =
+        |args: &str, expect: &[&str]| fails(&args.split(' ').collect::<Vec<_>>(), expect);
+    let a10 = "--board cubieboard";
+    let v8 = "--board armv8-foundation";
+    let desktop = "--board armv8-foundation --emulator desktop";
     // Options that belong to a --screenshot need one (clap), and one given before them.
-    fails(&with(&v8, &["--screenshot-after", "x"]), &["--screenshot"]);
-    fails(&with(&v8, &["--screenshot-delay", "3"]), &["--screenshot"]);
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--screenshot-delay",
-                "3",
-                "--screenshot",
-                "a.png",
-            ],
+    fails_for(&format!("{v8} --screenshot-after x"), &["--screenshot"]);
+    fails_for(&format!("{v8} --screenshot-delay 3"), &["--screenshot"]);
+    for (args, expect) in [
+        (
+            "--screenshot-delay 3 --screenshot a.png",
+            &["--screenshot-delay has no effect here", "before it"][..],
         ),
-        &["--screenshot-delay has no effect here", "before it"],
-    );
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--screenshot",
-                "a.png",
-                "--screenshot-after",
-                "x",
-                "--screenshot-after",
-                "y",
-            ],
+        (
+            "--screenshot a.png --screenshot-after x --screenshot-after y",
+            &["--screenshot-after is given twice"],
         ),
-        &["--screenshot-after is given twice"],
-    );
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--screenshot",
-                "a.png",
-                "--screenshot-after",
-                "(",
-            ],
+        (
+            "--screenshot a.png --screenshot-after (",
+            &["--screenshot-after"],
         ),
-        &["--screenshot-after"],
-    );
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--screenshot",
-                "a.png",
-                "--screenshot-delay=-1",
-            ],
+        (
+            "--screenshot a.png --screenshot-delay=-1",
+            &["--screenshot-delay"],
         ),
-        &["--screenshot-delay"],
-    );
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--screenshot",
-                "a.png",
-                "--screenshot",
-                "a.png",
-            ],
+        (
+            "--screenshot a.png --screenshot a.png",
+            &["a.png is given twice"],
         ),
-        &["a.png is given twice"],
-    );
-    fails(
-        &with(&v8, &["--emulator", "desktop", "--screenshot", "/"]),
-        &["names no file"],
-    );
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--screenshot",
-                "/nonexistent-dir/a.png",
-            ],
+        ("--screenshot /", &["names no file"]),
+        (
+            "--screenshot /nonexistent-dir/a.png",
+            &["/nonexistent-dir/a.png", "does not exist"],
         ),
-        &["/nonexistent-dir/a.png", "does not exist"],
-    );
+    ] {
+        fails_for(&format!("{desktop} {args}"), expect);
+    }
     // A screen needs a display device: QEMU's cubieboard machine has none; the desktop emulator has.
-    fails(
-        &with(&a10, &["--screenshot", "a.png"]),
+    fails_for(
+        &format!("{a10} --screenshot a.png"),
         &["no display device", "--emulator desktop"],
     );
-    fails(&with(&a10, &["--vnc", ":1"]), &["no display device"]);
-    fails(&with(&a10, &["--display"]), &["no display device"]);
-    fails(
-        &with(&v8, &["--emulator", "desktop", "--display", "--vnc", ":1"]),
-        &["--vnc"],
-    );
-    fails(
-        &with(&v8, &["--emulator", "desktop", "--display", "curses"]),
-        &["curses"],
-    );
+    for args in ["--vnc :1", "--display"] {
+        fails_for(&format!("{a10} {args}"), &["no display device"]);
+    }
+    fails_for(&format!("{desktop} --display --vnc :1"), &["--vnc"]);
+    fails_for(&format!("{desktop} --display curses"), &["curses"]);
     for bad in [":x", "1", ":60000", "host:1"] {
-        fails(
-            &with(&v8, &["--emulator", "desktop", "--vnc", bad]),
-            &["--vnc"],
-        );
+        fails_for(&format!("{desktop} --vnc {bad}"), &["--vnc"]);
     }
     // Watching options mean nothing when the console is handed over.
-    fails(
-        &with(
-            &v8,
-            &[
-                "--emulator",
-                "desktop",
-                "--interactive",
-                "--screenshot",
-                "a.png",
-            ],
-        ),
+    fails_for(
+        &format!("{desktop} --interactive --screenshot a.png"),
         &["--interactive"],
     );
     // Ports: each value checked, each host port once.
@@ -948,10 +862,10 @@ fn screen_and_network_options_are_checked_before_qemu_starts() {
         "host:2222:22",
         "1:2:3:4",
     ] {
-        fails(&with(&v8, &["--forward", bad]), &["--forward"]);
+        fails_for(&format!("{v8} --forward {bad}"), &["--forward"]);
     }
-    fails(
-        &with(&v8, &["--forward", "2222:22", "--forward", "2222:80"]),
+    fails_for(
+        &format!("{v8} --forward 2222:22 --forward 2222:80"),
         &["2222", "twice"],
     );
     // An emulator that names no network device gets none, and --forward is refused.
@@ -994,8 +908,8 @@ fn screen_and_network_options_are_checked_before_qemu_starts() {
         "{show}"
     );
     // Unknown emulators are named with the known ones.
-    fails(
-        &with(&a10, &["--emulator", "gpu"]),
+    fails_for(
+        &format!("{a10} --emulator gpu"),
         &["no emulator named `gpu`", "default", "desktop"],
     );
 }

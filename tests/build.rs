@@ -1219,15 +1219,8 @@ fn json_progress_on_stderr_and_the_report_on_stdout() {
             .arg("-o")
             .arg(&out),
     );
-    let events: Vec<Value> = String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect();
-    let steps: Vec<&str> = events
-        .iter()
-        .filter(|v| v["event"] == "step")
-        .filter_map(|v| v["message"].as_str())
-        .collect();
+    let events = support::json_lines(&o.stderr);
+    let steps = support::event_texts(&events, "step", "message");
     assert_eq!(steps.len(), events.len(), "{events:?}");
     for step in ["writing the partition table", "hashing (bmap, sha256, md5)"] {
         assert!(steps.contains(&step), "{step:?} not in {steps:?}");

@@ -70,16 +70,12 @@ fn standin(arch: &str) -> PathBuf {
         ),
     };
     let out = work_dir().join(format!("droidmote-standin-{arch}"));
-    let o = Command::new(cc)
-        .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&out)
-        .arg(repo().join("tests/fixtures/droidmote-standin.c"))
-        .output()
-        .unwrap_or_else(|e| panic!("{cc}: {e}; install {pkg}"));
-    assert!(
-        o.status.success(),
-        "{cc} failed (is {pkg} installed?): {}",
-        String::from_utf8_lossy(&o.stderr)
+    support::run_tool(
+        Command::new(cc)
+            .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&out)
+            .arg(repo().join("tests/fixtures/droidmote-standin.c")),
+        &format!("is {pkg} installed?"),
     );
     out
 }
@@ -316,27 +312,11 @@ impl Remote {
     }
 }
 
-fn png_stats(png: &Path, extra: &[&str]) -> serde_json::Value {
-    let o = Command::new("python3")
-        .arg(repo().join("tests/fixtures/png_stats.py"))
-        .arg(png)
-        .args(extra)
-        .output()
-        .expect("python3");
-    assert!(
-        o.status.success(),
-        "{} is not a valid PNG: {}",
-        png.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// The Xfce panel: a band across the top of the screen, one colour over most of each of its rows (the
 /// panel's background, with launchers, the window list and the clock on it), that is neither the colour
 /// of the desktop below it nor black, and that the rest of the screen does not share.
 fn assert_xfce_panel(png: &Path) {
-    let s = png_stats(png, &["--band", "60", "--region", "0,0,1280,28"]);
+    let s = support::png_stats(png, &["--band", "60", "--region", "0,0,1280,28"]);
     assert_eq!(
         (s["width"].as_u64(), s["height"].as_u64()),
         (Some(1280), Some(720)),

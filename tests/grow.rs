@@ -5,7 +5,8 @@
 mod support;
 mod writer_common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use writer_common::*;
 
@@ -103,25 +104,36 @@ fn check_grown(disk: &str, table: Table, disk_bytes: u64) {
     assert!(std::fs::read(&dumped).unwrap() == pseudo_random(7, 3 << 20));
 }
 
-fn image(table: Table) -> (tempfile::TempDir, std::path::PathBuf) {
+fn image(table: Table) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let img = make_image(dir.path(), "small.img", 256, table);
     run("xz", &["-T2", "-1", "-k", &img.display().to_string()]);
     (dir, img)
 }
 
+/// A sparse copy of [`image`]'s image as `card.img` in its directory (what `grow` works on), and
+/// its name.
+fn card(table: Table) -> (tempfile::TempDir, PathBuf, String) {
+    let (dir, img) = image(table);
+    let card = dir.path().join("card.img");
+    sparse_copy(&img, &card);
+    let c = card.display().to_string();
+    (dir, card, c)
+}
+
+/// `boardsmith grow ARGS`, run to its end.
+fn grow(args: &[&str]) -> Output {
+    bin().arg("grow").args(args).output().unwrap()
+}
+
 fn to_file(table: Table) {
     let (dir, img) = image(table);
     let out = dir.path().join("card.img");
-    let o = bin()
-        .arg("write")
-        .arg(img.with_extension("img.xz"))
-        .arg(&out)
-        .args(["--grow", "--size", "1GiB"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let stderr = ok_stderr(&write(
+        img.with_extension("img.xz"),
+        &out,
+        &["--grow", "--size", "1GiB"],
+    ));
     assert!(stderr.contains("grown from"), "{stderr}");
     assert_eq!(std::fs::metadata(&out).unwrap().len(), GIB);
     check_grown(&out.display().to_string(), table, GIB);
@@ -141,16 +153,13 @@ fn to_loop(table: Table) {
     require_root("loop devices");
     let (dir, img) = image(table);
     let backing = dir.path().join("card");
-    run("truncate", &["-s", "1G", &backing.display().to_string()]);
+    blank_disk(&backing, "1G", false);
     let lo = Loop::attach(&backing, true);
-    let o = bin()
-        .arg("write")
-        .arg(img.with_extension("img.xz"))
-        .args([&lo.dev, "--grow", "--yes"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let stderr = ok_stderr(&write(
+        img.with_extension("img.xz"),
+        &lo.dev,
+        &["--grow", "--yes"],
+    ));
     // The filesystem is grown through the partition node if the kernel made one (this test
     // machine's kernel has no MSDOS/EFI partition support, so there it goes through
     // DEVICE?offset=N).
@@ -175,45 +184,42 @@ fn gpt_image_onto_a_larger_loop_device() {
 /// shrinking is refused.
 #[test]
 fn grow_command_on_a_file() {
-    let (dir, img) = image(Table::Gpt);
-    let card = dir.path().join("card.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            &img.display().to_string(),
-            &card.display().to_string(),
-        ],
-    );
-    let c = card.display().to_string();
-    let o = bin().args(["grow", &c, "--size", "1G"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let (_dir, card, c) = card(Table::Gpt);
+    let stderr = ok_stderr(&grow(&[&c, "--size", "1G"]));
     assert!(stderr.contains("partition 2 (gpt) grown from"), "{stderr}");
     check_grown(&c, Table::Gpt, GIB);
-    let o = bin().args(["grow", &c]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let stderr = ok_stderr(&grow(&[&c]));
     assert!(stderr.contains("already reaches the end"), "{stderr}");
     assert!(stderr.contains("already fills it"), "{stderr}");
-    let o = bin().args(["grow", &c, "--size", "512M"]).output().unwrap();
+    let o = grow(&[&c, "--size", "512M"]);
     assert_failed(&o, 2, &["never shrunk"]);
     assert_eq!(std::fs::metadata(&card).unwrap().len(), GIB);
+}
+
+/// A file `name` in `dir` of `size` (as `truncate -s` takes it) holding the partition table sfdisk
+/// makes of `label` and the partition lines `parts`; and its name.
+fn partitioned(dir: &Path, name: &str, size: &str, label: &str, parts: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let p = path.display().to_string();
+    blank_disk(&path, size, false);
+    sh(&format!(
+        "sfdisk -q --no-reread --no-tell-kernel {p} <<'EOF'\nlabel: {label}\nunit: sectors\n\n{parts}EOF"
+    ));
+    (path, p)
 }
 
 /// A last partition without ext2/3/4: the partition is grown, the filesystem left, with a warning.
 #[test]
 fn other_filesystems_get_the_partition_only() {
     let dir = tempfile::tempdir().unwrap();
-    let card = dir.path().join("card.img");
-    let c = card.display().to_string();
-    run("truncate", &["-s", "64M", &c]);
-    sh(&format!(
-        "sfdisk -q --no-reread --no-tell-kernel {c} <<'EOF'\nlabel: dos\nstart=2048, size=16384, type=83\nEOF"
-    ));
-    let o = bin().args(["grow", &c, "--size", "128M"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let (_, c) = partitioned(
+        dir.path(),
+        "card.img",
+        "64M",
+        "dos",
+        "start=2048, size=16384, type=83\n",
+    );
+    let stderr = ok_stderr(&grow(&[&c, "--size", "128M"]));
     assert!(stderr.contains("holds no ext2/3/4 filesystem"), "{stderr}");
     run("sfdisk", &["--verify", &c]);
     assert_eq!(last_partition(&c), (2048, (128 << 11) - 2048));
@@ -224,20 +230,8 @@ fn other_filesystems_get_the_partition_only() {
 #[test]
 fn small_growth_inside_a_file() {
     require_root("a loop device");
-    let (dir, img) = image(Table::Mbr);
-    let card = dir.path().join("card.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            &img.display().to_string(),
-            &card.display().to_string(),
-        ],
-    );
-    let c = card.display().to_string();
-    let o = bin().args(["grow", &c, "--size", "258M"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let (_dir, _card, c) = card(Table::Mbr);
+    ok_stderr(&grow(&[&c, "--size", "258M"]));
     check_grown(&c, Table::Mbr, 258 << 20);
 }
 
@@ -245,17 +239,7 @@ fn small_growth_inside_a_file() {
 #[test]
 fn grow_as_an_ordinary_user() {
     require_root("switching to user nobody");
-    let (dir, img) = image(Table::Gpt);
-    let card = dir.path().join("card.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            &img.display().to_string(),
-            &card.display().to_string(),
-        ],
-    );
-    let c = card.display().to_string();
+    let (dir, _card, c) = card(Table::Gpt);
     run("chown", &["65534:65534", &c]);
     run("chmod", &["0777", &dir.path().display().to_string()]);
     let o = under(
@@ -265,8 +249,7 @@ fn grow_as_an_ordinary_user() {
     .args(["grow", &c, "--size", "1G"])
     .output()
     .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    ok_stderr(&o);
     check_grown(&c, Table::Gpt, GIB);
 }
 
@@ -278,16 +261,8 @@ fn grow_into_an_existing_larger_file() {
     let (dir, img) = image(Table::Mbr);
     let xz = img.with_extension("img.xz");
     let card = dir.path().join("card.img");
-    run("truncate", &["-s", "1G", &card.display().to_string()]);
-    let o = bin()
-        .arg("write")
-        .arg(&xz)
-        .arg(&card)
-        .arg("--grow")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    blank_disk(&card, "1G", false);
+    let stderr = ok_stderr(&write(&xz, &card, &["--grow"]));
     assert!(
         stderr
             .contains("grow     partition 2 (mbr) grown from 251 MiB to 1019 MiB; ext4 grown from"),
@@ -296,9 +271,8 @@ fn grow_into_an_existing_larger_file() {
     assert_eq!(std::fs::metadata(&card).unwrap().len(), GIB);
     check_grown(&card.display().to_string(), Table::Mbr, GIB);
     let plain = dir.path().join("plain.img");
-    run("truncate", &["-s", "1G", &plain.display().to_string()]);
-    let o = bin().arg("write").arg(&xz).arg(&plain).output().unwrap();
-    assert!(o.status.success());
+    blank_disk(&plain, "1G", false);
+    ok_stderr(&write(&xz, &plain, &[]));
     assert_eq!(std::fs::metadata(&plain).unwrap().len(), 256 << 20);
     assert_eq!(sha256sum(&plain), sha256sum(&img));
 }
@@ -336,15 +310,27 @@ fn craft_gpt(path: &Path, at: u64, value: u64) {
 /// offset, before anything changes: the file stays byte-identical, --size does not extend it.
 /// (A GPT entry ending at LBA 2^45 used to "grow from 16777216.0 TiB to 12 MiB" and rewrite
 /// the table.)
+/// `grow FILE --size 64M` on a 12 MiB file fails (exit 2) saying just `message(FILE)`, and the file
+/// stays byte-identical (`case` names it on failure).
+fn refused_unchanged(file: &Path, message: impl Fn(&str) -> String, case: &str) {
+    let before = sha256sum(file);
+    let f = file.display().to_string();
+    let o = grow(&[&f, "--size", "64M"]);
+    assert_failed(&o, 2, &[&message(&f)]);
+    assert_eq!(sha256sum(file), before, "{case}: the file changed");
+    assert_eq!(std::fs::metadata(file).unwrap().len(), 12 << 20);
+}
+
 #[test]
 fn crafted_tables_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let gpt = dir.path().join("gpt.img");
-    let g = gpt.display().to_string();
-    run("truncate", &["-s", "12M", &g]);
-    sh(&format!(
-        "sfdisk -q --no-reread --no-tell-kernel {g} <<'EOF'\nlabel: gpt\nunit: sectors\n\nstart=2048, size=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nstart=6144, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nEOF"
-    ));
+    let (gpt, g) = partitioned(
+        dir.path(),
+        "gpt.img",
+        "12M",
+        "gpt",
+        "start=2048, size=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\nstart=6144, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
+    );
     // sgdisk (independent of us) finds the pristine table sound.
     assert!(run("sgdisk", &["-v", &g]).contains("No problems found"));
     let cases: [(u64, u64, &str); 4] = [
@@ -373,60 +359,54 @@ fn crafted_tables_change_nothing() {
         let card = dir.path().join("card.img");
         std::fs::copy(&gpt, &card).unwrap();
         craft_gpt(&card, at, value);
-        let before = sha256sum(&card);
-        let c = card.display().to_string();
-        let o = bin().args(["grow", &c, "--size", "64M"]).output().unwrap();
-        assert_failed(
-            &o,
-            2,
-            &[&format!(
-                "error: growing {c} failed: {c}: {want}\nthe partition table and filesystem of {c} keep their old size; nothing was changed\n"
-            )],
+        refused_unchanged(
+            &card,
+            |c| {
+                format!(
+                    "error: growing {c} failed: {c}: {want}\nthe partition table and filesystem of {c} keep their old size; nothing was changed\n"
+                )
+            },
+            &format!("byte {at} = {value}"),
         );
-        assert_eq!(
-            sha256sum(&card),
-            before,
-            "byte {at} = {value}: the file changed"
-        );
-        assert_eq!(std::fs::metadata(&card).unwrap().len(), 12 << 20);
     }
     // An MBR partition running past the end of the image.
-    let mbr = dir.path().join("mbr.img");
-    let m = mbr.display().to_string();
-    run("truncate", &["-s", "12M", &m]);
-    sh(&format!(
-        "sfdisk -q --no-reread --no-tell-kernel {m} <<'EOF'\nlabel: dos\nunit: sectors\n\nstart=2048, size=4096, type=83\nstart=6144, size=16384, type=83\nEOF"
-    ));
+    let (mbr, _) = partitioned(
+        dir.path(),
+        "mbr.img",
+        "12M",
+        "dos",
+        "start=2048, size=4096, type=83\nstart=6144, size=16384, type=83\n",
+    );
     write_at(&mbr, 446 + 16 + 12, &0xffff_0000u32.to_le_bytes());
-    let before = sha256sum(&mbr);
-    let o = bin().args(["grow", &m, "--size", "64M"]).output().unwrap();
-    assert_failed(
-        &o,
-        2,
-        &[&format!(
-            "error: growing {m} failed: {m}: MBR partition 2 (entry at byte 462): sectors 6144..4294907904 end beyond the target (24576 sectors); the image is truncated or its table is corrupt\n"
-        )],
+    refused_unchanged(
+        &mbr,
+        |m| {
+            format!(
+                "error: growing {m} failed: {m}: MBR partition 2 (entry at byte 462): sectors 6144..4294907904 end beyond the target (24576 sectors); the image is truncated or its table is corrupt\n"
+            )
+        },
+        "MBR",
     );
-    assert_eq!(sha256sum(&mbr), before);
-    assert_eq!(std::fs::metadata(&mbr).unwrap().len(), 12 << 20);
     // An ext4 filesystem (made by mke2fs) larger than its partition.
-    let big_fs = dir.path().join("big-fs.img");
-    let b = big_fs.display().to_string();
-    run("truncate", &["-s", "12M", &b]);
-    sh(&format!(
-        "sfdisk -q --no-reread --no-tell-kernel {b} <<'EOF'\nlabel: dos\nunit: sectors\n\nstart=2048, size=8192, type=83\nEOF\n\
-         mke2fs -q -F -t ext4 -b 1024 -E offset=1048576 {b} 6144k"
-    ));
-    let before = sha256sum(&big_fs);
-    let o = bin().args(["grow", &b, "--size", "64M"]).output().unwrap();
-    assert_failed(
-        &o,
-        2,
-        &[&format!(
-            "error: growing {b} failed: {b}: the ext filesystem of partition 1 (superblock at byte 1049600) counts 6144 blocks of 1024 bytes, more than its partition holds (4194304 bytes); check the image with e2fsck\n"
-        )],
+    let (big_fs, b) = partitioned(
+        dir.path(),
+        "big-fs.img",
+        "12M",
+        "dos",
+        "start=2048, size=8192, type=83\n",
     );
-    assert_eq!(sha256sum(&big_fs), before);
+    sh(&format!(
+        "mke2fs -q -F -t ext4 -b 1024 -E offset=1048576 {b} 6144k"
+    ));
+    refused_unchanged(
+        &big_fs,
+        |b| {
+            format!(
+                "error: growing {b} failed: {b}: the ext filesystem of partition 1 (superblock at byte 1049600) counts 6144 blocks of 1024 bytes, more than its partition holds (4194304 bytes); check the image with e2fsck\n"
+            )
+        },
+        "ext4 larger than its partition",
+    );
 }
 
 /// `grow` works on what exists: a missing file is an error, and none is created.
@@ -435,7 +415,7 @@ fn grow_refuses_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.img");
     let m = missing.display().to_string();
-    let o = bin().args(["grow", &m, "--size", "1G"]).output().unwrap();
+    let o = grow(&[&m, "--size", "1G"]);
     assert_failed(
         &o,
         2,
@@ -501,17 +481,7 @@ fn grow_terminated(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
 /// confirm; a second run finishes the job.
 #[test]
 fn sigterm_during_grow_exits_143() {
-    let (dir, img) = image(Table::Gpt);
-    let card = dir.path().join("card.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            &img.display().to_string(),
-            &card.display().to_string(),
-        ],
-    );
-    let c = card.display().to_string();
+    let (dir, card, c) = card(Table::Gpt);
     let table_before = run("sfdisk", &["--dump", &c]);
     let (code, stderr) = grow_terminated(dir.path(), &[&c, "--size", "1G"]);
     assert_eq!(code, Some(143), "{stderr}");
@@ -527,8 +497,7 @@ fn sigterm_during_grow_exits_143() {
     let (start, size) = last_partition(&c);
     run("e2fsck", &["-fn", &format!("{c}?offset={}", start * 512)]);
     assert!(size < 256 << 11);
-    let o = bin().args(["grow", &c]).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok_stderr(&grow(&[&c]));
     check_grown(&c, Table::Gpt, GIB);
 }
 
@@ -539,15 +508,9 @@ fn sigterm_during_grow_of_a_card_says_what_is_done() {
     require_root("loop devices");
     let (dir, img) = image(Table::Mbr);
     let backing = dir.path().join("card");
-    run("truncate", &["-s", "1G", &backing.display().to_string()]);
+    blank_disk(&backing, "1G", false);
     let lo = Loop::attach(&backing, false);
-    let o = bin()
-        .arg("write")
-        .arg(img.with_extension("img.xz"))
-        .args([&lo.dev, "--yes"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok_stderr(&write(img.with_extension("img.xz"), &lo.dev, &["--yes"]));
     let (code, stderr) = grow_terminated(dir.path(), &[&lo.dev, "--yes"]);
     assert_eq!(code, Some(143), "{stderr}");
     let d = &lo.dev;
@@ -560,9 +523,7 @@ fn sigterm_during_grow_of_a_card_says_what_is_done() {
     );
     let (start, size) = last_partition(d);
     assert_eq!((start + size) * 512, GIB);
-    let o = bin().args(["grow", d, "--yes"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let stderr = ok_stderr(&grow(&[d, "--yes"]));
     assert!(stderr.contains("already reaches the end"), "{stderr}");
     assert!(stderr.contains("ext4 grown from"), "{stderr}");
     check_grown(d, Table::Mbr, GIB);

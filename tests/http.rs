@@ -31,6 +31,34 @@ fn write(args: &[&str]) -> Output {
     bin().arg("write").args(args).output().unwrap()
 }
 
+/// A write from a test server: its output, its target, and the server (for its log). `_dirs` holds
+/// the served files and the target: bind it too where `target` is read.
+struct Served {
+    o: Output,
+    target: PathBuf,
+    server: TestServer,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// Serves the fixture files `names` from a test server behaving as `b`, and writes the first onto
+/// `card.img` in a new directory with the image's `--sha256` and `extra`.
+fn write_served(names: &[&str], b: Behaviour, extra: &[&str]) -> Served {
+    let f = fixture();
+    let dir = served(names);
+    let server = TestServer::start(dir.path(), b);
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("card.img");
+    let url = server.url(names[0]);
+    let t = target.display().to_string();
+    let o = write(&[&[url.as_str(), &t, "--sha256", &f.sha256][..], extra].concat());
+    Served {
+        o,
+        target,
+        server,
+        _dirs: (dir, out),
+    }
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -39,6 +67,21 @@ fn assert_ok(o: &Output) -> String {
     let e = stderr(o);
     assert!(o.status.success(), "write failed:\n{e}");
     e
+}
+
+/// [`write_served`] of `name` alone from a server that drops the first connection halfway through
+/// it and otherwise behaves as `b`.
+fn write_dropped_halfway(name: &str, b: Behaviour) -> Output {
+    let drops = vec![len(&fixture().dir.join(name)) / 2];
+    write_served(&[name], Behaviour { drops, ..b }, &[]).o
+}
+
+/// A server that drops the first connection after byte `at`.
+fn dropping_at(at: u64) -> Behaviour {
+    Behaviour {
+        drops: vec![at],
+        ..Default::default()
+    }
 }
 
 fn len(p: &Path) -> u64 {
@@ -67,23 +110,21 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
 fn drops_mid_write_are_resumed_onto_a_file() {
     let f = fixture();
     for name in ["sdcard.img.xz", "sdcard.img.zst"] {
-        let dir = served(&[name]);
-        let drops = quarters(&dir.path().join(name));
-        let server = TestServer::start(
-            dir.path(),
+        let drops = quarters(&f.dir.join(name));
+        let Served {
+            o,
+            target,
+            server,
+            _dirs,
+        } = write_served(
+            &[name],
             Behaviour {
                 drops: drops.clone(),
                 ..Default::default()
             },
+            &[],
         );
-        let out = tempfile::tempdir().unwrap();
-        let target = out.path().join("card.img");
-        let e = assert_ok(&write(&[
-            &server.url(name),
-            &target.display().to_string(),
-            "--sha256",
-            &f.sha256,
-        ]));
+        let e = assert_ok(&o);
         assert_eq!(sha256sum(&target), f.sha256, "{name}: {e}");
         assert_eq!(server.drops_left(), 0, "{name}: every drop happened");
         let reqs = server.requests(name);
@@ -144,28 +185,17 @@ fn drops_mid_write_are_resumed_onto_a_loop_device() {
 #[test]
 fn short_body_and_stall_are_resumed() {
     let f = fixture();
-    let dir = served(&["sdcard.img"]);
-    let server = TestServer::start(
-        dir.path(),
+    let Served {
+        o, target, _dirs, ..
+    } = write_served(
+        &["sdcard.img"],
         Behaviour {
             drops: vec![f.size / 3],
             stall: Some((2 * f.size / 3, std::time::Duration::from_secs(4))),
             ..Default::default()
         },
+        &["--stall-timeout", "1s", "--progress", "json", "--json"],
     );
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("card.img");
-    let o = write(&[
-        &server.url("sdcard.img"),
-        &target.display().to_string(),
-        "--sha256",
-        &f.sha256,
-        "--stall-timeout",
-        "1s",
-        "--progress",
-        "json",
-        "--json",
-    ]);
     assert_ok(&o);
     assert_eq!(sha256sum(&target), f.sha256);
     let progress = String::from_utf8_lossy(&o.stderr);
@@ -198,27 +228,16 @@ fn short_body_and_stall_are_resumed() {
 /// server sends the new file whole, and the write fails naming why instead of splicing two files.
 #[test]
 fn file_changed_on_the_server_fails_naming_why() {
-    let f = fixture();
-    let dir = served(&["sdcard.img.xz"]);
     let other = tempfile::tempdir().unwrap();
     let new = other.path().join("new.img.xz");
-    std::fs::copy(f.path(".zst"), &new).unwrap();
-    let server = TestServer::start(
-        dir.path(),
+    std::fs::copy(fixture().path(".zst"), &new).unwrap();
+    let o = write_dropped_halfway(
+        "sdcard.img.xz",
         Behaviour {
-            drops: vec![len(&f.path(".xz")) / 2],
             change: Some(("/sdcard.img.xz".into(), new)),
             ..Default::default()
         },
     );
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("card.img");
-    let o = write(&[
-        &server.url("sdcard.img.xz"),
-        &target.display().to_string(),
-        "--sha256",
-        &f.sha256,
-    ]);
     assert_failed(
         &o,
         1,
@@ -229,48 +248,26 @@ fn file_changed_on_the_server_fails_naming_why() {
 /// A server that ignores Range: the drop cannot be resumed; exit status 3 (try again later).
 #[test]
 fn server_without_range_support_fails() {
-    let f = fixture();
-    let dir = served(&["sdcard.img.xz"]);
-    let server = TestServer::start(
-        dir.path(),
+    let o = write_dropped_halfway(
+        "sdcard.img.xz",
         Behaviour {
             no_range: true,
-            drops: vec![len(&f.path(".xz")) / 2],
             ..Default::default()
         },
     );
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("card.img");
-    let o = write(&[
-        &server.url("sdcard.img.xz"),
-        &target.display().to_string(),
-        "--sha256",
-        &f.sha256,
-    ]);
     assert_failed(&o, 3, &["no HTTP Range support", "is incomplete"]);
 }
 
 /// A resumed response that goes on past the end the server announced is an error, not data.
 #[test]
 fn body_longer_than_announced_fails() {
-    let f = fixture();
-    let dir = served(&["sdcard.img.zst"]);
-    let server = TestServer::start(
-        dir.path(),
+    let o = write_dropped_halfway(
+        "sdcard.img.zst",
         Behaviour {
-            drops: vec![len(&f.path(".zst")) / 2],
             long_by: 4096,
             ..Default::default()
         },
     );
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("card.img");
-    let o = write(&[
-        &server.url("sdcard.img.zst"),
-        &target.display().to_string(),
-        "--sha256",
-        &f.sha256,
-    ]);
     assert_failed(&o, 1, &["sent more than the", "bytes it announced"]);
 }
 
@@ -278,9 +275,13 @@ fn body_longer_than_announced_fails() {
 #[test]
 fn forbidden_sibling_bmap_is_not_there() {
     let f = fixture();
-    let dir = served(&["sdcard.img.xz", "sdcard.img.bmap"]);
-    let server = TestServer::start(
-        dir.path(),
+    let Served {
+        o,
+        target,
+        server,
+        _dirs,
+    } = write_served(
+        &["sdcard.img.xz", "sdcard.img.bmap"],
         Behaviour {
             forbidden: vec![
                 "/sdcard.img.xz.bmap".into(),
@@ -289,15 +290,9 @@ fn forbidden_sibling_bmap_is_not_there() {
             ],
             ..Default::default()
         },
+        &[],
     );
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("card.img");
-    let e = assert_ok(&write(&[
-        &server.url("sdcard.img.xz"),
-        &target.display().to_string(),
-        "--sha256",
-        &f.sha256,
-    ]));
+    let e = assert_ok(&o);
     assert_eq!(sha256sum(&target), f.sha256);
     assert!(!e.contains("bmap "), "no bmap was used: {e}");
     assert_eq!(server.requests("sdcard.img.bmap")[0].status, 403);
@@ -377,6 +372,25 @@ struct Tls {
     key: PathBuf,
 }
 
+/// `write URL TARGET EXTRA...` trusting only the test CA (SSL_CERT_FILE, no SSL_CERT_DIR beside it).
+fn https_write(t: &Tls, url: &str, target: &Path, extra: &[&str]) -> Output {
+    bin()
+        .env("SSL_CERT_FILE", &t.ca)
+        .env_remove("SSL_CERT_DIR")
+        .args(["write", url])
+        .arg(target)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+impl Tls {
+    /// A test server over https with the certificate the test CA signed.
+    fn serve(&self, dir: &Path, b: Behaviour) -> TestServer {
+        TestServer::start_tls(dir, b, &self.cert, &self.key)
+    }
+}
+
 fn tls() -> Tls {
     let d = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certificates(d.path());
@@ -400,26 +414,11 @@ fn https_with_a_test_ca_from_ssl_cert_file() {
         format!("{}  sdcard.img\n", f.sha256),
     )
     .unwrap();
-    let server = TestServer::start_tls(
-        dir.path(),
-        Behaviour {
-            drops: vec![len(&f.path(".zst")) / 3],
-            ..Default::default()
-        },
-        &t.cert,
-        &t.key,
-    );
+    let server = t.serve(dir.path(), dropping_at(len(&f.path(".zst")) / 3));
     assert!(server.base.starts_with("https://127.0.0.1:"));
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("card.img");
-    // Only the test CA: no SSL_CERT_DIR beside it.
-    let o = bin()
-        .env("SSL_CERT_FILE", &t.ca)
-        .env_remove("SSL_CERT_DIR")
-        .args(["write", &server.url("sdcard.img.zst")])
-        .arg(&target)
-        .output()
-        .unwrap();
+    let o = https_write(&t, &server.url("sdcard.img.zst"), &target, &[]);
     let e = assert_ok(&o);
     assert_eq!(sha256sum(&target), f.sha256);
     assert!(
@@ -449,16 +448,15 @@ fn redirect_from_https_to_http_is_refused() {
     let mut b = Behaviour::default();
     b.redirects
         .insert("/moved.img.xz".into(), plain.url("sdcard.img.xz"));
-    let server = TestServer::start_tls(dir.path(), b, &t.cert, &t.key);
+    let server = t.serve(dir.path(), b);
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("card.img");
-    let o = bin()
-        .env("SSL_CERT_FILE", &t.ca)
-        .args(["write", &server.url("moved.img.xz")])
-        .arg(&target)
-        .args(["--sha256", &f.sha256])
-        .output()
-        .unwrap();
+    let o = https_write(
+        &t,
+        &server.url("moved.img.xz"),
+        &target,
+        &["--sha256", &f.sha256],
+    );
     assert_failed(
         &o,
         1,
@@ -470,14 +468,13 @@ fn redirect_from_https_to_http_is_refused() {
     b.redirects
         .insert("/moved.img.xz".into(), "/sdcard.img.xz".into());
     drop(server);
-    let server = TestServer::start_tls(dir.path(), b, &t.cert, &t.key);
-    let o = bin()
-        .env("SSL_CERT_FILE", &t.ca)
-        .args(["write", &server.url("moved.img.xz")])
-        .arg(&target)
-        .args(["--sha256", &f.sha256])
-        .output()
-        .unwrap();
+    let server = t.serve(dir.path(), b);
+    let o = https_write(
+        &t,
+        &server.url("moved.img.xz"),
+        &target,
+        &["--sha256", &f.sha256],
+    );
     assert_ok(&o);
     assert_eq!(sha256sum(&target), f.sha256);
 }
@@ -559,18 +556,16 @@ fn every_network_option_is_refused_without_a_url() {
         .iter()
         .map(|a| format!("--{}", a.get_long().expect("a long option")))
         .collect();
-    for expected in [
-        "--no-checksum",
-        "--retries",
-        "--retry-time",
-        "--stall-timeout",
-        "--connect-timeout",
-    ] {
-        assert!(
-            longs.iter().any(|l| l == expected),
-            "{expected} not in {longs:?}"
-        );
-    }
+    support::assert_has_all(
+        &longs,
+        &[
+            "--no-checksum",
+            "--retries",
+            "--retry-time",
+            "--stall-timeout",
+            "--connect-timeout",
+        ],
+    );
     let d = tempfile::tempdir().unwrap();
     let target = d.path().join("card.img").display().to_string();
     let local = d.path().join("sdcard.img").display().to_string();
@@ -637,26 +632,10 @@ fn download_sums_over_https_vouch_and_are_checked() {
         md5.replace(&dir.path().display().to_string(), ""),
     )
     .unwrap();
-    let server = TestServer::start_tls(
-        dir.path(),
-        Behaviour {
-            drops: vec![len(&f.path(".xz")) / 2],
-            ..Default::default()
-        },
-        &t.cert,
-        &t.key,
-    );
+    let server = t.serve(dir.path(), dropping_at(len(&f.path(".xz")) / 2));
     let out = tempfile::tempdir().unwrap();
-    let https_write = |name: &str, target: &Path| {
-        bin()
-            .env("SSL_CERT_FILE", &t.ca)
-            .args(["write", &server.url(name)])
-            .arg(target)
-            .output()
-            .unwrap()
-    };
     let target = out.path().join("xz.img");
-    let e = assert_ok(&https_write("sdcard.img.xz", &target));
+    let e = assert_ok(&https_write(&t, &server.url("sdcard.img.xz"), &target, &[]));
     assert_eq!(sha256sum(&target), f.sha256);
     assert!(
         e.contains(&format!(
@@ -667,7 +646,7 @@ fn download_sums_over_https_vouch_and_are_checked() {
     );
     assert!(e.contains("resumed 1 time"), "{e}");
     let target = out.path().join("7z.img");
-    let e = assert_ok(&https_write("sdcard.img.7z", &target));
+    let e = assert_ok(&https_write(&t, &server.url("sdcard.img.7z"), &target, &[]));
     assert_eq!(sha256sum(&target), f.sha256);
     assert!(e.contains("download md5"), "{e}");
     // A sum that does not match: the write fails, the card is left without its head.
@@ -677,7 +656,7 @@ fn download_sums_over_https_vouch_and_are_checked() {
     )
     .unwrap();
     let target = out.path().join("bad.img");
-    let o = https_write("sdcard.img.xz", &target);
+    let o = https_write(&t, &server.url("sdcard.img.xz"), &target, &[]);
     assert_failed(
         &o,
         1,

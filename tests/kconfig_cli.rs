@@ -228,19 +228,20 @@ fn unknown_fragment_names_fail_at_the_profile_location() {
         ));
 }
 
-/// A directory that looks like a kernel tree to the up-front checks (they run before any make).
+/// The files the up-front checks look for in a kernel tree (they run before any make).
+const TREE_FILES: &[&str] = &[
+    "Makefile",
+    "Kconfig",
+    "arch/arm/Kconfig",
+    "arch/arm/configs/sunxi_defconfig",
+    "scripts/kconfig/Makefile",
+];
+
+/// A directory that looks like a kernel tree to the up-front checks: [`TREE_FILES`] and `extra`,
+/// all empty.
 fn fake_tree(extra: &[&str]) -> tempfile::TempDir {
     let t = tempfile::tempdir().expect("tempdir");
-    for f in [
-        "Makefile",
-        "Kconfig",
-        "arch/arm/Kconfig",
-        "arch/arm/configs/sunxi_defconfig",
-        "scripts/kconfig/Makefile",
-    ]
-    .iter()
-    .chain(extra)
-    {
+    for f in TREE_FILES.iter().chain(extra) {
         let p = t.path().join(f);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, "").expect("write");

@@ -6,6 +6,7 @@ mod http_support;
 mod rootfs_support;
 mod support;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -29,6 +30,49 @@ fn boardsmith() -> Command {
 
 fn hash() -> String {
     sha512_hash(PASSWORD, "testsalt")
+}
+
+/// `boardsmith SUB BOARD -o OUT` (BOARD a name or a profile file).
+fn command(sub: &str, board: impl AsRef<OsStr>, out: &Path) -> Command {
+    let mut c = boardsmith();
+    c.arg(sub).arg(board).arg("-o").arg(out);
+    c
+}
+
+/// [`command`] for the Cubieboard's root filesystem with the user's password hash (`-o OUT`).
+fn cubie_rootfs(out: &Path) -> Command {
+    let mut c = command("rootfs", "cubieboard", out);
+    c.args(["--password-hash", &hash()]);
+    c
+}
+
+/// `boardsmith SUB BOARD --sha256 SHA --rootfs-tarball SRC -o OUT`: a root filesystem (with `build`,
+/// an image) from a prebuilt tarball, a file or a URL. The caller adds the password and the rest.
+fn from_tarball(
+    sub: &str,
+    board: impl AsRef<OsStr>,
+    src: impl AsRef<OsStr>,
+    sha: &str,
+    out: &Path,
+) -> Command {
+    let mut c = command(sub, board, out);
+    c.args(["--sha256", sha, "--rootfs-tarball"]).arg(src);
+    c
+}
+
+/// [`from_tarball`] for the Cubieboard from the local `tarball` (its real sha256), with the user's
+/// password hash.
+fn configured(sub: &str, tarball: &Path, out: &Path) -> Command {
+    let mut c = from_tarball(sub, "cubieboard", tarball, &sha256_file(tarball), out);
+    c.args(["--password-hash", &hash()]);
+    c
+}
+
+/// Adds the droidmote feature with the binary `dm` and the sha256 it is checked against.
+fn with_droidmote<'a>(c: &'a mut Command, dm: &Path, sha: &str) -> &'a mut Command {
+    c.args(["--feature", "droidmote", "--droidmote-sha256", sha])
+        .arg("--droidmote-binary")
+        .arg(dm)
 }
 
 fn no_final_outputs(dir: &Path) -> Vec<String> {
@@ -55,19 +99,7 @@ fn board_without_uinput(dir: &Path) -> PathBuf {
 #[test]
 fn unknown_feature_is_rejected() {
     let d = tempfile::tempdir().expect("tmp");
-    let f = support::run_err(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--feature",
-                "kde",
-                "--password-hash",
-                &hash(),
-                "-o",
-            ])
-            .arg(d.path().join("r.tar")),
-    );
+    let f = support::run_err(cubie_rootfs(&d.path().join("r.tar")).args(["--feature", "kde"]));
     f.expect(2, &["unknown feature `kde`", "xfce", "droidmote"]);
     assert!(no_final_outputs(d.path()).is_empty());
 }
@@ -78,21 +110,12 @@ fn droidmote_needs_uinput_in_the_kernel_fragments() {
     let board = board_without_uinput(d.path());
     let (dm, sha) = fake_droidmote(d.path());
     let f = support::run_err(
-        boardsmith()
-            .arg("rootfs")
-            .arg(&board)
-            .args([
-                "--feature",
-                "droidmote",
-                "--password-hash",
-                &hash(),
-                "--droidmote-sha256",
-                &sha,
-            ])
-            .arg("--droidmote-binary")
-            .arg(&dm)
-            .arg("-o")
-            .arg(d.path().join("r.tar")),
+        with_droidmote(
+            &mut command("rootfs", &board, &d.path().join("r.tar")),
+            &dm,
+            &sha,
+        )
+        .args(["--password-hash", &hash()]),
     );
     f.expect(
         2,
@@ -111,19 +134,14 @@ fn tarball_checksum_mismatch_fails_without_output() {
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let f = support::run_err(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--password-hash",
-                &hash(),
-                "--sha256",
-                &"ab".repeat(32),
-            ])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(out_dir.join("r.tar")),
+        from_tarball(
+            "rootfs",
+            "cubieboard",
+            &tarball,
+            &"ab".repeat(32),
+            &out_dir.join("r.tar"),
+        )
+        .args(["--password-hash", &hash()]),
     );
     f.expect(1, &["sha256 mismatch"]);
     let e = &f.stderr;
@@ -135,9 +153,7 @@ fn tarball_checksum_mismatch_fails_without_output() {
 fn missing_binfmt_says_what_to_do() {
     let d = tempfile::tempdir().expect("tmp");
     let f = support::run_err(
-        boardsmith()
-            .args(["rootfs", "cubieboard", "--password-hash", &hash(), "-o"])
-            .arg(d.path().join("r.tar"))
+        cubie_rootfs(&d.path().join("r.tar"))
             .env("BOARDSMITH_BINFMT_DIR", d.path().join("no-binfmt")),
     );
     f.expect(
@@ -154,15 +170,8 @@ fn missing_binfmt_says_what_to_do() {
     std::fs::create_dir(&fake).expect("mkdir");
     std::fs::write(fake.join("status"), "enabled\n").expect("write");
     let f = support::run_err(
-        boardsmith()
-            .args([
-                "rootfs",
-                "armv8-foundation",
-                "--password-hash",
-                &hash(),
-                "-o",
-            ])
-            .arg(d.path().join("r.tar"))
+        command("rootfs", "armv8-foundation", &d.path().join("r.tar"))
+            .args(["--password-hash", &hash()])
             .env("BOARDSMITH_BINFMT_DIR", &fake),
     );
     f.expect(1, &["update-binfmts --enable qemu-aarch64"]);
@@ -175,12 +184,8 @@ fn unreachable_mirror_fails_clearly_without_output() {
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
     let f = support::run_err(
-        boardsmith()
+        cubie_rootfs(&out_dir.join("r.tar"))
             .args([
-                "rootfs",
-                "cubieboard",
-                "--password-hash",
-                &hash(),
                 "--mirror",
                 "http://127.0.0.1:9/debian",
                 "--security-mirror",
@@ -189,9 +194,7 @@ fn unreachable_mirror_fails_clearly_without_output() {
                 "none",
             ])
             .arg("--cache")
-            .arg(d.path().join("cache"))
-            .arg("-o")
-            .arg(out_dir.join("r.tar")),
+            .arg(d.path().join("cache")),
     );
     // The base's cache key reads the mirror's Release file first: that is where it fails.
     f.expect(
@@ -209,17 +212,16 @@ fn unreachable_mirror_fails_clearly_without_output() {
 #[test]
 fn password_is_required_without_a_terminal() {
     let d = tempfile::tempdir().expect("tmp");
-    let f = support::run_err(
-        boardsmith()
-            .args(["rootfs", "cubieboard", "-o"])
-            .arg(d.path().join("r.tar")),
-    );
+    let f = support::run_err(&mut command(
+        "rootfs",
+        "cubieboard",
+        &d.path().join("r.tar"),
+    ));
     f.expect(2, &["--password-hash", "--password-stdin"]);
 
     let f = support::run_err(
-        boardsmith()
-            .args(["rootfs", "cubieboard", "--password-hash", "hunter2", "-o"])
-            .arg(d.path().join("r.tar")),
+        command("rootfs", "cubieboard", &d.path().join("r.tar"))
+            .args(["--password-hash", "hunter2"]),
     );
     f.expect(2, &["not a crypt(3) password hash"]);
     let e = &f.stderr;
@@ -232,63 +234,41 @@ fn password_is_required_without_a_terminal() {
 #[test]
 fn droidmote_binary_needs_source_and_checksum() {
     let d = tempfile::tempdir().expect("tmp");
-    let f = support::run_err(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--feature",
-                "droidmote",
-                "--password-hash",
-                &hash(),
-                "--droidmote-password",
-                "random",
-                "-o",
-            ])
-            .arg(d.path().join("r.tar")),
-    );
+    let f = support::run_err(cubie_rootfs(&d.path().join("r.tar")).args([
+        "--feature",
+        "droidmote",
+        "--droidmote-password",
+        "random",
+    ]));
     f.expect(2, &["--droidmote-binary", "--droidmote-sha256"]);
 
     let (dm, _) = fake_droidmote(d.path());
     let tarball = prebuilt_rootfs(d.path());
     let f = support::run_err(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--feature",
-                "droidmote",
-                "--password-hash",
-                &hash(),
-            ])
-            .args([
-                "--droidmote-sha256",
-                &"0".repeat(64),
-                "--sha256",
-                &sha256_file(&tarball),
-            ])
-            .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw")
-            .arg("--droidmote-binary")
-            .arg(&dm)
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(d.path().join("r.tar")),
+        with_droidmote(
+            &mut configured("rootfs", &tarball, &d.path().join("r.tar")),
+            &dm,
+            &"0".repeat(64),
+        )
+        .env("BOARDSMITH_DROIDMOTE_PASSWORD", "remote-pw"),
     );
     f.expect(1, &["sha256 mismatch", "droidmote"]);
     assert!(!d.path().join("r.tar").exists());
 }
 
-/// A command line value clap accepts for `arg` (the check runs before any value is used).
-fn some_value(arg: &clap::Arg) -> Option<String> {
-    if !arg.get_action().takes_values() {
-        return None;
-    }
-    Some(
-        arg.get_possible_values()
-            .first()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_else(|| "1".to_string()),
+/// Runs `c` with the option `arg` (and, when it takes one, a value clap accepts) and `-o DIR/OUT`, in
+/// `dir`: its exit code and standard error.
+fn with_option(mut c: Command, arg: &clap::Arg, dir: &Path, out: &str) -> (Option<i32>, String) {
+    let o = c
+        .args(cli_definition::option_words(arg))
+        .arg("-o")
+        .arg(dir.join(out))
+        .current_dir(dir)
+        .output()
+        .expect("run");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
 
@@ -298,22 +278,22 @@ fn some_value(arg: &clap::Arg) -> Option<String> {
 fn build_refuses_every_rootfs_option_with_a_finished_rootfs() {
     let d = tempfile::tempdir().expect("tmp");
     let args = cli_definition::rootfs_only_arguments();
-    let longs: Vec<&str> = args.iter().filter_map(|a| a.get_long()).collect();
     // The list is clap's: it has the options the issue found ignored, and the Debian ones.
-    for expected in [
-        "feature",
-        "autologin",
-        "security-mirror",
-        "mode",
-        "password-hash",
-        "cache",
-        "droidmote-port",
-        "droidmote-password",
-        "expire-password",
-        "random-password",
-    ] {
-        assert!(longs.contains(&expected), "{expected} not in {longs:?}");
-    }
+    cli_definition::long_names(
+        &args,
+        &[
+            "feature",
+            "autologin",
+            "security-mirror",
+            "mode",
+            "password-hash",
+            "cache",
+            "droidmote-port",
+            "droidmote-password",
+            "expire-password",
+            "random-password",
+        ],
+    );
     for arg in &args {
         let long = format!("--{}", arg.get_long().expect("a long option"));
         for context in [&["--rootfs", "r"][..], &["--all", "--rootfs-dir", "r"][..]] {
@@ -322,18 +302,9 @@ fn build_refuses_every_rootfs_option_with_a_finished_rootfs() {
             if context[0] != "--all" {
                 c.arg("cubieboard");
             }
-            c.args(context).arg(&long);
-            if let Some(v) = some_value(arg) {
-                c.arg(v);
-            }
-            let out = c
-                .arg("-o")
-                .arg(d.path().join("out"))
-                .current_dir(d.path())
-                .output()
-                .expect("run");
-            let e = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{long} {context:?}: {e}");
+            c.args(context);
+            let (code, e) = with_option(c, arg, d.path(), "out");
+            assert_eq!(code, Some(2), "{long} {context:?}: {e}");
             assert!(
                 e.contains(&format!("{long} has no effect here")),
                 "{long} {context:?}: {e}"
@@ -372,19 +343,9 @@ fn prebuilt_tarball_refuses_every_debian_option() {
                 "t.tar.gz",
                 "--sha256",
             ])
-            .arg("0".repeat(64))
-            .arg(&long);
-            if let Some(v) = some_value(arg) {
-                c.arg(v);
-            }
-            let out = c
-                .arg("-o")
-                .arg(d.path().join("out.tar"))
-                .current_dir(d.path())
-                .output()
-                .expect("run");
-            let e = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(2), "{sub} {long}: {e}");
+            .arg("0".repeat(64));
+            let (code, e) = with_option(c, arg, d.path(), "out.tar");
+            assert_eq!(code, Some(2), "{sub} {long}: {e}");
             assert!(
                 e.contains(&format!("{long} has no effect here")) && e.contains("--rootfs-tarball"),
                 "{sub} {long}: {e}"
@@ -399,7 +360,6 @@ fn prebuilt_tarball_refuses_every_debian_option() {
 fn feature_options_without_their_feature_are_refused() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
-    let sha = sha256_file(&tarball);
     for (extra, needles) in [
         (
             &["--droidmote-port", "2400"][..],
@@ -416,13 +376,8 @@ fn feature_options_without_their_feature_are_refused() {
         ),
     ] {
         let out_dir = d.path().join("out");
-        let o = boardsmith()
-            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
+        let o = configured("rootfs", &tarball, &out_dir.join("r.tar"))
             .args(extra)
-            .args(["--sha256", &sha, "--rootfs-tarball"])
-            .arg(&tarball)
-            .arg("-o")
-            .arg(out_dir.join("r.tar"))
             .output()
             .expect("run");
         let e = String::from_utf8_lossy(&o.stderr);
@@ -443,28 +398,13 @@ fn droidmote_password_is_required_without_a_terminal() {
     let (dm, dm_sha) = fake_droidmote(d.path());
     let before = names_in(d.path());
     let f = support::run_err(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--feature",
-                "xfce",
-                "--feature",
-                "droidmote",
-                "--password-hash",
-                &hash(),
-                "--droidmote-sha256",
-                &dm_sha,
-                "--sha256",
-                &sha256_file(&tarball),
-            ])
-            .arg("--droidmote-binary")
-            .arg(&dm)
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(d.path().join("r.tar"))
-            .stdin(std::process::Stdio::null()),
+        with_droidmote(
+            &mut configured("rootfs", &tarball, &d.path().join("r.tar")),
+            &dm,
+            &dm_sha,
+        )
+        .args(["--feature", "xfce"])
+        .stdin(std::process::Stdio::null()),
     );
     f.expect(
         2,
@@ -483,13 +423,14 @@ fn droidmote_password_is_required_without_a_terminal() {
 
     // The user's password has no default either.
     let f = support::run_err(
-        boardsmith()
-            .args(["rootfs", "cubieboard", "--sha256", &sha256_file(&tarball)])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(d.path().join("r.tar"))
-            .stdin(std::process::Stdio::null()),
+        from_tarball(
+            "rootfs",
+            "cubieboard",
+            &tarball,
+            &sha256_file(&tarball),
+            &d.path().join("r.tar"),
+        )
+        .stdin(std::process::Stdio::null()),
     );
     f.expect(
         2,
@@ -513,31 +454,27 @@ fn random_secrets_are_written_private_and_match_the_image() {
     let (dm, dm_sha) = fake_droidmote(d.path());
     let out_dir = d.path().join("with space");
     let tar = out_dir.join("r.tar");
-    let o = boardsmith()
-        .args([
+    let o = with_droidmote(
+        &mut from_tarball(
             "rootfs",
             "cubieboard",
-            "--feature",
-            "droidmote",
-            "--random-password",
-            "--droidmote-password",
-            "random",
-            "--droidmote-sha256",
-            &dm_sha,
-            "--sha256",
+            &tarball,
             &sha256_file(&tarball),
-            "--json",
-            "--progress",
-            "plain",
-        ])
-        .arg("--droidmote-binary")
-        .arg(&dm)
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&tar)
-        .output()
-        .expect("run");
+            &tar,
+        ),
+        &dm,
+        &dm_sha,
+    )
+    .args([
+        "--random-password",
+        "--droidmote-password",
+        "random",
+        "--json",
+        "--progress",
+        "plain",
+    ])
+    .output()
+    .expect("run");
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{err}");
@@ -633,20 +570,9 @@ fn expired_password_has_last_change_day_zero() {
     ] {
         let tar = d.path().join("r.tar");
         support::run_ok(
-            boardsmith()
-                .args([
-                    "rootfs",
-                    board,
-                    "--password-hash",
-                    &hash(),
-                    "--world-readable",
-                ])
-                .args(extra)
-                .args(["--sha256", &sha256_file(&tarball)])
-                .arg("--rootfs-tarball")
-                .arg(&tarball)
-                .arg("-o")
-                .arg(&tar),
+            from_tarball("rootfs", board, &tarball, &sha256_file(&tarball), &tar)
+                .args(["--password-hash", &hash(), "--world-readable"])
+                .args(extra),
         );
         let shadow = tar_string(&tar, "etc/shadow");
         let user = shadow
@@ -659,26 +585,24 @@ fn expired_password_has_last_change_day_zero() {
     }
 }
 
-/// SIGTERM while `rootfs` downloads its tarball: the download is stopped, the work directory (0700
-/// while it exists) and the output directory it created are removed, and the status is 128+15.
-#[test]
-fn sigterm_during_rootfs_leaves_nothing_behind() {
-    let d = tempfile::tempdir().expect("tmp");
-    let tarball = prebuilt_rootfs(d.path());
+/// A download under way: the server stalls it, `child` waits on it.
+struct Stalled {
+    tarball: PathBuf,
+    server: StallingServer,
+    child: std::process::Child,
+    /// What `dir` held before the child started.
+    before: Vec<String>,
+}
+
+/// Starts `boardsmith SUB cubieboard -o out` (piped stderr) from a prebuilt tarball made in `dir`,
+/// served by a server that stalls after 100 bytes, and returns once the download has begun.
+fn stalled_download(dir: &Path, sub: &str, out: &Path) -> Stalled {
+    let tarball = prebuilt_rootfs(dir);
     let data = std::fs::read(&tarball).expect("read");
     let server = StallingServer::start(data, 100, "prebuilt.tar.gz");
-    let before = names_in(d.path());
-    let out_dir = d.path().join("out");
-    let child = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-        .args([
-            "--sha256",
-            &sha256_file(&tarball),
-            "--rootfs-tarball",
-            &server.url,
-        ])
-        .args(["--progress", "none", "-o"])
-        .arg(out_dir.join("r.tar"))
+    let before = names_in(dir);
+    let child = from_tarball(sub, "cubieboard", &server.url, &sha256_file(&tarball), out)
+        .args(["--password-hash", &hash(), "--progress", "none"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -688,6 +612,26 @@ fn sigterm_during_rootfs_leaves_nothing_behind() {
             .load(std::sync::atomic::Ordering::SeqCst)),
         "the download did not start"
     );
+    Stalled {
+        tarball,
+        server,
+        child,
+        before,
+    }
+}
+
+/// SIGTERM while `rootfs` downloads its tarball: the download is stopped, the work directory (0700
+/// while it exists) and the output directory it created are removed, and the status is 128+15.
+#[test]
+fn sigterm_during_rootfs_leaves_nothing_behind() {
+    let d = tempfile::tempdir().expect("tmp");
+    let out_dir = d.path().join("out");
+    let Stalled {
+        server,
+        child,
+        before,
+        ..
+    } = stalled_download(d.path(), "rootfs", &out_dir.join("r.tar"));
     let work: Vec<String> = names_in(&out_dir)
         .into_iter()
         .filter(|n| n.starts_with(".r.tar.work-"))
@@ -710,27 +654,13 @@ fn sigterm_during_rootfs_leaves_nothing_behind() {
 #[test]
 fn sigterm_during_build_leaves_nothing_behind() {
     let d = tempfile::tempdir().expect("tmp");
-    let tarball = prebuilt_rootfs(d.path());
-    let data = std::fs::read(&tarball).expect("read");
-    let server = StallingServer::start(data, 100, "prebuilt.tar.gz");
-    let before = names_in(d.path());
     let out_dir = d.path().join("out");
-    let child = boardsmith()
-        .args(["build", "cubieboard", "--password-hash", &hash()])
-        .args([
-            "--sha256",
-            &sha256_file(&tarball),
-            "--rootfs-tarball",
-            &server.url,
-        ])
-        .args(["--progress", "none", "-o"])
-        .arg(&out_dir)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    assert!(wait_for(60, || server
-        .reached
-        .load(std::sync::atomic::Ordering::SeqCst)));
+    let Stalled {
+        tarball,
+        server: _server,
+        child,
+        before,
+    } = stalled_download(d.path(), "build", &out_dir);
     assert!(
         names_in(&out_dir)
             .iter()
@@ -743,14 +673,7 @@ fn sigterm_during_build_leaves_nothing_behind() {
 
     // The image phase: a root filesystem big enough that mke2fs and hashing take a while.
     let rootfs = d.path().join("rootfs.tar");
-    support::run_ok(
-        boardsmith()
-            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-            .args(["--sha256", &sha256_file(&tarball), "--rootfs-tarball"])
-            .arg(&tarball)
-            .arg("-o")
-            .arg(&rootfs),
-    );
+    support::run_ok(&mut configured("rootfs", &tarball, &rootfs));
     let big = d.path().join("big");
     std::fs::create_dir_all(big.join("srv")).expect("mkdir");
     let st = Command::new("dd")
@@ -801,30 +724,9 @@ fn prebuilt_tarball_is_configured_and_reproducible() {
     let tarball = prebuilt_rootfs(d.path());
     let (dm, dm_sha) = fake_droidmote(d.path());
     let run = |out: &Path| {
-        let o = boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--feature",
-                "droidmote",
-                "--password-hash",
-                &hash(),
-            ])
-            .args(["--droidmote-sha256", &dm_sha, "--droidmote-port", "2400"])
-            .args([
-                "--sha256",
-                &sha256_file(&tarball),
-                "--json",
-                "--progress",
-                "none",
-            ])
+        let o = with_droidmote(&mut configured("rootfs", &tarball, out), &dm, &dm_sha)
+            .args(["--droidmote-port", "2400", "--json", "--progress", "none"])
             .env("BOARDSMITH_DROIDMOTE_PASSWORD", "s3cret-remote")
-            .arg("--droidmote-binary")
-            .arg(&dm)
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(out)
             .output()
             .expect("run");
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -971,23 +873,7 @@ fn build_without_rootfs_puts_the_configured_tree_in_the_image() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let out_dir = d.path().join("out");
-    support::run_ok(
-        boardsmith()
-            .args([
-                "build",
-                "cubieboard",
-                "--password-hash",
-                &hash(),
-                "--sha256",
-                &sha256_file(&tarball),
-                "--progress",
-                "none",
-            ])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(&out_dir),
-    );
+    support::run_ok(configured("build", &tarball, &out_dir).args(["--progress", "none"]));
     let img = out_dir.join("cubieboard.img");
     assert!(img.is_file() && out_dir.join("cubieboard.rootfs.tar").is_file());
     let root = extract_root_partition(&img, d.path());
@@ -1025,21 +911,7 @@ fn build_refuses_a_rootfs_made_for_another_plan() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let rootfs = d.path().join("r.tar");
-    support::run_ok(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--password-hash",
-                &hash(),
-                "--sha256",
-                &sha256_file(&tarball),
-            ])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(&rootfs),
-    );
+    support::run_ok(&mut configured("rootfs", &tarball, &rootfs));
     let f = support::run_err(
         boardsmith()
             .env("SOURCE_DATE_EPOCH", "1700000001")
@@ -1065,21 +937,7 @@ fn directory_output_keeps_owners_and_modes() {
     let d = tempfile::tempdir().expect("tmp");
     let tarball = prebuilt_rootfs(d.path());
     let out = d.path().join("tree");
-    support::run_ok(
-        boardsmith()
-            .args([
-                "rootfs",
-                "cubieboard",
-                "--password-hash",
-                &hash(),
-                "--sha256",
-                &sha256_file(&tarball),
-            ])
-            .arg("--rootfs-tarball")
-            .arg(&tarball)
-            .arg("-o")
-            .arg(&out),
-    );
+    support::run_ok(&mut configured("rootfs", &tarball, &out));
     let shadow = std::fs::metadata(out.join("etc/shadow")).expect("shadow");
     assert_eq!(
         (
@@ -1099,21 +957,7 @@ fn directory_output_keeps_owners_and_modes() {
         Path::new("/lib/systemd/system/serial-getty@.service")
     );
     // A non-empty directory is not overwritten.
-    let again = boardsmith()
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--password-hash",
-            &hash(),
-            "--sha256",
-            &sha256_file(&tarball),
-        ])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("run");
+    let again = configured("rootfs", &tarball, &out).output().expect("run");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not an empty directory"));
 }
@@ -1140,13 +984,8 @@ fn tarball_url_is_resumed_through_the_shared_client() {
         .expect("gzip, zstd, xz");
     assert!(st.success());
     let run = |src: &str, sha: &str, out: &Path| {
-        boardsmith()
-            .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-            .args(["--sha256", sha, "--progress", "plain"])
-            .arg("--rootfs-tarball")
-            .arg(src)
-            .arg("-o")
-            .arg(out)
+        from_tarball("rootfs", "cubieboard", src, sha, out)
+            .args(["--password-hash", &hash(), "--progress", "plain"])
             .output()
             .expect("run")
     };
@@ -1227,13 +1066,7 @@ fn tarball_entry_claiming_more_than_the_archive_fails() {
     let (header, len) = support::claim_size(&tarball, member, 8 << 40);
     let out_dir = d.path().join("out");
     std::fs::create_dir(&out_dir).expect("mkdir");
-    let out = boardsmith()
-        .args(["rootfs", "cubieboard", "--password-hash", &hash()])
-        .args(["--sha256", &sha256_file(&tarball)])
-        .arg("--rootfs-tarball")
-        .arg(&tarball)
-        .arg("-o")
-        .arg(out_dir.join("r.tar"))
+    let out = configured("rootfs", &tarball, &out_dir.join("r.tar"))
         .output()
         .expect("run");
     let e = String::from_utf8_lossy(&out.stderr);

@@ -43,10 +43,24 @@ fn run(c: &mut Command) -> Output {
     c.output().expect("run boardsmith")
 }
 
+/// `rootfs BOARD --cache-key`, from `home`.
+fn cache_key(home: &Path, board: &str) -> Command {
+    let mut c = boardsmith(home);
+    c.args(["rootfs", board, "--cache-key"]);
+    c
+}
+
+/// `rootfs BOARD --cache-key` with no security mirror and `mirror` for the archive, from `home`.
+fn cache_key_from(home: &Path, board: &str, mirror: &str) -> Command {
+    let mut c = cache_key(home, board);
+    c.args(["--security-mirror", "", "--mirror", mirror]);
+    c
+}
+
 /// `rootfs BOARD --cache-key` with `extra`; the key.
 fn key(home: &Path, board: &str, mirror: &str, extra: &[&str]) -> String {
-    let mut c = boardsmith(home);
-    c.args(["rootfs", board, "--cache-key", "--mirror", mirror]);
+    let mut c = cache_key(home, board);
+    c.args(["--mirror", mirror]);
     if !extra.contains(&"--security-mirror") {
         c.args(["--security-mirror", ""]);
     }
@@ -76,18 +90,10 @@ fn key_is_the_same_across_runs_paths_and_build_epochs() {
     let k1 = key(&a, "cubieboard", &mirror, &[]);
     // Another home, cache directory, working directory, temporary directory, SOURCE_DATE_EPOCH: the base
     // depends on none of them (the board configuration applies SOURCE_DATE_EPOCH).
-    let o = run(boardsmith(&b)
+    let o = run(cache_key_from(&b, "cubieboard", &mirror)
         .env("SOURCE_DATE_EPOCH", "1800000000")
         .env("TMPDIR", &b)
-        .env("BOARDSMITH_CACHE", b.join("elsewhere"))
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--cache-key",
-            "--security-mirror",
-            "",
-        ])
-        .args(["--mirror", &mirror]));
+        .env("BOARDSMITH_CACHE", b.join("elsewhere")));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), k1);
     // The Release files were read for the key: two per run (the suite and its -updates).
@@ -100,9 +106,7 @@ fn key_is_the_same_across_runs_paths_and_build_epochs() {
 
     // Every board's `key` is its board layer's (what its build reads); `--json` gives its base's too.
     let keys = |board: &str| -> serde_json::Value {
-        let o = run(boardsmith(&a)
-            .args(["rootfs", board, "--cache-key", "--json"])
-            .args(["--security-mirror", "", "--mirror", &mirror]));
+        let o = run(cache_key_from(&a, board, &mirror).arg("--json"));
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).expect("json")
     };
@@ -292,20 +296,20 @@ fn each_input_changes_the_key() {
 fn cache_key_refuses_every_option_that_does_not_change_the_base() {
     let d = tempfile::tempdir().expect("tmp");
     let args = cli_definition::cache_key_refused_arguments();
-    let longs: Vec<&str> = args.iter().filter_map(|a| a.get_long()).collect();
-    for expected in [
-        "out",
-        "hostname",
-        "password-hash",
-        "random-password",
-        "droidmote-password",
-        "set",
-        "cache",
-        "no-cache",
-        "rootfs-tarball",
-    ] {
-        assert!(longs.contains(&expected), "{expected} not in {longs:?}");
-    }
+    let longs = cli_definition::long_names(
+        &args,
+        &[
+            "out",
+            "hostname",
+            "password-hash",
+            "random-password",
+            "droidmote-password",
+            "set",
+            "cache",
+            "no-cache",
+            "rootfs-tarball",
+        ],
+    );
     for kept in [
         "mirror",
         "suite",
@@ -318,17 +322,7 @@ fn cache_key_refuses_every_option_that_does_not_change_the_base() {
     }
     for arg in &args {
         let long = format!("--{}", arg.get_long().expect("a long option"));
-        let mut c = boardsmith(d.path());
-        c.args(["rootfs", "cubieboard", "--cache-key", &long]);
-        if arg.get_action().takes_values() {
-            c.arg(
-                arg.get_possible_values()
-                    .first()
-                    .map(|v| v.get_name().to_string())
-                    .unwrap_or_else(|| "1".into()),
-            );
-        }
-        let o = run(&mut c);
+        let o = run(cache_key(d.path(), "cubieboard").args(cli_definition::option_words(arg)));
         let e = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{long}: {e}");
         assert!(
@@ -346,18 +340,12 @@ fn cache_key_errors_name_their_cause() {
     archive(d.path(), "undated", &["bookworm"], "");
     let server = FileServer::start(d.path());
     // Not a snapshot timestamp: invalid input.
-    let o = run(boardsmith(d.path()).args([
-        "rootfs",
-        "cubieboard",
-        "--cache-key",
-        "--snapshot",
-        "2025-01-01",
-    ]));
+    let o = run(cache_key(d.path(), "cubieboard").args(["--snapshot", "2025-01-01"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--snapshot 2025-01-01"));
     // A suite the archive does not have.
-    let o = run(boardsmith(d.path())
-        .args(["rootfs", "cubieboard", "--cache-key", "--suite", "bogus"])
+    let o = run(cache_key(d.path(), "cubieboard")
+        .args(["--suite", "bogus"])
         .args(["--mirror", &format!("{}/debian", server.url)]));
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -366,15 +354,11 @@ fn cache_key_errors_name_their_cause() {
         "{e}"
     );
     // A Release file without a Date is no archive's.
-    let o = run(boardsmith(d.path())
-        .args([
-            "rootfs",
-            "cubieboard",
-            "--cache-key",
-            "--security-mirror",
-            "",
-        ])
-        .args(["--mirror", &format!("{}/undated", server.url)]));
+    let o = run(&mut cache_key_from(
+        d.path(),
+        "cubieboard",
+        &format!("{}/undated", server.url),
+    ));
     assert_eq!(o.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("not a UTC date"),

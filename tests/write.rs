@@ -18,8 +18,7 @@ fn write_ok(args: &[&str]) -> String {
 }
 
 fn file_roundtrip(ext: &str) {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let out = dir.path().join("card.img");
     let stderr = write_ok(&[
         &f.path(ext).display().to_string(),
@@ -70,8 +69,7 @@ fn sevenz_to_file() {
 /// multi-threaded fixture's archive (resets every MiB) gives the same image.
 #[test]
 fn sevenz_single_stream_and_threaded_archive_agree() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let single = dir.path().join("single.img.7z");
     sh(&format!(
         "cd {} && 7z a -bso0 -bsp0 -mx=1 -mmt=1 {} sdcard.img",
@@ -101,8 +99,7 @@ fn sevenz_single_stream_and_threaded_archive_agree() {
 #[test]
 fn every_format_to_a_loop_device() {
     require_root("loop devices");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let backing = dir.path().join("card");
     for ext in FORMATS {
         filled(&backing, f.size + (8 << 20), 0xaa);
@@ -129,8 +126,7 @@ fn every_format_to_a_loop_device() {
 #[test]
 fn bmap_writes_only_mapped_blocks_to_a_device() {
     require_root("loop devices");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let backing = dir.path().join("card");
     filled(&backing, f.size, 0xaa);
     let lo = Loop::attach(&backing, false);
@@ -140,21 +136,8 @@ fn bmap_writes_only_mapped_blocks_to_a_device() {
     // bmaptool's own copy onto a fresh zeroed file, then compare the mapped blocks: our target
     // must hold the image in every mapped block.
     let reference = dir.path().join("ref");
-    run(
-        "bmaptool",
-        &[
-            "-q",
-            "copy",
-            "--bmap",
-            &f.dir.join("sdcard.img.bmap").display().to_string(),
-            &f.raw.display().to_string(),
-            &reference.display().to_string(),
-        ],
-    );
-    let bmap = boardsmith::image::bmap::Bmap::parse(
-        &std::fs::read_to_string(f.dir.join("sdcard.img.bmap")).unwrap(),
-    )
-    .unwrap();
+    bmaptool_copy(&f.bmap_path(), &f.raw, &reference);
+    let bmap = f.bmap();
     let ours = std::fs::read(&backing).unwrap();
     let image = std::fs::read(&f.raw).unwrap();
     let mut stale = 0;
@@ -176,8 +159,7 @@ fn bmap_writes_only_mapped_blocks_to_a_device() {
 
 #[test]
 fn from_standard_input() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     for ext in [".xz", ".zst", ".7z"] {
         let out = dir.path().join(format!("stdin{ext}.img"));
         let o = bin()
@@ -227,8 +209,7 @@ fn from_a_local_http_server() {
 /// Format is recognised by content: an xz file named .img is decoded.
 #[test]
 fn format_by_magic_bytes() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let disguised = dir.path().join("disguised.img");
     std::fs::copy(f.path(".xz"), &disguised).unwrap();
     let out = dir.path().join("out.img");
@@ -243,8 +224,7 @@ fn format_by_magic_bytes() {
 /// A sums file beside the source is used (IMAGE.sha256 naming the image, as build writes it).
 #[test]
 fn sums_file_beside_the_source() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let src = dir.path().join("sdcard.img.gz");
     std::fs::copy(f.path(".gz"), &src).unwrap();
     std::fs::write(
@@ -261,8 +241,7 @@ fn sums_file_beside_the_source() {
 /// We consume `bmaptool create` output (2.0), and the 1.3 layout with SHA-1 checksums.
 #[test]
 fn consumes_bmaptool_create_output() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let bmap = dir.path().join("made-by-bmaptool.bmap");
     run(
         "bmaptool",
@@ -297,17 +276,7 @@ fn consumes_bmaptool_create_output() {
     assert_eq!(sha256sum(&out2), f.sha256);
     // bmaptool itself accepts our 1.3 rendering: the format is right.
     let out3 = dir.path().join("out3.img");
-    run(
-        "bmaptool",
-        &[
-            "-q",
-            "copy",
-            "--bmap",
-            &old.display().to_string(),
-            &f.raw.display().to_string(),
-            &out3.display().to_string(),
-        ],
-    );
+    bmaptool_copy(&old, &f.raw, &out3);
     assert_eq!(sha256sum(&out3), f.sha256);
 }
 
@@ -315,15 +284,16 @@ fn consumes_bmaptool_create_output() {
 fn v1_3(b: &boardsmith::image::bmap::Bmap, img: &Path) -> String {
     use std::fmt::Write;
     let mut s = String::from("<?xml version=\"1.0\" ?>\n<bmap version=\"1.3\">\n");
-    let _ = writeln!(s, "    <ImageSize> {} </ImageSize>", b.image_size);
-    let _ = writeln!(s, "    <BlockSize> {} </BlockSize>", b.block_size);
-    let _ = writeln!(s, "    <BlocksCount> {} </BlocksCount>", b.blocks_count());
-    let _ = writeln!(
-        s,
-        "    <MappedBlocksCount> {} </MappedBlocksCount>",
-        b.mapped_blocks()
-    );
-    let _ = writeln!(s, "    <BmapFileSHA1> {} </BmapFileSHA1>", "0".repeat(40));
+    for (tag, value) in [
+        ("ImageSize", b.image_size.to_string()),
+        ("BlockSize", b.block_size.to_string()),
+        ("BlocksCount", b.blocks_count().to_string()),
+        ("MappedBlocksCount", b.mapped_blocks().to_string()),
+        // Zeros while the file's own SHA-1 is computed, as bmaptool does.
+        ("BmapFileSHA1", "0".repeat(40)),
+    ] {
+        let _ = writeln!(s, "    <{tag}> {value} </{tag}>");
+    }
     s.push_str("    <BlockMap>\n");
     for r in &b.ranges {
         let (start, end) = b.byte_range(r);
@@ -398,17 +368,7 @@ fn bmaptool_copy_consumes_our_bmap() {
     let expected = std::fs::read_to_string(out.join("armv8-foundation.img.sha256")).unwrap();
     let expected = expected.split_whitespace().next().unwrap().to_string();
     let copy = dir.path().join("bmaptool-copy.img");
-    run(
-        "bmaptool",
-        &[
-            "-q",
-            "copy",
-            "--bmap",
-            &out.join("armv8-foundation.img.bmap").display().to_string(),
-            &img.display().to_string(),
-            &copy.display().to_string(),
-        ],
-    );
+    bmaptool_copy(&out.join("armv8-foundation.img.bmap"), &img, &copy);
     assert_eq!(sha256sum(&copy), expected);
     let ours = dir.path().join("ours.img");
     let stderr = write_ok(&[&img.display().to_string(), &ours.display().to_string()]);
@@ -420,14 +380,8 @@ fn bmaptool_copy_consumes_our_bmap() {
 /// `boardsmith write SRC DIR/out.img EXTRA...` into a temporary directory, asserting success.
 fn write_to_a_file(src: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let o = bin()
-        .arg("write")
-        .arg(src)
-        .arg(dir.path().join("out.img"))
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = write(src, dir.path().join("out.img"), extra);
+    ok_stderr(&o);
     o
 }
 
@@ -437,15 +391,8 @@ fn write_to_a_file(src: &std::path::Path, extra: &[&str]) -> std::process::Outpu
 fn json_progress_lines() {
     let f = fixture();
     let o = write_to_a_file(&f.path(".gz"), &["--progress", "json", "--json"]);
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
-    let phases: Vec<&str> = lines
-        .iter()
-        .filter(|v| v["event"] == "phase")
-        .filter_map(|v| v["phase"].as_str())
-        .collect();
+    let lines = support::json_lines(&o.stderr);
+    let phases = support::event_texts(&lines, "phase", "phase");
     assert_eq!(phases, ["write", "flush", "verify", "finish"]);
     assert!(
         lines

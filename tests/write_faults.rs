@@ -6,15 +6,34 @@
 mod support;
 mod writer_common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use writer_common::*;
 
+/// A loop device over a new ext4 filesystem of `size` in `file`, mounted on `mnt`. Bound as
+/// `let (lo, m)`, the mount goes first.
+fn mounted_ext4(file: &Path, size: &str, mnt: &Path) -> (Loop, Mount) {
+    blank_disk(file, size, true);
+    let lo = Loop::attach(file, false);
+    let m = Mount::new(&lo.dev, mnt);
+    (lo, m)
+}
+
+/// A gzip bomb in `dir`: 8 KiB expanding to 8 MiB of zeros, no size in its header.
+fn gzip_bomb(dir: &Path) -> PathBuf {
+    let bomb = dir.join("bomb.img.gz");
+    sh(&format!(
+        "head -c 8M /dev/zero | gzip -9 > {}",
+        bomb.display()
+    ));
+    bomb
+}
+
 fn damaged(ext: &str, how: &str) -> (tempfile::TempDir, PathBuf) {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let src = dir.path().join(format!("damaged.img{ext}"));
     let mut bytes = std::fs::read(f.path(ext)).unwrap();
     match how {
@@ -42,13 +61,7 @@ fn damaged_source(ext: &str, how: &str, code: i32, needles: &[&str]) {
 /// `needles`; when the write had begun (1), the target is left without its first 64 KiB.
 fn refused_source(src: &Path, code: i32, needles: &[&str]) {
     let out = src.with_file_name("out.img");
-    let o = bin()
-        .arg("write")
-        .arg(src)
-        .arg(&out)
-        .arg("--no-bmap")
-        .output()
-        .unwrap();
+    let o = write(src, &out, &["--no-bmap"]);
     let mut all = vec![src.file_name().unwrap().to_str().unwrap()];
     all.extend_from_slice(needles);
     assert_failed(&o, code, &all);
@@ -107,8 +120,7 @@ fn corrupt_7z() {
 /// (header edited, its own CRCs fixed up): the block-parallel decoder's whole-entry check catches it.
 #[test]
 fn sevenz_crc_mismatch() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let arc = dir.path().join("bad-crc.img.7z");
     // -mmt=2 writes dictionary resets (the block-parallel path); -mhc=off keeps the header plain.
     let st = Command::new("7z")
@@ -154,26 +166,11 @@ fn truncated_7z() {
 /// A mapped range whose data does not match the bmap: the range is named, the source blamed.
 #[test]
 fn bmap_range_checksum_mismatch() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let img = dir.path().join("sdcard.img");
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            &f.raw.display().to_string(),
-            &img.display().to_string(),
-        ],
-    );
-    std::fs::copy(
-        f.dir.join("sdcard.img.bmap"),
-        dir.path().join("sdcard.img.bmap"),
-    )
-    .unwrap();
-    let bmap = boardsmith::image::bmap::Bmap::parse(
-        &std::fs::read_to_string(f.dir.join("sdcard.img.bmap")).unwrap(),
-    )
-    .unwrap();
+    sparse_copy(&f.raw, &img);
+    std::fs::copy(f.bmap_path(), dir.path().join("sdcard.img.bmap")).unwrap();
+    let bmap = f.bmap();
     // Damage one byte in the last mapped range.
     let (index, r) = bmap.ranges.iter().enumerate().next_back().unwrap();
     let (start, end) = bmap.byte_range(r);
@@ -181,7 +178,7 @@ fn bmap_range_checksum_mismatch() {
     let old = std::fs::read(&img).unwrap()[at as usize];
     write_at(&img, at, &[old ^ 0xff]);
     let out = dir.path().join("out.img");
-    let o = bin().arg("write").arg(&img).arg(&out).output().unwrap();
+    let o = write(&img, &out, &[]);
     let range = format!(
         "bmap range {} (blocks {}-{}, bytes {start}..{end})",
         index + 1,
@@ -198,17 +195,10 @@ fn bmap_range_checksum_mismatch() {
 
 #[test]
 fn wrong_sha256() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let out = dir.path().join("out.img");
     let wrong = "0123456789abcdef".repeat(4);
-    let o = bin()
-        .arg("write")
-        .arg(f.path(".zst"))
-        .arg(&out)
-        .args(["--sha256", &wrong])
-        .output()
-        .unwrap();
+    let o = write(f.path(".zst"), &out, &["--sha256", &wrong]);
     assert_failed(
         &o,
         1,
@@ -220,31 +210,19 @@ fn wrong_sha256() {
     );
     assert!(zero_prefix(&out, 65536));
     // A malformed digest is a usage error.
-    let o = bin()
-        .arg("write")
-        .arg(f.path(".zst"))
-        .arg(&out)
-        .args(["--sha256", "abc"])
-        .output()
-        .unwrap();
+    let o = write(f.path(".zst"), &out, &["--sha256", "abc"]);
     assert_failed(&o, 2, &["--sha256", "not a sha256 digest"]);
 }
 
 #[test]
 fn target_too_small() {
     require_root("loop devices");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let backing = dir.path().join("small");
     filled(&backing, 16 << 20, 0x5c);
     let before = sha256sum(&backing);
     let lo = Loop::attach(&backing, false);
-    let o = bin()
-        .arg("write")
-        .arg(f.path(".xz"))
-        .args([&lo.dev, "--yes"])
-        .output()
-        .unwrap();
+    let o = write(f.path(".xz"), &lo.dev, &["--yes"]);
     assert_failed(
         &o,
         1,
@@ -261,21 +239,11 @@ fn target_too_small() {
 #[test]
 fn mounted_target_refused() {
     require_root("loop devices and mounts");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let backing = dir.path().join("disk");
-    run("truncate", &["-s", "64M", &backing.display().to_string()]);
-    run("mkfs.ext4", &["-q", "-F", &backing.display().to_string()]);
-    let lo = Loop::attach(&backing, false);
+    let (f, dir) = fixture_and_dir();
     let mnt = dir.path().join("mnt");
-    let m = Mount::new(&lo.dev, &mnt);
+    let (lo, m) = mounted_ext4(&dir.path().join("disk"), "64M", &mnt);
     std::fs::write(mnt.join("keep.txt"), "still here").unwrap();
-    let o = bin()
-        .arg("write")
-        .arg(f.path(""))
-        .args([&lo.dev, "--yes"])
-        .output()
-        .unwrap();
+    let o = write(f.path(""), &lo.dev, &["--yes"]);
     assert_failed(
         &o,
         1,
@@ -294,20 +262,21 @@ fn mounted_target_refused() {
     drop(lo);
 }
 
+/// Writes the raw image, without --yes, to a loop device over a blank 64 MiB file `disk` in the
+/// returned directory.
+fn write_to_a_fixed_disk(why: &str) -> (tempfile::TempDir, Loop, Output) {
+    require_root(why);
+    let (f, dir) = fixture_and_dir();
+    let backing = dir.path().join("disk");
+    blank_disk(&backing, "64M", false);
+    let lo = Loop::attach(&backing, false);
+    let o = write(f.path(""), &lo.dev, &[]);
+    (dir, lo, o)
+}
+
 #[test]
 fn non_removable_disk_needs_yes() {
-    require_root("loop devices");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let backing = dir.path().join("disk");
-    run("truncate", &["-s", "64M", &backing.display().to_string()]);
-    let lo = Loop::attach(&backing, false);
-    let o = bin()
-        .arg("write")
-        .arg(f.path(""))
-        .arg(&lo.dev)
-        .output()
-        .unwrap();
+    let (_dir, _lo, o) = write_to_a_fixed_disk("loop devices");
     assert_failed(
         &o,
         2,
@@ -319,18 +288,8 @@ fn non_removable_disk_needs_yes() {
 /// and why it needs --yes (a loop device is fixed media).
 #[test]
 fn non_removable_disk_message_says_why() {
-    require_root("loop devices, mounts");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, lo, o) = write_to_a_fixed_disk("loop devices, mounts");
     let backing = dir.path().join("disk");
-    run("truncate", &["-s", "64M", &backing.display().to_string()]);
-    let lo = Loop::attach(&backing, false);
-    let o = bin()
-        .arg("write")
-        .arg(f.path(""))
-        .arg(&lo.dev)
-        .output()
-        .unwrap();
     assert_failed(
         &o,
         2,
@@ -347,20 +306,14 @@ fn non_removable_disk_message_says_why() {
 #[test]
 fn loop_device_backed_by_the_source_is_refused() {
     require_root("loop devices, mounts");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let src = dir.path().join("loop.bin");
     run(
         "cp",
         &[&f.raw.display().to_string(), &src.display().to_string()],
     );
     let lo = Loop::attach(&src, false);
-    let o = bin()
-        .arg("write")
-        .arg(&src)
-        .args([&lo.dev, "--yes"])
-        .output()
-        .unwrap();
+    let o = write(&src, &lo.dev, &["--yes"]);
     assert_failed(
         &o,
         2,
@@ -392,29 +345,14 @@ fn loop_device_backed_by_the_source_is_refused() {
 #[test]
 fn target_holding_the_source_is_refused() {
     require_root("loop devices, mounts");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let disk = dir.path().join("disk");
-    run("truncate", &["-s", "128M", &disk.display().to_string()]);
-    run("mkfs.ext4", &["-q", "-F", &disk.display().to_string()]);
-    let lo = Loop::attach(&disk, false);
     let mnt = dir.path().join("mnt");
-    let m = Mount::new(&lo.dev, &mnt);
+    let (lo, m) = mounted_ext4(&disk, "128M", &mnt);
     let src = mnt.join("sdcard.img.xz");
-    run(
-        "cp",
-        &[
-            &f.path(".xz").display().to_string(),
-            &src.display().to_string(),
-        ],
-    );
+    std::fs::copy(f.path(".xz"), &src).unwrap();
     let before = sha256sum(&src);
-    let o = bin()
-        .arg("write")
-        .arg(&src)
-        .args([&lo.dev, "--yes"])
-        .output()
-        .unwrap();
+    let o = write(&src, &lo.dev, &["--yes"]);
     assert_failed(
         &o,
         2,
@@ -428,26 +366,11 @@ fn target_holding_the_source_is_refused() {
     );
     // One level down: inner.img on the target's filesystem holds another filesystem, loop-mounted,
     // that holds the source.
-    let inner = mnt.join("inner.img");
-    run("truncate", &["-s", "64M", &inner.display().to_string()]);
-    run("mkfs.ext4", &["-q", "-F", &inner.display().to_string()]);
-    let inner_lo = Loop::attach(&inner, false);
     let inner_mnt = dir.path().join("inner");
-    let inner_m = Mount::new(&inner_lo.dev, &inner_mnt);
+    let (inner_lo, inner_m) = mounted_ext4(&mnt.join("inner.img"), "64M", &inner_mnt);
     let deep = inner_mnt.join("sdcard.img.xz");
-    run(
-        "cp",
-        &[
-            &f.path(".xz").display().to_string(),
-            &deep.display().to_string(),
-        ],
-    );
-    let o = bin()
-        .arg("write")
-        .arg(&deep)
-        .args([&lo.dev, "--yes"])
-        .output()
-        .unwrap();
+    std::fs::copy(f.path(".xz"), &deep).unwrap();
+    let o = write(&deep, &lo.dev, &["--yes"]);
     assert_failed(
         &o,
         2,
@@ -466,18 +389,26 @@ fn target_holding_the_source_is_refused() {
     run("e2fsck", &["-fn", &disk.display().to_string()]);
 }
 
+/// `boardsmith write - TARGET` with `input` on standard input.
+fn write_stdin(input: &Path, target: &Path) -> Command {
+    let mut c = boardsmith();
+    c.args(["write", "-"])
+        .arg(target)
+        .stdin(std::fs::File::open(input).unwrap());
+    c
+}
+
 /// The target is the source file: by the same name, through a symlink, or as standard input
 /// redirected from it. Refused by identity (device and inode), the file unchanged.
 #[test]
 fn the_source_itself_is_refused() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let img = dir.path().join("image.img");
     std::fs::copy(&f.raw, &img).unwrap();
     let link = dir.path().join("link.img");
     std::os::unix::fs::symlink(&img, &link).unwrap();
     for target in [&img, &link] {
-        let o = bin().arg("write").arg(&img).arg(target).output().unwrap();
+        let o = write(&img, target, &[]);
         let t = target.display();
         assert_failed(
             &o,
@@ -487,12 +418,7 @@ fn the_source_itself_is_refused() {
             )],
         );
     }
-    let o = boardsmith()
-        .args(["write", "-"])
-        .arg(&img)
-        .stdin(std::fs::File::open(&img).unwrap())
-        .output()
-        .unwrap();
+    let o = write_stdin(&img, &img).output().unwrap();
     let t = img.display();
     assert_failed(&o, 2, &[&format!("error: {t} is the source image itself")]);
     assert_eq!(sha256sum(&img), f.sha256);
@@ -504,8 +430,7 @@ fn the_source_itself_is_refused() {
 #[test]
 fn the_target_is_opened_once() {
     require_root("loop devices, mounts");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let backing = dir.path().join("card");
     filled(&backing, f.size + (4 << 20), 0xaa);
     let lo = Loop::attach(&backing, false);
@@ -552,18 +477,11 @@ fn the_target_is_opened_once() {
 /// emptied first, and the message then said nothing was written).
 #[test]
 fn impossible_size_leaves_the_existing_file_unchanged() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let existing = dir.path().join("existing.img");
     std::fs::write(&existing, pseudo_random(5, 3 << 20)).unwrap();
     let before = sha256sum(&existing);
-    let o = bin()
-        .arg("write")
-        .arg(f.path(""))
-        .arg(&existing)
-        .args(["--size", "100000T"])
-        .output()
-        .unwrap();
+    let o = write(f.path(""), &existing, &["--size", "100000T"]);
     let e = existing.display();
     assert_failed(
         &o,
@@ -581,20 +499,10 @@ fn impossible_size_leaves_the_existing_file_unchanged() {
 #[test]
 fn size_is_a_hard_cap_for_a_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let bomb = dir.path().join("bomb.img.gz");
-    sh(&format!(
-        "head -c 8M /dev/zero | gzip -9 > {}",
-        bomb.display()
-    ));
+    let bomb = gzip_bomb(dir.path());
     assert!(std::fs::metadata(&bomb).unwrap().len() < 16 << 10);
     let out = dir.path().join("out.img");
-    let o = bin()
-        .arg("write")
-        .arg(&bomb)
-        .arg(&out)
-        .args(["--size", "1M"])
-        .output()
-        .unwrap();
+    let o = write(&bomb, &out, &["--size", "1M"]);
     let t = out.display();
     assert_failed(
         &o,
@@ -612,29 +520,12 @@ fn size_is_a_hard_cap_for_a_stream() {
 #[test]
 fn free_space_is_the_cap_without_size() {
     require_root("loop devices, mounts");
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let small = dir.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    run(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=4m",
-            "tmpfs",
-            &small.display().to_string(),
-        ],
-    );
-    let _m = Mount { dir: small.clone() };
-    let bomb = dir.path().join("bomb.img.gz");
-    sh(&format!(
-        "head -c 8M /dev/zero | gzip -9 > {}",
-        bomb.display()
-    ));
+    let _m = Mount::tmpfs(&small, "4m");
+    let bomb = gzip_bomb(dir.path());
     let out = small.join("out.img");
-    let o = bin().arg("write").arg(&bomb).arg(&out).output().unwrap();
+    let o = write(&bomb, &out, &[]);
     let t = out.display();
     assert_failed(
         &o,
@@ -645,12 +536,7 @@ fn free_space_is_the_cap_without_size() {
     );
     std::fs::remove_file(&out).unwrap();
     // Known to be 40 MiB: refused up front, and no file is left behind.
-    let o = bin()
-        .arg("write")
-        .arg(f.path(".xz"))
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = write(f.path(".xz"), &out, &[]);
     assert_failed(
         &o,
         2,
@@ -665,19 +551,11 @@ fn free_space_is_the_cap_without_size() {
 /// SIGTERM mid-write: exit 143 (128 + 15), the signal named, the target's state told.
 #[test]
 fn sigterm_mid_write_exits_143() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let target = dir.path().join("card.img");
     filled(&target, f.size, 0xaa);
     let t = target.display().to_string();
-    let (mut w, _stdin, mut rest) = start_stdin_writer(&t, &[], 16 << 20, 8 << 20);
-    // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(w.0.id() as i32, libc::SIGTERM) };
-    let status = w.0.wait().unwrap();
-    let mut stderr = String::new();
-    // The rest of stderr, after the progress lines read so far.
-    std::io::Read::read_to_string(&mut rest, &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(143), "{stderr}");
+    let stderr = signalled_mid_write(&t, &[], libc::SIGTERM);
     assert!(
         stderr.contains(&format!(
             "error: interrupted by SIGTERM\n{t} is incomplete: its first 64 KiB are zeroed and were not written, so it holds no partition table and will not boot; write the image again\n"
@@ -729,20 +607,28 @@ fn start_stdin_writer(
     (Killed(child), stdin, lines)
 }
 
+/// Sends `sig` to a [`start_stdin_writer`] to `target` once 8 of the 16 MiB fed are written; asserts
+/// the exit status 128 + `sig` and returns the rest of its standard error.
+fn signalled_mid_write(target: &str, extra: &[&str], sig: i32) -> String {
+    let (mut w, _stdin, mut rest) = start_stdin_writer(target, extra, 16 << 20, 8 << 20);
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(w.0.id() as i32, sig) };
+    let status = w.0.wait().unwrap();
+    let mut stderr = String::new();
+    // The rest of stderr, after the progress lines read so far.
+    std::io::Read::read_to_string(&mut rest, &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(128 + sig), "{stderr}");
+    stderr
+}
+
 #[test]
 fn two_writers_second_refused() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let target = dir.path().join("card.img");
     let t = target.display().to_string();
     let (mut first, stdin, _out) = start_stdin_writer(&t, &[], 8 << 20, 1 << 20);
     let pid = first.0.id();
-    let o = bin()
-        .arg("write")
-        .arg(f.path(""))
-        .arg(&target)
-        .output()
-        .unwrap();
+    let o = write(f.path(""), &target, &[]);
     assert_failed(
         &o,
         1,
@@ -765,29 +651,23 @@ fn two_writers_second_refused() {
 /// image's (zeroed, never written) while later data is.
 #[test]
 fn interrupted_mid_write() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     let backing = dir.path().join("card");
     filled(&backing, f.size, 0xaa);
     let lo = is_root().then(|| Loop::attach(&backing, false));
     let target = lo
         .as_ref()
         .map_or(backing.display().to_string(), |l| l.dev.clone());
-    let (mut w, _stdin, mut rest) = start_stdin_writer(&target, &["--yes"], 16 << 20, 8 << 20);
-    // SAFETY: kill sends a signal to our own child.
-    unsafe { libc::kill(w.0.id() as i32, libc::SIGINT) };
-    let status = w.0.wait().unwrap();
-    let mut stderr = String::new();
-    // The rest of stderr, after the progress lines read so far.
-    std::io::Read::read_to_string(&mut rest, &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(130), "{stderr}");
-    for n in [
-        "interrupted by SIGINT",
-        "first 64 KiB are zeroed and were not written",
-        "will not boot",
-    ] {
-        assert!(stderr.contains(n), "lacks {n:?}: {stderr}");
-    }
+    let stderr = signalled_mid_write(&target, &["--yes"], libc::SIGINT);
+    support::assert_mentions(
+        &stderr,
+        "stderr",
+        &[
+            "interrupted by SIGINT",
+            "first 64 KiB are zeroed and were not written",
+            "will not boot",
+        ],
+    );
     assert!(!stderr.contains("wrote "));
     drop(lo);
     assert!(
@@ -847,7 +727,7 @@ fn read_back_mismatch() {
     let mut data = pseudo_random(99, 8 << 20);
     data[drop_at as usize] = 0x5a;
     std::fs::write(&img, &data).unwrap();
-    let o = bin().arg("write").arg(&img).arg(&target).output().unwrap();
+    let o = write(&img, &target, &[]);
     assert_failed(
         &o,
         1,
@@ -875,7 +755,7 @@ fn fake_capacity_card_is_caught() {
     let first_bad = (65536..2 << 20)
         .find(|&i| data[i] != data[i + cells])
         .unwrap();
-    let o = bin().arg("write").arg(&img).arg(&target).output().unwrap();
+    let o = write(&img, &target, &[]);
     assert_failed(
         &o,
         1,
@@ -893,9 +773,8 @@ fn fake_capacity_card_is_caught() {
 
 #[test]
 fn malformed_bmap_xml() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
-    let good = std::fs::read_to_string(f.dir.join("sdcard.img.bmap")).unwrap();
+    let (f, dir) = fixture_and_dir();
+    let good = std::fs::read_to_string(f.bmap_path()).unwrap();
     let out = dir.path().join("out.img");
     for (name, text, needle) in [
         (
@@ -937,11 +816,16 @@ fn malformed_bmap_xml() {
 
 // ---- Bounded memory whatever the source declares (issue 14) ----
 
-/// Runs `boardsmith ARGS` (stdin from `stdin`, if given) and returns its output and peak resident
-/// memory in bytes: the `ru_maxrss` of wait4's rusage (`/usr/bin/time` is not installed), taken by a
+/// Runs `boardsmith write SRC OUT EXTRA...` (stdin from `stdin`, if given) and returns its output
+/// and peak resident memory in bytes: the `ru_maxrss` of wait4's rusage (`/usr/bin/time` is not installed), taken by a
 /// small python3 parent. Spawned straight from this test process, the child would report this
 /// process's peak instead: Linux keeps the peak of the address space an exec replaces.
-fn measured(args: &[&std::ffi::OsStr], stdin: Option<&Path>) -> (std::process::Output, u64) {
+fn measured(
+    src: impl AsRef<OsStr>,
+    out: &Path,
+    extra: &[&str],
+    stdin: Option<&Path>,
+) -> (Output, u64) {
     const PARENT: &str = "import os, sys\n\
 pid = os.fork()\n\
 if pid == 0:\n    os.execv(sys.argv[2], sys.argv[2:])\n\
@@ -954,7 +838,10 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256)\n";
         .arg(PARENT)
         .arg(rss_file.path())
         .arg(bin_path())
-        .args(args)
+        .arg("write")
+        .arg(src)
+        .arg(out)
+        .args(extra)
         .stdin(match stdin {
             Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
             None => Stdio::null(),
@@ -969,11 +856,25 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256)\n";
     (output, kib * 1024)
 }
 
-fn os(s: &str) -> &std::ffi::OsStr {
-    std::ffi::OsStr::new(s)
+const MIB: u64 = 1 << 20;
+
+fn assert_under_64_mib(rss: u64) {
+    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
 }
 
-const MIB: u64 = 1 << 20;
+/// `src` (`ext` names it) writes to `out` without a bmap, with a peak RSS under 64 MiB, and `out`
+/// then has the sha256 `want`.
+fn writes_within_64_mib(ext: &str, src: &Path, out: &Path, want: &str) {
+    let (o, rss) = measured(src, out, &["--no-bmap"], None);
+    assert!(
+        o.status.success(),
+        "{ext}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
+    assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
+    assert_eq!(sha256sum(out), want, "{ext}");
+}
 
 /// A `zstd --long=31` frame (made by the real zstd from 64 MiB of zeros, about 2 KB): its header
 /// asks for a 2 GiB window, which the writer used to grant (2.1 GB of RAM for a 91 KB file).
@@ -996,15 +897,7 @@ fn zstd_long_window_is_refused_within_64_mib() {
     let dir = tempfile::tempdir().unwrap();
     let src = long31(dir.path());
     let out = dir.path().join("out.img");
-    let (o, rss) = measured(
-        &[
-            os("write"),
-            src.as_os_str(),
-            out.as_os_str(),
-            os("--no-bmap"),
-        ],
-        None,
-    );
+    let (o, rss) = measured(&src, &out, &["--no-bmap"], None);
     assert_failed(
         &o,
         2,
@@ -1017,7 +910,7 @@ fn zstd_long_window_is_refused_within_64_mib() {
             "nothing was written",
         ],
     );
-    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert_under_64_mib(rss);
     assert!(!out.exists() || std::fs::metadata(&out).unwrap().len() == 0);
 }
 
@@ -1029,17 +922,7 @@ fn max_window_opt_in_decodes_within_the_stated_bound() {
     let dir = tempfile::tempdir().unwrap();
     let src = long31(dir.path());
     let out = dir.path().join("out.img");
-    let (o, rss) = measured(
-        &[
-            os("write"),
-            src.as_os_str(),
-            out.as_os_str(),
-            os("--no-bmap"),
-            os("--max-window"),
-            os("2GiB"),
-        ],
-        None,
-    );
+    let (o, rss) = measured(&src, &out, &["--no-bmap", "--max-window", "2GiB"], None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 64 * MIB);
     assert_eq!(
@@ -1051,13 +934,9 @@ fn max_window_opt_in_decodes_within_the_stated_bound() {
     );
     assert!(rss < 48 * MIB + 64 * MIB, "peak RSS {} MiB", rss / MIB);
     let (o, _) = measured(
-        &[
-            os("write"),
-            src.as_os_str(),
-            dir.path().join("out2.img").as_os_str(),
-            os("--max-window"),
-            os("1GiB"),
-        ],
+        &src,
+        &dir.path().join("out2.img"),
+        &["--max-window", "1GiB"],
         None,
     );
     assert_failed(
@@ -1068,6 +947,41 @@ fn max_window_opt_in_decodes_within_the_stated_bound() {
             "--max-window 2GiB",
         ],
     );
+}
+
+/// `format`'s data in `src` declares a 256 MiB dictionary. Writing it to `out` is refused naming the
+/// source (then `file_at`), the dictionary and the opt-in, before anything is written and within
+/// 64 MiB; from standard input (`--size 1M`) naming it (then `stdin_at`) and `stdin_also`. Returns
+/// the peak RSS of the latter.
+fn dictionary_refused(
+    src: &Path,
+    out: &Path,
+    format: &str,
+    file_at: &str,
+    stdin_at: &str,
+    stdin_also: &str,
+) -> u64 {
+    let need = format!(
+        "the {format} data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default"
+    );
+    let (o, rss) = measured(src, out, &[], None);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!("{}{file_at}: {need}", src.display()),
+            "--max-window 256MiB",
+            "nothing was written",
+        ],
+    );
+    assert_under_64_mib(rss);
+    let (o, rss) = measured("-", out, &["--size", "1M"], Some(src));
+    assert_failed(
+        &o,
+        2,
+        &[&format!("standard input{stdin_at}: {need}"), stdin_also],
+    );
+    rss
 }
 
 /// An xz file whose block declares a 256 MiB dictionary (made by the real xz): from a file, refused
@@ -1087,46 +1001,17 @@ fn xz_dictionary_over_the_limit_is_refused() {
     ));
     assert!(sh(&format!("xz -lvv {}", src.display())).contains("Memory needed:     257 MiB"));
     let out = dir.path().join("out.img");
-    let need = "the xz data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
-    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
-    assert_failed(
-        &o,
-        2,
-        &[
-            &format!("{} (xz block 1): {need}", src.display()),
-            "--max-window 256MiB",
-            "nothing was written",
-        ],
+    let rss = dictionary_refused(
+        &src,
+        &out,
+        "xz",
+        " (xz block 1)",
+        " (after 0 bytes of the image)",
+        "--max-window 256MiB",
     );
-    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
-    let (o, rss) = measured(
-        &[
-            os("write"),
-            os("-"),
-            out.as_os_str(),
-            os("--size"),
-            os("1M"),
-        ],
-        Some(&src),
-    );
-    assert_failed(
-        &o,
-        2,
-        &[
-            &format!("standard input (after 0 bytes of the image): {need}"),
-            "--max-window 256MiB",
-        ],
-    );
-    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert_under_64_mib(rss);
     // Allowed, it decodes to the same bytes.
-    let o = bin()
-        .arg("write")
-        .arg(&src)
-        .arg(&out)
-        .args(["--max-window", "256MiB"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok_stderr(&write(&src, &out, &["--max-window", "256MiB"]));
     assert_eq!(std::fs::read(&out).unwrap(), data);
 }
 
@@ -1142,40 +1027,13 @@ fn sevenz_dictionary_over_the_limit_is_refused() {
     ));
     assert!(sh(&format!("7z l -slt {}", src.display())).contains("Method = LZMA2:28"));
     let out = dir.path().join("out.img");
-    let need = "the 7z data needs a 256 MiB dictionary (268435456 bytes) to decode, more than the 16 MiB allowed by default";
-    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
-    assert_failed(
-        &o,
-        2,
-        &[
-            &format!("{}: {need}", src.display()),
-            "--max-window 256MiB",
-            "nothing was written",
-        ],
-    );
-    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
-    let (o, _) = measured(
-        &[
-            os("write"),
-            os("-"),
-            out.as_os_str(),
-            os("--size"),
-            os("1M"),
-        ],
-        Some(&src),
-    );
-    assert_failed(
-        &o,
-        2,
-        &[&format!("standard input: {need}"), "nothing was written"],
-    );
+    dictionary_refused(&src, &out, "7z", "", "", "nothing was written");
 }
 
 /// `--max-window` where no decoder has a window (raw, gzip, bzip2) is an error, not ignored.
 #[test]
 fn max_window_without_a_window_is_an_error() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     for ext in ["", ".gz", ".bz2"] {
         let o = bin()
             .arg("write")
@@ -1238,32 +1096,13 @@ fn largest_default_window_writes_within_64_mib() {
         sh(&cmd);
         let src = dir.path().join(format!("img.{ext}"));
         let out = dir.path().join(format!("out-{ext}.img"));
-        let (o, rss) = measured(
-            &[
-                os("write"),
-                src.as_os_str(),
-                out.as_os_str(),
-                os("--no-bmap"),
-            ],
-            None,
-        );
-        assert!(
-            o.status.success(),
-            "{ext}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
-        assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
-        assert_eq!(sha256sum(&out), want, "{ext}");
+        writes_within_64_mib(ext, &src, &out, &want);
     }
     sh(&format!("xz -8 -T1 -c {i} > {i}.8.xz"));
     let (o, rss) = measured(
-        &[
-            os("write"),
-            dir.path().join("img.8.xz").as_os_str(),
-            dir.path().join("out-8.img").as_os_str(),
-            os("--no-bmap"),
-        ],
+        dir.path().join("img.8.xz"),
+        &dir.path().join("out-8.img"),
+        &["--no-bmap"],
         None,
     );
     assert_failed(
@@ -1274,7 +1113,7 @@ fn largest_default_window_writes_within_64_mib() {
             "--max-window 32MiB",
         ],
     );
-    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert_under_64_mib(rss);
 }
 
 /// Every format of the round-trip fixture (xz in several blocks decoded in parallel, 7z with
@@ -1282,28 +1121,10 @@ fn largest_default_window_writes_within_64_mib() {
 /// image.
 #[test]
 fn every_format_writes_within_64_mib() {
-    let f = fixture();
-    let dir = tempfile::tempdir().unwrap();
+    let (f, dir) = fixture_and_dir();
     for ext in FORMATS {
         let out = dir.path().join(format!("out{ext}.img"));
-        let src = f.path(ext);
-        let (o, rss) = measured(
-            &[
-                os("write"),
-                src.as_os_str(),
-                out.as_os_str(),
-                os("--no-bmap"),
-            ],
-            None,
-        );
-        assert!(
-            o.status.success(),
-            "{ext}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        eprintln!("{ext}: peak RSS {:.1} MiB", rss as f64 / MIB as f64);
-        assert!(rss < 64 * MIB, "{ext}: peak RSS {} MiB", rss / MIB);
-        assert_eq!(sha256sum(&out), f.sha256, "{ext}");
+        writes_within_64_mib(ext, &f.path(ext), &out, &f.sha256);
         std::fs::remove_file(&out).unwrap();
     }
 }
@@ -1378,19 +1199,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
     assert!(is_root(), "needs root (mount -t tmpfs)");
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    run(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=8m",
-            "tmpfs",
-            &tmp.display().to_string(),
-        ],
-    );
-    let _unmount = Mount { dir: tmp.clone() };
+    let _unmount = Mount::tmpfs(&tmp, "8m");
     let web = dir.path().join("web");
     std::fs::create_dir(&web).unwrap();
     std::fs::write(web.join("big.img"), pseudo_random(9, 12 << 20)).unwrap();
@@ -1417,11 +1226,8 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
         assert!(!out.exists());
     };
-    let o = boardsmith()
-        .args(["write", "-"])
-        .arg(&out)
+    let o = write_stdin(&src, &out)
         .env("TMPDIR", &tmp)
-        .stdin(std::fs::File::open(&src).unwrap())
         .output()
         .unwrap();
     expect(&o, "standard input");
@@ -1436,13 +1242,7 @@ fn sevenz_spool_is_capped_by_the_temporary_directory() {
         .unwrap();
     expect(&o, &url);
     // With room, the same archive from standard input writes.
-    let o = boardsmith()
-        .args(["write", "-"])
-        .arg(&out)
-        .stdin(std::fs::File::open(&src).unwrap())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ok_stderr(&write_stdin(&src, &out).output().unwrap());
     assert_eq!(sha256sum(&out), sha256sum(&web.join("big.img")));
 }
 
@@ -1463,7 +1263,7 @@ fn later_zstd_frame_over_the_window_limit() {
         src = src.display()
     ));
     let out = dir.path().join("out.img");
-    let (o, rss) = measured(&[os("write"), src.as_os_str(), out.as_os_str()], None);
+    let (o, rss) = measured(&src, &out, &[], None);
     assert_failed(
         &o,
         2,
@@ -1477,5 +1277,5 @@ fn later_zstd_frame_over_the_window_limit() {
         ],
     );
     assert!(zero_prefix(&out, 65536));
-    assert!(rss < 64 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert_under_64_mib(rss);
 }

@@ -299,35 +299,26 @@ pub fn prebuilt_rootfs(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(path, data).expect("write");
     };
-    w(
-        "etc/passwd",
-        b"root:x:0:0:root:/root:/bin/bash\nmessagebus:x:100:107::/nonexistent:/usr/sbin/nologin\n",
-    );
-    w(
-        "etc/shadow",
-        b"root:$6$old$oldhash:19000:0:99999:7:::\nmessagebus:!:19000::::::\n",
-    );
-    w("etc/group", b"root:x:0:\nadm:x:4:\nshadow:x:42:\nsudo:x:27:\naudio:x:29:\nvideo:x:44:\ninput:x:105:\nmessagebus:x:107:\n");
-    w("etc/gshadow", b"root:*::\nadm:*::\nshadow:*::\nsudo:*::\naudio:*::\nvideo:*::\ninput:*::\nmessagebus:!::\n");
-    w("etc/skel/.bashrc", b"# bashrc\n");
-    w("etc/hostname", b"buildhost\n");
-    w("bin/bash", b"#!fake\n");
-    w("usr/lib/systemd/system/serial-getty@.service", b"[Unit]\nDescription=Serial Getty on %I\n[Service]\nExecStart=-/sbin/agetty %I\n[Install]\nWantedBy=getty.target\n");
-    w("usr/lib/systemd/system/systemd-networkd.service", b"[Service]\nExecStart=/lib/systemd/systemd-networkd\n[Install]\nWantedBy=multi-user.target\nAlias=dbus-org.freedesktop.network1.service\n");
-    w(
-        "usr/lib/systemd/system/lightdm.service",
-        b"[Service]\nExecStart=/usr/sbin/lightdm\n[Install]\nAlias=display-manager.service\n",
-    );
-    w(
-        "usr/lib/systemd/system/graphical.target",
-        b"[Unit]\nDescription=Graphical Interface\n",
-    );
-    w("boot/vmlinuz-6.1.0-test-armmp", b"zImage stand-in");
-    w("boot/initrd.img-6.1.0-test-armmp", b"initrd stand-in");
-    w(
-        "usr/lib/linux-image-6.1.0-test-armmp/sun4i-a10-cubieboard.dtb",
-        b"\xd0\x0d\xfe\xed dtb stand-in",
-    );
+    // The accounts, a login shell, the units the configuration enables, and the kernel files.
+    let files: &[(&str, &[u8])] = &[
+        ("etc/passwd", b"root:x:0:0:root:/root:/bin/bash\nmessagebus:x:100:107::/nonexistent:/usr/sbin/nologin\n"),
+        ("etc/shadow", b"root:$6$old$oldhash:19000:0:99999:7:::\nmessagebus:!:19000::::::\n"),
+        ("etc/group", b"root:x:0:\nadm:x:4:\nshadow:x:42:\nsudo:x:27:\naudio:x:29:\nvideo:x:44:\ninput:x:105:\nmessagebus:x:107:\n"),
+        ("etc/gshadow", b"root:*::\nadm:*::\nshadow:*::\nsudo:*::\naudio:*::\nvideo:*::\ninput:*::\nmessagebus:!::\n"),
+        ("etc/skel/.bashrc", b"# bashrc\n"),
+        ("etc/hostname", b"buildhost\n"),
+        ("bin/bash", b"#!fake\n"),
+        ("usr/lib/systemd/system/serial-getty@.service", b"[Unit]\nDescription=Serial Getty on %I\n[Service]\nExecStart=-/sbin/agetty %I\n[Install]\nWantedBy=getty.target\n"),
+        ("usr/lib/systemd/system/systemd-networkd.service", b"[Service]\nExecStart=/lib/systemd/systemd-networkd\n[Install]\nWantedBy=multi-user.target\nAlias=dbus-org.freedesktop.network1.service\n"),
+        ("usr/lib/systemd/system/lightdm.service", b"[Service]\nExecStart=/usr/sbin/lightdm\n[Install]\nAlias=display-manager.service\n"),
+        ("usr/lib/systemd/system/graphical.target", b"[Unit]\nDescription=Graphical Interface\n"),
+        ("boot/vmlinuz-6.1.0-test-armmp", b"zImage stand-in"),
+        ("boot/initrd.img-6.1.0-test-armmp", b"initrd stand-in"),
+        ("usr/lib/linux-image-6.1.0-test-armmp/sun4i-a10-cubieboard.dtb", b"\xd0\x0d\xfe\xed dtb stand-in"),
+    ];
+    for (path, data) in files {
+        w(path, data);
+    }
     let mut blob = vec![0u8; 32768];
     blob[4..12].copy_from_slice(b"eGON.BT0");
     w("usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin", &blob);

@@ -63,12 +63,22 @@ pub fn under(program: impl AsRef<OsStr>, args: &[&str]) -> Command {
 /// Runs `cmd` (boardsmith or a tool) and asserts that it succeeded, showing its command line,
 /// standard error and standard output otherwise.
 pub fn run_ok(cmd: &mut Command) -> Output {
+    run_tool(cmd, "")
+}
+
+/// [`run_ok`] for a tool that may be missing: `install` says what provides it, in the messages.
+pub fn run_tool(cmd: &mut Command, install: &str) -> Output {
+    let hint = if install.is_empty() {
+        String::new()
+    } else {
+        format!(" ({install})")
+    };
     let o = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}{hint}: {e}"));
     assert!(
         o.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
+        "{cmd:?} failed ({}){hint}:\n{}{}",
         o.status,
         String::from_utf8_lossy(&o.stderr),
         String::from_utf8_lossy(&o.stdout)
@@ -169,6 +179,13 @@ pub fn stop_with(child: std::process::Child, sig: i32) -> Output {
     o
 }
 
+/// Asserts that `text` (`what` names it in the message) contains each of `wanted`.
+pub fn assert_mentions(text: &str, what: &str, wanted: &[&str]) {
+    for w in wanted {
+        assert!(text.contains(w), "{what} lacks {w:?}:\n{text}");
+    }
+}
+
 /// Asserts that each of `wanted` is one of `items`, naming the missing one (and listing `items` when
 /// there are few of them: a kernel .config has thousands of lines).
 pub fn assert_has_all<S: AsRef<str> + std::fmt::Debug>(items: &[S], wanted: &[&str]) {
@@ -245,4 +262,40 @@ pub fn claim_size(tar: &Path, member: &str, size: u64) -> (u64, u64) {
     let len = b.len() as u64;
     std::fs::write(tar, b).expect("write");
     (at as u64, len)
+}
+
+/// A PNG decoded by Python's zlib (tests/fixtures/png_stats.py: chunk CRCs, filters, pixels), with
+/// its options `args` (`--region X0,Y0,X1,Y1`, `--band ROWS`...): the statistics, as JSON.
+pub fn png_stats(png: &Path, args: &[&str]) -> serde_json::Value {
+    let o = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/png_stats.py"))
+        .arg(png)
+        .args(args)
+        .output()
+        .expect("python3 (package python3)");
+    assert!(
+        o.status.success(),
+        "{} does not decode: {}",
+        png.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Standard error of a `--progress json` run: one JSON object per line (a line that is not one fails
+/// the test).
+pub fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The string `field` of each of `lines` whose `event` is `event`, in order.
+pub fn event_texts<'a>(lines: &'a [serde_json::Value], event: &str, field: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter(|v| v["event"] == event)
+        .filter_map(|v| v[field].as_str())
+        .collect()
 }

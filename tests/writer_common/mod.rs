@@ -3,6 +3,7 @@
 //! mounts that are always unmounted, a local HTTP server, and checks with independent tools.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +16,24 @@ pub use crate::support::{bin_path, boardsmith, sha256_file as sha256sum, under};
 /// `boardsmith` with the clean environment of every test, as an `assert_cmd` command.
 pub fn bin() -> assert_cmd::Command {
     crate::support::boardsmith_cmd()
+}
+
+/// `boardsmith write SRC TARGET EXTRA...`, run to its end.
+pub fn write(src: impl AsRef<OsStr>, target: impl AsRef<OsStr>, extra: &[&str]) -> Output {
+    bin()
+        .arg("write")
+        .arg(src)
+        .arg(target)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that the run succeeded (showing its standard error otherwise); returns that.
+pub fn ok_stderr(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    stderr
 }
 
 pub fn is_root() -> bool {
@@ -57,6 +76,42 @@ pub fn sha256_prefix(path: &Path, len: u64) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A file of `size` (as `truncate -s` takes it) at `path`, with an empty ext4 filesystem when `ext4`.
+pub fn blank_disk(path: &Path, size: &str, ext4: bool) {
+    let p = path.display().to_string();
+    run("truncate", &["-s", size, &p]);
+    if ext4 {
+        run("mkfs.ext4", &["-q", "-F", &p]);
+    }
+}
+
+/// Copies `from` to `to` keeping its holes (`cp --sparse=always`).
+pub fn sparse_copy(from: &Path, to: &Path) {
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &from.display().to_string(),
+            &to.display().to_string(),
+        ],
+    );
+}
+
+/// `bmaptool copy --bmap BMAP IMAGE TARGET`: bmaptool's own writer, to compare with ours.
+pub fn bmaptool_copy(bmap: &Path, image: &Path, target: &Path) {
+    run(
+        "bmaptool",
+        &[
+            "-q",
+            "copy",
+            "--bmap",
+            &bmap.display().to_string(),
+            &image.display().to_string(),
+            &target.display().to_string(),
+        ],
+    );
 }
 
 pub fn allocated_bytes(path: &Path) -> u64 {
@@ -121,6 +176,27 @@ impl Mount {
     pub fn new(dev: &str, dir: &Path) -> Mount {
         std::fs::create_dir_all(dir).unwrap();
         run("mount", &[dev, &dir.display().to_string()]);
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Mount {
+    /// A tmpfs of `size` (as mount's `size=` takes it) on `dir`.
+    pub fn tmpfs(dir: &Path, size: &str) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                &dir.display().to_string(),
+            ],
+        );
         Mount {
             dir: dir.to_path_buf(),
         }
@@ -281,6 +357,16 @@ impl Fixture {
     pub fn path(&self, ext: &str) -> PathBuf {
         self.dir.join(format!("sdcard.img{ext}"))
     }
+
+    /// The bmap bmaptool made of `sdcard.img`.
+    pub fn bmap_path(&self) -> PathBuf {
+        self.dir.join("sdcard.img.bmap")
+    }
+
+    pub fn bmap(&self) -> boardsmith::image::bmap::Bmap {
+        boardsmith::image::bmap::Bmap::parse(&std::fs::read_to_string(self.bmap_path()).unwrap())
+            .unwrap()
+    }
 }
 
 pub const FORMATS: [&str; 6] = ["", ".xz", ".gz", ".zst", ".bz2", ".7z"];
@@ -322,6 +408,11 @@ pub fn fixture() -> &'static Fixture {
             sha256,
         }
     })
+}
+
+/// The shared fixture and a new directory for what one test writes.
+pub fn fixture_and_dir() -> (&'static Fixture, tempfile::TempDir) {
+    (fixture(), tempfile::tempdir().unwrap())
 }
 
 /// A file of `len` bytes of one byte value (stale card content).
