@@ -604,7 +604,7 @@ fn start_base_build(mut c: Command, cache: &Path, log: &Path) -> std::process::C
         .spawn()
         .expect("spawn boardsmith rootfs");
     assert!(
-        wait_for(900, || !cache_list(cache)["temporaries"]
+        wait_for(900, || !cache_list(cache)["bases"]["temporaries"]
             .as_array()
             .is_none_or(Vec::is_empty)
             && log.exists()),
