@@ -279,6 +279,78 @@ pub fn grow(
         .map_err(|error| Box::new(GrowFailure { error, path, state }))
 }
 
+/// The target's current length and the one it grows to (`size`, only for a file; never smaller).
+fn lengths(
+    target: &Target,
+    file: &std::fs::File,
+    size: Option<u64>,
+    path: &str,
+) -> Result<(u64, u64), GrowError> {
+    let current = match target.capacity {
+        Some(c) => {
+            if size.is_some() {
+                return Err(TargetError::SizeOnDevice {
+                    path: path.into(),
+                    size: c,
+                }
+                .into());
+            }
+            c
+        }
+        None => file
+            .metadata()
+            .map_err(|source| GrowError::Io {
+                what: "stat".into(),
+                path: path.into(),
+                source,
+            })?
+            .len(),
+    };
+    match size {
+        Some(s) if s < current => Err(GrowError::Shrink {
+            path: path.into(),
+            size: s,
+            current,
+        }),
+        Some(s) => Ok((current, s)),
+        None => Ok((current, current)),
+    }
+}
+
+/// e2fsck then resize2fs on a card whose table the kernel has re-read: through the partition's node
+/// when there is one, else through the disk at the partition's offset (a block device is not
+/// truncated by resize2fs, so the offset form is safe), checking before each that the path is still
+/// the target.
+fn resize_on_device(
+    target: &Target,
+    node: Option<std::path::PathBuf>,
+    part_offset: u64,
+    part_bytes: u64,
+    state: &mut GrowState,
+) -> Result<(), GrowError> {
+    match node {
+        Some(n) => {
+            let n = n.display().to_string();
+            run_tool("e2fsck", &["-f", "-p", &n], &[0, 1])?;
+            state.checked = true;
+            check_interrupt()?;
+            run_tool("resize2fs", &[&n], &[0])?;
+        }
+        None => {
+            let at = format!("{}?offset={part_offset}", target.path.display());
+            same_target(target)?;
+            run_tool("e2fsck", &["-f", "-p", &at], &[0, 1])?;
+            state.checked = true;
+            check_interrupt()?;
+            same_target(target)?;
+            let size = format!("{}K", part_bytes / 1024);
+            run_tool("resize2fs", &[&at, &size], &[0])?;
+        }
+    }
+    state.fs_grown = true;
+    Ok(())
+}
+
 fn grow_inner(
     target: &mut Target,
     size: Option<u64>,
@@ -301,30 +373,7 @@ fn grow_inner(
     });
     check_interrupt()?;
     let file = target.rw().map_err(io_err("open"))?;
-    let current = match target.capacity {
-        Some(c) => {
-            if size.is_some() {
-                return Err(TargetError::SizeOnDevice {
-                    path: path.into(),
-                    size: c,
-                }
-                .into());
-            }
-            c
-        }
-        None => file.metadata().map_err(io_err("stat"))?.len(),
-    };
-    let new_len = match size {
-        Some(s) if s < current => {
-            return Err(GrowError::Shrink {
-                path: path.into(),
-                size: s,
-                current,
-            });
-        }
-        Some(s) => s,
-        None => current,
-    };
+    let (current, new_len) = lengths(target, file, size, path)?;
     let disk = Disk {
         file,
         path,
@@ -403,28 +452,7 @@ fn grow_inner(
                 } else {
                     None
                 };
-                match node {
-                    Some(n) => {
-                        let n = n.display().to_string();
-                        run_tool("e2fsck", &["-f", "-p", &n], &[0, 1])?;
-                        state.checked = true;
-                        check_interrupt()?;
-                        run_tool("resize2fs", &[&n], &[0])?;
-                        state.fs_grown = true;
-                    }
-                    None => {
-                        // A block device is not truncated by resize2fs: the offset form is safe.
-                        let at = format!("{path}?offset={part_offset}");
-                        same_target(target)?;
-                        run_tool("e2fsck", &["-f", "-p", &at], &[0, 1])?;
-                        state.checked = true;
-                        check_interrupt()?;
-                        same_target(target)?;
-                        let size = format!("{}K", part_bytes / 1024);
-                        run_tool("resize2fs", &[&at, &size], &[0])?;
-                        state.fs_grown = true;
-                    }
-                }
+                resize_on_device(target, node, part_offset, part_bytes, state)?;
             }
         }
         None => {

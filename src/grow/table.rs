@@ -153,27 +153,16 @@ pub(super) const GPT_FIRST_USABLE: u64 = SECTOR + 40;
 pub(super) const GPT_LAST_USABLE: u64 = SECTOR + 48;
 pub(super) const GPT_ENTRIES_LBA: u64 = SECTOR + 72;
 
-pub(super) fn plan_gpt(
-    read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, GrowError>,
-    path: &str,
-    sector0: &[u8; 512],
-    sectors: u64,
-    new_sectors: u64,
-) -> Result<TablePlan, GrowError> {
+/// The primary GPT header's fields, each against the target's size and the others; returns the
+/// entry array's length in sectors.
+fn check_header(header: &GptHeader, sectors: u64, path: &str) -> Result<u64, GrowError> {
     let field = |name: &str, at: u64, value: u64, why: String| {
         table_err(
             path,
             format!("primary GPT header: {name} (byte {at}) is {value}: {why}"),
         )
     };
-    if sectors < 3 {
-        return Err(table_err(
-            path,
-            format!("the target ({sectors} sectors) is too small for the GPT its MBR announces"),
-        ));
-    }
-    let header = GptHeader::parse(&read(SECTOR, SECTOR as usize)?, SECTOR)
-        .map_err(|e| table_err(path, format!("primary GPT: {e}")))?;
+    let array = array_sectors(header.num_entries);
     if header.my_lba != 1 {
         return Err(field(
             "its own LBA",
@@ -182,7 +171,6 @@ pub(super) fn plan_gpt(
             "the primary header is at LBA 1".into(),
         ));
     }
-    let array = array_sectors(header.num_entries);
     if header.alternate_lba >= sectors || header.alternate_lba < 2 {
         return Err(field(
             "the backup header's LBA",
@@ -232,6 +220,25 @@ pub(super) fn plan_gpt(
             format!("after the last usable LBA ({})", header.last_usable_lba),
         ));
     }
+    Ok(array)
+}
+
+pub(super) fn plan_gpt(
+    read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, GrowError>,
+    path: &str,
+    sector0: &[u8; 512],
+    sectors: u64,
+    new_sectors: u64,
+) -> Result<TablePlan, GrowError> {
+    if sectors < 3 {
+        return Err(table_err(
+            path,
+            format!("the target ({sectors} sectors) is too small for the GPT its MBR announces"),
+        ));
+    }
+    let header = GptHeader::parse(&read(SECTOR, SECTOR as usize)?, SECTOR)
+        .map_err(|e| table_err(path, format!("primary GPT: {e}")))?;
+    let array = check_header(&header, sectors, path)?;
     // Inside the target now: entries_lba + array <= first_usable <= last_usable < alternate < sectors.
     let array_offset = header.entries_lba * SECTOR;
     let bytes = read(array_offset, (array * SECTOR) as usize)?;
