@@ -11,7 +11,7 @@
 # genimage does less than boardsmith here: no bmap and no sums. The "genimage + bmap + sums" row adds
 # `bmaptool create`, `sha256sum` and `md5sum` so both produce the same set of artefacts.
 # BASELINE (another boardsmith binary, e.g. a release build of an earlier commit) adds its build of the same
-# tree to the same hyperfine rounds, for before/after comparisons; RUNS sets the rounds (default 5).
+# tree to the same interleaved rounds, for before/after comparisons; RUNS sets the rounds (default 5).
 set -euo pipefail
 export LC_ALL=C
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -73,13 +73,33 @@ BUILD="$BS build cubieboard --rootfs $TREE -o $W/bout --size 2GiB --progress non
 
 BASE=()
 [ -z "${BASELINE:-}" ] || BASE=(-n "baseline build ($BASELINE)" "$BASELINE build cubieboard --rootfs $TREE -o $W/bout --size 2GiB --progress none")
-hyperfine --runs "${RUNS:-5}" --warmup 1 --export-markdown "$W/build.md" \
-  --prepare "rm -rf $W/gtmp $W/gout $W/bout" \
-  -n "boardsmith build (image + bmap + sha256 + md5)" "$BUILD" \
-  "${BASE[@]}" \
-  -n "genimage (image only)" "$GEN" \
-  -n "genimage + bmaptool create + sha256sum + md5sum" "$GEN && $SUMS"
-cat "$W/build.md"
+# Interleaved rounds: each round runs every command once (hyperfine --runs 1), so load that drifts over
+# minutes (other builds on a shared machine) weighs on all commands alike; round 0 is a discarded warm-up.
+N="${RUNS:-5}"
+echo "## load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for i in $(seq 0 "$N"); do
+  hyperfine --style none --runs 1 --export-json "$W/build.r$i.json" \
+    --prepare "rm -rf $W/gtmp $W/gout $W/bout" \
+    -n "boardsmith build (image + bmap + sha256 + md5)" "$BUILD" \
+    "${BASE[@]}" \
+    -n "genimage (image only)" "$GEN" \
+    -n "genimage + bmaptool create + sha256sum + md5sum" "$GEN && $SUMS" >/dev/null
+done
+echo "## load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$W" "$N" <<'PY'
+import json, statistics, sys
+w, n = sys.argv[1], int(sys.argv[2])
+merged = {}
+for i in range(1, n + 1):
+    for r in json.load(open(f"{w}/build.r{i}.json"))["results"]:
+        merged.setdefault(r["command"], []).extend(r["times"])
+ours = statistics.median(next(iter(merged.values())))
+print(f"\n{n} interleaved rounds (after a warm-up round), medians:\n")
+print("| command | median | min – max | ÷ boardsmith |\n| --- | --- | --- | --- |")
+for cmd, t in merged.items():
+    m = statistics.median(t)
+    print(f"| {cmd} | {m:.2f} s | {min(t):.2f} – {max(t):.2f} s | {m / ours:.2f} |")
+PY
 
 echo
 echo "peak memory (max RSS) of boardsmith build:"

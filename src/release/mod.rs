@@ -97,6 +97,51 @@ pub enum ReleaseEvent<'a> {
     Bytes { done: u64, total: u64 },
 }
 
+/// The image hashed once, and checked against the sum written beside it at build time.
+fn hash_image(image: &Path, total: u64) -> Result<crate::checksum::ImageDigest, ReleaseError> {
+    let io = |context: String| move |source| ReleaseError::Io { context, source };
+    let open = || std::fs::File::open(image).map_err(io(format!("opening {}", image.display())));
+    let extents = crate::disk::sparse::data_extents(&open()?, 0, total)
+        .map_err(io("reading the image's extents".into()))?;
+    let digest = crate::checksum::digest_image(&open()?, total, &extents, &[])
+        .map_err(io(format!("hashing {}", image.display())))?;
+    let sum_file = PathBuf::from(format!("{}.sha256", image.display()));
+    if let Ok(text) = std::fs::read_to_string(&sum_file) {
+        let expected = text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if expected != digest.sha256 {
+            return Err(ReleaseError::ImageChanged {
+                path: sum_file,
+                expected,
+                actual: digest.sha256,
+            });
+        }
+    }
+    Ok(digest)
+}
+
+/// The bootloader's package, offset and the end of the area it may fill (up to the first partition),
+/// for the release notes' check of the blob in the image.
+fn bootloader_span(profile: &Profile, total: u64, epoch: u64) -> Option<(String, u64, u64)> {
+    let b = profile.bootloader.as_ref()?;
+    let pkg = b.package.clone()?;
+    let first = crate::plan::plan(
+        profile,
+        &crate::plan::PlanInput {
+            image_size: Some(total),
+            epoch,
+            ..Default::default()
+        },
+    )
+    .ok()
+    .and_then(|l| l.bootloader.map(|b| b.limit))
+    .unwrap_or(b.offset.value + (1 << 20));
+    Some((pkg, b.offset.value, first.min(total)))
+}
+
 pub fn release(
     profile: &Profile,
     req: &ReleaseRequest,
@@ -124,35 +169,7 @@ pub fn release(
         .map_err(io(format!("reading {}", req.image.display())))?
         .len();
 
-    // The image itself is hashed once and checked against the sum written at build time.
-    let image_digest = crate::checksum::digest_image(
-        &std::fs::File::open(&req.image).map_err(io(format!("opening {}", req.image.display())))?,
-        total,
-        &crate::disk::sparse::data_extents(
-            &std::fs::File::open(&req.image)
-                .map_err(io(format!("opening {}", req.image.display())))?,
-            0,
-            total,
-        )
-        .map_err(io("reading the image's extents".into()))?,
-        &[],
-    )
-    .map_err(io(format!("hashing {}", req.image.display())))?;
-    let sum_file = PathBuf::from(format!("{}.sha256", req.image.display()));
-    if let Ok(text) = std::fs::read_to_string(&sum_file) {
-        let expected = text
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if expected != image_digest.sha256 {
-            return Err(ReleaseError::ImageChanged {
-                path: sum_file,
-                expected,
-                actual: image_digest.sha256,
-            });
-        }
-    }
+    let image_digest = hash_image(&req.image, total)?;
 
     let mut pending: Vec<PendingFile> = Vec::new();
     let mut artefacts = Vec::new();
@@ -189,26 +206,7 @@ pub fn release(
 
     on(ReleaseEvent::Artefact("release notes"));
     let root_number = profile.partition(Role::Root).map(|(i, _)| i as u32 + 1);
-    let bootloader = match (
-        &profile.bootloader,
-        profile.bootloader.as_ref().and_then(|b| b.package.clone()),
-    ) {
-        (Some(b), Some(pkg)) => {
-            let first = crate::plan::plan(
-                profile,
-                &crate::plan::PlanInput {
-                    image_size: Some(total),
-                    epoch: req.settings.epoch,
-                    ..Default::default()
-                },
-            )
-            .ok()
-            .and_then(|l| l.bootloader.map(|b| b.limit))
-            .unwrap_or(b.offset.value + (1 << 20));
-            Some((pkg, b.offset.value, first.min(total)))
-        }
-        _ => None,
-    };
+    let bootloader = bootloader_span(profile, total, req.settings.epoch);
     let facts = inspect::inspect(
         &req.image,
         root_number,
