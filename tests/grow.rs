@@ -306,10 +306,6 @@ fn craft_gpt(path: &Path, at: u64, value: u64) {
     f.write_all_at(&h, 512).unwrap();
 }
 
-/// A crafted partition table (GPT fields, an MBR entry) is refused with the field and its byte
-/// offset, before anything changes: the file stays byte-identical, --size does not extend it.
-/// (A GPT entry ending at LBA 2^45 used to "grow from 16777216.0 TiB to 12 MiB" and rewrite
-/// the table.)
 /// `grow FILE --size 64M` on a 12 MiB file fails (exit 2) saying just `message(FILE)`, and the file
 /// stays byte-identical (`case` names it on failure).
 fn refused_unchanged(file: &Path, message: impl Fn(&str) -> String, case: &str) {
@@ -321,6 +317,10 @@ fn refused_unchanged(file: &Path, message: impl Fn(&str) -> String, case: &str) 
     assert_eq!(std::fs::metadata(file).unwrap().len(), 12 << 20);
 }
 
+/// A crafted partition table (GPT fields, an MBR entry) is refused with the field and its byte
+/// offset, before anything changes: the file stays byte-identical, --size does not extend it.
+/// (A GPT entry ending at LBA 2^45 used to "grow from 16777216.0 TiB to 12 MiB" and rewrite
+/// the table.)
 #[test]
 fn crafted_tables_change_nothing() {
     let dir = tempfile::tempdir().unwrap();

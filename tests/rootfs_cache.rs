@@ -343,6 +343,17 @@ fn cache_key_errors_name_their_cause() {
     let o = run(cache_key(d.path(), "cubieboard").args(["--snapshot", "2025-01-01"]));
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--snapshot 2025-01-01"));
+    // A mirror that answers 403 wants credentials: that is said, not taken for a missing suite.
+    let o = run(cache_key(d.path(), "cubieboard")
+        .args(["--mirror", &format!("{}/private/debian", server.url)]));
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("/private/debian/dists/bookworm/InRelease")
+            && e.contains("HTTP 403")
+            && !e.contains("neither InRelease nor Release"),
+        "{e}"
+    );
     // A suite the archive does not have.
     let o = run(cache_key(d.path(), "cubieboard")
         .args(["--suite", "bogus"])

@@ -274,12 +274,20 @@ impl Client {
     /// it is not there (404 or 410, and 401 or 403, which object stores answer for missing objects).
     /// At most `limit` bytes.
     pub fn fetch_optional(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, NetError> {
+        self.fetch_small(url, limit, &[401, 403, 404, 410])
+    }
+
+    /// A small file of at most `limit` bytes; None when the server answers one of the `absent`
+    /// statuses.
+    pub fn fetch_small(
+        &self,
+        url: &str,
+        limit: u64,
+        absent: &[u16],
+    ) -> Result<Option<Vec<u8>>, NetError> {
         let mut d = match self.download(url) {
             Ok(d) => d,
-            Err(NetError::Status {
-                status: 401 | 403 | 404 | 410,
-                ..
-            }) => return Ok(None),
+            Err(NetError::Status { status, .. }) if absent.contains(&status) => return Ok(None),
             Err(e) => return Err(e),
         };
         if d.announced_len().is_some_and(|t| t > limit) {

@@ -464,6 +464,7 @@ pub fn mode_of(p: &Path) -> u32 {
 
 /// An HTTP server on 127.0.0.1 serving the files under a directory (a stand-in archive: its
 /// `dists/SUITE/InRelease` files), one request per connection; every requested path is recorded.
+/// Paths under `/private/` are answered 403 Forbidden (a mirror that wants credentials).
 pub struct FileServer {
     pub url: String,
     pub requests: Arc<Mutex<Vec<String>>>,
@@ -490,6 +491,12 @@ impl FileServer {
                 }
                 let file = root.join(path.trim_start_matches('/'));
                 let mut conn = conn;
+                if path.starts_with("/private/") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                }
                 let _ = match std::fs::read(&file) {
                     Ok(data) if !path.contains("..") => conn
                         .write_all(

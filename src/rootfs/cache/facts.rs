@@ -105,16 +105,18 @@ fn apt_trusted_paths() -> (PathBuf, PathBuf) {
 /// Release files fetched in this process: every board of a batch sees the archive as the first did.
 static ARCHIVE_SEEN: Mutex<BTreeMap<String, ArchiveState>> = Mutex::new(BTreeMap::new());
 
-/// A Release file through the one HTTP client (`crate::net`: system certificates, timeouts, resume);
-/// None when the server says it is not there. Three attempts: a small file, and a mistyped mirror should
-/// fail in a second, not after the image download's minutes of retries.
+/// A Release file through the one HTTP client (`crate::net`: system certificates, timeouts, resume,
+/// no redirect from https to http); None on 404 or 410 (a 401 or 403 is an error here: a mirror that
+/// wants credentials is no missing suite). Three attempts: a small file, and a mistyped mirror should
+/// fail in a second, not after the image download's minutes of retries; Ctrl-C stops the waits.
 fn get(url: &str) -> Result<Option<Vec<u8>>, CacheError> {
     let opts = crate::net::NetOptions {
         retries: 3,
         ..Default::default()
     };
     crate::net::Client::new(opts)
-        .fetch_optional(url, MAX_RELEASE)
+        .cancel_when(crate::signals::interrupted)
+        .fetch_small(url, MAX_RELEASE, &[404, 410])
         .map_err(|e| {
             let detail = e.to_string();
             CacheError::Archive {
@@ -149,7 +151,7 @@ pub fn fetch_release(archive: &str, suite: &str) -> Result<ArchiveState, CacheEr
                     return Err(CacheError::Archive {
                         url,
                         detail: format!(
-                            "neither InRelease nor Release exists (HTTP 404, 410, 403 or 401): is `{suite}` a suite of this archive?"
+                            "neither InRelease nor Release exists (HTTP 404): is `{suite}` a suite of this archive?"
                         ),
                     });
                 }
