@@ -26,3 +26,6 @@ pub mod size;
 pub mod time;
 pub mod tools;
 pub mod write;
+
+#[cfg(test)]
+mod testutil;

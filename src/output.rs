@@ -157,8 +157,7 @@ mod tests {
 
     #[test]
     fn private_files_are_created_private() {
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("secret");
+        let (_d, dest) = crate::testutil::scratch("secret");
         let (p, _f) = PendingFile::create_with_mode(&dest, PRIVATE).unwrap();
         let mode = std::fs::metadata(p.temp_path())
             .unwrap()
@@ -190,8 +189,7 @@ mod tests {
 
     #[test]
     fn a_held_lock_is_waited_for() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join(".lock");
+        let (_d, path) = crate::testutil::scratch(".lock");
         let first = lock_waiting(&path, || panic!("nobody holds it yet")).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let p2 = path.clone();
@@ -205,8 +203,7 @@ mod tests {
 
     #[test]
     fn uncommitted_is_removed() {
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("x");
+        let (_d, dest) = crate::testutil::scratch("x");
         let p = write_atomic(&dest, b"data").unwrap();
         let temp = p.temp_path().to_path_buf();
         assert!(temp.exists());

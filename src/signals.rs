@@ -422,8 +422,7 @@ mod tests {
 
     #[test]
     fn created_dirs_are_removed_unless_kept() {
-        let d = tempfile::tempdir().unwrap();
-        let deep = d.path().join("a/b c/d");
+        let (d, deep) = crate::testutil::scratch("a/b c/d");
         let made = create_dir_all_tracked(&deep).unwrap();
         assert!(deep.is_dir());
         drop(made);
@@ -442,8 +441,7 @@ mod tests {
 
     #[test]
     fn commit_rename_unregisters() {
-        let d = tempfile::tempdir().unwrap();
-        let tmp = d.path().join(".x.partial");
+        let (d, tmp) = crate::testutil::scratch(".x.partial");
         std::fs::write(&tmp, b"x").unwrap();
         let g = track_file(&tmp);
         assert!(registry().entries.iter().any(|e| e.path == tmp));

@@ -21,8 +21,7 @@ mod tests {
 
     #[test]
     fn only_executable_files_are_found() {
-        let d = tempfile::tempdir().unwrap();
-        let tool = d.path().join("boardsmith-test-tool");
+        let (d, tool) = crate::testutil::scratch("boardsmith-test-tool");
         std::fs::write(&tool, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o644)).unwrap();
         let path = std::env::join_paths([d.path()]).unwrap();

@@ -133,8 +133,7 @@ mod tests {
 
     #[test]
     fn power_of_two_images_are_booted_in_place_under_snapshot() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a,b.img");
+        let (d, p) = crate::testutil::scratch("a,b.img");
         let disk = Disk::prepare(&p, 1 << 20, true).unwrap();
         assert_eq!(
             disk.drive_file(),
@@ -147,8 +146,7 @@ mod tests {
 
     #[test]
     fn other_sizes_get_a_padded_sparse_copy_that_leaves_the_image_alone() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.img");
+        let (d, p) = crate::testutil::scratch("x.img");
         let f = File::create(&p).unwrap();
         let size = 3 * 1024 * 1024 + 512;
         f.set_len(size).unwrap();

@@ -69,8 +69,7 @@ mod tests {
 
     #[test]
     fn second_lock_names_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t");
+        let (_dir, path) = crate::testutil::scratch("t");
         std::fs::write(&path, b"x").unwrap();
         let first = File::open(&path).unwrap();
         acquire(&first, &path).unwrap();

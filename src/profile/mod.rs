@@ -24,7 +24,7 @@ pub use model::*;
 pub use partition::attribute_bits;
 pub use raw::RawRootfs;
 pub use resolve::{control_char, describe_control};
-pub use source::{Loc, Origin, SourceFile};
+pub use source::{Loc, LocError, Origin, SourceFile};
 
 /// Why a profile could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +39,8 @@ pub enum ProfileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{at}: {message}")]
-    Syntax { at: String, message: String },
-    #[error("{at}: `{field}`: {message}")]
-    Invalid {
-        at: String,
-        field: String,
-        message: String,
-    },
+    #[error(transparent)]
+    At(#[from] LocError),
     #[error(
         "{file}: `{field}` is required but neither this profile nor the profiles it extends set it"
     )]
@@ -57,11 +51,7 @@ pub enum ProfileError {
 
 impl ProfileError {
     fn invalid<T>(loc: &Loc<T>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ProfileError::Invalid {
-            at: loc.at(),
-            field: field.into(),
-            message: message.into(),
-        }
+        LocError::invalid(loc, field, message).into()
     }
 }
 
@@ -71,8 +61,7 @@ mod test_profiles {
     use super::*;
 
     pub(super) fn load_text(text: &str) -> Result<Profile, ProfileError> {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.toml");
+        let (_dir, p) = crate::testutil::scratch("t.toml");
         std::fs::write(&p, text).unwrap();
         Catalog::default().load(p.to_str().unwrap())
     }

@@ -148,14 +148,14 @@ fn partition_role_fs(
     };
     if !role_fs_ok {
         let at = p.fs.as_ref().map(|l| l.at()).unwrap_or_else(|| p.name.at());
-        return Err(ProfileError::Invalid {
+        return Err(ProfileError::At(LocError::Invalid {
             at,
             field: field("fs"),
             message: format!(
                 "a partition with role \"{}\" cannot use this filesystem (boot: vfat/fat16/fat32, root: ext4, kernel: raw with `source`)",
                 role_name(role)
             ),
-        });
+        }));
     }
     if fs == Fs::Raw && p.source.is_none() && role != Role::Kernel {
         return Err(ProfileError::invalid(
@@ -206,11 +206,11 @@ fn mbr_partition_type(
         p.attributes.as_ref().map(|l| (l.at(), "attributes")),
     ];
     if let Some((at, f)) = gpt_only.into_iter().flatten().next() {
-        return Err(ProfileError::Invalid {
+        return Err(ProfileError::At(LocError::Invalid {
             at,
             field: field(f),
             message: "is a GPT field but table.type is \"mbr\"; use mbr_type/bootable, or switch the table to gpt".into(),
-        });
+        }));
     }
     let type_byte = match &p.mbr_type {
         Some(t) => u8::try_from(t.value).ok().filter(|b| *b != 0).ok_or_else(|| {
@@ -239,11 +239,11 @@ fn gpt_partition_type(
         p.bootable.as_ref().map(|l| (l.at(), "bootable")),
     ];
     if let Some((at, f)) = mbr_only.into_iter().flatten().next() {
-        return Err(ProfileError::Invalid {
+        return Err(ProfileError::At(LocError::Invalid {
             at,
             field: field(f),
             message: "is an MBR field but table.type is \"gpt\"; use gpt_type and attributes (legacy_boot = true marks a GPT partition bootable)".into(),
-        });
+        }));
     }
     let type_guid = match &p.gpt_type {
         Some(t) => crate::disk::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
@@ -270,11 +270,11 @@ fn gpt_partition_type(
             .as_ref()
             .map(|l| l.at())
             .unwrap_or_else(|| p.name.at());
-        return Err(ProfileError::Invalid {
+        return Err(ProfileError::At(LocError::Invalid {
             at,
             field: field("gpt_name"),
             message: "GPT partition names hold at most 36 UTF-16 code units".into(),
-        });
+        }));
     }
     Ok(PartitionType::Gpt {
         type_guid,

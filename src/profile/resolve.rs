@@ -4,13 +4,10 @@ use std::sync::Arc;
 
 use super::raw::RawProfile;
 use super::validate::validate;
-use super::{Catalog, Profile, ProfileError, SourceFile, source};
+use super::{Catalog, LocError, Profile, ProfileError, SourceFile, source};
 
 pub(super) fn parse_file(file: &Arc<SourceFile>) -> Result<RawProfile, ProfileError> {
-    let raw = source::parse_with_origin::<RawProfile>(file).map_err(|e| {
-        let (at, message) = source::syntax_error(file, &e);
-        ProfileError::Syntax { at, message }
-    })?;
+    let raw = source::parse_with_origin::<RawProfile>(file)?;
     one_line_strings(file)?;
     Ok(raw)
 }
@@ -48,14 +45,14 @@ fn one_line_strings(file: &SourceFile) -> Result<(), ProfileError> {
             None => Ok(()),
             Some((i, c)) => {
                 let (line, col) = file.line_col(span);
-                Err(ProfileError::Invalid {
+                Err(ProfileError::At(LocError::Invalid {
                     at: format!("{}:{line}:{col}", file.name),
                     field: field.to_string(),
                     message: format!(
                         "contains a control character, {}, at character {i}; profile values go into generated files (extlinux.conf, boot.scr, uboot.env, fstab, the FVP launch script, release notes) and must be one line of printable text",
                         describe_control(c)
                     ),
-                })
+                }))
             }
         }
     }

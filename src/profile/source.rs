@@ -30,17 +30,48 @@ impl SourceFile {
     }
 }
 
-/// A TOML syntax or type error in `file`: where (`file:line:col`, or the file name when the error has no
-/// span) and the parser's message.
-pub fn syntax_error(file: &SourceFile, e: &toml::de::Error) -> (String, String) {
-    let at = match e.span() {
-        Some(span) => {
-            let (l, c) = file.line_col(span.start);
-            format!("{}:{l}:{c}", file.name)
+/// What is wrong at a place in a TOML file: the one error profiles and rootfs recipes share.
+#[derive(Debug, thiserror::Error)]
+pub enum LocError {
+    /// A TOML syntax or type error: where (`file:line:col`, or the file name when the error has no
+    /// span) and the parser's message.
+    #[error("{at}: {message}")]
+    Syntax { at: String, message: String },
+    #[error("{at}: `{field}`: {message}")]
+    Invalid {
+        at: String,
+        field: String,
+        message: String,
+    },
+}
+
+impl LocError {
+    fn syntax(file: &SourceFile, e: &toml::de::Error) -> LocError {
+        let at = match e.span() {
+            Some(span) => {
+                let (l, c) = file.line_col(span.start);
+                format!("{}:{l}:{c}", file.name)
+            }
+            None => file.name.clone(),
+        };
+        LocError::Syntax {
+            at,
+            message: e.message().trim().to_string(),
         }
-        None => file.name.clone(),
-    };
-    (at, e.message().trim().to_string())
+    }
+
+    /// A value that parsed but is not allowed, named by where it stands and its field.
+    pub fn invalid<T>(
+        loc: &Loc<T>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> LocError {
+        LocError::Invalid {
+            at: loc.at(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -72,7 +103,7 @@ thread_local! {
 /// Deserializes `text` as `T`, tagging every `Loc` inside with `file`.
 pub fn parse_with_origin<T: for<'de> Deserialize<'de>>(
     file: &Arc<SourceFile>,
-) -> Result<T, toml::de::Error> {
+) -> Result<T, LocError> {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -81,7 +112,7 @@ pub fn parse_with_origin<T: for<'de> Deserialize<'de>>(
     }
     CURRENT.with(|c| *c.borrow_mut() = Some(Arc::clone(file)));
     let _reset = Reset;
-    toml::from_str(&file.text)
+    toml::from_str(&file.text).map_err(|e| LocError::syntax(file, &e))
 }
 
 /// A value with the place it was written.

@@ -163,13 +163,13 @@ fn board_name(name: Option<Loc<String>>, file: &SourceFile) -> Result<String, Pr
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
     {
-        return Err(ProfileError::Invalid {
+        return Err(ProfileError::At(LocError::Invalid {
             at: file.name.clone(),
             field: "name".into(),
             message: format!(
                 "board name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.' (it names output files)"
             ),
-        });
+        }));
     }
     Ok(name)
 }
@@ -324,13 +324,13 @@ fn validate_table(t: RawTable, file: &SourceFile) -> Result<Table, ProfileError>
     ];
     if kind == TableKind::Mbr {
         if let Some((at, field)) = gpt_fields_on_mbr.into_iter().flatten().next() {
-            return Err(ProfileError::Invalid {
+            return Err(ProfileError::At(LocError::Invalid {
                 at,
                 field: field.into(),
                 message:
                     "is a GPT setting but table.type is \"mbr\"; remove it or use type = \"gpt\""
                         .into(),
-            });
+            }));
         }
     } else if let Some(sig) = &t.disk_signature {
         return Err(ProfileError::invalid(

@@ -210,7 +210,8 @@ pub(super) struct Base {
     pub(super) log: Option<PathBuf>,
 }
 
-/// Runs mmdebstrap for `plan` into `output`, holding the architecture's package cache.
+/// Runs mmdebstrap for `plan` into `output`, holding the architecture's package cache. A layer's hook
+/// files go to their own directory under `work`, apart from its base's.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_mmdebstrap(
     profile: &Profile,
@@ -227,10 +228,12 @@ pub(super) fn run_mmdebstrap(
     let _lock = CacheLock::take(&arch_cache, on)?;
     let logs = req.cache.join("logs");
     std::fs::create_dir_all(&logs).map_err(io(format!("creating {}", logs.display())))?;
-    let level = if plan.layer_on.is_some() {
-        "-layer"
+    let (work, level) = if plan.layer_on.is_some() {
+        let dir = work.join("layer");
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        (dir, "-layer")
     } else {
-        ""
+        (work.to_path_buf(), "")
     };
     let log_path = logs.join(format!(
         "{}-{}{level}.log",
@@ -240,7 +243,7 @@ pub(super) fn run_mmdebstrap(
     let run = plan.prepare(
         &mmdebstrap::RunPaths {
             cache: arch_cache,
-            work: work.to_path_buf(),
+            work,
             output: output.to_path_buf(),
             log: log_path.clone(),
         },

@@ -190,8 +190,7 @@ mod tests {
     /// packed by GNU tar.
     fn cubieboard(bootloader: bool) -> (Profile, Result<BootFiles, RootfsError>) {
         let profile = Catalog::default().load("cubieboard").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
+        let (dir, root) = crate::testutil::scratch("root");
         let put = |path: &str, data: &[u8]| {
             let p = root.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -253,8 +253,7 @@ mod tests {
             (d.name.as_str(), d.parent.as_path()),
             ("out.tar", Path::new("."))
         );
-        let dir = tempfile::tempdir().unwrap();
-        let taken = dir.path().join("x.tar");
+        let (_dir, taken) = crate::testutil::scratch("x.tar");
         std::fs::create_dir(&taken).unwrap();
         let e = Destination::check(&taken).unwrap_err();
         assert!(
@@ -272,8 +271,7 @@ mod tests {
             rustix::process::geteuid().is_root(),
             "needs root: a directory output is refused without it"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("root");
+        let (_dir, out) = crate::testutil::scratch("root");
         std::fs::create_dir(&out).unwrap();
         std::fs::write(out.join("f"), "x").unwrap();
         let e = Destination::check(&out).unwrap_err().to_string();
@@ -329,8 +327,7 @@ mod tests {
 
     #[test]
     fn secrets_are_owner_only_and_appear_with_the_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("board.tar.password");
+        let (_dir, path) = crate::testutil::scratch("board.tar.password");
         let secrets = [Secret {
             name: "password".into(),
             path: path.clone(),

@@ -4,9 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use super::recipe::{self, RawCheck, RawFile, RecipeError, RecipeFile, parse_mode};
+use super::recipe::{
+    self, RawCheck, RawFile, RawRecipe, RawSetting, RecipeError, RecipeFile, parse_mode,
+};
 use crate::profile::Profile;
-use crate::profile::source::Loc;
+use crate::profile::source::{Loc, LocError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
@@ -377,11 +379,11 @@ fn check_spec(c: &RawCheck, feature: &str) -> Result<Check, RecipeError> {
                 .or(c.package.as_ref())
                 .map(|l| l.at())
                 .unwrap_or_else(|| format!("a [[check]] of {feature}"));
-            return Err(RecipeError::Invalid {
+            return Err(RecipeError::At(LocError::Invalid {
                 at,
                 field: "check".into(),
                 message: "give exactly one of `path`, `enabled` and `package`".into(),
-            });
+            }));
         }
     };
     Ok(Check {
@@ -416,26 +418,28 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
     let base = recipe::base()?;
     let features = select(profile, sel)?;
     let kernel_fragments = check_kernel_fragments(profile, &features)?;
-    let b = &base.raw;
+    let mut r = from_base(profile, &base.raw)?;
+    for f in &features {
+        add_feature(&mut r, &f.raw, &f.name)?;
+    }
+    check_secret_files(&r.files, &r.settings)?;
+    r.features = features.iter().map(|f| f.name.clone()).collect();
+    r.kernel_fragments = kernel_fragments;
+    Ok(r)
+}
+
+/// The recipe of rootfs/base.toml with the profile's `[rootfs]` over it: no feature yet.
+fn from_base(profile: &Profile, b: &RawRecipe) -> Result<Recipe, FeatureError> {
     let p = &profile.rootfs;
     let pick = |prof: &Option<Loc<String>>, base: &Option<Loc<String>>, field: &str| {
-        prof.clone()
-            .or_else(|| base.clone())
-            .ok_or_else(|| RecipeError::Invalid {
+        prof.clone().or_else(|| base.clone()).ok_or_else(|| {
+            RecipeError::At(LocError::Invalid {
                 at: format!("embedded:{}", recipe::BASE),
                 field: field.into(),
                 message: "is required in rootfs/base.toml".into(),
             })
+        })
     };
-    let suite = pick(&p.suite, &b.suite, "suite")?.value;
-    let mirror = pick(&p.mirror, &b.mirror, "mirror")?.value;
-    let security_mirror = p
-        .security_mirror
-        .clone()
-        .or_else(|| b.security_mirror.clone())
-        .map(|l| l.value)
-        .filter(|s| !s.is_empty());
-    let hostname = pick(&p.hostname, &b.hostname, "hostname")?.value;
     let user = pick(&p.user, &b.user, "user")?;
     if !valid_user_name(&user.value) {
         return Err(RecipeError::invalid(
@@ -445,7 +449,6 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
         )
         .into());
     }
-    let locale = pick(&p.locale, &b.locale, "locale")?.value;
     let timezone = pick(&p.timezone, &b.timezone, "timezone")?;
     if timezone.value.split('/').any(|c| c == ".." || c.is_empty()) {
         return Err(RecipeError::invalid(
@@ -476,7 +479,6 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
             "standard",
         ],
     )?;
-
     let mut components = Vec::new();
     push_unique(
         &mut components,
@@ -486,150 +488,30 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
             .map(|l| l.value.clone())
             .unwrap_or_else(|| vec!["main".into()]),
     );
+    // The distribution's packages, then the board's kernel and boot loader, then the profile's.
     let mut packages = Vec::new();
+    push_unique(&mut packages, values(&b.packages));
     push_unique(
         &mut packages,
-        b.packages.iter().flat_map(|l| l.value.clone()),
+        [profile.kernel.package.clone()]
+            .into_iter()
+            .filter(|k| !k.is_empty()),
     );
-    if !profile.kernel.package.is_empty() {
-        push_unique(&mut packages, [profile.kernel.package.clone()]);
-    }
-    if let Some(bl) = profile.bootloader.as_ref().and_then(|b| b.package.clone()) {
-        push_unique(&mut packages, [bl]);
-    }
     push_unique(
         &mut packages,
-        p.packages.iter().flat_map(|l| l.value.clone()),
+        profile.bootloader.as_ref().and_then(|b| b.package.clone()),
     );
-    let mut groups = Vec::new();
-    push_unique(&mut groups, b.groups.iter().flat_map(|l| l.value.clone()));
-    let mut services = Vec::new();
-    push_unique(
-        &mut services,
-        b.services.iter().flat_map(|l| l.value.clone()),
-    );
-    let mut remove = Vec::new();
-    push_unique(&mut remove, b.remove.iter().flat_map(|l| l.value.clone()));
-    let mut default_target = b.default_target.as_ref().map(|l| l.value.clone());
-    let mut autologin = p
-        .autologin
-        .as_ref()
-        .or(b.autologin.as_ref())
-        .map(|l| l.value)
-        .unwrap_or(false);
-    let mut files = Vec::new();
-    for f in &b.files {
-        files.push(file_spec(f, "base")?);
-    }
-    let mut checks = Vec::new();
-    for c in &b.checks {
-        checks.push(check_spec(c, "base")?);
-    }
-    let mut settings: Vec<SettingSpec> = Vec::new();
-    let mut artifacts: Vec<ArtifactSpec> = Vec::new();
-
-    for f in &features {
-        let r = &f.raw;
-        push_unique(
-            &mut components,
-            r.components.iter().flat_map(|l| l.value.clone()),
-        );
-        push_unique(
-            &mut packages,
-            r.packages.iter().flat_map(|l| l.value.clone()),
-        );
-        push_unique(&mut groups, r.groups.iter().flat_map(|l| l.value.clone()));
-        push_unique(
-            &mut services,
-            r.services.iter().flat_map(|l| l.value.clone()),
-        );
-        push_unique(&mut remove, r.remove.iter().flat_map(|l| l.value.clone()));
-        if let Some(t) = &r.default_target {
-            default_target = Some(t.value.clone());
-        }
-        if r.autologin.as_ref().is_some_and(|l| l.value) {
-            autologin = true;
-        }
-        for file in &r.files {
-            files.push(file_spec(file, &f.name)?);
-        }
-        for c in &r.checks {
-            checks.push(check_spec(c, &f.name)?);
-        }
-        for s in &r.settings {
-            let kind = match &s.kind {
-                None => SettingKind::Text,
-                Some(k) => {
-                    match one_of_str(k, "setting.kind", &["text", "port", "secret"])?.as_str() {
-                        "port" => SettingKind::Port,
-                        "secret" => SettingKind::Secret,
-                        _ => SettingKind::Text,
-                    }
-                }
-            };
-            if !s
-                .name
-                .value
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            {
-                return Err(RecipeError::invalid(
-                    &s.name,
-                    "setting.name",
-                    "use lowercase letters, digits and '_'",
-                )
-                .into());
-            }
-            // A secret known to everyone who read the recipe is no secret.
-            if kind == SettingKind::Secret
-                && let Some(d) = &s.default
-            {
-                return Err(RecipeError::invalid(
-                    d,
-                    "setting.default",
-                    "a secret setting has no default: the user gives it, is asked for it, or asks for a random one",
-                )
-                .into());
-            }
-            settings.push(SettingSpec {
-                name: s.name.value.clone(),
-                description: s
-                    .description
-                    .as_ref()
-                    .map(|l| l.value.clone())
-                    .unwrap_or_default(),
-                kind,
-                default: s.default.as_ref().map(|l| l.value.clone()),
-                env: s.env.as_ref().map(|l| l.value.clone()),
-                prompt: s.prompt.as_ref().map(|l| l.value.clone()),
-                feature: f.name.clone(),
-            });
-        }
-        for a in &r.artifacts {
-            artifacts.push(ArtifactSpec {
-                name: a.name.value.clone(),
-                description: a
-                    .description
-                    .as_ref()
-                    .map(|l| l.value.clone())
-                    .unwrap_or_default(),
-                dest: a.dest.value.trim_start_matches('/').to_string(),
-                mode: match &a.mode {
-                    Some(m) => parse_mode(m, "artifact.mode")?,
-                    None => 0o644,
-                },
-                feature: f.name.clone(),
-            });
-        }
-    }
-
-    check_secret_files(&files, &settings)?;
-
-    Ok(Recipe {
-        features: features.iter().map(|f| f.name.clone()).collect(),
-        suite,
-        mirror,
-        security_mirror,
+    push_unique(&mut packages, values(&p.packages));
+    let mut r = Recipe {
+        features: Vec::new(),
+        suite: pick(&p.suite, &b.suite, "suite")?.value,
+        mirror: pick(&p.mirror, &b.mirror, "mirror")?.value,
+        security_mirror: p
+            .security_mirror
+            .clone()
+            .or_else(|| b.security_mirror.clone())
+            .map(|l| l.value)
+            .filter(|s| !s.is_empty()),
         components,
         variant,
         packages,
@@ -643,23 +525,131 @@ pub fn resolve(profile: &Profile, sel: &Selection) -> Result<Recipe, FeatureErro
             .as_ref()
             .map(|l| l.value.clone())
             .unwrap_or_default(),
-        hostname,
+        hostname: pick(&p.hostname, &b.hostname, "hostname")?.value,
         user: user.value,
         password_hash: p.password_hash.clone(),
         expire_password: p.expire_password.as_ref().is_some_and(|l| l.value),
-        locale,
+        locale: pick(&p.locale, &b.locale, "locale")?.value,
         timezone: timezone.value,
         fstab,
-        autologin,
-        groups,
-        services,
-        remove,
-        default_target,
-        files,
-        settings,
-        artifacts,
-        checks,
-        kernel_fragments,
+        autologin: p
+            .autologin
+            .as_ref()
+            .or(b.autologin.as_ref())
+            .is_some_and(|l| l.value),
+        groups: Vec::new(),
+        services: Vec::new(),
+        remove: Vec::new(),
+        default_target: b.default_target.as_ref().map(|l| l.value.clone()),
+        files: Vec::new(),
+        settings: Vec::new(),
+        artifacts: Vec::new(),
+        checks: Vec::new(),
+        kernel_fragments: Vec::new(),
+    };
+    push_unique(&mut r.groups, values(&b.groups));
+    push_unique(&mut r.services, values(&b.services));
+    push_unique(&mut r.remove, values(&b.remove));
+    for f in &b.files {
+        r.files.push(file_spec(f, "base")?);
+    }
+    for c in &b.checks {
+        r.checks.push(check_spec(c, "base")?);
+    }
+    Ok(r)
+}
+
+/// A list a recipe may leave out, as given or empty.
+fn values(l: &Option<Loc<Vec<String>>>) -> Vec<String> {
+    l.as_ref().map(|l| l.value.clone()).unwrap_or_default()
+}
+
+/// Adds feature `name` (its recipe `f`) to `r`: lists extended, a default target or autologin it asks
+/// for, its files, checks, settings and artefacts.
+fn add_feature(r: &mut Recipe, f: &RawRecipe, name: &str) -> Result<(), FeatureError> {
+    push_unique(&mut r.components, values(&f.components));
+    push_unique(&mut r.packages, values(&f.packages));
+    push_unique(&mut r.groups, values(&f.groups));
+    push_unique(&mut r.services, values(&f.services));
+    push_unique(&mut r.remove, values(&f.remove));
+    if let Some(t) = &f.default_target {
+        r.default_target = Some(t.value.clone());
+    }
+    if f.autologin.as_ref().is_some_and(|l| l.value) {
+        r.autologin = true;
+    }
+    for file in &f.files {
+        r.files.push(file_spec(file, name)?);
+    }
+    for c in &f.checks {
+        r.checks.push(check_spec(c, name)?);
+    }
+    for s in &f.settings {
+        r.settings.push(setting_spec(s, name)?);
+    }
+    for a in &f.artifacts {
+        r.artifacts.push(ArtifactSpec {
+            name: a.name.value.clone(),
+            description: a
+                .description
+                .as_ref()
+                .map(|l| l.value.clone())
+                .unwrap_or_default(),
+            dest: a.dest.value.trim_start_matches('/').to_string(),
+            mode: match &a.mode {
+                Some(m) => parse_mode(m, "artifact.mode")?,
+                None => 0o644,
+            },
+            feature: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A feature's `[[setting]]`, checked: its name, its kind, and no default for a secret.
+fn setting_spec(s: &RawSetting, feature: &str) -> Result<SettingSpec, RecipeError> {
+    let kind = match &s.kind {
+        None => SettingKind::Text,
+        Some(k) => match one_of_str(k, "setting.kind", &["text", "port", "secret"])?.as_str() {
+            "port" => SettingKind::Port,
+            "secret" => SettingKind::Secret,
+            _ => SettingKind::Text,
+        },
+    };
+    if !s
+        .name
+        .value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(RecipeError::invalid(
+            &s.name,
+            "setting.name",
+            "use lowercase letters, digits and '_'",
+        ));
+    }
+    // A secret known to everyone who read the recipe is no secret.
+    if kind == SettingKind::Secret
+        && let Some(d) = &s.default
+    {
+        return Err(RecipeError::invalid(
+            d,
+            "setting.default",
+            "a secret setting has no default: the user gives it, is asked for it, or asks for a random one",
+        ));
+    }
+    Ok(SettingSpec {
+        name: s.name.value.clone(),
+        description: s
+            .description
+            .as_ref()
+            .map(|l| l.value.clone())
+            .unwrap_or_default(),
+        kind,
+        default: s.default.as_ref().map(|l| l.value.clone()),
+        env: s.env.as_ref().map(|l| l.value.clone()),
+        prompt: s.prompt.as_ref().map(|l| l.value.clone()),
+        feature: feature.to_string(),
     })
 }
 
@@ -671,14 +661,14 @@ fn check_secret_files(files: &[FileSpec], settings: &[SettingSpec]) -> Result<()
         };
         for secret in settings.iter().filter(|s| s.kind == SettingKind::Secret) {
             if f.template && mentions(text, &secret.name) && f.mode & 0o007 != 0 {
-                return Err(FeatureError::Recipe(RecipeError::Invalid {
+                return Err(FeatureError::Recipe(RecipeError::At(LocError::Invalid {
                     at: f.at.clone(),
                     field: "file.mode".into(),
                     message: format!(
                         "{:04o} lets every user read the secret setting `{}`; use 0640 or narrower",
                         f.mode, secret.name
                     ),
-                }));
+                })));
             }
         }
     }
@@ -803,8 +793,7 @@ mod tests {
 
     #[test]
     fn missing_fragment_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("nouinput.toml");
+        let (_dir, f) = crate::testutil::scratch("nouinput.toml");
         std::fs::write(
             &f,
             "extends = \"allwinner-a10\"\n[kernel]\nfragments = [\"usb-net\"]\n[bootloader]\npath = \"usr/lib/u-boot/Cubieboard/u-boot-sunxi-with-spl.bin\"\n",

@@ -291,8 +291,7 @@ mod tests {
 
     #[test]
     fn verifies_local_files() {
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("f");
+        let (d, src) = crate::testutil::scratch("f");
         std::fs::write(&src, b"abc").unwrap();
         let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         let dest = d.path().join("out");
@@ -312,8 +311,7 @@ mod tests {
     #[test]
     fn decompresses_by_magic() {
         use std::process::Command;
-        let d = tempfile::tempdir().unwrap();
-        let plain = d.path().join("p");
+        let (d, plain) = crate::testutil::scratch("p");
         std::fs::write(&plain, b"hello").unwrap();
         let st = Command::new("gzip").arg("-k").arg(&plain).status().unwrap();
         assert!(st.success());

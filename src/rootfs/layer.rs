@@ -33,10 +33,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::base::{Base, BaseReport};
+use super::base::{Base, BaseReport, run_mmdebstrap};
 use super::cache::{self, Facts, KeyInputs};
 use super::mmdebstrap::{BasePlan, Downloads};
-use super::{RootfsError, RootfsEvent, RootfsRequest, features, initramfs, io};
+use super::{RootfsError, RootfsEvent, RootfsRequest, features, initramfs};
 use crate::profile::Profile;
 
 /// mmdebstrap's variant for a layer: nothing but what `--include` names is installed on the base.
@@ -232,26 +232,12 @@ pub(super) fn acquire(
     Ok(acquired)
 }
 
-/// Runs mmdebstrap for the layer on the base tarball `base` into `output` (its hook files in their own
-/// directory, apart from the base's).
-#[allow(clippy::too_many_arguments)]
-fn run_layer(
-    profile: &Profile,
-    layer: &BasePlan,
-    base: &Path,
-    req: &RootfsRequest,
-    epoch: u64,
-    work: &Path,
-    output: &Path,
-    on: &dyn Fn(RootfsEvent<'_>),
-) -> Result<(Downloads, PathBuf), RootfsError> {
-    let dir = work.join("layer");
-    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let plan = BasePlan {
+/// The layer's plan, run on the base tarball `base`.
+fn on_base(layer: &BasePlan, base: &Path) -> BasePlan {
+    BasePlan {
         layer_on: Some(base.to_path_buf()),
         ..layer.clone()
-    };
-    super::base::run_mmdebstrap(profile, &plan, req, epoch, &dir, output, on)
+    }
 }
 
 /// The mmdebstrap output of a board, `full` split in its base and board layer (`inputs` are `full`'s,
@@ -280,7 +266,8 @@ pub(super) fn stage(
     if req.no_cache {
         let b = super::base::base_stage(profile, &k.split.base, &k.base, req, work, on, warnings)?;
         let tar = work.join("layer.tar");
-        let (more, log) = run_layer(profile, &k.split.layer, &b.tar, req, epoch, work, &tar, on)?;
+        let plan = on_base(&k.split.layer, &b.tar);
+        let (more, log) = run_mmdebstrap(profile, &plan, req, epoch, work, &tar, on)?;
         let mut downloads = b.downloads.clone();
         downloads.add(&more);
         return Ok(Base {
@@ -326,16 +313,8 @@ pub(super) fn stage(
     let b = super::base::base_stage(profile, &k.split.base, &k.base, req, work, on, warnings)?;
     let pending = held.begin()?;
     let started = Instant::now();
-    let (more, log) = run_layer(
-        profile,
-        &k.split.layer,
-        &b.tar,
-        req,
-        epoch,
-        work,
-        &pending.base_tar(),
-        on,
-    )?;
+    let plan = on_base(&k.split.layer, &b.tar);
+    let (more, log) = run_mmdebstrap(profile, &plan, req, epoch, work, &pending.base_tar(), on)?;
     let seconds = started.elapsed().as_secs_f64();
     let mut downloads = b.downloads.clone();
     downloads.add(&more);

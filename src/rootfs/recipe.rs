@@ -5,29 +5,19 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::profile::source::{Loc, SourceFile, parse_with_origin, syntax_error};
+use crate::profile::source::{Loc, LocError, SourceFile, parse_with_origin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("{at}: {message}")]
-    Syntax { at: String, message: String },
-    #[error("{at}: `{field}`: {message}")]
-    Invalid {
-        at: String,
-        field: String,
-        message: String,
-    },
+    #[error(transparent)]
+    At(#[from] LocError),
     #[error("the embedded recipe {path} is missing from this build of boardsmith")]
     Missing { path: String },
 }
 
 impl RecipeError {
     pub fn invalid<T>(loc: &Loc<T>, field: &str, message: impl Into<String>) -> RecipeError {
-        RecipeError::Invalid {
-            at: loc.at(),
-            field: field.to_string(),
-            message: message.into(),
-        }
+        LocError::invalid(loc, field, message).into()
     }
 }
 
@@ -142,10 +132,7 @@ fn parse(path: &str, text: &str) -> Result<RecipeFile, RecipeError> {
         path: None,
         text: text.to_string(),
     });
-    let raw: RawRecipe = parse_with_origin(&file).map_err(|e| {
-        let (at, message) = syntax_error(&file, &e);
-        RecipeError::Syntax { at, message }
-    })?;
+    let raw: RawRecipe = parse_with_origin(&file)?;
     let name = path
         .rsplit('/')
         .next()
@@ -177,11 +164,11 @@ pub fn base() -> Result<RecipeFile, RecipeError> {
         ),
     ] {
         if let Some(at) = present {
-            return Err(RecipeError::Invalid {
+            return Err(RecipeError::At(LocError::Invalid {
                 at,
                 field: field.into(),
                 message: "only features use this key".into(),
-            });
+            }));
         }
     }
     Ok(r)
@@ -221,11 +208,11 @@ pub fn feature(name: &str) -> Result<Option<RecipeFile>, RecipeError> {
     ];
     for (field, present) in base_only {
         if let Some(at) = present {
-            return Err(RecipeError::Invalid {
+            return Err(RecipeError::At(LocError::Invalid {
                 at,
                 field: field.into(),
                 message: "is a base setting (rootfs/base.toml or the board's [rootfs]); a feature cannot set it".into(),
-            });
+            }));
         }
     }
     Ok(Some(r))

@@ -344,43 +344,38 @@ impl Report {
                 d.controllers.join(", ")
             }
         ));
-        s.push_str(&format!("\nderived modules ({}):\n", d.modules.len()));
-        for n in &d.modules {
-            s.push_str(&format!("  {}\n", Derivation::need_line(n)));
-        }
+        let lines: Vec<String> = d.modules.iter().map(Derivation::need_line).collect();
+        section(&mut s, "derived modules", &lines);
         if !self.extras.is_empty() {
             s.push_str(&format!(
                 "\nextras from the profile (kernel.initramfs_modules): {}\n",
                 self.extras.join(", ")
             ));
         }
-        s.push_str(&format!("\nbuilt in ({}):\n", d.builtin.len()));
-        for b in &d.builtin {
-            s.push_str(&format!(
-                "  {} ({}) ← {}\n",
-                b.what,
-                b.by,
-                b.chain.join(" ← ")
-            ));
-        }
-        s.push_str(&format!("\nunresolved ({}):\n", d.unresolved.len()));
-        for u in &d.unresolved {
-            s.push_str(&format!(
-                "  {}{}: {}{}\n",
-                u.what,
-                if u.compatible.is_empty() {
+        let lines: Vec<String> = d
+            .builtin
+            .iter()
+            .map(|b| format!("{} ({}) ← {}", b.what, b.by, b.chain.join(" ← ")))
+            .collect();
+        section(&mut s, "built in", &lines);
+        let lines: Vec<String> = d
+            .unresolved
+            .iter()
+            .map(|u| {
+                let compatible = if u.compatible.is_empty() {
                     String::new()
                 } else {
                     format!(" [{}]", u.compatible.join(", "))
-                },
-                u.reason,
-                if u.chain.is_empty() {
+                };
+                let chain = if u.chain.is_empty() {
                     String::new()
                 } else {
                     format!(" ← {}", u.chain.join(" ← "))
-                }
-            ));
-        }
+                };
+                format!("{}{compatible}: {}{chain}", u.what, u.reason)
+            })
+            .collect();
+        section(&mut s, "unresolved", &lines);
         s.push_str(&format!(
             "\nload order ({} files): {}\n",
             self.all_load_order.len(),
@@ -394,5 +389,13 @@ impl Report {
             s.push_str(&format!("warning: {w}\n"));
         }
         s
+    }
+}
+
+/// A titled list of the report: `TITLE (N):` and one indented line each.
+fn section(s: &mut String, title: &str, lines: &[String]) {
+    s.push_str(&format!("\n{title} ({}):\n", lines.len()));
+    for l in lines {
+        s.push_str(&format!("  {l}\n"));
     }
 }

@@ -468,8 +468,7 @@ mod tests {
 
     #[test]
     fn grow_does_not_create_files() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("missing.img");
+        let (_d, p) = crate::testutil::scratch("missing.img");
         let r = Target::open_checked(
             &p,
             &Checks {
@@ -483,8 +482,7 @@ mod tests {
 
     #[test]
     fn reserve_fails_without_changing_the_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("existing.img");
+        let (_d, p) = crate::testutil::scratch("existing.img");
         std::fs::write(&p, b"precious").unwrap();
         let t = Target::open(&p, false).unwrap();
         let r = t.reserve(100_000 << 40);

@@ -259,8 +259,7 @@ mod tests {
 
     #[test]
     fn a_new_file_is_removed_when_nothing_was_written() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("new.img");
+        let (_d, p) = crate::testutil::scratch("new.img");
         drop(Target::open(&p, false).unwrap());
         assert!(!p.exists());
         let mut t = Target::open(&p, false).unwrap();

@@ -142,8 +142,7 @@ mod tests {
         let packed = gz.finish().unwrap();
         assert_eq!(packed[..2], GZIP_MAGIC);
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vmlinuz");
+        let (_dir, path) = crate::testutil::scratch("vmlinuz");
         std::fs::write(&path, &packed).unwrap();
         let from_file = kernel_for_boot(
             KernelImage::Image,

@@ -523,8 +523,7 @@ mod tests {
     use super::*;
 
     pub(super) fn sample() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("in.tar");
+        let (dir, p) = crate::testutil::scratch("in.tar");
         let mut b = tar::Builder::new(File::create(&p).unwrap());
         let mut add = |name: &str, ty: EntryType, data: &[u8], link: Option<&str>, mtime: u64| {
             let mut h = Header::new_gnu();
