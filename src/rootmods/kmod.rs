@@ -228,10 +228,25 @@ impl ModuleIndex {
             }
         }
 
-        // modules.dep: `path: dep dep ...`; dependencies may be listed before their own line.
+        idx.read_dep(files.dep)?;
+        idx.read_alias(files.alias)?;
+        idx.read_builtin(files.builtin)?;
+        if let Some(data) = files.builtin_modinfo {
+            idx.read_builtin_modinfo(data)?;
+        }
+        if let Some(data) = files.softdep {
+            idx.read_softdep(data)?;
+        }
+        idx.alias_finder = KeyFinder::new(&idx.aliases);
+        idx.builtin_alias_finder = KeyFinder::new(&idx.builtin_aliases);
+        Ok(idx)
+    }
+
+    /// modules.dep: `path: dep dep ...`; dependencies may be listed before their own line.
+    fn read_dep(&mut self, data: &[u8]) -> Result<(), KmodError> {
         let f = "modules.dep";
         let mut raw: Vec<(String, Vec<String>)> = Vec::new();
-        for l in lines(f, files.dep) {
+        for l in lines(f, data) {
             let (n, l) = l?;
             if l.trim().is_empty() || l.starts_with('#') {
                 continue;
@@ -261,7 +276,7 @@ impl ModuleIndex {
             if by_path.insert(p.clone(), i).is_some() {
                 return Err(err(f, 0, format!("`{p}` listed twice")));
             }
-            idx.by_name.entry(normalize(stem(p))).or_insert(i);
+            self.by_name.entry(normalize(stem(p))).or_insert(i);
         }
         for (p, deps) in raw {
             let mut ids = Vec::new();
@@ -277,11 +292,15 @@ impl ModuleIndex {
                     }
                 }
             }
-            idx.modules.push(ModuleFile { path: p, deps: ids });
+            self.modules.push(ModuleFile { path: p, deps: ids });
         }
+        Ok(())
+    }
 
+    /// modules.alias: `alias PATTERN MODULE`.
+    fn read_alias(&mut self, data: &[u8]) -> Result<(), KmodError> {
         let f = "modules.alias";
-        for l in lines(f, files.alias) {
+        for l in lines(f, data) {
             let (n, l) = l?;
             if l.trim().is_empty() || l.starts_with('#') {
                 continue;
@@ -289,17 +308,21 @@ impl ModuleIndex {
             let mut w = l.split_whitespace();
             match (w.next(), w.next(), w.next(), w.next()) {
                 (Some("alias"), Some(pat), Some(module), None) => {
-                    if idx.aliases.len() >= MAX_ENTRIES {
+                    if self.aliases.len() >= MAX_ENTRIES {
                         return Err(err(f, n, "too many aliases"));
                     }
-                    idx.aliases.push((pat.to_string(), normalize(module)));
+                    self.aliases.push((pat.to_string(), normalize(module)));
                 }
                 _ => return Err(err(f, n, "expected `alias PATTERN MODULE`")),
             }
         }
+        Ok(())
+    }
 
+    /// modules.builtin: the paths of the modules built into the kernel.
+    fn read_builtin(&mut self, data: &[u8]) -> Result<(), KmodError> {
         let f = "modules.builtin";
-        for l in lines(f, files.builtin) {
+        for l in lines(f, data) {
             let (n, l) = l?;
             let l = l.trim();
             if l.is_empty() || l.starts_with('#') {
@@ -308,79 +331,81 @@ impl ModuleIndex {
             if !l.contains(".ko") || !valid_module_name(stem(l)) {
                 return Err(err(f, n, format!("`{l}` is not a module path")));
             }
-            if idx.builtin.len() >= MAX_ENTRIES {
+            if self.builtin.len() >= MAX_ENTRIES {
                 return Err(err(f, n, "too many entries"));
             }
-            idx.builtin.insert(normalize(stem(l)), l.to_string());
+            self.builtin.insert(normalize(stem(l)), l.to_string());
         }
+        Ok(())
+    }
 
-        if let Some(data) = files.builtin_modinfo {
-            // NUL-separated `module.key=value` records.
-            let f = "modules.builtin.modinfo";
-            for (i, rec) in data.split(|b| *b == 0).enumerate() {
-                if rec.is_empty() {
-                    continue;
+    /// modules.builtin.modinfo: NUL-separated `module.key=value` records; the aliases are kept.
+    fn read_builtin_modinfo(&mut self, data: &[u8]) -> Result<(), KmodError> {
+        // NUL-separated `module.key=value` records.
+        let f = "modules.builtin.modinfo";
+        for (i, rec) in data.split(|b| *b == 0).enumerate() {
+            if rec.is_empty() {
+                continue;
+            }
+            let rec = std::str::from_utf8(rec)
+                .map_err(|_| err(f, i + 1, "record is not UTF-8 (records are counted)"))?;
+            let Some((key, value)) = rec.split_once('=') else {
+                return Err(err(
+                    f,
+                    i + 1,
+                    "expected `module.key=value` (records are counted)",
+                ));
+            };
+            let Some((module, field)) = key.split_once('.') else {
+                return Err(err(
+                    f,
+                    i + 1,
+                    "expected `module.key=value` (records are counted)",
+                ));
+            };
+            if field == "alias" {
+                if self.builtin_aliases.len() >= MAX_ENTRIES {
+                    return Err(err(f, i + 1, "too many aliases"));
                 }
-                let rec = std::str::from_utf8(rec)
-                    .map_err(|_| err(f, i + 1, "record is not UTF-8 (records are counted)"))?;
-                let Some((key, value)) = rec.split_once('=') else {
-                    return Err(err(
-                        f,
-                        i + 1,
-                        "expected `module.key=value` (records are counted)",
-                    ));
-                };
-                let Some((module, field)) = key.split_once('.') else {
-                    return Err(err(
-                        f,
-                        i + 1,
-                        "expected `module.key=value` (records are counted)",
-                    ));
-                };
-                if field == "alias" {
-                    if idx.builtin_aliases.len() >= MAX_ENTRIES {
-                        return Err(err(f, i + 1, "too many aliases"));
-                    }
-                    idx.builtin_aliases
-                        .push((value.to_string(), normalize(module)));
-                }
+                self.builtin_aliases
+                    .push((value.to_string(), normalize(module)));
             }
         }
+        Ok(())
+    }
 
-        if let Some(data) = files.softdep {
-            let f = "modules.softdep";
-            for l in lines(f, data) {
-                let (n, l) = l?;
-                if l.trim().is_empty() || l.starts_with('#') {
-                    continue;
-                }
-                let mut w = l.split_whitespace();
-                if w.next() != Some("softdep") {
-                    return Err(err(f, n, "expected `softdep MODULE pre: ... post: ...`"));
-                }
-                let module = w
-                    .next()
-                    .ok_or_else(|| err(f, n, "softdep without a module"))?;
-                let entry = idx.softdeps.entry(normalize(module)).or_default();
-                let mut post = false;
-                for word in w {
-                    match word {
-                        "pre:" => post = false,
-                        "post:" => post = true,
-                        other => {
-                            if post {
-                                entry.1.push(other.to_string())
-                            } else {
-                                entry.0.push(other.to_string())
-                            }
+    /// modules.softdep: `softdep MODULE pre: ... post: ...`.
+    fn read_softdep(&mut self, data: &[u8]) -> Result<(), KmodError> {
+        let f = "modules.softdep";
+        for l in lines(f, data) {
+            let (n, l) = l?;
+            if l.trim().is_empty() || l.starts_with('#') {
+                continue;
+            }
+            let mut w = l.split_whitespace();
+            if w.next() != Some("softdep") {
+                return Err(err(f, n, "expected `softdep MODULE pre: ... post: ...`"));
+            }
+            let module = w
+                .next()
+                .ok_or_else(|| err(f, n, "softdep without a module"))?;
+            let entry = self.softdeps.entry(normalize(module)).or_default();
+            let mut post = false;
+            for word in w {
+                match word {
+                    "pre:" => post = false,
+                    "post:" => post = true,
+                    other => {
+                        if post {
+                            entry.1.push(other.to_string())
+                        } else {
+                            entry.0.push(other.to_string())
                         }
                     }
                 }
             }
         }
-        idx.alias_finder = KeyFinder::new(&idx.aliases);
-        idx.builtin_alias_finder = KeyFinder::new(&idx.builtin_aliases);
-        Ok(idx)
+        Ok(())
     }
 
     /// The module file of a name (`sunxi-mmc` or `sunxi_mmc`).
