@@ -184,30 +184,10 @@ pub fn run(
 
     // The reader is not scoped: if it is blocked reading a pipe when Ctrl-C arrives, the pass
     // ends without it.
-    let reader = {
-        let ctl = ctl.clone();
-        let pool = pool.clone();
-        let read_ranges = plan.read_ranges.take();
-        let limit = plan.expected_len.clone();
-        let names = (plan.source_name.clone(), plan.format);
-        thread::Builder::new()
-            .name("boardsmith-read".into())
-            .spawn(move || {
-                let r = produce(input, read_ranges, limit, &names, &pool, &senders, &ctl);
-                drop(senders);
-                if r.is_err() {
-                    ctl.abort();
-                }
-                r
-            })
-            .map_err(|e| WriteError::Io {
-                context: "cannot start the reader thread".into(),
-                source: e,
-            })?
-    };
+    let reader = spawn_reader(input, &mut plan, pool, senders, &ctl)?;
 
     let range_check = plan.range_check.take();
-    let result = thread::scope(|s| {
+    let result: Ends = thread::scope(|s| {
         let range = rx_range.zip(range_check).map(|(rx, mut rc)| {
             let ctl = &ctl;
             let origin = &plan.bmap_origin;
@@ -253,8 +233,56 @@ pub fn run(
         let range = range.and_then(|h| h.join().ok().flatten());
         (written, range, join(sha), join(md5))
     });
-    let (written, range, sha, md5) = result;
+    finish(reader, &ctl, &plan, result)
+}
 
+/// What the consumers leave: the writer's result, the range check, the SHA-256 and MD5 passes.
+type Ends = (
+    Result<Written, WriteError>,
+    Option<RangeCheck>,
+    Option<(u64, String)>,
+    Option<(u64, String)>,
+);
+
+type Reader = thread::JoinHandle<Result<u64, WriteError>>;
+
+/// Starts the reader thread with the plan's read ranges and length limit.
+fn spawn_reader(
+    input: Input,
+    plan: &mut Plan,
+    pool: &Pool,
+    senders: Vec<SyncSender<Arc<Chunk>>>,
+    ctl: &Arc<Control>,
+) -> Result<Reader, WriteError> {
+    let ctl = ctl.clone();
+    let pool = pool.clone();
+    let read_ranges = plan.read_ranges.take();
+    let limit = plan.expected_len.clone();
+    let names = (plan.source_name.clone(), plan.format);
+    thread::Builder::new()
+        .name("boardsmith-read".into())
+        .spawn(move || {
+            let r = produce(input, read_ranges, limit, &names, &pool, &senders, &ctl);
+            drop(senders);
+            if r.is_err() {
+                ctl.abort();
+            }
+            r
+        })
+        .map_err(|e| WriteError::Io {
+            context: "cannot start the reader thread".into(),
+            source: e,
+        })
+}
+
+/// The pass's outcome once every consumer has ended: the first failure of any stage (an interruption
+/// before all), else the image's length, the writer's counters and head, and the whole-image sums.
+fn finish(
+    reader: Reader,
+    ctl: &Control,
+    plan: &Plan,
+    (written, range, sha, md5): Ends,
+) -> Result<Output, WriteError> {
     if signals::interrupted() {
         // Leave the reader (possibly blocked on input) behind.
         return Err(WriteError::Interrupted {
@@ -319,50 +347,182 @@ fn produce(
     senders: &[SyncSender<Arc<Chunk>>],
     ctl: &Control,
 ) -> Result<u64, WriteError> {
-    let stop = || ctl.stopped();
-    let interrupted = || WriteError::Interrupted {
+    let p = Producer {
+        what: &names.0,
+        format: names.1,
+        limit,
+        pool,
+        senders,
+        ctl,
+    };
+    match input {
+        Input::RawFile(file) => p.raw_file(&file, read_ranges),
+        Input::XzBlocks {
+            file,
+            index,
+            threads,
+            max_dict,
+        } => {
+            let (r, pos) = p.blocks(&file, &index, max_dict, threads, None);
+            r.map_err(|e| p.blocks_err(pos, e))
+        }
+        Input::SevenZBlocks {
+            file,
+            blocks,
+            threads,
+            ..
+        } => p.sevenz_blocks(&file, &blocks, threads),
+        Input::Stream(mut r) => p.stream(&mut *r),
+        Input::SevenZ {
+            file,
+            entry,
+            max_window,
+        } => p.sevenz(file, &entry, max_window),
+    }
+}
+
+/// The reader thread: the pool it fills and the consumers every chunk goes to.
+struct Producer<'a> {
+    /// The source, for messages.
+    what: &'a str,
+    format: Format,
+    /// The most bytes the image may have, and where that figure comes from.
+    limit: Option<(u64, String)>,
+    pool: &'a Pool,
+    senders: &'a [SyncSender<Arc<Chunk>>],
+    ctl: &'a Control,
+}
+
+fn interrupted() -> WriteError {
+    WriteError::Interrupted {
         signal: signals::pending_name(),
-    };
-    let send = |c: Chunk| -> bool {
+    }
+}
+
+impl Producer<'_> {
+    /// Hands `c` to every consumer; false when one of them has gone (the pass is stopping).
+    fn send(&self, c: Chunk) -> bool {
         let c = Arc::new(c);
-        senders.iter().all(|tx| tx.send(c.clone()).is_ok())
-    };
-    let decode_err = |offset: u64, e: io::Error| match e
-        .get_ref()
-        .and_then(|i| i.downcast_ref::<decompress::WindowTooLarge>())
-    {
-        // Not damage: the data asks for more decoder memory than allowed.
-        Some(w) => WriteError::Source(super::source::SourceError::Window {
-            what: format!("{} (after {offset} bytes of the image)", names.0),
-            detail: w.clone(),
-        }),
-        None => WriteError::Decode {
-            what: names.0.clone(),
-            format: names.1.name(),
-            offset,
-            message: e.to_string(),
-        },
-    };
-    // Independent blocks (xz blocks, 7z LZMA2 segments) decoded on several threads and sent in
-    // order; `crc` sums what was decoded. Returns the result and how far decoding got.
-    let decode_blocks = |file: &std::fs::File,
-                         index: &super::xz::XzIndex,
-                         max_dict: decompress::WindowLimit,
-                         threads: usize,
-                         mut crc: Option<&mut crc32fast::Hasher>| {
+        self.senders.iter().all(|tx| tx.send(c.clone()).is_ok())
+    }
+
+    fn decode_err(&self, offset: u64, e: io::Error) -> WriteError {
+        match e
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<decompress::WindowTooLarge>())
+        {
+            // Not damage: the data asks for more decoder memory than allowed.
+            Some(w) => WriteError::Source(super::source::SourceError::Window {
+                what: format!("{} (after {offset} bytes of the image)", self.what),
+                detail: w.clone(),
+            }),
+            None => WriteError::Decode {
+                what: self.what.to_string(),
+                format: self.format.name(),
+                offset,
+                message: e.to_string(),
+            },
+        }
+    }
+
+    fn blocks_err(&self, pos: u64, e: io::Error) -> WriteError {
+        if e.kind() == io::ErrorKind::Interrupted {
+            interrupted()
+        } else {
+            self.decode_err(pos, e)
+        }
+    }
+
+    /// A raw image file: its data extents read at their offsets (within the bmap's ranges, when
+    /// there are some), its holes sent as zero runs without a buffer.
+    fn raw_file(
+        &self,
+        file: &std::fs::File,
+        read_ranges: Option<Vec<(u64, u64)>>,
+    ) -> Result<u64, WriteError> {
+        use std::os::unix::fs::FileExt;
+        let ctl = self.ctl;
+        let stop = move || ctl.stopped();
+        let len = file
+            .metadata()
+            .map_err(|e| WriteError::Io {
+                context: format!("reading {}", self.what),
+                source: e,
+            })?
+            .len();
+        let ranges = read_ranges.unwrap_or_else(|| vec![(0, len)]);
+        for (rs, re) in ranges {
+            let re = re.min(len);
+            if rs >= re {
+                continue;
+            }
+            let extents =
+                crate::disk::sparse::data_extents(file, rs, re).map_err(|e| WriteError::Io {
+                    context: format!("finding the data in {}", self.what),
+                    source: e,
+                })?;
+            let mut pos = rs;
+            for (ds, de) in extents.into_iter().chain(std::iter::once((re, re))) {
+                if ds > pos
+                    && (stop()
+                        || !self.send(Chunk {
+                            offset: pos,
+                            len: ds - pos,
+                            data: None,
+                        }))
+                {
+                    return Err(interrupted());
+                }
+                pos = pos.max(ds);
+                while pos < de {
+                    let Some(mut buf) = self.pool.take(&stop) else {
+                        return Err(interrupted());
+                    };
+                    let n = (de - pos).min(buf.len() as u64);
+                    file.read_exact_at(&mut buf[..n as usize], pos)
+                        .map_err(|e| WriteError::Io {
+                            context: format!("reading {} at byte {pos}", self.what),
+                            source: e,
+                        })?;
+                    if !self.send(Chunk {
+                        offset: pos,
+                        len: n,
+                        data: Some(buf),
+                    }) {
+                        return Err(interrupted());
+                    }
+                    pos += n;
+                }
+            }
+        }
+        Ok(len)
+    }
+
+    /// Independent blocks (xz blocks, 7z LZMA2 segments) decoded on several threads and sent in
+    /// order; `crc` sums what was decoded. Returns the result and how far decoding got.
+    fn blocks(
+        &self,
+        file: &std::fs::File,
+        index: &super::xz::XzIndex,
+        max_dict: decompress::WindowLimit,
+        threads: usize,
+        mut crc: Option<&mut crc32fast::Hasher>,
+    ) -> (io::Result<u64>, u64) {
+        let ctl = self.ctl;
+        let stop = move || ctl.stopped();
         let mut pos = 0u64;
         let r = super::xz::decode_parallel(
             file,
             index,
             max_dict,
             threads,
-            pool,
+            self.pool,
             &stop,
             &mut |buf, len| {
                 if let Some(c) = crc.as_deref_mut() {
                     c.update(&buf[..len]);
                 }
-                let ok = send(Chunk {
+                let ok = self.send(Chunk {
                     offset: pos,
                     len: len as u64,
                     data: Some(buf),
@@ -372,204 +532,111 @@ fn produce(
             },
         );
         (r, pos)
-    };
-    let blocks_err = |pos: u64, e: io::Error| {
-        if e.kind() == io::ErrorKind::Interrupted {
-            interrupted()
-        } else {
-            decode_err(pos, e)
-        }
-    };
-    match input {
-        Input::RawFile(file) => {
-            use std::os::unix::fs::FileExt;
-            let len = file
-                .metadata()
-                .map_err(|e| WriteError::Io {
-                    context: format!("reading {}", names.0),
-                    source: e,
-                })?
-                .len();
-            let ranges = read_ranges.unwrap_or_else(|| vec![(0, len)]);
-            for (rs, re) in ranges {
-                let re = re.min(len);
-                if rs >= re {
-                    continue;
-                }
-                let extents = crate::disk::sparse::data_extents(&file, rs, re).map_err(|e| {
-                    WriteError::Io {
-                        context: format!("finding the data in {}", names.0),
-                        source: e,
-                    }
-                })?;
-                let mut pos = rs;
-                for (ds, de) in extents.into_iter().chain(std::iter::once((re, re))) {
-                    if ds > pos
-                        && (stop()
-                            || !send(Chunk {
-                                offset: pos,
-                                len: ds - pos,
-                                data: None,
-                            }))
-                    {
-                        return Err(interrupted());
-                    }
-                    pos = pos.max(ds);
-                    while pos < de {
-                        let Some(mut buf) = pool.take(&stop) else {
-                            return Err(interrupted());
-                        };
-                        let n = (de - pos).min(buf.len() as u64);
-                        file.read_exact_at(&mut buf[..n as usize], pos)
-                            .map_err(|e| WriteError::Io {
-                                context: format!("reading {} at byte {pos}", names.0),
-                                source: e,
-                            })?;
-                        if !send(Chunk {
-                            offset: pos,
-                            len: n,
-                            data: Some(buf),
-                        }) {
-                            return Err(interrupted());
-                        }
-                        pos += n;
-                    }
-                }
-            }
-            Ok(len)
-        }
-        Input::XzBlocks {
+    }
+
+    /// A 7z archive decoded block-parallel, its CRC-32 checked at the end.
+    fn sevenz_blocks(
+        &self,
+        file: &std::fs::File,
+        blocks: &decompress::SevenZBlocks,
+        threads: usize,
+    ) -> Result<u64, WriteError> {
+        let mut crc = crc32fast::Hasher::new();
+        // Raw LZMA2 decoders: their dictionaries were checked against the limit and the
+        // parallel budget when the archive was opened.
+        let (r, pos) = self.blocks(
             file,
-            index,
+            &blocks.index,
+            decompress::WindowLimit::default(),
             threads,
-            max_dict,
-        } => {
-            let (r, pos) = decode_blocks(&file, &index, max_dict, threads, None);
-            r.map_err(|e| blocks_err(pos, e))
-        }
-        Input::SevenZBlocks {
-            file,
-            blocks,
-            threads,
-            ..
-        } => {
-            let mut crc = crc32fast::Hasher::new();
-            // Raw LZMA2 decoders: their dictionaries were checked against the limit and the
-            // parallel budget when the archive was opened.
-            let (r, pos) = decode_blocks(
-                &file,
-                &blocks.index,
-                decompress::WindowLimit::default(),
-                threads,
-                Some(&mut crc),
-            );
-            let n = r.map_err(|e| blocks_err(pos, e))?;
-            match blocks.crc32 {
-                Some(want) if crc.finalize() != want => Err(decode_err(
-                    pos,
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "corrupt 7z data: the image's CRC-32 is not {want:08x}, the archive's"
-                        ),
-                    ),
-                )),
-                _ => Ok(n),
-            }
-        }
-        Input::Stream(mut r) => {
-            stream_chunks(&mut *r, &names.0, &limit, pool, &send, ctl, &decode_err)
-        }
-        Input::SevenZ {
-            file,
-            entry,
-            max_window,
-        } => {
-            let mut total = 0u64;
-            let mut inner: Option<WriteError> = None;
-            let r = decompress::sevenz_decode(
-                file,
-                &entry,
-                max_window,
-                &mut |r| match stream_chunks(r, &names.0, &limit, pool, &send, ctl, &decode_err) {
-                    Ok(n) => {
-                        total = n;
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        inner = Some(e);
-                        Err(io::Error::other(msg))
-                    }
-                },
-            );
-            if let Some(e) = inner {
-                return Err(e);
-            }
-            r.map_err(|e| decode_err(total, e))?;
-            Ok(total)
+            Some(&mut crc),
+        );
+        let n = r.map_err(|e| self.blocks_err(pos, e))?;
+        match blocks.crc32 {
+            Some(want) if crc.finalize() != want => Err(self.decode_err(
+                pos,
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("corrupt 7z data: the image's CRC-32 is not {want:08x}, the archive's"),
+                ),
+            )),
+            _ => Ok(n),
         }
     }
-}
 
-/// Fills buffers from a stream until it ends.
-fn stream_chunks(
-    r: &mut dyn Read,
-    what: &str,
-    limit: &Option<(u64, String)>,
-    pool: &Pool,
-    send: &dyn Fn(Chunk) -> bool,
-    ctl: &Control,
-    decode_err: &dyn Fn(u64, io::Error) -> WriteError,
-) -> Result<u64, WriteError> {
-    let stop = || ctl.stopped();
-    let mut pos = 0u64;
-    loop {
-        let Some(mut buf) = pool.take(&stop) else {
-            return Err(WriteError::Interrupted {
-                signal: signals::pending_name(),
-            });
-        };
-        let mut n = 0;
-        while n < buf.len() {
-            match r.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(decode_err(pos + n as u64, e)),
+    /// A 7z archive's entry decoded as one stream.
+    fn sevenz(
+        &self,
+        file: std::fs::File,
+        entry: &str,
+        max_window: decompress::WindowLimit,
+    ) -> Result<u64, WriteError> {
+        let mut total = 0u64;
+        let mut inner: Option<WriteError> = None;
+        let r = decompress::sevenz_decode(file, entry, max_window, &mut |r| match self.stream(r) {
+            Ok(n) => {
+                total = n;
+                Ok(())
             }
-            if ctl.stopped() {
-                return Err(WriteError::Interrupted {
-                    signal: signals::pending_name(),
+            Err(e) => {
+                let msg = e.to_string();
+                inner = Some(e);
+                Err(io::Error::other(msg))
+            }
+        });
+        if let Some(e) = inner {
+            return Err(e);
+        }
+        r.map_err(|e| self.decode_err(total, e))?;
+        Ok(total)
+    }
+
+    /// Fills buffers from a stream until it ends.
+    fn stream(&self, r: &mut dyn Read) -> Result<u64, WriteError> {
+        let ctl = self.ctl;
+        let stop = move || ctl.stopped();
+        let mut pos = 0u64;
+        loop {
+            let Some(mut buf) = self.pool.take(&stop) else {
+                return Err(interrupted());
+            };
+            let mut n = 0;
+            while n < buf.len() {
+                match r.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(self.decode_err(pos + n as u64, e)),
+                }
+                if ctl.stopped() {
+                    return Err(interrupted());
+                }
+            }
+            if n == 0 {
+                return Ok(pos);
+            }
+            if let Some((max, from)) = &self.limit
+                && pos + n as u64 > *max
+            {
+                return Err(WriteError::LongImage {
+                    what: self.what.to_string(),
+                    expected: *max,
+                    expected_from: from.clone(),
                 });
             }
-        }
-        if n == 0 {
-            return Ok(pos);
-        }
-        if let Some((max, from)) = limit
-            && pos + n as u64 > *max
-        {
-            return Err(WriteError::LongImage {
-                what: what.to_string(),
-                expected: *max,
-                expected_from: from.clone(),
-            });
-        }
-        let full = n == buf.len();
-        if !send(Chunk {
-            offset: pos,
-            len: n as u64,
-            data: Some(buf),
-        }) {
-            return Err(WriteError::Interrupted {
-                signal: signals::pending_name(),
-            });
-        }
-        pos += n as u64;
-        if !full {
-            // A short fill means the stream ended (read returned 0).
-            return Ok(pos);
+            let full = n == buf.len();
+            if !self.send(Chunk {
+                offset: pos,
+                len: n as u64,
+                data: Some(buf),
+            }) {
+                return Err(interrupted());
+            }
+            pos += n as u64;
+            if !full {
+                // A short fill means the stream ended (read returned 0).
+                return Ok(pos);
+            }
         }
     }
 }
