@@ -3,6 +3,7 @@
 //! regions and their byte ranges), anything past the image end, misalignment and too many MBR primaries.
 
 pub mod fstab;
+mod place;
 
 use std::fmt;
 
@@ -11,8 +12,8 @@ use serde::Serialize;
 use crate::disk::gpt::{self, Guid};
 use crate::disk::ids::Ids;
 use crate::disk::mbr::SECTOR;
-use crate::profile::{Fs, ImageSize, PartSize, PartitionType, Profile, Role, TableKind};
-use crate::size::{Human, align_up};
+use crate::profile::{Fs, PartitionType, Profile, Role};
+use crate::size::Human;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -236,334 +237,32 @@ impl Layout {
     }
 }
 
-const MIN_FILL: u64 = crate::size::MIB;
-
-/// Plans the layout of `profile`'s image.
+/// Plans the layout of `profile`'s image in stages: the table areas, the partitions placed in order,
+/// the image size, the partitions' final extents and identities, the table's fields, then every
+/// region checked against the others and the free gaps between them listed.
 pub fn plan(profile: &Profile, input: &PlanInput) -> Result<Layout, PlanError> {
     let ids = Ids::new(&profile.name, input.epoch);
-    let align = profile.table.alignment.value;
-    let (fixed_size, size_auto) = match (input.image_size, profile.table.size.value) {
-        (Some(n), _) => (Some(n), false),
-        (None, ImageSize::Bytes(n)) => (Some(n), false),
-        (None, ImageSize::Auto) => (None, true),
-    };
-    if let Some(n) = fixed_size
-        && n % SECTOR != 0
-    {
-        return Err(PlanError::Unaligned { size: n });
-    }
-
-    // Partition table areas at the start, and the size of the backup area at the end.
-    let mut head_regions = vec![];
-    let (backup_len, table_end) = match profile.table.kind {
-        TableKind::Mbr => {
-            head_regions.push(("MBR".to_string(), 0, SECTOR));
-            (0, SECTOR)
-        }
-        TableKind::Gpt => {
-            let entries = profile.table.gpt_entries.value;
-            let array_len = gpt::array_sectors(entries) * SECTOR;
-            let eo = profile.table.gpt_entries_offset.value;
-            head_regions.push(("protective MBR".to_string(), 0, SECTOR));
-            head_regions.push(("GPT header".to_string(), SECTOR, 2 * SECTOR));
-            head_regions.push((
-                format!("GPT entry array ({entries} entries)"),
-                eo,
-                eo + array_len,
-            ));
-            (array_len + SECTOR, eo + array_len)
-        }
-    };
-
-    let blob = profile.bootloader.as_ref().map(|b| {
-        let size = input.blob_size.unwrap_or(SECTOR).max(1);
-        (b.path.value.clone(), b.offset.value, size, b.max_size)
-    });
-
-    // Partitions, in profile order.
-    if profile.table.kind == TableKind::Mbr && profile.partitions.len() > 4 {
-        return Err(PlanError::TooManyPrimaries {
-            count: profile.partitions.len(),
-        });
-    }
-    let mut cursor = table_end;
-    if let Some((_, off, size, _)) = &blob {
-        // A blob right after the table keeps the first partition after it, as a convenience only when
-        // the blob sits before the first partition's aligned start anyway; overlaps are still reported.
-        if *off >= cursor && *off < align_up(cursor, align).unwrap_or(u64::MAX) {
-            cursor = cursor.max(off + size);
-        }
-    }
-    let mut placed: Vec<(usize, u64, Option<u64>)> = Vec::new(); // (index, start, size or None for fill)
-    for (i, p) in profile.partitions.iter().enumerate() {
-        let align = p.align.value;
-        let start = match &p.offset {
-            Some(o) => {
-                if o.value % align != 0 {
-                    return Err(PlanError::Misaligned {
-                        at: o.at(),
-                        name: p.name.value.clone(),
-                        offset: o.value,
-                        align,
-                    });
-                }
-                o.value
-            }
-            None => align_up(cursor, align).unwrap_or(u64::MAX),
-        };
-        if start < table_end && profile.table.kind == TableKind::Gpt {
-            return Err(PlanError::InTableArea {
-                at: p
-                    .offset
-                    .as_ref()
-                    .map(|o| o.at())
-                    .unwrap_or_else(|| p.name.at()),
-                name: p.name.value.clone(),
-                offset: start,
-                table_end,
-            });
-        }
-        match p.size.value {
-            PartSize::Bytes(n) => {
-                placed.push((i, start, Some(n)));
-                cursor = start.saturating_add(n);
-            }
-            PartSize::Fill => {
-                if i + 1 != profile.partitions.len() {
-                    return Err(PlanError::FillNotLast {
-                        at: p.size.at(),
-                        name: p.name.value.clone(),
-                    });
-                }
-                placed.push((i, start, None));
-                cursor = start;
-            }
-        }
-    }
-
-    // Image size: given, or derived from the partitions (and the fill partition's content).
-    let fill_index = placed.iter().position(|(_, _, s)| s.is_none());
-    let image_size = match fixed_size {
-        Some(n) => n,
-        None => {
-            let mut end = cursor;
-            if fill_index.is_some() {
-                let want = input.fill_content.unwrap_or(0).max(MIN_FILL);
-                end = cursor.saturating_add(align_up(want, align).unwrap_or(u64::MAX));
-            }
-            align_up(end.saturating_add(backup_len), align).unwrap_or(u64::MAX)
-        }
-    };
-    let usable_end = image_size.saturating_sub(backup_len);
-    if profile.table.kind == TableKind::Mbr && image_size / SECTOR > u64::from(u32::MAX) {
-        return Err(PlanError::MbrTooLarge { size: image_size });
-    }
-
-    let mut partitions = Vec::new();
-    for (number, (i, start, size)) in placed.iter().enumerate() {
-        let p = &profile.partitions[*i];
-        let (size, fill) = match size {
-            Some(n) => (*n, false),
-            None => {
-                let n = usable_end.saturating_sub(*start) / SECTOR * SECTOR;
-                if n < SECTOR {
-                    return Err(PlanError::PastEnd {
-                        what: format!("fill partition `{}`", p.name.value),
-                        start: *start,
-                        end: start + SECTOR,
-                        limit: usable_end,
-                        why: "; nothing is left for it",
-                    });
-                }
-                (n, true)
-            }
-        };
-        let end = start.saturating_add(size);
-        if end > usable_end {
-            return Err(PlanError::PastEnd {
-                what: format!("partition `{}`", p.name.value),
-                start: *start,
-                end,
-                limit: usable_end,
-                why: if backup_len > 0 {
-                    ", before the backup GPT"
-                } else {
-                    ""
-                },
-            });
-        }
-        let number = number as u32 + 1;
-        let (unique_guid, partuuid) = match (&p.kind, profile.table.kind) {
-            (PartitionType::Gpt { .. }, _) => {
-                let g = ids.guid(&format!("partition {number} {}", p.name.value));
-                (Some(g), g.to_string().to_lowercase())
-            }
-            _ => (None, String::new()),
-        };
-        partitions.push(PlannedPartition {
-            number,
-            name: p.name.value.clone(),
-            role: p.role,
-            fs: p.fs,
-            start: *start,
-            size,
-            fill,
-            label: p.label.clone(),
-            kind: p.kind.clone(),
-            unique_guid,
-            partuuid,
-            fs_uuid: ids.guid(&format!("filesystem {number} {}", p.name.value)),
-            fat_volume_id: ids.u32(&format!("fat volume {number} {}", p.name.value)),
-        });
-    }
-
-    let table = match profile.table.kind {
-        TableKind::Mbr => {
-            let sig = profile
-                .table
-                .disk_signature
-                .unwrap_or_else(|| ids.u32("mbr disk signature"));
-            for p in &mut partitions {
-                p.partuuid = format!("{sig:08x}-{:02x}", p.number);
-            }
-            TableLayout::Mbr {
-                disk_signature: sig,
-            }
-        }
-        TableKind::Gpt => {
-            let entries = profile.table.gpt_entries.value;
-            let array_len = gpt::array_sectors(entries) * SECTOR;
-            // Nothing may be allocated below a blob that sits between the table and the first partition.
-            let mut first_usable = table_end;
-            if let Some((_, off, size, _)) = &blob {
-                let first_start = partitions.first().map_or(u64::MAX, |p| p.start);
-                if *off >= table_end && *off < first_start {
-                    first_usable = first_usable.max(off + size);
-                }
-            }
-            TableLayout::Gpt {
-                disk_guid: ids.guid("gpt disk"),
-                entries_offset: profile.table.gpt_entries_offset.value,
-                entries,
-                first_usable_lba: first_usable.div_ceil(SECTOR),
-                last_usable_lba: (image_size - array_len - SECTOR) / SECTOR - 1,
-            }
-        }
-    };
-
-    // Every occupied region, then pairwise overlap checks.
-    let mut regions: Vec<Region> = head_regions
-        .into_iter()
-        .map(|(name, start, end)| Region {
-            name,
-            kind: RegionKind::Table,
-            start,
-            end,
-        })
-        .collect();
-    if backup_len > 0 {
-        regions.push(Region {
-            name: "backup GPT entry array".into(),
-            kind: RegionKind::Table,
-            start: image_size - backup_len,
-            end: image_size - SECTOR,
-        });
-        regions.push(Region {
-            name: "backup GPT header".into(),
-            kind: RegionKind::Table,
-            start: image_size - SECTOR,
-            end: image_size,
-        });
-    }
-    for p in &partitions {
-        regions.push(Region {
-            name: format!("partition {} `{}`", p.number, p.name),
-            kind: RegionKind::Partition,
-            start: p.start,
-            end: p.end(),
-        });
-    }
-    let mut bootloader = None;
-    if let Some((path, off, size, max)) = blob {
-        let end = off.saturating_add(size);
-        regions.push(Region {
-            name: format!("bootloader blob {path}"),
-            kind: RegionKind::Bootloader,
-            start: off,
-            end,
-        });
-        if end > image_size {
-            return Err(PlanError::PastEnd {
-                what: format!("bootloader blob {path}"),
-                start: off,
-                end,
-                limit: image_size,
-                why: "",
-            });
-        }
-        let next = regions
-            .iter()
-            .filter(|r| r.kind != RegionKind::Bootloader && r.start >= off)
-            .map(|r| r.start)
-            .min()
-            .unwrap_or(image_size);
-        let limit = max.map_or(next, |m| next.min(off.saturating_add(m)));
-        bootloader = Some(PlannedBlob {
-            path,
-            offset: off,
-            size,
-            limit,
-        });
-    }
-    regions.sort_by_key(|r| (r.start, r.end));
-    for (i, a) in regions.iter().enumerate() {
-        for b in &regions[i + 1..] {
-            if b.start < a.end && a.start < b.end {
-                return Err(PlanError::Overlap {
-                    a: a.name.clone(),
-                    a_start: a.start,
-                    a_end: a.end,
-                    b: b.name.clone(),
-                    b_start: b.start,
-                    b_end: b.end,
-                });
-            }
-        }
-    }
-    if let Some(b) = bootloader.as_ref().filter(|b| b.offset + b.size > b.limit) {
-        return Err(PlanError::PastEnd {
-            what: format!("bootloader blob {}", b.path),
-            start: b.offset,
-            end: b.offset + b.size,
-            limit: b.limit,
-            why: "; it must end before the next region or bootloader.max_size",
-        });
-    }
-
-    // Free gaps, so the listing accounts for every byte.
-    let mut with_gaps = Vec::new();
-    let mut pos = 0;
-    for r in regions {
-        if r.start > pos {
-            with_gaps.push(Region {
-                name: "unused".into(),
-                kind: RegionKind::Free,
-                start: pos,
-                end: r.start,
-            });
-        }
-        pos = pos.max(r.end);
-        with_gaps.push(r);
-    }
-    if pos < image_size {
-        with_gaps.push(Region {
-            name: "unused".into(),
-            kind: RegionKind::Free,
-            start: pos,
-            end: image_size,
-        });
-    }
-
+    let (fixed_size, size_auto) = place::requested_size(profile, input)?;
+    let area = place::table_area(profile);
+    let blob = place::blob_request(profile, input);
+    let (placed, cursor) = place::place_partitions(profile, area.end, blob.as_ref())?;
+    let image_size =
+        place::image_size(profile, input, fixed_size, &placed, cursor, area.backup_len)?;
+    let usable_end = image_size.saturating_sub(area.backup_len);
+    let extents = place::extents(profile, &placed, usable_end, area.backup_len)?;
+    let mut partitions = place::identities(profile, &ids, extents);
+    let table = place::table_layout(
+        profile,
+        &ids,
+        area.end,
+        blob.as_ref(),
+        &mut partitions,
+        image_size,
+    );
+    let mut regions = place::occupied_regions(area, image_size, &partitions);
+    let bootloader = place::place_blob(blob, &mut regions, image_size)?;
+    place::check_overlaps(&mut regions)?;
+    place::check_blob_limit(bootloader.as_ref())?;
     Ok(Layout {
         board: profile.name.clone(),
         image_size,
@@ -571,7 +270,7 @@ pub fn plan(profile: &Profile, input: &PlanInput) -> Result<Layout, PlanError> {
         table,
         partitions,
         bootloader,
-        regions: with_gaps,
+        regions: place::with_free_gaps(regions, image_size),
     })
 }
 

@@ -85,8 +85,22 @@ pub fn fragment_reports(
         .collect()
 }
 
+/// The release notes of `m`, one section after another.
 pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
     let mut s = String::new();
+    heading(&mut s, m);
+    downloads(&mut s, m);
+    install(&mut s, profile, m);
+    console_and_login(&mut s, profile, m);
+    what_is_inside(&mut s, profile, m);
+    kernel_options(&mut s, m);
+    changelog(&mut s, m);
+    known_issues(&mut s, m);
+    s
+}
+
+/// The title, and what the image was built from, so anyone can rebuild it byte for byte.
+fn heading(s: &mut String, m: &ReleaseManifest) {
     let title = if m.description.is_empty() {
         m.board.clone()
     } else {
@@ -104,7 +118,10 @@ pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
         m.source_date_epoch,
         crate::time::utc(m.source_date_epoch)
     );
+}
 
+/// Every artefact with its digests, and the uncompressed image's, to check a download against.
+fn downloads(s: &mut String, m: &ReleaseManifest) {
     s.push_str("## Downloads\n\n| file | size | SHA-256 | MD5 |\n|---|---:|---|---|\n");
     for a in &m.artefacts {
         let _ = writeln!(
@@ -122,7 +139,10 @@ pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
         "\nUncompressed image `{}`: {} bytes, SHA-256 `{}`, MD5 `{}`.\nCheck the downloads with `sha256sum -c SHA256SUMS` or `md5sum -c MD5SUMS`.\n",
         m.image.name, m.image.digest.size, m.image.digest.sha256, m.image.digest.md5
     );
+}
 
+/// How to write the first downloadable artefact to a card, with boardsmith and with bmaptool.
+fn install(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
     s.push_str("## Install\n\n");
     let first = m
         .artefacts
@@ -143,7 +163,11 @@ pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
         s,
         "With bmaptool instead: `bmaptool copy --bmap {bmap} {first} /dev/sdX` (no growing).\n"
     );
+}
 
+/// The serial console (device and speed, 115200 when the profile names none), the profile's console
+/// notes, and the user and hostname the image was built with.
+fn console_and_login(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
     s.push_str("## Console and login\n\n");
     let (dev, speed) = profile
         .console
@@ -169,7 +193,10 @@ pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
         }
     }
     s.push('\n');
+}
 
+/// What was found in the image: kernel, bootloader, features, remote-control port, Debian suite.
+fn what_is_inside(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
     s.push_str("## What is inside\n\n");
     let f = &m.facts;
     let _ = writeln!(
@@ -211,62 +238,74 @@ pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
         let _ = writeln!(s, "- Debian {suite}");
     }
     s.push('\n');
+}
 
-    if !m.kernel_fragments.is_empty() {
-        s.push_str("### Kernel options\n\n");
-        if f.kernel_config.is_none() {
-            s.push_str("The image carries no /boot/config-*, so the options below are what was requested, not checked.\n\n");
+/// A subsection of "What is inside": each kernel config fragment's options and whether the image's
+/// kernel has them (only what was requested when the image carries no kernel config). Absent when
+/// the board asks for no fragments.
+fn kernel_options(s: &mut String, m: &ReleaseManifest) {
+    if m.kernel_fragments.is_empty() {
+        return;
+    }
+    s.push_str("### Kernel options\n\n");
+    if m.facts.kernel_config.is_none() {
+        s.push_str("The image carries no /boot/config-*, so the options below are what was requested, not checked.\n\n");
+    }
+    for fr in &m.kernel_fragments {
+        let _ = writeln!(
+            s,
+            "`{}`{}:\n",
+            fr.name,
+            if fr.found {
+                ""
+            } else {
+                " (fragment not found)"
+            }
+        );
+        if fr.options.is_empty() {
+            continue;
         }
-        for fr in &m.kernel_fragments {
+        s.push_str("| option | enables | requested | in this kernel |\n|---|---|---|---|\n");
+        for o in &fr.options {
             let _ = writeln!(
                 s,
-                "`{}`{}:\n",
-                fr.name,
-                if fr.found {
-                    ""
-                } else {
-                    " (fragment not found)"
+                "| `{}` | {} | {} | {} |",
+                o.symbol,
+                o.description.as_deref().unwrap_or(""),
+                o.requested,
+                match o.in_image.as_deref() {
+                    Some("y") => "built in",
+                    Some("m") => "module",
+                    Some("not set") => "**missing**",
+                    Some(other) => other,
+                    None => "unknown",
                 }
             );
-            if fr.options.is_empty() {
-                continue;
-            }
-            s.push_str("| option | enables | requested | in this kernel |\n|---|---|---|---|\n");
-            for o in &fr.options {
-                let _ = writeln!(
-                    s,
-                    "| `{}` | {} | {} | {} |",
-                    o.symbol,
-                    o.description.as_deref().unwrap_or(""),
-                    o.requested,
-                    match o.in_image.as_deref() {
-                        Some("y") => "built in",
-                        Some("m") => "module",
-                        Some("not set") => "**missing**",
-                        Some(other) => other,
-                        None => "unknown",
-                    }
-                );
-            }
-            s.push('\n');
         }
+        s.push('\n');
     }
+}
 
+/// The profile's changelog.
+fn changelog(s: &mut String, m: &ReleaseManifest) {
     s.push_str("## Changelog\n\n");
-    if m.changelog.is_empty() {
-        s.push_str("- (none recorded in the profile)\n");
-    }
-    for c in &m.changelog {
-        let _ = writeln!(s, "- {c}");
-    }
+    bullets(s, &m.changelog);
+}
+
+/// The profile's known issues.
+fn known_issues(s: &mut String, m: &ReleaseManifest) {
     s.push_str("\n## Known issues\n\n");
-    if m.known_issues.is_empty() {
+    bullets(s, &m.known_issues);
+}
+
+/// A list of the profile's entries, saying so when it records none.
+fn bullets(s: &mut String, items: &[String]) {
+    if items.is_empty() {
         s.push_str("- (none recorded in the profile)\n");
     }
-    for k in &m.known_issues {
-        let _ = writeln!(s, "- {k}");
+    for i in items {
+        let _ = writeln!(s, "- {i}");
     }
-    s
 }
 
 #[cfg(test)]
