@@ -254,25 +254,23 @@ pub fn build_all(
     let failed = boards.iter().filter(|b| !b.ok).count();
     // mmdebstrap ran for a level when the build built it (stored or not, or with --no-cache); a base is
     // not read at all on a layer hit.
-    let ran = |c: Option<&str>| c.is_some_and(|c| c.starts_with("built") || c == "bypassed");
-    let bases_built = boards
-        .iter()
-        .filter(|b| ran(b.base_cache.as_deref()))
-        .count();
-    let bases = boards
-        .iter()
-        .filter_map(|b| b.base_key.as_deref())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    let layers_built = boards
-        .iter()
-        .filter(|b| ran(b.layer_cache.as_deref()))
-        .count();
-    let layers = boards
-        .iter()
-        .filter_map(|b| b.layer_key.as_deref())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let ran = |c: &Option<String>| {
+        c.as_deref()
+            .is_some_and(|c| c.starts_with("built") || c == "bypassed")
+    };
+    // How many distinct entries of a level the boards used, and how many of them mmdebstrap built.
+    let level = |key: fn(&BoardResult) -> &Option<String>,
+                 cache: fn(&BoardResult) -> &Option<String>| {
+        let built = boards.iter().filter(|b| ran(cache(b))).count();
+        let distinct = boards
+            .iter()
+            .filter_map(|b| key(b).as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        (built, distinct)
+    };
+    let (bases_built, bases) = level(|b| &b.base_key, |b| &b.base_cache);
+    let (layers_built, layers) = level(|b| &b.layer_key, |b| &b.layer_cache);
     Ok(BatchSummary {
         boards,
         failed,

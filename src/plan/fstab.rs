@@ -121,19 +121,23 @@ pub fn root_matches(fstab_text: &str, layout: &Layout) -> Option<bool> {
 mod tests {
     use super::*;
     use crate::plan::{PlanInput, plan};
-    use crate::profile::Catalog;
+    use crate::profile::{Catalog, Profile};
+
+    fn at_epoch(p: &Profile, epoch: u64) -> Layout {
+        plan(
+            p,
+            &PlanInput {
+                epoch,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
 
     #[test]
     fn cubieboard_fstab_uses_the_plan() {
         let p = Catalog::default().load("cubieboard").unwrap();
-        let layout = plan(
-            &p,
-            &PlanInput {
-                epoch: 42,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let layout = at_epoch(&p, 42);
         let e = entries(&layout, FstabNaming::Partuuid);
         let root = layout.partition(Role::Root).unwrap();
         assert_eq!(e[1].spec, format!("PARTUUID={}", root.partuuid));
@@ -141,14 +145,7 @@ mod tests {
         assert_eq!(e[0].mount, BOOT_MOUNT);
         let text = render("cubieboard", 42, &e);
         assert_eq!(root_matches(&text, &layout), Some(true));
-        let other = plan(
-            &p,
-            &PlanInput {
-                epoch: 43,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let other = at_epoch(&p, 43);
         assert_eq!(root_matches(&text, &other), Some(false));
         let l = entries(&layout, FstabNaming::Label);
         assert_eq!(l[1].spec, "LABEL=rootfs");
@@ -172,14 +169,7 @@ mod tests {
     #[test]
     fn gpt_boards_use_entry_guids() {
         let p = Catalog::default().load("armv8-foundation").unwrap();
-        let layout = plan(
-            &p,
-            &PlanInput {
-                epoch: 1,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let layout = at_epoch(&p, 1);
         let e = entries(&layout, FstabNaming::Partuuid);
         assert_eq!(e.len(), 2);
         assert!(e[1].spec.starts_with("PARTUUID=") && e[1].spec.len() == "PARTUUID=".len() + 36);

@@ -1,7 +1,7 @@
 //! `[[partition]]`: each partition (role, filesystem, size, table fields), then the rules between them.
 
 use super::raw::{RawAttributes, RawPartition, SizeValue};
-use super::validate::{loc_size, one_of, required, size_of};
+use super::validate::{loc_size, one_of, refuse_set, required, size_of};
 use super::*;
 
 /// The `[[partition]]` list: each partition, then the rules between them (names, fill, roles).
@@ -200,18 +200,14 @@ fn mbr_partition_type(
     field: &dyn Fn(&str) -> String,
     fs: Fs,
 ) -> Result<PartitionType, ProfileError> {
-    let gpt_only = [
-        p.gpt_type.as_ref().map(|l| (l.at(), "gpt_type")),
-        p.gpt_name.as_ref().map(|l| (l.at(), "gpt_name")),
-        p.attributes.as_ref().map(|l| (l.at(), "attributes")),
-    ];
-    if let Some((at, f)) = gpt_only.into_iter().flatten().next() {
-        return Err(ProfileError::At(LocError::Invalid {
-            at,
-            field: field(f),
-            message: "is a GPT field but table.type is \"mbr\"; use mbr_type/bootable, or switch the table to gpt".into(),
-        }));
-    }
+    refuse_set(
+        [
+            p.gpt_type.as_ref().map(|l| (l.at(), field("gpt_type"))),
+            p.gpt_name.as_ref().map(|l| (l.at(), field("gpt_name"))),
+            p.attributes.as_ref().map(|l| (l.at(), field("attributes"))),
+        ],
+        "is a GPT field but table.type is \"mbr\"; use mbr_type/bootable, or switch the table to gpt",
+    )?;
     let type_byte = match &p.mbr_type {
         Some(t) => u8::try_from(t.value).ok().filter(|b| *b != 0).ok_or_else(|| {
             ProfileError::invalid(t, field("mbr_type"), "must be a partition type byte between 0x01 and 0xff, e.g. 0x0c (FAT32 LBA) or 0x83 (Linux)")
@@ -234,17 +230,13 @@ fn gpt_partition_type(
     field: &dyn Fn(&str) -> String,
     fs: Fs,
 ) -> Result<PartitionType, ProfileError> {
-    let mbr_only = [
-        p.mbr_type.as_ref().map(|l| (l.at(), "mbr_type")),
-        p.bootable.as_ref().map(|l| (l.at(), "bootable")),
-    ];
-    if let Some((at, f)) = mbr_only.into_iter().flatten().next() {
-        return Err(ProfileError::At(LocError::Invalid {
-            at,
-            field: field(f),
-            message: "is an MBR field but table.type is \"gpt\"; use gpt_type and attributes (legacy_boot = true marks a GPT partition bootable)".into(),
-        }));
-    }
+    refuse_set(
+        [
+            p.mbr_type.as_ref().map(|l| (l.at(), field("mbr_type"))),
+            p.bootable.as_ref().map(|l| (l.at(), field("bootable"))),
+        ],
+        "is an MBR field but table.type is \"gpt\"; use gpt_type and attributes (legacy_boot = true marks a GPT partition bootable)",
+    )?;
     let type_guid = match &p.gpt_type {
         Some(t) => crate::disk::gpt::type_guid_by_name(&t.value).ok_or_else(|| {
             ProfileError::invalid(t, field("gpt_type"), "is neither a known type name (linux, esp, basic-data, chromeos-kernel, chromeos-root, chromeos-reserved) nor a GUID like 0FC63DAF-8483-4772-8E79-3D69D8477DE4")

@@ -63,6 +63,22 @@ pub(super) fn one_of<'a, T: Copy>(
         })
 }
 
+/// Refuses the first of `fields` (where it is set, its name) the profile sets: a setting that has no
+/// effect here, `message` says why.
+pub(super) fn refuse_set(
+    fields: impl IntoIterator<Item = Option<(String, String)>>,
+    message: &str,
+) -> Result<(), ProfileError> {
+    match fields.into_iter().flatten().next() {
+        Some((at, field)) => Err(ProfileError::At(LocError::Invalid {
+            at,
+            field,
+            message: message.into(),
+        })),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn validate(
     raw: RawProfile,
     file: &Arc<SourceFile>,
@@ -314,24 +330,18 @@ fn validate_table(t: RawTable, file: &SourceFile) -> Result<Table, ProfileError>
             },
         },
     };
-    let gpt_fields_on_mbr = [
-        t.gpt_entries
-            .as_ref()
-            .map(|l| (l.at(), "table.gpt_entries")),
-        t.gpt_entries_offset
-            .as_ref()
-            .map(|l| (l.at(), "table.gpt_entries_offset")),
-    ];
     if kind == TableKind::Mbr {
-        if let Some((at, field)) = gpt_fields_on_mbr.into_iter().flatten().next() {
-            return Err(ProfileError::At(LocError::Invalid {
-                at,
-                field: field.into(),
-                message:
-                    "is a GPT setting but table.type is \"mbr\"; remove it or use type = \"gpt\""
-                        .into(),
-            }));
-        }
+        refuse_set(
+            [
+                t.gpt_entries
+                    .as_ref()
+                    .map(|l| (l.at(), "table.gpt_entries".into())),
+                t.gpt_entries_offset
+                    .as_ref()
+                    .map(|l| (l.at(), "table.gpt_entries_offset".into())),
+            ],
+            "is a GPT setting but table.type is \"mbr\"; remove it or use type = \"gpt\"",
+        )?;
     } else if let Some(sig) = &t.disk_signature {
         return Err(ProfileError::invalid(
             sig,

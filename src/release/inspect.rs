@@ -48,15 +48,23 @@ pub struct ImageFacts {
     pub manifest: Option<RootfsManifest>,
 }
 
+/// Runs one debugfs `request` on the ext4 filesystem at `offset` of `image` (read-only).
+fn debugfs(
+    image: &Path,
+    offset: u64,
+    request: String,
+) -> Result<std::process::Output, InspectError> {
+    Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(format!("{}?offset={offset}", image.display()))
+        .output()
+        .map_err(InspectError::Debugfs)
+}
+
 /// Reads a file from an ext4 filesystem at `offset` of `image` with debugfs; None if it does not exist.
 fn debugfs_cat(image: &Path, offset: u64, file: &str) -> Result<Option<Vec<u8>>, InspectError> {
-    let dev = format!("{}?offset={offset}", image.display());
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("cat \"{file}\""))
-        .arg(&dev)
-        .output()
-        .map_err(InspectError::Debugfs)?;
+    let out = debugfs(image, offset, format!("cat \"{file}\""))?;
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || err.contains("not found") || err.contains("Bad magic") {
         return Ok(None);
@@ -65,13 +73,7 @@ fn debugfs_cat(image: &Path, offset: u64, file: &str) -> Result<Option<Vec<u8>>,
 }
 
 fn debugfs_ls(image: &Path, offset: u64, dir: &str) -> Result<Vec<String>, InspectError> {
-    let dev = format!("{}?offset={offset}", image.display());
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("ls -p \"{dir}\""))
-        .arg(&dev)
-        .output()
-        .map_err(InspectError::Debugfs)?;
+    let out = debugfs(image, offset, format!("ls -p \"{dir}\""))?;
     // `ls -p` prints /inode/mode/uid/gid/name/size/ per entry.
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
