@@ -26,6 +26,44 @@ pub fn parse_hex_digest(s: &str, digits: usize) -> Option<String> {
     is_hex_digest(t, digits).then(|| t.to_ascii_lowercase())
 }
 
+/// A whole file's size and digests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub size: u64,
+    pub sha256: String,
+    /// Only when asked for: MD5 costs as much again as SHA-256.
+    pub md5: Option<String>,
+}
+
+/// Size, SHA-256 and (with `md5`) MD5 of the file at `path`, read once from start to end: the one
+/// digest of a file that is not an image (a compressed release, a cache tarball).
+pub fn digest_file(path: &std::path::Path, md5: bool) -> io::Result<FileDigest> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut sha = Sha256::new();
+    let mut md5 = md5.then(Md5::new);
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha.update(&buf[..n]);
+        if let Some(m) = md5.as_mut() {
+            m.update(&buf[..n]);
+        }
+        size += n as u64;
+    }
+    Ok(FileDigest {
+        size,
+        sha256: hex::encode(sha.finalize()),
+        md5: md5.map(|m| hex::encode(m.finalize())),
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageDigest {
     pub sha256: String,
@@ -214,5 +252,27 @@ mod tests {
                 hex::encode(Sha256::digest(&all[*s as usize..*e as usize]))
             );
         }
+    }
+
+    #[test]
+    fn file_digests_match_the_known_vectors() {
+        let (_d, p) = crate::testutil::scratch("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        let d = digest_file(&p, true).unwrap();
+        assert_eq!(d.size, 3);
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(digest_file(&p, false).unwrap().md5, None);
+        // Larger than one read buffer.
+        std::fs::write(&p, vec![7u8; CHUNK * 2 + 5]).unwrap();
+        let d = digest_file(&p, false).unwrap();
+        assert_eq!(d.size, (CHUNK * 2 + 5) as u64);
+        assert_eq!(
+            d.sha256,
+            hex::encode(Sha256::digest(vec![7u8; CHUNK * 2 + 5]))
+        );
     }
 }

@@ -125,24 +125,11 @@ impl<W: Write> Write for HashingWriter<W> {
 /// A writer that hashes and is seekable (7z rewrites its start header at the end): hashes are computed
 /// afterwards by re-reading, since seeking breaks a streaming hash.
 fn digest_file(path: &Path) -> io::Result<Digested> {
-    let mut f = File::open(path)?;
-    let mut sha = Sha256::new();
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        md5.update(&buf[..n]);
-        size += n as u64;
-    }
+    let d = crate::checksum::digest_file(path, true)?;
     Ok(Digested {
-        size,
-        sha256: hex::encode(sha.finalize()),
-        md5: hex::encode(md5.finalize()),
+        size: d.size,
+        sha256: d.sha256,
+        md5: d.md5.unwrap_or_default(),
     })
 }
 

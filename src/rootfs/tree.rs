@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -417,11 +417,7 @@ impl RootTree {
                         path: path.clone(),
                         source,
                     };
-                    let mut f = File::open(path).map_err(io)?;
-                    f.seek(SeekFrom::Start(*offset)).map_err(io)?;
-                    // The buffer grows with the data read, never from the header's size.
-                    let mut buf = Vec::new();
-                    f.take(*size).read_to_end(&mut buf).map_err(io)?;
+                    let buf = super::tartree::read_member(path, *offset, *size).map_err(io)?;
                     if buf.len() as u64 != *size {
                         return Err(TreeError::ShortRead {
                             path: path.clone(),

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::lock::{open_lock, same_file, try_lock_key};
 use super::{
@@ -47,19 +46,7 @@ pub(super) fn is_key(name: &str) -> bool {
 }
 
 fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n_total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        n_total += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((n_total, hex::encode(h.finalize())))
+    crate::checksum::digest_file(path, false).map(|d| (d.size, d.sha256))
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

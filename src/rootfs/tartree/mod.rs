@@ -60,6 +60,16 @@ pub enum Data {
     Bytes(Vec<u8>),
 }
 
+/// Up to `size` bytes of the archive at `path` from byte `offset` (fewer if it ends first): a member's
+/// data, in a buffer that grows with the data read, never from the header's size alone.
+pub fn read_member(path: &Path, offset: u64, size: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(size).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 impl Data {
     pub fn len(&self) -> u64 {
         match self {
@@ -307,11 +317,7 @@ impl TarTree {
                     path: src.to_path_buf(),
                     source,
                 };
-                let mut f = File::open(src).map_err(read_err)?;
-                f.seek(SeekFrom::Start(*offset)).map_err(read_err)?;
-                // The buffer grows with the data read, never from the header's size alone.
-                let mut buf = Vec::new();
-                f.take(*size).read_to_end(&mut buf).map_err(read_err)?;
+                let buf = read_member(src, *offset, *size).map_err(read_err)?;
                 if buf.len() as u64 != *size {
                     return Err(read_err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
