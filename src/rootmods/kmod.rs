@@ -145,6 +145,15 @@ pub struct MetaFiles<'a> {
     pub softdep: Option<&'a [u8]>,
 }
 
+/// The lines of `data` that are neither blank nor comments, numbered from 1.
+fn content_lines<'a>(
+    file: &'a str,
+    data: &'a [u8],
+) -> impl Iterator<Item = Result<(usize, &'a str), KmodError>> + 'a {
+    lines(file, data)
+        .filter(|l| !matches!(l, Ok((_, l)) if l.trim().is_empty() || l.starts_with('#')))
+}
+
 fn lines<'a>(
     file: &'a str,
     data: &'a [u8],
@@ -246,11 +255,8 @@ impl ModuleIndex {
     fn read_dep(&mut self, data: &[u8]) -> Result<(), KmodError> {
         let f = "modules.dep";
         let mut raw: Vec<(String, Vec<String>)> = Vec::new();
-        for l in lines(f, data) {
+        for l in content_lines(f, data) {
             let (n, l) = l?;
-            if l.trim().is_empty() || l.starts_with('#') {
-                continue;
-            }
             let (path, deps) = l
                 .split_once(':')
                 .ok_or_else(|| err(f, n, "expected `path: dependencies`"))?;
@@ -300,11 +306,8 @@ impl ModuleIndex {
     /// modules.alias: `alias PATTERN MODULE`.
     fn read_alias(&mut self, data: &[u8]) -> Result<(), KmodError> {
         let f = "modules.alias";
-        for l in lines(f, data) {
+        for l in content_lines(f, data) {
             let (n, l) = l?;
-            if l.trim().is_empty() || l.starts_with('#') {
-                continue;
-            }
             let mut w = l.split_whitespace();
             match (w.next(), w.next(), w.next(), w.next()) {
                 (Some("alias"), Some(pat), Some(module), None) => {
@@ -377,11 +380,8 @@ impl ModuleIndex {
     /// modules.softdep: `softdep MODULE pre: ... post: ...`.
     fn read_softdep(&mut self, data: &[u8]) -> Result<(), KmodError> {
         let f = "modules.softdep";
-        for l in lines(f, data) {
+        for l in content_lines(f, data) {
             let (n, l) = l?;
-            if l.trim().is_empty() || l.starts_with('#') {
-                continue;
-            }
             let mut w = l.split_whitespace();
             if w.next() != Some("softdep") {
                 return Err(err(f, n, "expected `softdep MODULE pre: ... post: ...`"));
