@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::features::Recipe;
+use super::features::{AptSelection, Recipe};
 use super::inputs::resolve_recipe;
 use super::mmdebstrap::{self, Downloads};
 use super::tartree::TarTree;
@@ -78,7 +78,7 @@ pub(super) fn base_plan(
     initramfs: &[(String, String)],
     per_dtb: bool,
 ) -> Result<mmdebstrap::BasePlan, RootfsError> {
-    let mut packages = recipe.packages.clone();
+    let mut packages = recipe.apt.packages.clone();
     let mut debconf = None;
     if !matches!(recipe.locale.as_str(), "C.UTF-8" | "C" | "POSIX") {
         packages.push("locales".into());
@@ -135,15 +135,13 @@ pub(super) fn base_plan(
     Ok(mmdebstrap::BasePlan {
         mode: req.mode,
         arch: profile.arch,
-        suite: recipe.suite.clone(),
-        variant: recipe.variant.clone(),
+        apt: AptSelection {
+            packages,
+            ..recipe.apt.clone()
+        },
         mirror,
         security,
         snapshot: req.snapshot.clone(),
-        components: recipe.components.clone(),
-        packages,
-        apt_options: recipe.apt_options.clone(),
-        dpkg_options: recipe.dpkg_options.clone(),
         uploads: initramfs.to_vec(),
         debconf,
         initramfs_hook,
@@ -251,9 +249,9 @@ pub(super) fn run_mmdebstrap(
     )?;
     on(RootfsEvent::Phase(&format!(
         "mmdebstrap {} {} ({} packages requested; log {})",
-        plan.suite,
+        plan.apt.suite,
         profile.arch.debian(),
-        run.packages.len(),
+        run.apt.packages.len(),
         log_path.display()
     )));
     let downloads = run.run(&|line| on(RootfsEvent::Phase(line)))?;
@@ -272,7 +270,7 @@ pub(super) fn base_stage(
     on: &dyn Fn(RootfsEvent<'_>),
     warnings: &mut Vec<String>,
 ) -> Result<Base, RootfsError> {
-    let key = inputs.key();
+    let key = inputs.key()?;
     let epoch = inputs.epoch;
     if req.no_cache {
         let tar = work.join("source.tar");

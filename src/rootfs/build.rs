@@ -125,10 +125,10 @@ pub fn build_rootfs(
         output: dest.out,
         format: if dest.as_tar { "tar" } else { "directory" },
         source: stage1.source,
-        suite: recipe.suite.clone(),
+        suite: recipe.apt.suite.clone(),
         features: recipe.features.clone(),
         kernel_fragments: recipe.kernel_fragments.clone(),
-        packages_requested: recipe.packages.len(),
+        packages_requested: recipe.apt.packages.len(),
         downloads,
         cache: base_input.is_some().then(|| req.cache.clone()),
         base: base_report,
@@ -215,7 +215,7 @@ impl Build<'_> {
             tar: base.tar.clone(),
             source: format!(
                 "mmdebstrap {} from {} ({})",
-                plan.suite,
+                plan.apt.suite,
                 plan.mirror,
                 layer::describe(&base.report)
             ),
@@ -261,7 +261,7 @@ impl Build<'_> {
         if let Some(base) = &stage1.base {
             stage1.source = format!(
                 "mmdebstrap {} from {} ({}, of its device tree)",
-                plan.suite,
+                plan.apt.suite,
                 plan.mirror,
                 layer::describe(&base.report)
             );

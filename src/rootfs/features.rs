@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use serde::{Deserialize, Serialize};
+
 use super::recipe::{
     self, RawCheck, RawFile, RawRecipe, RawSetting, RecipeError, RecipeFile, parse_mode,
 };
@@ -114,18 +116,28 @@ pub struct Check {
     pub feature: String,
 }
 
+/// What apt installs, as mmdebstrap takes it: resolved from the recipe, carried unchanged by the base
+/// plan into mmdebstrap's command line, and covered as it is by the base cache's key (one type for all
+/// three, so that a field added here reaches each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AptSelection {
+    pub suite: String,
+    /// mmdebstrap's `--variant`.
+    pub variant: String,
+    pub components: Vec<String>,
+    /// In order, without repeats.
+    pub packages: Vec<String>,
+    pub apt_options: Vec<String>,
+    pub dpkg_options: Vec<String>,
+}
+
 /// Base + profile + features, ready to build.
 #[derive(Debug, Clone)]
 pub struct Recipe {
     pub features: Vec<String>,
-    pub suite: String,
+    pub apt: AptSelection,
     pub mirror: String,
     pub security_mirror: Option<String>,
-    pub components: Vec<String>,
-    pub variant: String,
-    pub packages: Vec<String>,
-    pub apt_options: Vec<String>,
-    pub dpkg_options: Vec<String>,
     pub hostname: String,
     pub user: String,
     pub password_hash: Option<Loc<String>>,
@@ -504,7 +516,14 @@ fn from_base(profile: &Profile, b: &RawRecipe) -> Result<Recipe, FeatureError> {
     push_unique(&mut packages, values(&p.packages));
     let mut r = Recipe {
         features: Vec::new(),
-        suite: pick(&p.suite, &b.suite, "suite")?.value,
+        apt: AptSelection {
+            suite: pick(&p.suite, &b.suite, "suite")?.value,
+            variant,
+            components,
+            packages,
+            apt_options: values(&b.apt_options),
+            dpkg_options: values(&b.dpkg_options),
+        },
         mirror: pick(&p.mirror, &b.mirror, "mirror")?.value,
         security_mirror: p
             .security_mirror
@@ -512,19 +531,6 @@ fn from_base(profile: &Profile, b: &RawRecipe) -> Result<Recipe, FeatureError> {
             .or_else(|| b.security_mirror.clone())
             .map(|l| l.value)
             .filter(|s| !s.is_empty()),
-        components,
-        variant,
-        packages,
-        apt_options: b
-            .apt_options
-            .as_ref()
-            .map(|l| l.value.clone())
-            .unwrap_or_default(),
-        dpkg_options: b
-            .dpkg_options
-            .as_ref()
-            .map(|l| l.value.clone())
-            .unwrap_or_default(),
         hostname: pick(&p.hostname, &b.hostname, "hostname")?.value,
         user: user.value,
         password_hash: p.password_hash.clone(),
@@ -567,8 +573,8 @@ fn values(l: &Option<Loc<Vec<String>>>) -> Vec<String> {
 /// Adds feature `name` (its recipe `f`) to `r`: lists extended, a default target or autologin it asks
 /// for, its files, checks, settings and artefacts.
 fn add_feature(r: &mut Recipe, f: &RawRecipe, name: &str) -> Result<(), FeatureError> {
-    push_unique(&mut r.components, values(&f.components));
-    push_unique(&mut r.packages, values(&f.packages));
+    push_unique(&mut r.apt.components, values(&f.components));
+    push_unique(&mut r.apt.packages, values(&f.packages));
     push_unique(&mut r.groups, values(&f.groups));
     push_unique(&mut r.services, values(&f.services));
     push_unique(&mut r.remove, values(&f.remove));
@@ -754,9 +760,9 @@ mod tests {
         assert_eq!(r.features, ["droidmote", "xfce"]);
         assert!(r.autologin);
         assert_eq!(r.kernel_fragments, ["uinput"]);
-        assert!(r.packages.contains(&"xfce4".to_string()));
-        assert!(r.packages.contains(&"linux-image-armmp".to_string()));
-        assert!(r.packages.contains(&"u-boot-sunxi".to_string()));
+        assert!(r.apt.packages.contains(&"xfce4".to_string()));
+        assert!(r.apt.packages.contains(&"linux-image-armmp".to_string()));
+        assert!(r.apt.packages.contains(&"u-boot-sunxi".to_string()));
         assert_eq!(r.default_target.as_deref(), Some("graphical.target"));
     }
 

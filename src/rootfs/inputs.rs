@@ -186,7 +186,7 @@ pub(super) fn resolve_recipe(
         recipe.security_mirror = Some(m.clone()).filter(|s| !s.is_empty());
     }
     if let Some(s) = &req.suite {
-        recipe.suite = s.clone();
+        recipe.apt.suite = s.clone();
     }
     if let Some(h) = &req.hostname {
         recipe.hostname = h.clone();
@@ -241,14 +241,15 @@ pub(super) fn resolve_recipe(
             });
         }
     }
-    if recipe.suite.is_empty()
+    if recipe.apt.suite.is_empty()
         || !recipe
+            .apt
             .suite
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
         return Err(RootfsError::Invalid {
-            what: format!("suite {:?}", recipe.suite),
+            what: format!("suite {:?}", recipe.apt.suite),
             message: "must be a Debian suite name such as bookworm".into(),
         });
     }

@@ -34,7 +34,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::base::{Base, BaseReport, run_mmdebstrap};
-use super::cache::{self, Facts, KeyInputs};
+use super::cache::{self, CacheError, Facts, KeyInputs};
 use super::mmdebstrap::{BasePlan, Downloads};
 use super::{RootfsError, RootfsEvent, RootfsRequest, features, initramfs};
 use crate::profile::Profile;
@@ -60,7 +60,7 @@ pub struct Split {
 /// is the empty one every board shares (each board's is the layer's), and the base has no hook.
 pub fn split(full: &BasePlan, board_packages: &[String]) -> Split {
     let mut base = full.clone();
-    base.packages.retain(|p| !board_packages.contains(p));
+    base.apt.packages.retain(|p| !board_packages.contains(p));
     for (path, text) in &mut base.uploads {
         if path == initramfs::MODULES_FILE {
             *text = initramfs::modules_file(&[], false);
@@ -68,8 +68,8 @@ pub fn split(full: &BasePlan, board_packages: &[String]) -> Split {
     }
     base.initramfs_hook = None;
     let mut layer = full.clone();
-    layer.variant = LAYER_VARIANT.into();
-    layer.packages.retain(|p| board_packages.contains(p));
+    layer.apt.variant = LAYER_VARIANT.into();
+    layer.apt.packages.retain(|p| board_packages.contains(p));
     // Answered in the base, which installed the packages that asked.
     layer.debconf = None;
     layer.layer_on = Some(PathBuf::from("/BASE.tar"));
@@ -79,13 +79,13 @@ pub fn split(full: &BasePlan, board_packages: &[String]) -> Split {
 /// The packages only this board brings (its bootloader's, its profile's own `rootfs.packages`): those
 /// the recipe and features do not name, found by resolving the recipe without them.
 pub fn board_packages(profile: &Profile, req: &RootfsRequest) -> Result<Vec<String>, RootfsError> {
-    let all = features::resolve(profile, &req.selection)?.packages;
+    let all = features::resolve(profile, &req.selection)?.apt.packages;
     let mut common = profile.clone();
     if let Some(b) = &mut common.bootloader {
         b.package = None;
     }
     common.rootfs.packages = None;
-    let shared = features::resolve(&common, &req.selection)?.packages;
+    let shared = features::resolve(&common, &req.selection)?.apt.packages;
     Ok(all.into_iter().filter(|p| !shared.contains(p)).collect())
 }
 
@@ -98,11 +98,11 @@ pub struct Keys {
 }
 
 /// The keys of a split plan with `facts`: the layer's covers the base's key.
-pub fn keys_of(split: Split, facts: &Facts) -> Keys {
+pub fn keys_of(split: Split, facts: &Facts) -> Result<Keys, CacheError> {
     let base = KeyInputs::new(&split.base, facts);
     let mut layer = KeyInputs::new(&split.layer, facts);
-    layer.base = Some(base.key());
-    Keys { split, base, layer }
+    layer.base = Some(base.key()?);
+    Ok(Keys { split, base, layer })
 }
 
 /// The facts a board's whole key inputs were computed with.
@@ -121,7 +121,7 @@ fn keys(
     full: &BasePlan,
     facts: &Facts,
 ) -> Result<Keys, RootfsError> {
-    Ok(keys_of(split(full, &board_packages(profile, req)?), facts))
+    Ok(keys_of(split(full, &board_packages(profile, req)?), facts)?)
 }
 
 /// One level's key and what it covers.
@@ -154,13 +154,13 @@ pub fn cache_keys(
     facts: &Facts,
 ) -> Result<CacheKeys, RootfsError> {
     let k = keys(profile, req, full, facts)?;
-    let layer_key = k.layer.key();
+    let layer_key = k.layer.key()?;
     Ok(CacheKeys {
         board: profile.name.clone(),
         key: layer_key.clone(),
         about: ABOUT_KEY,
         base: Level {
-            key: k.base.key(),
+            key: k.base.key()?,
             about: ABOUT_BASE,
             inputs: k.base,
         },
@@ -180,7 +180,9 @@ pub(super) fn looks_present(
     inputs: &KeyInputs,
 ) -> bool {
     keys(profile, req, full, &facts_of(inputs))
-        .is_ok_and(|k| cache::BaseCache::layers(&req.cache).looks_present(&k.layer.key()))
+        .ok()
+        .and_then(|k| k.layer.key().ok())
+        .is_some_and(|k| cache::BaseCache::layers(&req.cache).looks_present(&k))
 }
 
 /// How the build got its board layer.
@@ -253,7 +255,7 @@ pub(super) fn stage(
     warnings: &mut Vec<String>,
 ) -> Result<Base, RootfsError> {
     let k = keys(profile, req, full, &facts_of(inputs))?;
-    let (base_key, key) = (k.base.key(), k.layer.key());
+    let (base_key, key) = (k.base.key()?, k.layer.key()?);
     let epoch = inputs.epoch;
     let with_layer = |base: BaseReport, cache: &str, entry: Option<PathBuf>| BaseReport {
         layer: Some(LayerReport {
@@ -426,7 +428,7 @@ mod tests {
 
     fn keys_for(profile: &Profile, req: &RootfsRequest) -> (String, String) {
         let k = keys(profile, req, &full_plan(profile, req), &facts()).unwrap();
-        (k.base.key(), k.layer.key())
+        (k.base.key().unwrap(), k.layer.key().unwrap())
     }
 
     /// The acceptance's sharing: the three armhf boards have one base; cubieboard and mk802 (same U-Boot
@@ -509,16 +511,19 @@ mod tests {
         assert_ne!(l6, layer);
         // So does a common package pushed into the plan, and a fact of the archive.
         let mut plan = full_plan(&cubie, &req);
-        plan.packages.push("openssh-server".into());
+        plan.apt.packages.push("openssh-server".into());
         let k = keys(&cubie, &req, &plan, &facts()).unwrap();
-        assert_ne!(k.base.key(), base);
-        assert_ne!(k.layer.key(), layer);
+        assert_ne!(k.base.key().unwrap(), base);
+        assert_ne!(k.layer.key().unwrap(), layer);
         let mut f = facts();
         f.archive[0].sha256 = "4".repeat(64);
         let k = keys(&cubie, &req, &full_plan(&cubie, &req), &f).unwrap();
-        assert_ne!(k.base.key(), base);
-        assert_ne!(k.layer.key(), layer);
-        assert_eq!(k.layer.base.as_deref(), Some(k.base.key().as_str()));
+        assert_ne!(k.base.key().unwrap(), base);
+        assert_ne!(k.layer.key().unwrap(), layer);
+        assert_eq!(
+            k.layer.base.as_deref(),
+            Some(k.base.key().unwrap().as_str())
+        );
     }
 
     /// What each level gives mmdebstrap: the base has no board package, no hook, the shared module list

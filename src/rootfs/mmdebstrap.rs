@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::features::AptSelection;
 use crate::profile::Arch;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +62,9 @@ impl Mode {
 pub struct Run {
     pub mode: Mode,
     pub arch: Arch,
-    pub suite: String,
-    pub variant: String,
+    pub apt: AptSelection,
     /// One-line `deb ...` sources, in order.
     pub sources: Vec<String>,
-    pub components: Vec<String>,
-    pub packages: Vec<String>,
-    pub apt_options: Vec<String>,
-    pub dpkg_options: Vec<String>,
     pub cache: PathBuf,
     /// Files (in the work directory) put into the chroot before the remaining packages install.
     pub uploads: Vec<(PathBuf, String)>,
@@ -91,17 +87,12 @@ pub struct Run {
 pub struct BasePlan {
     pub mode: Mode,
     pub arch: Arch,
-    pub suite: String,
-    pub variant: String,
+    pub apt: AptSelection,
     /// The mirror and security archive the sources name (snapshot.debian.org's with a snapshot).
     pub mirror: String,
     pub security: Option<String>,
     /// snapshot.debian.org timestamp, when the archive is pinned.
     pub snapshot: Option<String>,
-    pub components: Vec<String>,
-    pub packages: Vec<String>,
-    pub apt_options: Vec<String>,
-    pub dpkg_options: Vec<String>,
     /// Files put into the chroot before the remaining packages install: (path inside, content).
     pub uploads: Vec<(String, String)>,
     /// debconf answers given before the remaining packages install.
@@ -141,8 +132,8 @@ impl BasePlan {
         sources(
             &self.mirror,
             self.security.as_deref(),
-            &self.suite,
-            &self.components,
+            &self.apt.suite,
+            &self.apt.components,
             self.snapshot.is_some(),
         )
     }
@@ -150,13 +141,14 @@ impl BasePlan {
     /// (archive URL, suite) of every source: the Release files apt reads.
     pub fn archives(&self) -> Vec<(String, String)> {
         let mirror = self.mirror.trim_end_matches('/').to_string();
-        let mut v = vec![(mirror.clone(), self.suite.clone())];
-        if has_updates(&self.suite) {
-            v.push((mirror, format!("{}-updates", self.suite)));
+        let suite = &self.apt.suite;
+        let mut v = vec![(mirror.clone(), suite.clone())];
+        if has_updates(suite) {
+            v.push((mirror, format!("{suite}-updates")));
             if let Some(sec) = &self.security {
                 v.push((
                     sec.trim_end_matches('/').to_string(),
-                    format!("{}-security", self.suite),
+                    format!("{suite}-security"),
                 ));
             }
         }
@@ -172,13 +164,8 @@ impl BasePlan {
         Run {
             mode: self.mode,
             arch: self.arch,
-            suite: self.suite.clone(),
-            variant: self.variant.clone(),
+            apt: self.apt.clone(),
             sources: self.sources(),
-            components: self.components.clone(),
-            packages: self.packages.clone(),
-            apt_options: self.apt_options.clone(),
-            dpkg_options: self.dpkg_options.clone(),
             cache: paths.cache.clone(),
             uploads: self
                 .uploads
@@ -292,23 +279,24 @@ impl Run {
     /// they get every path single-quoted.
     pub fn args(&self) -> Vec<OsString> {
         let cache = |sub: &str| sh_quote(&self.cache.join(sub).display().to_string());
+        let apt = &self.apt;
         let mut a: Vec<String> = vec![
             format!("--mode={}", self.mode.as_str()),
-            format!("--variant={}", self.variant),
+            format!("--variant={}", apt.variant),
             format!("--architectures={}", self.arch.debian()),
-            format!("--components={}", self.components.join(",")),
+            format!("--components={}", apt.components.join(",")),
             "--format=tar".into(),
             "--verbose".into(),
             // Keep the downloaded essential packages so the customize hook can copy them to the cache.
             "--skip=essential/unlink".into(),
         ];
-        if !self.packages.is_empty() {
-            a.push(format!("--include={}", self.packages.join(",")));
+        if !apt.packages.is_empty() {
+            a.push(format!("--include={}", apt.packages.join(",")));
         }
-        for o in &self.apt_options {
+        for o in &apt.apt_options {
             a.push(format!("--aptopt={o}"));
         }
-        for o in &self.dpkg_options {
+        for o in &apt.dpkg_options {
             a.push(format!("--dpkgopt={o}"));
         }
         // A base is built without /dev (a board layer's unshared tar cannot make device nodes); a layer
@@ -385,7 +373,7 @@ impl Run {
             "--customize-hook=find \"$1\"/var/cache/apt/archives \"$1\"/var/lib/apt/lists -exec touch -h -d \"@$SOURCE_DATE_EPOCH\" {} +"
                 .into(),
         );
-        a.push(self.suite.clone());
+        a.push(apt.suite.clone());
         a.push(self.output.display().to_string());
         a.extend(self.sources.iter().cloned());
         a.into_iter().map(OsString::from).collect()
@@ -586,8 +574,14 @@ mod tests {
         Run {
             mode: Mode::Unshare,
             arch: Arch::Armhf,
-            suite: "bookworm".into(),
-            variant: "apt".into(),
+            apt: AptSelection {
+                suite: "bookworm".into(),
+                variant: "apt".into(),
+                components: vec!["main".into()],
+                packages: vec!["systemd".into(), "linux-image-armmp".into()],
+                apt_options: vec!["Acquire::Languages \"none\"".into()],
+                dpkg_options: vec![],
+            },
             sources: sources(
                 "http://deb.debian.org/debian",
                 Some("http://deb.debian.org/debian-security"),
@@ -595,10 +589,6 @@ mod tests {
                 &["main".into(), "non-free-firmware".into()],
                 false,
             ),
-            components: vec!["main".into()],
-            packages: vec!["systemd".into(), "linux-image-armmp".into()],
-            apt_options: vec!["Acquire::Languages \"none\"".into()],
-            dpkg_options: vec![],
             cache: PathBuf::from("/c a/che"),
             uploads: vec![(
                 PathBuf::from("/w/m o'd"),

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::SCHEME;
+use super::{CacheError, SCHEME};
+use crate::rootfs::features::AptSelection;
 use crate::rootfs::mmdebstrap::BasePlan;
 
 /// A Release file as the key saw it.
@@ -48,16 +49,13 @@ pub struct Facts {
 pub struct KeyInputs {
     pub scheme: u32,
     pub arch: String,
-    pub suite: String,
-    pub variant: String,
     pub mode: String,
-    pub components: Vec<String>,
+    /// Suite, variant, components, the resolved package list (recipe, profile's kernel and bootloader,
+    /// features), apt's and dpkg's options: the plan's, whole, so that nothing apt is given escapes the key.
+    #[serde(flatten)]
+    pub apt: AptSelection,
     pub sources: Vec<String>,
     pub snapshot: Option<String>,
-    /// The resolved package list: recipe, profile (kernel, bootloader), features.
-    pub packages: Vec<String>,
-    pub apt_options: Vec<String>,
-    pub dpkg_options: Vec<String>,
     /// Files the hooks upload (initramfs configuration, debconf answers), by content.
     pub hook_files: Vec<HookFile>,
     /// mmdebstrap's whole command line, with this machine's paths replaced by fixed names.
@@ -104,15 +102,10 @@ impl KeyInputs {
         KeyInputs {
             scheme: SCHEME,
             arch: plan.arch.debian().into(),
-            suite: plan.suite.clone(),
-            variant: plan.variant.clone(),
             mode: plan.mode.as_str().into(),
-            components: plan.components.clone(),
+            apt: plan.apt.clone(),
             sources: plan.sources(),
             snapshot: plan.snapshot.clone(),
-            packages: plan.packages.clone(),
-            apt_options: plan.apt_options.clone(),
-            dpkg_options: plan.dpkg_options.clone(),
             hook_files,
             command: plan.canonical_args(facts.epoch),
             epoch: facts.epoch,
@@ -127,9 +120,15 @@ impl KeyInputs {
         }
     }
 
-    /// The key: sha256 of the inputs' canonical JSON.
-    pub fn key(&self) -> String {
-        sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+    /// The key: sha256 of the inputs' canonical JSON. Serializing these fields cannot fail today, but a
+    /// failure must never become the key of an empty input (every entry would share it): it is an error.
+    pub fn key(&self) -> Result<String, CacheError> {
+        serde_json::to_vec(self)
+            .map(|json| sha256_hex(&json))
+            .map_err(|e| CacheError::Io {
+                context: "serializing the base cache key's inputs".into(),
+                source: e.into(),
+            })
     }
 }
 
@@ -142,7 +141,7 @@ mod tests {
     use crate::rootfs::mmdebstrap::Mode;
 
     fn key(p: &BasePlan, f: &Facts) -> String {
-        KeyInputs::new(p, f).key()
+        KeyInputs::new(p, f).key().unwrap()
     }
 
     /// The same inputs give the same key, whatever this machine's paths: the key is computed from
@@ -193,7 +192,7 @@ mod tests {
         // accident of a refactoring.
         assert_eq!(
             k,
-            "bf1c3288dce3ae02eaab74a91a7a9aea115e2764b409564995a905c1bdc21438"
+            "3171e7583161f88eda11941c7ec7c9d0979eec3c188fd8dccfaefae149ce57a3"
         );
     }
 
@@ -209,7 +208,7 @@ mod tests {
             assert!(seen.insert(k), "{what} gave the key of another change");
         };
         let mut p = plan();
-        p.suite = "trixie".into();
+        p.apt.suite = "trixie".into();
         check("suite", p, facts());
         let mut p = plan();
         p.arch = Arch::Arm64;
@@ -224,26 +223,28 @@ mod tests {
         p.snapshot = Some("20250101T000000Z".into());
         check("snapshot", p, facts());
         let mut p = plan();
-        p.packages.push("openssh-server".into());
+        p.apt.packages.push("openssh-server".into());
         check("package list (a feature)", p, facts());
         let mut p = plan();
-        p.packages.retain(|x| x != "u-boot-sunxi");
+        p.apt.packages.retain(|x| x != "u-boot-sunxi");
         check("package list (the board's U-Boot)", p, facts());
         let mut p = plan();
-        p.components.push("contrib".into());
+        p.apt.components.push("contrib".into());
         check("components", p, facts());
         let mut p = plan();
-        p.variant = "minbase".into();
+        p.apt.variant = "minbase".into();
         check("variant", p, facts());
         let mut p = plan();
         p.mode = Mode::Root;
         check("mode", p, facts());
         let mut p = plan();
-        p.apt_options
+        p.apt
+            .apt_options
             .push("APT::Install-Recommends \"true\"".into());
         check("apt options", p, facts());
         let mut p = plan();
-        p.dpkg_options
+        p.apt
+            .dpkg_options
             .push("path-exclude=/usr/share/locale/*".into());
         check("dpkg options", p, facts());
         let mut p = plan();

@@ -50,7 +50,7 @@ pub use store::{Acquired, BaseCache, Manifest, Pending};
 
 /// Version of the base recipe's layout: bumped whenever boardsmith builds bases differently in a way
 /// the command line does not show, so that older entries are never used.
-pub const SCHEME: u32 = 2;
+pub const SCHEME: u32 = 3;
 const MANIFEST: &str = "manifest.json";
 const BASE_TAR: &str = "base.tar";
 const TMP_PREFIX: &str = ".tmp-";
@@ -105,25 +105,28 @@ mod test_support {
     use super::key::{ArchiveState, KeyringFile};
     use super::*;
     use crate::profile::Arch;
+    use crate::rootfs::features::AptSelection;
     use crate::rootfs::mmdebstrap::{BasePlan, Mode};
 
     pub(super) fn plan() -> BasePlan {
         BasePlan {
             mode: Mode::Unshare,
             arch: Arch::Armhf,
-            suite: "bookworm".into(),
-            variant: "apt".into(),
+            apt: AptSelection {
+                suite: "bookworm".into(),
+                variant: "apt".into(),
+                components: vec!["main".into(), "non-free-firmware".into()],
+                packages: vec![
+                    "systemd".into(),
+                    "linux-image-armmp".into(),
+                    "u-boot-sunxi".into(),
+                ],
+                apt_options: vec!["Acquire::Languages \"none\"".into()],
+                dpkg_options: vec!["path-exclude=/usr/share/man/*".into()],
+            },
             mirror: "http://deb.debian.org/debian".into(),
             security: Some("http://deb.debian.org/debian-security".into()),
             snapshot: None,
-            components: vec!["main".into(), "non-free-firmware".into()],
-            packages: vec![
-                "systemd".into(),
-                "linux-image-armmp".into(),
-                "u-boot-sunxi".into(),
-            ],
-            apt_options: vec!["Acquire::Languages \"none\"".into()],
-            dpkg_options: vec!["path-exclude=/usr/share/man/*".into()],
             uploads: vec![
                 (
                     "etc/initramfs-tools/modules".into(),
@@ -165,7 +168,7 @@ mod test_support {
     /// Writes a whole entry the way a build does (temporary directory, manifest, rename).
     pub(super) fn store(cache: &BaseCache, content: &[u8]) -> (String, Manifest) {
         let inputs = KeyInputs::new(&plan(), &facts());
-        let k = inputs.key();
+        let k = inputs.key().unwrap();
         let Acquired::Miss(held) = cache.acquire(&k, &|_| {}, &|_| {}).unwrap() else {
             panic!("hit in an empty cache");
         };
