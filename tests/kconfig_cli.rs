@@ -326,21 +326,22 @@ fn missing_cross_compiler_names_the_package() {
         std::os::unix::fs::symlink(p, bin.path().join(tool)).expect("symlink");
     }
     let work = tempfile::tempdir().expect("work");
-    fails_with(
-        bs().env("PATH", bin.path())
-            .args(["kconfig", "cubieboard", "--kernel-src"])
+    let run = |board: &str| {
+        let mut c = bs();
+        c.env("PATH", bin.path())
+            .args(["kconfig", board, "--kernel-src"])
             .arg(tree.path())
             .arg("--work-dir")
-            .arg(work.path()),
+            .arg(work.path());
+        c
+    };
+    fails_with(
+        &mut run("cubieboard"),
         1,
         "`arm-linux-gnueabihf-gcc` not found in PATH; install gcc-arm-linux-gnueabihf",
     );
     fails_with(
-        bs().env("PATH", bin.path())
-            .args(["kconfig", "armv8-foundation", "--kernel-src"])
-            .arg(tree.path())
-            .arg("--work-dir")
-            .arg(work.path()),
+        &mut run("armv8-foundation"),
         2,
         "arch/arm64/Kconfig is missing",
     );
