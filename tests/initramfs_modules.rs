@@ -145,14 +145,18 @@ fn modules(r: &Value) -> BTreeMap<String, Vec<String>> {
         .map(|m| {
             (
                 m["module"].as_str().unwrap().to_string(),
-                m["chain"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_str().unwrap().to_string())
-                    .collect(),
+                strs(&m["chain"]).into_iter().map(String::from).collect(),
             )
         })
+        .collect()
+}
+
+/// The strings of the JSON array `v`.
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
         .collect()
 }
 
@@ -186,12 +190,7 @@ fn seed_boards_derive_what_their_profiles_listed() {
             .iter()
             .map(|x| x["what"].as_str().unwrap().to_string())
             .collect();
-        let extras: Vec<&str> = r["extras"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect();
+        let extras = strs(&r["extras"]);
         for l in listed {
             let derived = mods.keys().any(|m| norm(m) == norm(l));
             let built_in = builtin.iter().any(|m| norm(m) == norm(l));
@@ -201,12 +200,7 @@ fn seed_boards_derive_what_their_profiles_listed() {
             );
         }
         assert_eq!(r["unresolved"].as_array().unwrap().len(), 0, "{b}: {r:#}");
-        let list: Vec<&str> = r["initramfs_modules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap())
-            .collect();
+        let list = strs(&r["initramfs_modules"]);
         assert!(list.contains(&"ext4"), "{b}: {list:?}");
     }
     // The chains, exactly.
@@ -276,12 +270,7 @@ fn pmic_on_i2c_chain_is_complete() {
             .any(|b| b["what"] == "/soc/i2c@1c2ac00/pmic@34"),
         "{r:#}"
     );
-    let order: Vec<&str> = r["all_load_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
+    let order = strs(&r["all_load_order"]);
     for m in [
         "kernel/drivers/regulator/axp20x-regulator.ko",
         "kernel/drivers/i2c/busses/i2c-mv64xxx.ko",
@@ -352,12 +341,7 @@ fn load_order_and_alias_matching_agree_with_kmod() {
     let version = kernel_version(&tree);
     let moddir = ["-d", tree.to_str().unwrap(), "-S", &version];
     let r = derive("bananapi-m2-ultra.toml", &tree);
-    let order: Vec<String> = r["all_load_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect();
+    let order = strs(&r["all_load_order"]);
     // Every module comes after everything modprobe would load before it.
     for m in ["ext4", "sunxi-mmc", "axp20x-regulator", "i2c-mv64xxx"] {
         let o = run(Command::new("modprobe")
@@ -370,7 +354,7 @@ fn load_order_and_alias_matching_agree_with_kmod() {
             .filter_map(|l| l.strip_prefix("insmod "))
             .map(|p| p.trim().trim_start_matches(&prefix).to_string())
             .collect();
-        let pos = |p: &str| order.iter().position(|x| x == p);
+        let pos = |p: &str| order.iter().position(|x| *x == p);
         let last = chain.last().unwrap();
         for dep in &chain[..chain.len() - 1] {
             assert!(

@@ -22,6 +22,14 @@ fn golden(p: &str) -> String {
     std::fs::read_to_string(fixture(p)).expect("golden file")
 }
 
+/// Runs `cmd` and asserts that it exits with `code` and that its standard error says `needle`.
+#[track_caller]
+fn fails_with(cmd: &mut Command, code: i32, needle: &str) -> assert_cmd::assert::Assert {
+    cmd.assert()
+        .code(code)
+        .stderr(predicate::str::contains(needle))
+}
+
 #[test]
 fn merge_output_and_notes_match_the_goldens() {
     // Profile-relative fragment paths, override warning naming both fragments and values, redundant
@@ -205,27 +213,24 @@ fn malformed_fragments_fail_with_file_line_col() {
 
 #[test]
 fn unknown_fragment_names_fail_at_the_profile_location() {
-    bs().args(["kconfig", &fixture("bad-board.toml")])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "bad-board.toml:5:13: kernel.fragments: unknown kernel config fragment `usb-nett`",
-        ))
-        .stderr(predicate::str::contains(
-            "embedded fragments: uinput, usb-audio, usb-bluetooth, usb-net",
-        ));
-    bs().args(["kconfig", "cubieboard", "--fragment", "nope"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "--fragment: unknown kernel config fragment `nope`",
-        ));
-    bs().args(["kconfig", "cubieboard", "--fragment", "./missing.config"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "cannot read kernel config fragment ./missing.config",
-        ));
+    fails_with(
+        bs().args(["kconfig", &fixture("bad-board.toml")]),
+        2,
+        "bad-board.toml:5:13: kernel.fragments: unknown kernel config fragment `usb-nett`",
+    )
+    .stderr(predicate::str::contains(
+        "embedded fragments: uinput, usb-audio, usb-bluetooth, usb-net",
+    ));
+    fails_with(
+        bs().args(["kconfig", "cubieboard", "--fragment", "nope"]),
+        2,
+        "--fragment: unknown kernel config fragment `nope`",
+    );
+    fails_with(
+        bs().args(["kconfig", "cubieboard", "--fragment", "./missing.config"]),
+        2,
+        "cannot read kernel config fragment ./missing.config",
+    );
 }
 
 /// The files the up-front checks look for in a kernel tree (they run before any make).
@@ -260,26 +265,23 @@ fn kernel_src_rules() {
             .arg(work.path());
         c
     };
-    run(Path::new("/nonexistent/linux"))
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "--kernel-src /nonexistent/linux: not a directory",
-        ));
+    fails_with(
+        &mut run(Path::new("/nonexistent/linux")),
+        2,
+        "--kernel-src /nonexistent/linux: not a directory",
+    );
     let empty = tempfile::tempdir().expect("tempdir");
-    run(empty.path())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "not a kernel source tree (Makefile is missing)",
-        ));
+    fails_with(
+        &mut run(empty.path()),
+        2,
+        "not a kernel source tree (Makefile is missing)",
+    );
     let dirty = fake_tree(&[".config"]);
-    run(dirty.path())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "the tree is not clean (.config exists)",
-        ));
+    fails_with(
+        &mut run(dirty.path()),
+        2,
+        "the tree is not clean (.config exists)",
+    );
     let no_defconfig = fake_tree(&[]);
     std::fs::remove_file(no_defconfig.path().join("arch/arm/configs/sunxi_defconfig")).expect("rm");
     std::fs::write(
@@ -289,13 +291,12 @@ fn kernel_src_rules() {
         "",
     )
     .expect("w");
-    run(no_defconfig.path())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "defconfig `sunxi_defconfig` does not exist for ARCH=arm (no arch/arm/configs/sunxi_defconfig); \
-             available: multi_v7_defconfig",
-        ));
+    fails_with(
+        &mut run(no_defconfig.path()),
+        2,
+        "defconfig `sunxi_defconfig` does not exist for ARCH=arm (no arch/arm/configs/sunxi_defconfig); \
+         available: multi_v7_defconfig",
+    );
     // Nothing was created in the work directory by the refused runs.
     assert_eq!(std::fs::read_dir(work.path()).expect("work").count(), 0);
 }
@@ -304,13 +305,14 @@ fn kernel_src_rules() {
 fn work_dir_inside_the_source_tree_is_refused_without_a_trace() {
     let tree = fake_tree(&[]);
     let before = list(tree.path());
-    bs().args(["kconfig", "cubieboard", "--kernel-src"])
-        .arg(tree.path())
-        .arg("--work-dir")
-        .arg(tree.path().join("build/work"))
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("is inside the kernel source tree"));
+    fails_with(
+        bs().args(["kconfig", "cubieboard", "--kernel-src"])
+            .arg(tree.path())
+            .arg("--work-dir")
+            .arg(tree.path().join("build/work")),
+        2,
+        "is inside the kernel source tree",
+    );
     assert_eq!(list(tree.path()), before);
 }
 
@@ -324,24 +326,25 @@ fn missing_cross_compiler_names_the_package() {
         std::os::unix::fs::symlink(p, bin.path().join(tool)).expect("symlink");
     }
     let work = tempfile::tempdir().expect("work");
-    bs().env("PATH", bin.path())
-        .args(["kconfig", "cubieboard", "--kernel-src"])
-        .arg(tree.path())
-        .arg("--work-dir")
-        .arg(work.path())
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains(
-            "`arm-linux-gnueabihf-gcc` not found in PATH; install gcc-arm-linux-gnueabihf",
-        ));
-    bs().env("PATH", bin.path())
-        .args(["kconfig", "armv8-foundation", "--kernel-src"])
-        .arg(tree.path())
-        .arg("--work-dir")
-        .arg(work.path())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("arch/arm64/Kconfig is missing"));
+    let run = |board: &str| {
+        let mut c = bs();
+        c.env("PATH", bin.path())
+            .args(["kconfig", board, "--kernel-src"])
+            .arg(tree.path())
+            .arg("--work-dir")
+            .arg(work.path());
+        c
+    };
+    fails_with(
+        &mut run("cubieboard"),
+        1,
+        "`arm-linux-gnueabihf-gcc` not found in PATH; install gcc-arm-linux-gnueabihf",
+    );
+    fails_with(
+        &mut run("armv8-foundation"),
+        2,
+        "arch/arm64/Kconfig is missing",
+    );
 }
 
 #[test]
@@ -350,33 +353,30 @@ fn kernel_refuses_a_foreign_staging_directory_before_building() {
     let staging = tempfile::tempdir().expect("staging");
     std::fs::write(staging.path().join("precious.txt"), "keep me").expect("write");
     let work = tempfile::tempdir().expect("work");
-    bs().args(["kernel", "cubieboard", "--kernel-src"])
-        .arg(tree.path())
-        .arg("-o")
-        .arg(staging.path())
-        .arg("--work-dir")
-        .arg(work.path())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "was not made by `boardsmith kernel`",
-        ));
+    fails_with(
+        bs().args(["kernel", "cubieboard", "--kernel-src"])
+            .arg(tree.path())
+            .arg("-o")
+            .arg(staging.path())
+            .arg("--work-dir")
+            .arg(work.path()),
+        2,
+        "was not made by `boardsmith kernel`",
+    );
     assert_eq!(
         std::fs::read_to_string(staging.path().join("precious.txt")).expect("kept"),
         "keep me"
     );
     assert_eq!(std::fs::read_dir(work.path()).expect("work").count(), 0);
-    bs().args(["kernel", "cubieboard", "--kernel-src"])
-        .arg(tree.path())
-        .args(["--jobs", "0", "-o"])
-        .arg(work.path().join("s"))
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--jobs must be at least 1"));
-    bs().args(["kernel", "cubieboard"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--kernel-src"));
+    fails_with(
+        bs().args(["kernel", "cubieboard", "--kernel-src"])
+            .arg(tree.path())
+            .args(["--jobs", "0", "-o"])
+            .arg(work.path().join("s")),
+        2,
+        "--jobs must be at least 1",
+    );
+    fails_with(bs().args(["kernel", "cubieboard"]), 2, "--kernel-src");
 }
 
 #[test]

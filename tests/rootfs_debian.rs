@@ -115,31 +115,29 @@ fn assert_same_tarball(a: &Path, b: &Path) {
     if sha256_file(a) == sha256_file(b) {
         return;
     }
-    let listing = |t: &Path| {
-        let o = Command::new("tar")
-            .args(["--numeric-owner", "--full-time", "-tvf"])
+    // The lines `program ARGS TARBALL` prints, as a set.
+    let lines = |program: &str, args: &[&str], t: &Path| {
+        let o = Command::new(program)
+            .args(args)
             .arg(t)
             .output()
-            .expect("tar -tvf");
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .map(str::to_string)
             .collect::<std::collections::BTreeSet<_>>()
     };
+    let listing = |t: &Path| lines("tar", &["--numeric-owner", "--full-time", "-tvf"], t);
     // Each regular file's sha256, by Python's tarfile (another tar reader than boardsmith's and GNU tar).
     let hashes = |t: &Path| {
-        let o = Command::new("python3")
-            .args([
+        lines(
+            "python3",
+            &[
                 "-c",
                 "import hashlib,sys,tarfile\nt=tarfile.open(sys.argv[1])\nfor m in t:\n if m.isfile(): print(hashlib.sha256(t.extractfile(m).read()).hexdigest(), m.name)",
-            ])
-            .arg(t)
-            .output()
-            .expect("python3 tarfile");
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect::<std::collections::BTreeSet<_>>()
+            ],
+            t,
+        )
     };
     let (la, lb) = (listing(a), listing(b));
     let only_a: Vec<_> = la.difference(&lb).take(20).collect();

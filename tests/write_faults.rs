@@ -75,47 +75,33 @@ fn refused_source(src: &Path, code: i32, needles: &[&str]) {
     }
 }
 
-#[test]
-fn corrupt_xz() {
-    damaged_source(
-        ".xz",
-        "corrupt",
-        1,
-        &["corrupt or truncated xz data", "xz block"],
-    );
+/// One test per damaged compressed source, `name: extension, damage, exit code, [what stderr says]`
+/// (see [`damaged_source`]).
+macro_rules! damaged_sources {
+    ($($name:ident: $ext:literal, $how:literal, $code:literal, [$($needle:literal),+];)+) => {
+        $(
+            #[test]
+            fn $name() {
+                damaged_source($ext, $how, $code, &[$($needle),+]);
+            }
+        )+
+    };
 }
-#[test]
-fn truncated_xz() {
-    damaged_source(".xz", "truncated", 1, &["xz", "truncated"]);
+
+damaged_sources! {
+    corrupt_xz: ".xz", "corrupt", 1, ["corrupt or truncated xz data", "xz block"];
+    truncated_xz: ".xz", "truncated", 1, ["xz", "truncated"];
+    corrupt_gz: ".gz", "corrupt", 1, ["corrupt or truncated gzip data"];
+    truncated_gz: ".gz", "truncated", 1, ["corrupt or truncated gzip data"];
+    corrupt_zst: ".zst", "corrupt", 1, ["corrupt or truncated zstd data"];
+    truncated_zst: ".zst", "truncated", 1, ["corrupt or truncated zstd data"];
+    corrupt_bz2: ".bz2", "corrupt", 1, ["corrupt or truncated bzip2 data"];
+    truncated_bz2: ".bz2", "truncated", 1, ["corrupt or truncated bzip2 data"];
+    corrupt_7z: ".7z", "corrupt", 1, ["corrupt or truncated 7z data"];
+    // The archive's header sits at its end: a truncated 7z is refused before anything is written.
+    truncated_7z: ".7z", "truncated", 2, ["cannot read the 7z archive", "nothing was written"];
 }
-#[test]
-fn corrupt_gz() {
-    damaged_source(".gz", "corrupt", 1, &["corrupt or truncated gzip data"]);
-}
-#[test]
-fn truncated_gz() {
-    damaged_source(".gz", "truncated", 1, &["corrupt or truncated gzip data"]);
-}
-#[test]
-fn corrupt_zst() {
-    damaged_source(".zst", "corrupt", 1, &["corrupt or truncated zstd data"]);
-}
-#[test]
-fn truncated_zst() {
-    damaged_source(".zst", "truncated", 1, &["corrupt or truncated zstd data"]);
-}
-#[test]
-fn corrupt_bz2() {
-    damaged_source(".bz2", "corrupt", 1, &["corrupt or truncated bzip2 data"]);
-}
-#[test]
-fn truncated_bz2() {
-    damaged_source(".bz2", "truncated", 1, &["corrupt or truncated bzip2 data"]);
-}
-#[test]
-fn corrupt_7z() {
-    damaged_source(".7z", "corrupt", 1, &["corrupt or truncated 7z data"]);
-}
+
 /// A 7z archive whose LZMA2 data decodes cleanly but whose recorded CRC-32 of the image differs
 /// (header edited, its own CRCs fixed up): the block-parallel decoder's whole-entry check catches it.
 #[test]
@@ -150,17 +136,6 @@ fn sevenz_crc_mismatch() {
     );
 
     refused_source(&arc, 1, &["corrupt 7z data: the image's CRC-32 is not"]);
-}
-
-#[test]
-fn truncated_7z() {
-    // The archive's header sits at its end: a truncated 7z is refused before anything is written.
-    damaged_source(
-        ".7z",
-        "truncated",
-        2,
-        &["cannot read the 7z archive", "nothing was written"],
-    );
 }
 
 /// A mapped range whose data does not match the bmap: the range is named, the source blamed.

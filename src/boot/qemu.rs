@@ -315,18 +315,13 @@ mod tests {
             "0.0.0.0:2303:2303".parse().unwrap(),
         ];
         let vnc = Screen::Vnc(":3".parse().unwrap());
-        let a = command_line(
-            &e,
-            &disk,
-            &ConsoleMode::Watched,
-            &Attachments {
-                qmp: Some(&end),
-                forwards: &forwards,
-                screen: Some(&vnc),
-                ..Default::default()
-            },
-        )
-        .join(" ");
+        let line = |at: &Attachments| command_line(&e, &disk, &ConsoleMode::Watched, at).join(" ");
+        let a = line(&Attachments {
+            qmp: Some(&end),
+            forwards: &forwards,
+            screen: Some(&vnc),
+            ..Default::default()
+        });
         assert!(a.contains("-display none -vnc 127.0.0.1:3 "), "{a}");
         assert!(
             a.contains(
@@ -348,16 +343,10 @@ mod tests {
             "{a}"
         );
         let window = Screen::Window("gtk".into());
-        let a = command_line(
-            &e,
-            &disk,
-            &ConsoleMode::Watched,
-            &Attachments {
-                screen: Some(&window),
-                ..Default::default()
-            },
-        )
-        .join(" ");
+        let a = line(&Attachments {
+            screen: Some(&window),
+            ..Default::default()
+        });
         assert!(a.contains("-display gtk ") && !a.contains("-vnc"), "{a}");
         assert!(a.contains("-nic user,model=virtio-net-pci -smp"), "{a}");
     }

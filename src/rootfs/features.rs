@@ -766,12 +766,15 @@ mod tests {
         assert_eq!(r.default_target.as_deref(), Some("graphical.target"));
     }
 
+    /// The message `resolve` refuses the selection `add`, `remove` on `p` with.
+    fn resolve_err(p: &Profile, add: &[&str], remove: &[&str]) -> String {
+        resolve(p, &sel(add, remove)).unwrap_err().to_string()
+    }
+
     #[test]
     fn unknown_feature_lists_known_ones() {
         let p = Catalog::default().load("cubieboard").unwrap();
-        let e = resolve(&p, &sel(&["quantum"], &[]))
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(&p, &["quantum"], &[]);
         assert!(
             e.contains("unknown feature `quantum`") && e.contains("droidmote"),
             "{e}"
@@ -781,7 +784,7 @@ mod tests {
     #[test]
     fn removing_a_feature_the_board_does_not_have_is_refused() {
         let p = Catalog::default().load("cubieboard").unwrap();
-        let e = resolve(&p, &sel(&[], &["ssh"])).unwrap_err().to_string();
+        let e = resolve_err(&p, &[], &["ssh"]);
         assert!(
             e.contains("--no-feature ssh has no effect here") && e.contains("cubieboard"),
             "{e}"
@@ -791,9 +794,7 @@ mod tests {
     #[test]
     fn required_feature_cannot_be_removed() {
         let p = Catalog::default().load("cubieboard").unwrap();
-        let e = resolve(&p, &sel(&["droidmote"], &["xfce"]))
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(&p, &["droidmote"], &["xfce"]);
         assert!(e.contains("needs feature `xfce`"), "{e}");
     }
 
@@ -806,9 +807,7 @@ mod tests {
         )
         .unwrap();
         let p = Catalog::default().load(f.to_str().unwrap()).unwrap();
-        let e = resolve(&p, &sel(&["droidmote"], &[]))
-            .unwrap_err()
-            .to_string();
+        let e = resolve_err(&p, &["droidmote"], &[]);
         assert!(
             e.contains("`uinput`") && e.contains("kernel.fragments"),
             "{e}"
