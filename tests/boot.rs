@@ -497,26 +497,24 @@ fn boot_rejects_bad_input_with_exit_2() {
     let img = dir.path().join("some.img");
     std::fs::write(&img, vec![0u8; 4096]).unwrap();
     let img_s = img.to_string_lossy().into_owned();
-
-    let out = boardsmith(&["boot", &img_s, "--board", "chromebook-snow"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no [emulator] section"));
-
-    let out = boardsmith(&["boot", &img_s]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --board"));
-
-    let out = boardsmith(&["boot", &img_s, "--board", "cubieboard", "--expect", "("]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--expect"));
-
-    let out = boardsmith(&["boot", &img_s, "--board", "cubieboard", "--timeout", "0"]);
-    assert_eq!(out.status.code(), Some(2));
-
     let missing = dir.path().join("cubieboard.img");
-    let out = boardsmith(&["boot", &missing.to_string_lossy()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cubieboard.img"));
+    let missing_s = missing.to_string_lossy().into_owned();
+    let cases: [(&[&str], &[&str]); 5] = [
+        (
+            &[&img_s, "--board", "chromebook-snow"],
+            &["no [emulator] section"],
+        ),
+        (&[&img_s], &["pass --board"]),
+        (
+            &[&img_s, "--board", "cubieboard", "--expect", "("],
+            &["--expect"],
+        ),
+        (&[&img_s, "--board", "cubieboard", "--timeout", "0"], &[]),
+        (&[&missing_s], &["cubieboard.img"]),
+    ];
+    for (args, wanted) in cases {
+        support::run_err(support::boardsmith().arg("boot").args(args)).expect(2, wanted);
+    }
 }
 
 // ---- a screen and the network: `--emulator desktop`, `--screenshot`, `--forward` (issue 18) ----
