@@ -34,10 +34,11 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
 
 fn board_names(boards_dir: Option<&Path>) -> Vec<String> {
     let mut c = boardsmith();
+    c.args(["boards", "--json"]);
     if let Some(d) = boards_dir {
         c.arg("--boards-dir").arg(d);
     }
-    let out = run_ok(c.args(["boards", "--json"]));
+    let out = run_ok(&mut c);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array()
         .unwrap()
@@ -82,11 +83,12 @@ fn board_arguments_complete_to_the_board_names() {
         let names = board_names(dir);
         assert!(names.iter().any(|n| n == must_have), "{names:?}");
         let mut c = boardsmith();
+        c.args(["completions", "bash"]);
         if let Some(d) = dir {
             c.arg("--boards-dir").arg(d);
         }
         let script = d.path().join("boardsmith.bash");
-        std::fs::write(&script, run_ok(c.args(["completions", "bash"])).stdout).unwrap();
+        std::fs::write(&script, run_ok(&mut c).stdout).unwrap();
         for context in &contexts {
             let offered = complete(&script, context);
             for n in &names {
@@ -100,4 +102,43 @@ fn board_arguments_complete_to_the_board_names() {
             "write: {offered:?}"
         );
     }
+}
+
+/// `--boards-dir` belongs to the commands that read a board profile (a BOARD argument, `boards`,
+/// `completions`), from one flattened definition; anywhere else it would have no effect, so clap
+/// refuses it there as an unknown option (exit 2) instead of ignoring it.
+#[test]
+fn boards_dir_only_where_a_profile_is_read() {
+    let cli = cli_definition::Cli::command();
+    for c in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let reads_profiles = c.get_arguments().any(|a| a.get_id() == "board")
+            || ["boards", "completions"].contains(&c.get_name());
+        let takes_dir = c
+            .get_arguments()
+            .any(|a| a.get_long() == Some("boards-dir"));
+        assert_eq!(
+            takes_dir,
+            reads_profiles,
+            "{}: --boards-dir offered {takes_dir}, reads profiles {reads_profiles}",
+            c.get_name()
+        );
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_string_lossy().into_owned();
+    for args in [
+        &["write", "a.img", "b.img"][..],
+        &["grow", "b.img"],
+        &["cache", "list"],
+        &["man"],
+    ] {
+        support::run_err(boardsmith().args(args).args(["--boards-dir", &dir]))
+            .expect(2, &["--boards-dir"]);
+    }
+    // Where it belongs it is read: a profile only that directory has is found.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/cubieboard.toml"),
+        d.path().join("myboard.toml"),
+    )
+    .unwrap();
+    run_ok(boardsmith().args(["show", "myboard", "--boards-dir", &dir]));
 }

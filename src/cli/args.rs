@@ -17,10 +17,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 failed after every retry (the network or the server; trying again later may work)."
 )]
 pub struct Cli {
-    /// Directory of your own board profiles (searched before the embedded ones)
-    #[arg(long, global = true, env = "BOARDSMITH_BOARDS", value_name = "DIR")]
-    pub boards_dir: Option<PathBuf>,
-
     #[command(subcommand)]
     pub command: Command,
 }
@@ -32,6 +28,8 @@ pub enum Command {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        catalog: CatalogArgs,
     },
     /// Show a resolved profile and its byte layout: where every byte of the image goes
     Show(ShowArgs),
@@ -79,6 +77,8 @@ could not be read; 2 invalid usage, or the root filesystem lacks the kernel, dev
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        catalog: CatalogArgs,
     },
     /// Print a man page (roff), or write every page into a directory
     Man(ManArgs),
@@ -130,10 +130,21 @@ pub struct CacheDirOption {
     pub cache: Option<PathBuf>,
 }
 
+/// Where board profiles come from, for every command that reads one: only these take `--boards-dir`,
+/// so it is refused (by clap, as unknown) wherever it would have no effect.
+#[derive(Args, Debug, Clone)]
+pub struct CatalogArgs {
+    /// Directory of your own board profiles (searched before the embedded ones)
+    #[arg(long, env = "BOARDSMITH_BOARDS", value_name = "DIR")]
+    pub boards_dir: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct ShowArgs {
     /// Board name or path to a profile .toml
     pub board: String,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// Print JSON (profile and layout)
     #[arg(long)]
     pub json: bool,
@@ -149,6 +160,8 @@ pub struct ShowArgs {
 pub struct InitramfsModulesArgs {
     /// Board name or path to a profile .toml (its `medium` and `kernel.dtb` say what to derive)
     pub board: String,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// Root filesystem (directory or uncompressed .tar) holding the kernel, device trees and modules
     #[arg(long, value_name = "DIR|TAR")]
     pub rootfs: PathBuf,
@@ -162,6 +175,8 @@ pub struct BuildArgs {
     /// Board name or path to a profile .toml
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub board: Option<String>,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// Root filesystem: a directory or an uncompressed .tar (default: build one first, as
     /// `boardsmith rootfs` does, into OUTDIR/BOARD.rootfs.tar)
     #[arg(long, value_name = "DIR|TAR")]
@@ -215,6 +230,8 @@ pub struct BuildArgs {
 pub struct ReleaseArgs {
     /// Board name or path to a profile .toml
     pub board: String,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// The built image (default: out/BOARD.img; its .bmap and .sha256 must be beside it)
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
@@ -263,6 +280,8 @@ pub struct BootArgs {
     /// Board name or path to a profile .toml (default: the image's file name, e.g. out/cubieboard.img)
     #[arg(long, value_name = "BOARD")]
     pub board: Option<String>,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// The profile's emulator setup to use: `default` (its [emulator]) or the NAME of an
     /// [emulators.NAME] section, e.g. `desktop` (a screen, keyboard, tablet and network)
     #[arg(long, value_name = "NAME")]
@@ -347,6 +366,8 @@ pub struct NetOptions {
 pub struct RootfsArgs {
     /// Board name or path to a profile .toml
     pub board: String,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// Print the cache key of the board's base (mmdebstrap's output: packages, hooks, archive state)
     /// and exit; with --json, every input it covers. Reads the archive's Release files
     #[arg(long)]
@@ -706,6 +727,8 @@ pub struct KernelCommon {
 pub struct KconfigArgs {
     /// Board name or path to a profile .toml
     pub board: String,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// Write the merged fragment to FILE (default: stdout, unless --kernel-src)
     #[arg(short = 'o', long = "out", value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -721,6 +744,8 @@ pub struct KconfigArgs {
 pub struct KernelArgs {
     /// Board name or path to a profile .toml
     pub board: String,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
     /// Kernel source tree (never written to)
     #[arg(long, value_name = "DIR")]
     pub kernel_src: PathBuf,

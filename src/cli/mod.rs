@@ -27,7 +27,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use boardsmith::profile::{Catalog, Profile};
 use boardsmith::size::parse_size;
 
-use args::{Cli, Command};
+use args::{CatalogArgs, Cli, Command};
 use exit::{EXIT_USAGE, Failure};
 
 pub fn main() -> i32 {
@@ -89,26 +89,26 @@ pub(crate) fn epoch() -> Result<u64, Failure> {
 
 /// Runs a parsed command line; `matches` (clap's) lets options be refused by where they were given.
 fn run(cli: Cli, matches: Option<&ArgMatches>) -> Result<(), Failure> {
-    let catalog = Catalog::new(cli.boards_dir.clone());
+    let catalog = |c: &CatalogArgs| Catalog::new(c.boards_dir.clone());
     match cli.command {
-        Command::Boards { json } => boards::run(&catalog, json),
-        Command::Show(args) => show::run(&catalog, args),
-        Command::Build(args) => build::run(&catalog, args),
-        Command::Release(args) => release::run(&catalog, args),
-        Command::Kconfig(args) => kconfig::run(&catalog, args),
-        Command::Kernel(args) => kernel::run(&catalog, args),
+        Command::Boards { json, catalog: c } => boards::run(&catalog(&c), json),
+        Command::Show(args) => show::run(&catalog(&args.catalog), args),
+        Command::Build(args) => build::run(&catalog(&args.catalog), args),
+        Command::Release(args) => release::run(&catalog(&args.catalog), args),
+        Command::Kconfig(args) => kconfig::run(&catalog(&args.catalog), args),
+        Command::Kernel(args) => kernel::run(&catalog(&args.catalog), args),
         Command::Boot(args) => boot::run(
-            &catalog,
+            &catalog(&args.catalog),
             args,
             matches.and_then(|m| m.subcommand_matches("boot")),
         ),
-        Command::Rootfs(args) => rootfs::run(&catalog, args),
+        Command::Rootfs(args) => rootfs::run(&catalog(&args.catalog), args),
         Command::Cache(args) => cache::run(args),
-        Command::InitramfsModules(args) => initramfs_modules::run(&catalog, args),
+        Command::InitramfsModules(args) => initramfs_modules::run(&catalog(&args.catalog), args),
         Command::InitramfsHook { input, root } => initramfs_modules::hook(&input, &root),
         Command::Write(args) => write::run(args),
         Command::Grow(args) => grow::run(args),
-        Command::Completions { shell } => completions::run(&catalog, shell),
+        Command::Completions { shell, catalog: c } => completions::run(&catalog(&c), shell),
         Command::Man(args) => man::run(args),
     }
 }
