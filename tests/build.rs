@@ -464,6 +464,23 @@ fn overlapping_partitions_fail() {
     );
 }
 
+/// A label the filesystem would cut (ext4 keeps 16 bytes) would leave fstab's LABEL= naming nothing.
+#[test]
+fn label_the_filesystem_cannot_hold_fails() {
+    profile_fails(
+        "label.toml",
+        &boot_and_root("size = \"64MiB\"\nmbr_type = 0x0c\n").replace(
+            "size = \"fill\"",
+            "size = \"fill\"\nlabel = \"a very long root fs label\"",
+        ),
+        &[
+            "label.toml:",
+            "`partition[1].label`",
+            "an ext4 label has 1 to 16 bytes",
+        ],
+    );
+}
+
 #[test]
 fn spl_over_gpt_entry_array_fails() {
     profile_fails(

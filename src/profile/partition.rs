@@ -89,6 +89,9 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
         TableKind::Mbr => mbr_partition_type(&p, &field, fs)?,
         TableKind::Gpt => gpt_partition_type(&p, &field, fs)?,
     };
+    if let Some(l) = &p.label {
+        check_label(l, fs, &field("label"))?;
+    }
     Ok(Partition {
         name: p.name,
         role,
@@ -100,6 +103,56 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
         kind,
         source: p.source,
     })
+}
+
+/// A filesystem label must be stored as given: fstab (`rootfs.fstab = "label"`) and udev's
+/// /dev/disk/by-label name it exactly, so a label the filesystem would cut or change (mke2fs cuts at
+/// 16 bytes; FAT keeps 11 upper-case characters of a restricted set) is refused, not altered.
+fn check_label(l: &Loc<String>, fs: Fs, field: &str) -> Result<(), ProfileError> {
+    let label = l.value.as_str();
+    let bad = |message: String| Err(ProfileError::invalid(l, field, message));
+    match fs {
+        Fs::Ext4 => {
+            if label.is_empty() || label.len() > 16 {
+                return bad(format!(
+                    "an ext4 label has 1 to 16 bytes; `{}` has {}",
+                    label.escape_default(),
+                    label.len()
+                ));
+            }
+            if let Some(c) = label.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ')) {
+                return bad(format!(
+                    "`{}` is not a printable ASCII character; use letters, digits and punctuation",
+                    c.escape_default()
+                ));
+            }
+        }
+        Fs::Vfat | Fs::Fat16 | Fs::Fat32 => {
+            if label.is_empty() || label.len() > 11 {
+                return bad(format!(
+                    "a FAT label has 1 to 11 characters; `{}` has {}",
+                    label.escape_default(),
+                    label.chars().count()
+                ));
+            }
+            if let Some(c) = label.chars().find(|c| {
+                !(c.is_ascii_uppercase() || c.is_ascii_digit() || " !#$%&'()-@^_`{}~".contains(*c))
+            }) {
+                return bad(format!(
+                    "FAT stores labels in upper case, of letters, digits, spaces and !#$%&'()-@^_`{{}}~; `{}` is not one (e.g. `{}`)",
+                    c.escape_default(),
+                    label.to_ascii_uppercase()
+                ));
+            }
+        }
+        Fs::Raw | Fs::None => {
+            return bad(
+                "has no effect on a partition without a filesystem (fs = \"raw\" or \"none\"); remove it"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A partition's role and filesystem (each defaulting from the other), and whether they go together.
@@ -326,6 +379,40 @@ mod tests {
         assert_eq!((attributes >> 48) & 0xf, 10);
         assert_eq!((attributes >> 52) & 0xf, 5);
         assert_eq!((attributes >> 56) & 1, 1);
+    }
+
+    /// One must-fail label per rule, and labels each filesystem keeps as given.
+    #[test]
+    fn labels_are_kept_as_given_or_refused() {
+        let part = |fs: &str, label: &str| {
+            format!(
+                "{MINIMAL}[[partition]]\nname = \"p\"\nsize = \"fill\"\nfs = \"{fs}\"\nlabel = \"{label}\"\n"
+            )
+        };
+        for (fs, label) in [
+            ("ext4", "rootfs"),
+            ("ext4", "sixteen-bytes-ok"),
+            ("vfat", "BOOT"),
+            ("fat32", "MY DISK_1"),
+        ] {
+            load_text(&part(fs, label)).unwrap_or_else(|e| panic!("{fs} {label}: {e}"));
+        }
+        for (fs, label, wanted) in [
+            ("ext4", "a very long root fs label", "1 to 16 bytes"),
+            ("ext4", "", "1 to 16 bytes"),
+            ("ext4", "r\\u00e9seau", "printable ASCII"),
+            ("vfat", "boot", "upper case"),
+            ("fat16", "BOOT.FS", "upper case"),
+            ("fat32", "TWELVE CHARS", "1 to 11 characters"),
+            ("raw\"\nrole = \"kernel\"\nsource = \"k", "X", "no effect"),
+            ("none", "X", "no effect"),
+        ] {
+            let e = load_text(&part(fs, label)).unwrap_err().to_string();
+            assert!(
+                e.contains("partition[0].label") && e.contains(wanted),
+                "{fs} {label:?}: {e}"
+            );
+        }
     }
 
     #[test]
