@@ -144,6 +144,45 @@ fn mbr_image_onto_a_larger_file() {
     to_file(Table::Mbr);
 }
 
+/// A hybrid MBR (what `sgdisk -h 1` makes: a 0xEE entry plus a DOS entry for partition 1, for
+/// firmware that reads only MBRs) is refused before anything is written, the file byte-identical.
+/// Growing used to replace it with a protective MBR, silently dropping partition 1's entry.
+#[test]
+fn a_hybrid_mbr_is_refused_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = dir.path().join("hybrid.img");
+    let c = card.display().to_string();
+    blank_disk(&card, "12M", false);
+    run(
+        "sgdisk",
+        &["-n1:2048:+1M", "-t1:0700", "-n2:0:+2M", "-t2:8300", &c],
+    );
+    run("sgdisk", &["-h", "1", &c]);
+    let hybrid = run("sfdisk", &["-d", "--label-nested", "dos", &c]);
+    assert!(
+        hybrid.contains("type=7"),
+        "sgdisk -h made no MBR entry: {hybrid}"
+    );
+    let before = sha256sum(&card);
+    let o = grow(&[&c, "--size", "64M"]);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "error: growing {c} failed: {c}: sector 0 holds a hybrid MBR: besides the GPT's 0xEE entry, entry 2 (byte 462) of type 0x07 covers sectors 2048..4096; growing would replace it with a protective MBR and lose those entries. Grow it with gdisk or sgdisk instead"
+            ),
+            &format!(
+                "\nthe partition table and filesystem of {c} keep their old size; nothing was changed\n"
+            ),
+        ],
+    );
+    assert_eq!(sha256sum(&card), before, "the hybrid image changed");
+    assert_eq!(std::fs::metadata(&card).unwrap().len(), 12 << 20);
+    assert!(run("sgdisk", &["-v", &c]).contains("No problems found"));
+    assert_eq!(run("sfdisk", &["-d", "--label-nested", "dos", &c]), hybrid);
+}
+
 #[test]
 fn gpt_image_onto_a_larger_file() {
     to_file(Table::Gpt);

@@ -138,6 +138,121 @@ fn sevenz_crc_mismatch() {
     refused_source(&arc, 1, &["corrupt 7z data: the image's CRC-32 is not"]);
 }
 
+/// A bmap file over the 16 MiB cap (a sparse file, named with --bmap or found beside the image) is
+/// refused naming it and the limit; nothing is written. A 290 MB bmap used to be cut at 256 MiB
+/// and reported as truncated XML "at byte 268435395". One of exactly 16 MiB is parsed (and fails
+/// as XML: it is all zeros).
+#[test]
+fn oversized_bmap_is_refused_naming_the_limit() {
+    let (f, dir) = fixture_and_dir();
+    let out = dir.path().join("out.img");
+    let big = dir.path().join("big.bmap");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(boardsmith::image::bmap::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let too_large = |name: &Path| {
+        format!(
+            "error: {} is larger than 16 MiB: not a bmap boardsmith accepts; a bmap lists at most a few MiB of block ranges. Check that it is the image's bmap, or write without one (--no-bmap)\nnothing was written to {}\n",
+            name.display(),
+            out.display()
+        )
+    };
+    let o = write(f.path(""), &out, &["--bmap", big.to_str().unwrap()]);
+    assert_failed(&o, 2, &[&too_large(&big)]);
+    assert!(!out.exists(), "the target was created");
+    // Found beside the image.
+    let src = dir.path().join("beside.img");
+    std::fs::copy(f.path(""), &src).unwrap();
+    let beside = dir.path().join("beside.img.bmap");
+    std::fs::rename(&big, &beside).unwrap();
+    let o = write(&src, &out, &[]);
+    assert_failed(&o, 2, &[&too_large(&beside)]);
+    assert!(!out.exists(), "the target was created");
+    // At the limit: read whole, refused as XML.
+    std::fs::File::create(&beside)
+        .unwrap()
+        .set_len(boardsmith::image::bmap::MAX_FILE_BYTES)
+        .unwrap();
+    let o = write(&src, &out, &[]);
+    assert_failed(
+        &o,
+        2,
+        &[&format!(
+            "error: bmap {}: line 1, column 1 (byte 0): text outside the <bmap> element",
+            beside.display()
+        )],
+    );
+}
+
+/// A bmap with the most ranges boardsmith accepts (MAX_RANGES one-block ranges of 512 bytes, each
+/// with its checksum) writes and checks within the 64 MiB the writer promises; one more range is
+/// refused naming the range's line and byte. A 252 MB bmap used to take 484 MB.
+#[test]
+fn bmap_with_the_most_ranges_writes_within_64_mib() {
+    use boardsmith::image::bmap::{Bmap, BmapRange, ChecksumType, MAX_RANGES};
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = sh("head -c 512 /dev/zero | sha256sum");
+    let zeros = zeros.split_whitespace().next().unwrap();
+    let bmap = |n: usize| Bmap {
+        image_size: 2 * n as u64 * 512,
+        block_size: 512,
+        checksum_type: ChecksumType::Sha256,
+        ranges: (0..n as u64)
+            .map(|i| BmapRange {
+                first: 2 * i,
+                last: 2 * i,
+                checksum: Some(zeros.to_string()),
+            })
+            .collect(),
+    };
+    let img = dir.path().join("sparse.img");
+    let out = dir.path().join("out.img");
+    let map = dir.path().join("most.bmap");
+    let most = bmap(MAX_RANGES);
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(most.image_size)
+        .unwrap();
+    std::fs::write(&map, most.to_xml()).unwrap();
+    let (o, rss) = measured(&img, &out, &["--bmap", map.to_str().unwrap()], None);
+    let stderr = ok_stderr(&o);
+    assert!(
+        stderr.contains(&format!("{MAX_RANGES} range checksums matched")),
+        "{stderr}"
+    );
+    eprintln!(
+        "{MAX_RANGES} ranges: peak RSS {:.1} MiB",
+        rss as f64 / MIB as f64
+    );
+    assert_under_64_mib(rss);
+    std::fs::remove_file(&out).unwrap();
+
+    let over = bmap(MAX_RANGES + 1);
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(over.image_size)
+        .unwrap();
+    let xml = over.to_xml();
+    std::fs::write(&map, &xml).unwrap();
+    let at = xml.match_indices("<Range").nth(MAX_RANGES).unwrap().0;
+    let line = xml[..at].matches('\n').count() + 1;
+    let o = write(&img, &out, &["--bmap", map.to_str().unwrap()]);
+    assert_failed(
+        &o,
+        2,
+        &[
+            &format!(
+                "error: bmap {}: line {line} (byte {at}): <Range>: more than {MAX_RANGES} block ranges, more than boardsmith accepts in a bmap",
+                map.display()
+            ),
+            "write without it (--no-bmap)",
+            "nothing was written",
+        ],
+    );
+    assert!(!out.exists(), "the target was created");
+}
+
 /// A mapped range whose data does not match the bmap: the range is named, the source blamed.
 #[test]
 fn bmap_range_checksum_mismatch() {

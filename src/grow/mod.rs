@@ -22,7 +22,7 @@ use crate::device::blockdev;
 use crate::device::progress::{Event, Observer, Phase};
 use crate::device::target::{Target, TargetError, TargetKind};
 use crate::disk::gpt::{ENTRY_SIZE, Gpt, GptHeader, array_sectors};
-use crate::disk::mbr::{Mbr, SECTOR};
+use crate::disk::mbr::{Mbr, MbrEntry, SECTOR};
 use crate::signals;
 use crate::size::{Human, align_down};
 
@@ -619,6 +619,64 @@ mod tests {
         let again = plan(&grown, 64 * MIB_SECTORS).unwrap();
         assert_eq!((again.old_end, again.new_end), (p.new_end, p.new_end));
         assert!(again.writes.is_empty());
+    }
+
+    /// A hybrid MBR (a 0xEE entry and a DOS entry for partition 1, as `sgdisk -h 1` makes) is
+    /// refused before anything is planned; a protective MBR's disk signature and boot flag
+    /// (parted's pmbr_boot) survive growing.
+    #[test]
+    fn a_hybrid_mbr_is_refused_and_a_protective_one_kept() {
+        let sectors = 16 * MIB_SECTORS;
+        let mut disk = gpt_disk(sectors, 8 * MIB_SECTORS);
+        let mut s0 = [0u8; 512];
+        s0.copy_from_slice(&disk[..512]);
+        let mut mbr = Mbr::parse(&s0).unwrap();
+        mbr.disk_signature = 0x1234_5678;
+        if let Some(e) = mbr.entries[0].as_mut() {
+            e.bootable = true;
+        }
+        mbr.encode_into(&mut s0);
+        disk[..512].copy_from_slice(&s0);
+        let p = plan(&disk, 64 * MIB_SECTORS).unwrap();
+        let (_, grown) = p.writes.iter().find(|(o, _)| *o == 0).unwrap();
+        let mut g0 = [0u8; 512];
+        g0.copy_from_slice(grown);
+        let mut want = Mbr::protective(64 * MIB_SECTORS);
+        want.disk_signature = 0x1234_5678;
+        if let Some(e) = want.entries[0].as_mut() {
+            e.bootable = true;
+        }
+        assert_eq!(Mbr::parse(&g0).unwrap(), want);
+
+        mbr.entries[0] = Some(MbrEntry {
+            bootable: false,
+            type_byte: 0xee,
+            start_lba: 1,
+            sectors: 2047,
+        });
+        mbr.entries[1] = Some(MbrEntry {
+            bootable: true,
+            type_byte: 0x07,
+            start_lba: 2048,
+            sectors: 2048,
+        });
+        mbr.encode_into(&mut s0);
+        disk[..512].copy_from_slice(&s0);
+        let m = message(plan(&disk, 64 * MIB_SECTORS));
+        assert!(
+            m.starts_with("t: sector 0 holds a hybrid MBR: besides the GPT's 0xEE entry, entry 2 (byte 462) of type 0x07 covers sectors 2048..4096; growing would replace it"),
+            "{m}"
+        );
+        assert!(m.contains("gdisk"), "{m}");
+        // Only the 0xEE entry, but over part of the disk: refused too.
+        mbr.entries[1] = None;
+        mbr.encode_into(&mut s0);
+        disk[..512].copy_from_slice(&s0);
+        let m = message(plan(&disk, 64 * MIB_SECTORS));
+        assert!(
+            m.contains("covers sectors 1..2048, not the whole disk of the GPT (sectors 1..32768)"),
+            "{m}"
+        );
     }
 
     #[test]

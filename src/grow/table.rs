@@ -56,7 +56,7 @@ pub fn plan_table(
     sector0.copy_from_slice(&read(0, 512)?);
     let mbr = Mbr::parse(&sector0).map_err(|e| table_err(path, e.to_string()))?;
     if mbr.is_protective() {
-        plan_gpt(read, path, &sector0, sectors, new_sectors)
+        plan_gpt(read, path, &sector0, &mbr, sectors, new_sectors)
     } else {
         plan_mbr(path, &sector0, mbr, sectors, new_sectors)
     }
@@ -227,6 +227,7 @@ pub(super) fn plan_gpt(
     read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, GrowError>,
     path: &str,
     sector0: &[u8; 512],
+    mbr: &Mbr,
     sectors: u64,
     new_sectors: u64,
 ) -> Result<TablePlan, GrowError> {
@@ -239,6 +240,15 @@ pub(super) fn plan_gpt(
     let header = GptHeader::parse(&read(SECTOR, SECTOR as usize)?, SECTOR)
         .map_err(|e| table_err(path, format!("primary GPT: {e}")))?;
     let array = check_header(&header, sectors, path)?;
+    // Growing rewrites sector 0 as a protective MBR: a hybrid MBR's entries would be lost.
+    if let Some(found) = mbr.not_protective(header.alternate_lba + 1) {
+        return Err(table_err(
+            path,
+            format!(
+                "sector 0 holds {found}; growing would replace it with a protective MBR and lose those entries. Grow it with gdisk or sgdisk instead (sgdisk -e moves the backup GPT to the end; then recreate the last partition larger and resize its filesystem), or, if nothing needs the MBR's entries, make it protective first (gdisk: r, n, w) and grow again"
+            ),
+        ));
+    }
     // Inside the target now: entries_lba + array <= first_usable <= last_usable < alternate < sectors.
     let array_offset = header.entries_lba * SECTOR;
     let bytes = read(array_offset, (array * SECTOR) as usize)?;
@@ -319,9 +329,20 @@ pub(super) fn plan_gpt(
     }
     for (offset, bytes) in gpt.encode() {
         if offset == 0 {
-            // The protective MBR: keep the boot code.
+            // The protective MBR: keep the boot code, the disk signature and the 0xEE entry's
+            // boot flag (parted's pmbr_boot) and slot.
             let mut s0 = *sector0;
-            Mbr::protective(new_sectors).encode_into(&mut s0);
+            let mut m = mbr.clone();
+            if let Some(grown) = Mbr::protective(new_sectors).entries[0] {
+                // not_protective() passed: the 0xEE entry is the only one.
+                for e in m.entries.iter_mut().flatten() {
+                    *e = MbrEntry {
+                        bootable: e.bootable,
+                        ..grown
+                    };
+                }
+            }
+            m.encode_into(&mut s0);
             plan.writes.push((0, s0.to_vec()));
         } else {
             plan.writes.push((offset, bytes));

@@ -40,6 +40,16 @@ impl ChecksumType {
     }
 }
 
+/// Largest bmap file read. Real ones are kilobytes to a few MiB (bmaptool's for a 64 GiB image with
+/// thousands of ranges is well under 1 MiB); the file is held whole while it is parsed.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Most block ranges a bmap may list: each one is kept (and its checksum checked) while the image
+/// is written, some 300 bytes apiece, which this bounds to about 10 MiB and keeps the writer under
+/// its 64 MiB (`write_faults::bmap_with_the_most_ranges_writes_within_64_mib`). bmaptool's ranges
+/// are runs of mapped blocks: a few thousand for a multi-gigabyte card image.
+pub const MAX_RANGES: usize = 1 << 15;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bmap {
     pub image_size: u64,
@@ -175,6 +185,14 @@ pub enum BmapError {
         element: String,
         message: String,
     },
+    #[error(
+        "line {line} (byte {offset}): <Range>: more than {limit} block ranges, more than boardsmith accepts in a bmap (each is kept in memory while the image is written); write without it (--no-bmap)"
+    )]
+    TooManyRanges {
+        line: usize,
+        offset: usize,
+        limit: usize,
+    },
     #[error("the file ends before {what} (truncated? byte {offset} is the end)")]
     Truncated { what: String, offset: usize },
     #[error("<{0}> is missing; bmaptool writes it in every bmap of this version")]
@@ -201,9 +219,28 @@ struct FileChecksum {
 }
 
 fn hash_hex(kind: ChecksumType, data: &[u8]) -> String {
+    hash_hex_blanked(kind, data, (0, 0))
+}
+
+/// The digest of `data` with the bytes of `blank` (start, end) read as ASCII '0': the file
+/// checksum, hashed in place rather than over a copy of the file.
+fn hash_hex_blanked(kind: ChecksumType, data: &[u8], blank: (usize, usize)) -> String {
+    fn digest<D: Digest>(data: &[u8], (start, end): (usize, usize)) -> String {
+        let mut d = D::new();
+        d.update(&data[..start]);
+        let zeros = [b'0'; 64];
+        let mut left = end - start;
+        while left > 0 {
+            let n = left.min(zeros.len());
+            d.update(&zeros[..n]);
+            left -= n;
+        }
+        d.update(&data[end..]);
+        hex::encode(d.finalize())
+    }
     match kind {
-        ChecksumType::Sha256 => hex::encode(Sha256::digest(data)),
-        ChecksumType::Sha1 => hex::encode(Sha1::digest(data)),
+        ChecksumType::Sha256 => digest::<Sha256>(data, blank),
+        ChecksumType::Sha1 => digest::<Sha1>(data, blank),
     }
 }
 
@@ -303,8 +340,14 @@ impl Bmap {
     /// Parses bmaptool's bmap format, versions 1.0–1.4 and 2.x: checks well-formedness, the version,
     /// every field and their consistency (block count, sorted non-overlapping ranges inside the
     /// image, mapped block count, checksum lengths) and the file's own checksum where the version
-    /// has one. Never panics; the work is linear in the input.
+    /// has one. Never panics; the work is linear in the input, and at most [`MAX_RANGES`] ranges
+    /// are accepted.
     pub fn parse(src: &str) -> Result<Bmap, BmapError> {
+        Bmap::parse_limited(src, MAX_RANGES)
+    }
+
+    /// [`Bmap::parse`] accepting at most `max_ranges` ranges.
+    fn parse_limited(src: &str, max_ranges: usize) -> Result<Bmap, BmapError> {
         let p = Parser { src };
         let mut tok = Tokenizer::new(src);
         let mut stack: Vec<(&str, usize)> = Vec::new();
@@ -410,6 +453,13 @@ impl Bmap {
                         leaf_open = None;
                     }
                     if let Some((text, cs, at)) = range_open.take_if(|_| name == "Range") {
+                        if ranges.len() >= max_ranges {
+                            return Err(BmapError::TooManyRanges {
+                                line: line_col(src, at).0,
+                                offset: at,
+                                limit: max_ranges,
+                            });
+                        }
                         let (first, last) = parse_range(&p, &text, at)?;
                         ranges.push((first, last, cs, at));
                     }
@@ -521,7 +571,7 @@ impl Bmap {
                 ));
             }
             let checksum = match cs {
-                Some(c) => {
+                Some(mut c) => {
                     if !crate::checksum::is_hex_digest(&c, checksum_type.hex_len()) {
                         return Err(p.field(
                             at,
@@ -533,7 +583,8 @@ impl Bmap {
                             ),
                         ));
                     }
-                    Some(c.to_ascii_lowercase())
+                    c.make_ascii_lowercase();
+                    Some(c)
                 }
                 None => None,
             };
@@ -590,9 +641,7 @@ impl Bmap {
                 hex: stored,
                 span: (span.0 + lead, span.0 + lead + checksum_type.hex_len()),
             };
-            let mut copy = src.as_bytes().to_vec();
-            copy[fc.span.0..fc.span.1].fill(b'0');
-            let computed = hash_hex(fc.kind, &copy);
+            let computed = hash_hex_blanked(fc.kind, src.as_bytes(), fc.span);
             if computed != fc.hex {
                 return Err(BmapError::FileChecksum {
                     kind: fc.kind.name(),
@@ -640,6 +689,55 @@ mod tests {
         assert_eq!(hex::encode(Sha256::digest(zeroed.as_bytes())), stored);
         assert!(xml.contains("<Range chksum=\"abab"));
         assert!(xml.contains("> 2 </Range>"));
+    }
+
+    /// More ranges than allowed is an error naming the first range over the limit (its line and
+    /// byte), whatever else the file holds; [`MAX_RANGES`] ranges parse, one more does not.
+    #[test]
+    fn range_count_is_capped() {
+        let xml = sample().to_xml();
+        let third = xml.match_indices("<Range").nth(2).unwrap().0;
+        let line = xml[..third].matches('\n').count() + 1;
+        assert_eq!(
+            Bmap::parse_limited(&xml, 2),
+            Err(BmapError::TooManyRanges {
+                line,
+                offset: third,
+                limit: 2
+            })
+        );
+        assert_eq!(Bmap::parse_limited(&xml, 3), Ok(sample()));
+        // The real limit, in the compact 1.2 form (no checksums).
+        let v1_2 = |n: usize| {
+            let mut s = format!(
+                "<bmap version=\"1.2\"><ImageSize>{}</ImageSize><BlockSize>1</BlockSize><BlocksCount>{}</BlocksCount><BlockMap>",
+                2 * n,
+                2 * n
+            );
+            for i in 0..n {
+                let _ = write!(s, "<Range>{}</Range>", 2 * i);
+            }
+            s + "</BlockMap></bmap>"
+        };
+        assert_eq!(
+            Bmap::parse(&v1_2(MAX_RANGES)).unwrap().ranges.len(),
+            MAX_RANGES
+        );
+        let err = Bmap::parse(&v1_2(MAX_RANGES + 1)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BmapError::TooManyRanges {
+                    limit: MAX_RANGES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("write without it (--no-bmap)"),
+            "{err}"
+        );
     }
 
     fn sample() -> Bmap {
@@ -809,7 +907,12 @@ mod tests {
             proptest::prop_assert!(Bmap::parse_bytes(&xml.as_bytes()[..cut]).is_err());
             let mut flipped = xml.clone().into_bytes();
             let pos = pos % flipped.len();
-            if flipped[pos] != byte {
+            // The stored file checksum's hex digits compare without regard to case: a case flip
+            // there is the same checksum.
+            let digits = xml.find("<BmapFileChecksum> ").map(|i| i + 19).unwrap_or(0);
+            let same_digest = (digits..digits + 64).contains(&pos)
+                && flipped[pos].eq_ignore_ascii_case(&byte);
+            if flipped[pos] != byte && !same_digest {
                 flipped[pos] = byte;
                 // Inside comments or whitespace a change may leave valid XML, but the file checksum
                 // covers every byte.

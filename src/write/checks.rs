@@ -44,7 +44,14 @@ fn load_bmap(
     client: &net::Client,
 ) -> Result<Option<(Bmap, String)>, WriteError> {
     let origin = side.to_string();
-    let bytes = match side.fetch(client).map_err(side_error)? {
+    let bytes = match side
+        .fetch(
+            client,
+            crate::image::bmap::MAX_FILE_BYTES,
+            "bmap",
+            "a bmap lists at most a few MiB of block ranges. Check that it is the image's bmap, or write without one (--no-bmap)",
+        )
+        .map_err(side_error)? {
         Some(b) => b,
         None if required => {
             return Err(WriteError::SideFile(format!(

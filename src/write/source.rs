@@ -96,8 +96,9 @@ impl std::fmt::Display for SideRef {
     }
 }
 
-/// Largest side file read (a bmap of a multi-terabyte image stays far below this).
-const SIDE_LIMIT: u64 = 256 << 20;
+/// Largest checksum file (SHA256SUMS and the like) read: held whole while its line is looked up,
+/// so it stays inside the writer's memory budget (a sums file of 16 MiB lists some 150 000 files).
+pub const SUMS_LIMIT: u64 = 16 << 20;
 
 impl SideRef {
     /// Whether its bytes come over plain http, where anyone on the way can change them.
@@ -106,15 +107,32 @@ impl SideRef {
     }
 
     /// The file's bytes, or None if it does not exist (for URLs: 404 or 410, and 401 or 403, which
-    /// object stores answer for missing objects).
-    pub fn fetch(&self, client: &net::Client) -> Result<Option<Vec<u8>>, SideError> {
+    /// object stores answer for missing objects). A file of more than `limit` bytes is an error
+    /// naming it as no `kind` ("bmap") boardsmith accepts, followed by `remedy`; it is never cut
+    /// to the limit.
+    pub fn fetch(
+        &self,
+        client: &net::Client,
+        limit: u64,
+        kind: &str,
+        remedy: &str,
+    ) -> Result<Option<Vec<u8>>, SideError> {
         match self {
             SideRef::Path(p) => match File::open(p) {
                 Ok(f) => {
                     let mut v = Vec::new();
-                    f.take(SIDE_LIMIT).read_to_end(&mut v).map_err(|e| {
-                        SideError::Local(format!("cannot read {}: {e}", p.display()))
-                    })?;
+                    f.take(limit.saturating_add(1))
+                        .read_to_end(&mut v)
+                        .map_err(|e| {
+                            SideError::Local(format!("cannot read {}: {e}", p.display()))
+                        })?;
+                    if v.len() as u64 > limit {
+                        return Err(SideError::Local(format!(
+                            "{} is larger than {}: not a {kind} boardsmith accepts; {remedy}",
+                            p.display(),
+                            crate::size::Human(limit)
+                        )));
+                    }
                     Ok(Some(v))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -123,7 +141,7 @@ impl SideRef {
                     p.display()
                 ))),
             },
-            SideRef::Url(u) => client.fetch_optional(u, SIDE_LIMIT).map_err(SideError::Net),
+            SideRef::Url(u) => client.fetch_optional(u, limit).map_err(SideError::Net),
         }
     }
 }

@@ -144,7 +144,13 @@ fn first_sum(
         let Some(side) = spec.sibling(&f) else {
             continue;
         };
-        let Some(bytes) = side.fetch(client)? else {
+        let Some(bytes) = side.fetch(
+            client,
+            super::source::SUMS_LIMIT,
+            "checksum file",
+            "give the image's checksum with --sha256 HEX or --md5 HEX instead",
+        )?
+        else {
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);
