@@ -70,10 +70,14 @@ fn assert_ok(o: &Output) -> String {
 }
 
 /// [`write_served`] of `name` alone from a server that drops the first connection halfway through
-/// it and otherwise behaves as `b`.
+/// it and otherwise behaves as `b`. A failed write leaves no file behind (it created the target).
 fn write_dropped_halfway(name: &str, b: Behaviour) -> Output {
     let drops = vec![len(&fixture().dir.join(name)) / 2];
-    write_served(&[name], Behaviour { drops, ..b }, &[]).o
+    let s = write_served(&[name], Behaviour { drops, ..b }, &[]);
+    if !s.o.status.success() {
+        assert!(!s.target.exists(), "a failed write left {:?}", s.target);
+    }
+    s.o
 }
 
 /// A server that drops the first connection after byte `at`.
@@ -238,11 +242,7 @@ fn file_changed_on_the_server_fails_naming_why() {
             ..Default::default()
         },
     );
-    assert_failed(
-        &o,
-        1,
-        &["the file changed on the server", "ETag", "is incomplete"],
-    );
+    assert_failed(&o, 1, &["the file changed on the server", "ETag", REMOVED]);
 }
 
 /// A server that ignores Range: the drop cannot be resumed; exit status 3 (try again later).
@@ -255,7 +255,7 @@ fn server_without_range_support_fails() {
             ..Default::default()
         },
     );
-    assert_failed(&o, 3, &["no HTTP Range support", "is incomplete"]);
+    assert_failed(&o, 3, &["no HTTP Range support", REMOVED]);
 }
 
 /// A resumed response that goes on past the end the server announced is an error, not data.
@@ -660,6 +660,7 @@ fn download_sums_over_https_vouch_and_are_checked() {
     assert_failed(
         &o,
         1,
-        &["the downloaded file's sha256 is", &xz_sum, "is incomplete"],
+        &["the downloaded file's sha256 is", &xz_sum, REMOVED],
     );
+    assert!(!target.exists(), "a failed write left {target:?}");
 }

@@ -232,6 +232,8 @@ pub enum TargetState {
     Untouched,
     /// Writing started: the first 64 KiB are zero (no partition table, not bootable).
     Incomplete,
+    /// Writing started on a file this write created, which was removed again.
+    Removed,
     /// The whole image was written and verified; a later step (grow) failed.
     Written {
         verified: bool,
@@ -254,6 +256,11 @@ impl fmt::Display for WriteFailure {
             TargetState::Incomplete => write!(
                 f,
                 "\n{} is incomplete: its first 64 KiB are zeroed and were not written, so it holds no partition table and will not boot; write the image again",
+                self.target
+            ),
+            TargetState::Removed => write!(
+                f,
+                "\n{} was created by this write and has been removed again: nothing is left of it",
                 self.target
             ),
             TargetState::Written { verified } => write!(

@@ -125,23 +125,35 @@ fn write_inner(
 
     // A file's new length is tried first: if it cannot have it, the file is left as it was.
     target.reserve(file_len)?;
-    // From here on the target changes.
+    // From here on the target changes (a file this write created is removed again on failure).
     *state = TargetState::Incomplete;
-    target.keep();
-    let sink = target.open_sink(file_len)?;
-    let job = Job {
-        req,
-        target: &target,
-        sink: &sink,
-        exact,
-        file_len,
-        file_cap,
-        vouchers: &vouchers,
-        obs,
+    let written = (|| {
+        let sink = target.open_sink(file_len)?;
+        let job = Job {
+            req,
+            target: &target,
+            sink: &sink,
+            exact,
+            file_len,
+            file_cap,
+            vouchers: &vouchers,
+            obs,
+        };
+        let body = write_body(&job, src.input, plan, src.download.as_ref())?;
+        check_interrupt()?;
+        let head_written = finish_head(&job, &body.out)?;
+        Ok::<_, WriteError>((sink, body, head_written))
+    })();
+    let (sink, body, head_written) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            if target.discard() {
+                *state = TargetState::Removed;
+            }
+            return Err(e);
+        }
     };
-    let body = write_body(&job, src.input, plan, src.download.as_ref())?;
-    check_interrupt()?;
-    let head_written = finish_head(&job, &body.out)?;
+    target.keep();
     *state = TargetState::Written {
         verified: req.verify,
     };

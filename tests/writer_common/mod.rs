@@ -427,6 +427,9 @@ pub fn filled(path: &Path, len: u64, byte: u8) {
     }
 }
 
+/// What a failed write says of a target file it created (and removed again: no partial image is left).
+pub const REMOVED: &str = "was created by this write and has been removed again";
+
 /// Asserts a failed write: exit status, the message parts, and that nothing was reported as good.
 pub fn assert_failed(out: &Output, code: i32, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -244,7 +244,8 @@ pub struct Target {
     pub identity: Identity,
     /// File targets: the length before this run (0 for a new file).
     pub initial_len: u64,
-    /// This run created the file: removed again when dropped before anything was written.
+    /// This run created the file: removed again (when dropped, or by [`Target::discard`]) unless the
+    /// write completed ([`Target::keep`]), so a failed write leaves no partial image behind.
     created: bool,
     keep: bool,
     sysfs: PathBuf,
@@ -258,16 +259,7 @@ pub struct Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        // A file this run created and never wrote is removed, so "nothing was written" stays
-        // true; only if the path still names it and it is empty.
-        if self.created
-            && !self.keep
-            && let Ok(m) = std::fs::metadata(&self.path)
-            && Identity::of(&m) == self.identity
-            && m.len() == 0
-        {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.discard();
     }
 }
 
@@ -350,9 +342,21 @@ impl Target {
         std::fs::metadata(path).is_ok_and(|m| Identity::of(&m) == self.identity)
     }
 
-    /// Writing started: a file this run created is kept whatever happens next.
+    /// The image is complete: a file this run created is kept whatever happens next.
     pub fn keep(&mut self) {
         self.keep = true;
+    }
+
+    /// Removes a file this run created (unless kept), if its path still names it: a failed write
+    /// leaves nothing behind. Whether it was removed (false for a device or a file that was there).
+    pub fn discard(&mut self) -> bool {
+        if !self.created || self.keep || !self.still_at(&self.path) {
+            return false;
+        }
+        let removed = std::fs::remove_file(&self.path).is_ok();
+        // Once: a later drop must not touch a file someone else put at the path since.
+        self.keep = true;
+        removed
     }
 
     /// The target for messages: path, and what the device is.
