@@ -265,7 +265,7 @@ impl fmt::Display for WriteFailure {
             ),
             TargetState::Written { verified } => write!(
                 f,
-                "\n{} holds the complete image{}; only growing failed (run `boardsmith grow {}` to retry)",
+                "\n{} holds the complete image{}; only growing failed: once its reason above is dealt with, `boardsmith grow {}` grows it",
                 self.target,
                 if verified { ", verified" } else { "" },
                 self.target
