@@ -123,13 +123,19 @@ pub fn inspect(
     bootloader: Option<(&str, u64, u64)>,
 ) -> Result<ImageFacts, InspectError> {
     let mut facts = ImageFacts::default();
-    if let Some((_, offset, limit)) = bootloader {
+    // The blob's area, at most 32 MiB (every U-Boot is far smaller); none when the profile puts the
+    // blob past the image's end.
+    let area = bootloader.and_then(|(_, offset, limit)| {
+        let len = limit.checked_sub(offset)?.min(32 << 20);
+        Some((offset, usize::try_from(len).ok()?))
+    });
+    if let Some((offset, len)) = area {
         let path = image.display().to_string();
         let f = File::open(image).map_err(|source| TableError::Io {
             path: path.clone(),
             source,
         })?;
-        let mut buf = vec![0u8; (limit - offset) as usize];
+        let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset)
             .map_err(|source| TableError::Io { path, source })?;
         facts.uboot = uboot_version(&buf);

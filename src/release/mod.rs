@@ -138,7 +138,7 @@ fn bootloader_span(profile: &Profile, total: u64, epoch: u64) -> Option<(String,
     )
     .ok()
     .and_then(|l| l.bootloader.map(|b| b.limit))
-    .unwrap_or(b.offset.value + (1 << 20));
+    .unwrap_or(b.offset.value.saturating_add(1 << 20));
     Some((pkg, b.offset.value, first.min(total)))
 }
 
