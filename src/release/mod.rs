@@ -54,7 +54,7 @@ impl ReleaseError {
             ReleaseError::NoImage { .. }
                 | ReleaseError::NoBmap { .. }
                 | ReleaseError::ImageChanged { .. }
-        )
+        ) || matches!(self, ReleaseError::Inspect(e) if e.is_input_error())
     }
 }
 
@@ -138,7 +138,7 @@ fn bootloader_span(profile: &Profile, total: u64, epoch: u64) -> Option<(String,
     )
     .ok()
     .and_then(|l| l.bootloader.map(|b| b.limit))
-    .unwrap_or(b.offset.value + (1 << 20));
+    .unwrap_or(b.offset.value.saturating_add(1 << 20));
     Some((pkg, b.offset.value, first.min(total)))
 }
 
@@ -163,13 +163,23 @@ pub fn release(
     if !bmap_src.is_file() {
         return Err(ReleaseError::NoBmap { path: bmap_src });
     }
-    let created = crate::signals::create_dir_all_tracked(&req.out_dir)
-        .map_err(io(format!("creating {}", req.out_dir.display())))?;
     let total = std::fs::metadata(&req.image)
         .map_err(io(format!("reading {}", req.image.display())))?
         .len();
 
     let image_digest = hash_image(&req.image, total)?;
+    // What the notes will say, read (and checked: the image's files are untrusted) before anything
+    // is written.
+    let root_number = profile.partition(Role::Root).map(|(i, _)| i as u32 + 1);
+    let bootloader = bootloader_span(profile, total, req.settings.epoch);
+    let facts = inspect::inspect(
+        &req.image,
+        root_number,
+        &profile.kernel.package,
+        bootloader.as_ref().map(|(p, o, l)| (p.as_str(), *o, *l)),
+    )?;
+    let created = crate::signals::create_dir_all_tracked(&req.out_dir)
+        .map_err(io(format!("creating {}", req.out_dir.display())))?;
 
     let mut pending: Vec<PendingFile> = Vec::new();
     let mut artefacts = Vec::new();
@@ -205,14 +215,6 @@ pub fn release(
     });
 
     on(ReleaseEvent::Artefact("release notes"));
-    let root_number = profile.partition(Role::Root).map(|(i, _)| i as u32 + 1);
-    let bootloader = bootloader_span(profile, total, req.settings.epoch);
-    let facts = inspect::inspect(
-        &req.image,
-        root_number,
-        &profile.kernel.package,
-        bootloader.as_ref().map(|(p, o, l)| (p.as_str(), *o, *l)),
-    )?;
     let features: Vec<String> = facts
         .manifest
         .as_ref()

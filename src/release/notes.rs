@@ -85,6 +85,26 @@ pub fn fragment_reports(
         .collect()
 }
 
+/// `value` (read from the image, so untrusted) as inert Markdown text: every ASCII punctuation
+/// character backslash-escaped (CommonMark), so no value can open a heading, a table cell, a code
+/// span, a link, emphasis or raw HTML (`\<img` is a literal `<img`). It must not go inside a code span,
+/// where backslashes are literal: the notes put every such value in plain text. Control characters
+/// were refused when the image was read (`inspect::check`); any left become U+FFFD.
+pub fn inert(value: &str) -> String {
+    let mut s = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            s.push('\u{FFFD}');
+            continue;
+        }
+        if c.is_ascii_punctuation() {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s
+}
+
 /// The release notes of `m`, one section after another.
 pub fn markdown(profile: &Profile, m: &ReleaseManifest) -> String {
     let mut s = String::new();
@@ -185,11 +205,12 @@ fn console_and_login(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
         if let Some(u) = &mf.user {
             let _ = writeln!(
                 s,
-                "Log in as `{u}` with the password chosen at build time; root is locked, use `sudo`."
+                "Log in as the user {} with the password chosen at build time; root is locked, use `sudo`.",
+                inert(u)
             );
         }
         if let Some(h) = &mf.hostname {
-            let _ = writeln!(s, "The hostname is `{h}`.");
+            let _ = writeln!(s, "The hostname is {}.", inert(h));
         }
     }
     s.push('\n');
@@ -202,10 +223,10 @@ fn what_is_inside(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
     let _ = writeln!(
         s,
         "- Kernel: {}{}",
-        f.kernel_release.as_deref().unwrap_or("unknown"),
+        f.kernel_release.as_deref().map_or("unknown".into(), inert),
         f.kernel_package
             .as_ref()
-            .map(|v| format!(" (package `{}` {v})", profile.kernel.package))
+            .map(|v| format!(" (package `{}` {})", profile.kernel.package, inert(v)))
             .unwrap_or_default()
     );
     if let Some(u) = &f.uboot {
@@ -216,17 +237,19 @@ fn what_is_inside(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "- Bootloader: {u}{}",
+            "- Bootloader: {}{}",
+            inert(u),
             f.bootloader_package
                 .as_ref()
-                .map(|v| format!(" (package `{pkg}` {v})"))
+                .map(|v| format!(" (package `{pkg}` {})", inert(v)))
                 .unwrap_or_default()
         );
     }
     if m.features.is_empty() {
         s.push_str("- Root filesystem features: none recorded\n");
     } else {
-        let _ = writeln!(s, "- Root filesystem features: {}", m.features.join(", "));
+        let features: Vec<String> = m.features.iter().map(|f| inert(f)).collect();
+        let _ = writeln!(s, "- Root filesystem features: {}", features.join(", "));
     }
     if let Some(port) = f.manifest.as_ref().and_then(|mf| mf.droidmote_port) {
         let _ = writeln!(
@@ -235,7 +258,7 @@ fn what_is_inside(s: &mut String, profile: &Profile, m: &ReleaseManifest) {
         );
     }
     if let Some(suite) = f.manifest.as_ref().and_then(|mf| mf.suite.clone()) {
-        let _ = writeln!(s, "- Debian {suite}");
+        let _ = writeln!(s, "- Debian {}", inert(&suite));
     }
     s.push('\n');
 }
@@ -274,11 +297,12 @@ fn kernel_options(s: &mut String, m: &ReleaseManifest) {
                 o.description.as_deref().unwrap_or(""),
                 o.requested,
                 match o.in_image.as_deref() {
-                    Some("y") => "built in",
-                    Some("m") => "module",
-                    Some("not set") => "**missing**",
-                    Some(other) => other,
-                    None => "unknown",
+                    Some("y") => "built in".into(),
+                    Some("m") => "module".into(),
+                    Some("not set") => "**missing**".into(),
+                    // The image's kernel config says so: its text, inert.
+                    Some(other) => inert(other),
+                    None => "unknown".into(),
                 }
             );
         }
@@ -318,5 +342,34 @@ mod tests {
         assert_eq!(v["CONFIG_A"], "y");
         assert_eq!(v["CONFIG_B"], "n");
         assert_eq!(v["CONFIG_C"], "\"x\"");
+    }
+
+    #[test]
+    fn image_text_is_inert_markdown() {
+        assert_eq!(inert("6.1.0-18-armmp"), "6\\.1\\.0\\-18\\-armmp");
+        assert_eq!(inert("bookworm"), "bookworm");
+        // Every ASCII punctuation character is escaped, so nothing opens HTML, a link, a code span,
+        // emphasis, a table cell or an entity; a control character left over becomes U+FFFD.
+        assert_eq!(
+            inert("<img src=x onerror=alert(1)>"),
+            "\\<img src\\=x onerror\\=alert\\(1\\)\\>"
+        );
+        assert_eq!(
+            inert("a|`b`*_[c](d)&amp;#!"),
+            "a\\|\\`b\\`\\*\\_\\[c\\]\\(d\\)\\&amp\\;\\#\\!"
+        );
+        assert_eq!(
+            inert("x\n\n## Downloads\r"),
+            "x\u{FFFD}\u{FFFD}\\#\\# Downloads\u{FFFD}"
+        );
+        assert_eq!(inert("\\"), "\\\\");
+        // Non-ASCII text is left as it is.
+        assert_eq!(inert("Grüße"), "Grüße");
+        for c in (0u8..128)
+            .map(char::from)
+            .filter(char::is_ascii_punctuation)
+        {
+            assert_eq!(inert(&c.to_string()), format!("\\{c}"));
+        }
     }
 }

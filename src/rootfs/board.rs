@@ -77,15 +77,14 @@ pub(super) fn check_boot_files(
                     pkg_hint(b.package.as_deref().unwrap_or("")),
                 )
             })?;
-            if let Some(m) = &b.magic {
-                let at = m.offset as usize;
-                if data.get(at..at + m.text.len()) != Some(m.text.as_bytes()) {
-                    return Err(missing(
-                        "bootloader with the expected signature",
-                        &b.path.value,
-                        format!(" ({:?} at byte {})", m.text, m.offset),
-                    ));
-                }
+            if let Some(m) = &b.magic
+                && !m.found_in(&data)
+            {
+                return Err(missing(
+                    "bootloader with the expected signature",
+                    &b.path.value,
+                    format!(" ({:?} at byte {})", m.text, m.offset),
+                ));
             }
             Some(b.path.value.clone())
         }

@@ -9,12 +9,18 @@ use super::features::{self, ArtifactSpec, Recipe, SettingKind};
 use super::{Password, RANDOM, RootfsError, RootfsRequest, customize, fetch, users};
 use crate::profile::Profile;
 
-fn valid_hostname(h: &str) -> bool {
+/// A host name (one DNS label): letters, digits and '-', not at either end, at most 63.
+pub(crate) fn valid_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 63
         && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         && !h.starts_with('-')
         && !h.ends_with('-')
+}
+
+/// A Debian suite or codename (`bookworm`, `stable`, `bookworm-backports`): letters, digits and '-'.
+pub(crate) fn valid_suite(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 fn valid_locale(l: &str) -> bool {
@@ -241,13 +247,7 @@ pub(super) fn resolve_recipe(
             });
         }
     }
-    if recipe.apt.suite.is_empty()
-        || !recipe
-            .apt
-            .suite
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
+    if !valid_suite(&recipe.apt.suite) {
         return Err(RootfsError::Invalid {
             what: format!("suite {:?}", recipe.apt.suite),
             message: "must be a Debian suite name such as bookworm".into(),

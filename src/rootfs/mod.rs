@@ -19,7 +19,7 @@ mod destination;
 pub mod features;
 pub mod fetch;
 pub mod initramfs;
-mod inputs;
+pub(crate) mod inputs;
 pub mod layer;
 pub mod mmdebstrap;
 pub mod prerequisites;

@@ -118,15 +118,14 @@ pub(super) fn find_boot_files(profile: &Profile, tree: &RootTree) -> Result<Foun
             let data = tree
                 .read(&b.path.value)?
                 .ok_or_else(|| missing("bootloader blob", &b.path.value, &hint))?;
-            if let Some(m) = &b.magic {
-                let at = m.offset as usize;
-                if data.get(at..at + m.text.len()) != Some(m.text.as_bytes()) {
-                    return Err(BuildError::BadMagic {
-                        path: b.path.value.clone(),
-                        magic: m.text.clone(),
-                        offset: m.offset,
-                    });
-                }
+            if let Some(m) = &b.magic
+                && !m.found_in(&data)
+            {
+                return Err(BuildError::BadMagic {
+                    path: b.path.value.clone(),
+                    magic: m.text.clone(),
+                    offset: m.offset,
+                });
             }
             Some((b.path.value.clone(), data))
         }
