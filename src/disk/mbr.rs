@@ -146,12 +146,11 @@ impl Mbr {
         self.entries.iter().flatten().any(|e| e.type_byte == 0xee)
     }
 
-    /// Why this MBR, which announces a GPT whose disk ends at sector `gpt_sectors` (its backup
-    /// header's LBA + 1), is not a plain protective MBR: other entries besides the 0xEE one (a
-    /// hybrid MBR), or a 0xEE entry that does not cover that disk from LBA 1. None for a
-    /// protective MBR; one written for a smaller disk than `gpt_sectors`'s is not (an image
-    /// written to a larger card keeps its GPT's own size until it is grown).
-    pub fn not_protective(&self, gpt_sectors: u64) -> Option<String> {
+    /// Why this MBR, which announces a GPT, is a hybrid MBR, whose entries rewriting it as a
+    /// protective MBR would lose: entries besides the 0xEE one, or more than one 0xEE entry. None
+    /// for a protective MBR, also one whose single 0xEE entry is sized wrongly (as the kernel, which
+    /// only warns about it; rewriting it loses nothing).
+    pub fn hybrid(&self) -> Option<String> {
         let describe = |i: usize, e: &MbrEntry| {
             format!(
                 "entry {} (byte {}) of type 0x{:02x} covers sectors {}..{}",
@@ -184,15 +183,7 @@ impl Mbr {
         if gpt.len() > 1 {
             return Some(format!("a hybrid MBR: {} entries of type 0xEE", gpt.len()));
         }
-        // A protective entry counts at most 2^32-1 sectors from LBA 1.
-        let needed = gpt_sectors.min(1 + u64::from(u32::MAX));
-        match gpt.first() {
-            Some(&&(i, e)) if e.start_lba != 1 || e.end_lba() < needed => Some(format!(
-                "a hybrid MBR: its {}, not the whole disk of the GPT (sectors 1..{gpt_sectors}) as a protective MBR's does",
-                describe(i, e)
-            )),
-            _ => None,
-        }
+        None
     }
 }
 
@@ -231,7 +222,7 @@ mod tests {
 
     /// What `sgdisk -h 1` makes of a GPT with two partitions on 16384 sectors: a 0xEE entry over
     /// the sectors before partition 1, then partition 1 as type 0x07. Any entry besides the 0xEE
-    /// one, or a 0xEE entry short of the GPT's disk, is not a protective MBR.
+    /// one, or a second 0xEE entry, makes a hybrid MBR.
     #[test]
     fn hybrid_mbrs_are_not_protective() {
         let entry = |type_byte, start_lba, sectors| {
@@ -248,42 +239,34 @@ mod tests {
         };
         assert!(hybrid.is_protective(), "it announces a GPT");
         assert_eq!(
-            hybrid.not_protective(16384).as_deref(),
+            hybrid.hybrid().as_deref(),
             Some(
                 "a hybrid MBR: besides the GPT's 0xEE entry, entry 2 (byte 462) of type 0x07 covers sectors 2048..4096"
             )
         );
-        let short = Mbr {
-            entries: [entry(0xee, 1, 2047), None, None, None],
-            ..hybrid.clone()
-        };
-        assert_eq!(
-            short.not_protective(16384).as_deref(),
-            Some(
-                "a hybrid MBR: its entry 1 (byte 446) of type 0xee covers sectors 1..2048, not the whole disk of the GPT (sectors 1..16384) as a protective MBR's does"
-            )
-        );
-        let off = Mbr {
-            entries: [None, entry(0xee, 2, 16382), None, None],
-            ..hybrid.clone()
-        };
-        assert!(off.not_protective(16384).is_some(), "starts at LBA 2");
+        // A single 0xEE entry, sized wrongly or not at LBA 1: protective (nothing to lose).
+        for e in [entry(0xee, 1, 2047), entry(0xee, 2, 16382)] {
+            let lone = Mbr {
+                entries: [e, None, None, None],
+                ..hybrid.clone()
+            };
+            assert_eq!(lone.hybrid(), None);
+        }
         let two = Mbr {
             entries: [entry(0xee, 1, 16383), entry(0xee, 1, 16383), None, None],
             ..hybrid.clone()
         };
         assert_eq!(
-            two.not_protective(16384).as_deref(),
+            two.hybrid().as_deref(),
             Some("a hybrid MBR: 2 entries of type 0xEE")
         );
         // Protective: its own disk, one written for a larger disk, the 32-bit limit.
-        assert_eq!(Mbr::protective(16384).not_protective(16384), None);
-        assert_eq!(Mbr::protective(1 << 20).not_protective(16384), None);
-        assert_eq!(Mbr::protective(1 << 40).not_protective(1 << 40), None);
+        assert_eq!(Mbr::protective(16384).hybrid(), None);
+        assert_eq!(Mbr::protective(1 << 40).hybrid(), None);
         // A DOS entry beside a whole-disk 0xEE entry is still hybrid.
         let mut both = Mbr::protective(16384);
         both.entries[3] = entry(0x83, 2048, 100);
-        assert!(both.not_protective(16384).is_some());
+        assert!(both.hybrid().is_some());
     }
 
     #[test]

@@ -668,15 +668,28 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("gdisk"), "{m}");
-        // Only the 0xEE entry, but over part of the disk: refused too.
+        // Only the 0xEE entry, but over part of the disk: nothing to lose, rewritten protective.
         mbr.entries[1] = None;
         mbr.encode_into(&mut s0);
         disk[..512].copy_from_slice(&s0);
-        let m = message(plan(&disk, 64 * MIB_SECTORS));
-        assert!(
-            m.contains("covers sectors 1..2048, not the whole disk of the GPT (sectors 1..32768)"),
-            "{m}"
-        );
+        let p = plan(&disk, 64 * MIB_SECTORS).unwrap();
+        let (_, grown) = p.writes.iter().find(|(o, _)| *o == 0).unwrap();
+        g0.copy_from_slice(grown);
+        let mut want = Mbr::protective(64 * MIB_SECTORS);
+        want.disk_signature = 0x1234_5678;
+        assert_eq!(Mbr::parse(&g0).unwrap(), want);
+        // A hybrid disk already at its full size: nothing to do, so nothing refused.
+        mbr.entries[1] = Some(MbrEntry {
+            bootable: true,
+            type_byte: 0x07,
+            start_lba: 2048,
+            sectors: 2048,
+        });
+        mbr.encode_into(&mut s0);
+        let mut full = gpt_disk(sectors, sectors - 33);
+        full[..512].copy_from_slice(&s0);
+        let p = plan(&full, sectors).unwrap();
+        assert!(p.writes.is_empty(), "{:?}", p.writes.len());
     }
 
     #[test]

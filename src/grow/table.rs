@@ -240,15 +240,6 @@ pub(super) fn plan_gpt(
     let header = GptHeader::parse(&read(SECTOR, SECTOR as usize)?, SECTOR)
         .map_err(|e| table_err(path, format!("primary GPT: {e}")))?;
     let array = check_header(&header, sectors, path)?;
-    // Growing rewrites sector 0 as a protective MBR: a hybrid MBR's entries would be lost.
-    if let Some(found) = mbr.not_protective(header.alternate_lba + 1) {
-        return Err(table_err(
-            path,
-            format!(
-                "sector 0 holds {found}; growing would replace it with a protective MBR and lose those entries. Grow it with gdisk or sgdisk instead (sgdisk -e moves the backup GPT to the end; then recreate the last partition larger and resize its filesystem), or, if nothing needs the MBR's entries, make it protective first (gdisk: r, n, w) and grow again"
-            ),
-        ));
-    }
     // Inside the target now: entries_lba + array <= first_usable <= last_usable < alternate < sectors.
     let array_offset = header.entries_lba * SECTOR;
     let bytes = read(array_offset, (array * SECTOR) as usize)?;
@@ -317,6 +308,15 @@ pub(super) fn plan_gpt(
     }
     if plan.new_end == old_end && header.alternate_lba == new_sectors - 1 {
         return Ok(plan);
+    }
+    // Growing rewrites sector 0 as a protective MBR: a hybrid MBR's entries would be lost.
+    if let Some(found) = mbr.hybrid() {
+        return Err(table_err(
+            path,
+            format!(
+                "sector 0 holds {found}; growing would replace it with a protective MBR and lose those entries. Grow it with gdisk or sgdisk instead (sgdisk -e moves the backup GPT to the end; then recreate the last partition larger and resize its filesystem), or, if nothing needs the MBR's entries, make it protective first (gdisk: r, n, w) and grow again"
+            ),
+        ));
     }
     gpt.last_usable_lba = last_usable;
     gpt.disk_sectors = new_sectors;

@@ -111,6 +111,11 @@ fn validate_partition(p: RawPartition, i: usize, table: &Table) -> Result<Partit
 fn check_label(l: &Loc<String>, fs: Fs, field: &str) -> Result<(), ProfileError> {
     let label = l.value.as_str();
     let bad = |message: String| Err(ProfileError::invalid(l, field, message));
+    if label.starts_with(' ') || label.ends_with(' ') {
+        return bad(format!(
+            "`{label}` begins or ends with a space, which blkid trims: LABEL= and /dev/disk/by-label would not match it"
+        ));
+    }
     match fs {
         Fs::Ext4 => {
             if label.is_empty() || label.len() > 16 {
@@ -128,7 +133,7 @@ fn check_label(l: &Loc<String>, fs: Fs, field: &str) -> Result<(), ProfileError>
             }
         }
         Fs::Vfat | Fs::Fat16 | Fs::Fat32 => {
-            if label.is_empty() || label.len() > 11 {
+            if label.is_empty() || label.chars().count() > 11 {
                 return bad(format!(
                     "a FAT label has 1 to 11 characters; `{}` has {}",
                     label.escape_default(),
@@ -400,6 +405,8 @@ mod tests {
         for (fs, label, wanted) in [
             ("ext4", "a very long root fs label", "1 to 16 bytes"),
             ("ext4", "", "1 to 16 bytes"),
+            ("ext4", "root ", "blkid trims"),
+            ("vfat", " BOOT", "blkid trims"),
             ("ext4", "r\\u00e9seau", "printable ASCII"),
             ("vfat", "boot", "upper case"),
             ("fat16", "BOOT.FS", "upper case"),

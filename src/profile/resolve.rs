@@ -12,13 +12,21 @@ pub(super) fn parse_file(file: &Arc<SourceFile>) -> Result<RawProfile, ProfileEr
     Ok(raw)
 }
 
-/// The first control character in `s` (C0, DEL, C1, and the Unicode line and paragraph
-/// separators): its 1-based character position and the character.
+/// The first control character in `s` (C0, DEL, C1, the Unicode line and paragraph separators,
+/// and the bidirectional controls): its 1-based character position and the character.
 pub fn control_char(s: &str) -> Option<(usize, char)> {
     s.chars()
         .enumerate()
-        .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        .find(|(_, c)| {
+            c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_bidi_control(*c)
+        })
         .map(|(i, c)| (i + 1, c))
+}
+
+/// Unicode's bidirectional controls, which make text display in another order than it is read
+/// ("Trojan Source"): refused like control characters wherever text reaches a generated file.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// What a control character is, for messages: `U+000A (line feed)`.
@@ -29,6 +37,7 @@ pub fn describe_control(c: char) -> String {
         '\t' => " (tab)",
         '\0' => " (NUL)",
         '\u{1b}' => " (escape)",
+        c if is_bidi_control(c) => " (bidirectional control)",
         _ => "",
     };
     format!("U+{:04X}{name}", c as u32)
@@ -233,6 +242,24 @@ mod tests {
         let e = load_text(&text).unwrap_err().to_string();
         assert!(e.contains("t.toml:11:1"), "{e}");
         assert!(e.contains("colour"), "{e}");
+    }
+
+    /// Bidirectional controls reorder what a reader sees ("Trojan Source"): refused like control
+    /// characters, and named as what they are.
+    #[test]
+    fn bidirectional_controls_are_control_characters() {
+        assert_eq!(control_char("ok\u{202E}txt.exe"), Some((3, '\u{202E}')));
+        assert_eq!(control_char("a\u{2066}b"), Some((2, '\u{2066}')));
+        assert_eq!(control_char("plain é text"), None);
+        assert_eq!(
+            describe_control('\u{202E}'),
+            "U+202E (bidirectional control)"
+        );
+        let text = format!(
+            "{MINIMAL}[[partition]]\nname = \"root\"\nsize = \"fill\"\nlabel = \"ro\u{202E}ot\"\n"
+        );
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains("U+202E (bidirectional control)"), "{e}");
     }
 
     #[test]

@@ -234,6 +234,10 @@ pub enum TargetState {
     Incomplete,
     /// Writing started on a file this write created, which was removed again.
     Removed,
+    /// Writing started on a file this write created, but its path names another file now.
+    Moved,
+    /// Writing started on a file this write created, which could not be removed (why).
+    NotRemoved(String),
     /// The whole image was written and verified; a later step (grow) failed.
     Written {
         verified: bool,
@@ -251,7 +255,7 @@ pub struct WriteFailure {
 impl fmt::Display for WriteFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.error)?;
-        match self.state {
+        match &self.state {
             TargetState::Untouched => write!(f, "\nnothing was written to {}", self.target),
             TargetState::Incomplete => write!(
                 f,
@@ -263,11 +267,21 @@ impl fmt::Display for WriteFailure {
                 "\n{} was created by this write and has been removed again: nothing is left of it",
                 self.target
             ),
+            TargetState::Moved => write!(
+                f,
+                "\n{} no longer names the file this write created (it was renamed or replaced meanwhile): nothing there was touched; the incomplete file was not removed",
+                self.target
+            ),
+            TargetState::NotRemoved(why) => write!(
+                f,
+                "\n{} was created by this write and could not be removed ({why}); it is incomplete: its first 64 KiB are zeroed and were not written, so it holds no partition table and will not boot; delete it or write the image again",
+                self.target
+            ),
             TargetState::Written { verified } => write!(
                 f,
                 "\n{} holds the complete image{}; only growing failed: once its reason above is dealt with, `boardsmith grow {}` grows it",
                 self.target,
-                if verified { ", verified" } else { "" },
+                if *verified { ", verified" } else { "" },
                 self.target
             ),
         }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::device::buffers::Pool;
 use crate::device::progress::{Event, Observer, Phase};
-use crate::device::target::{Checks, Sink, SourceId, Target, TargetError};
+use crate::device::target::{Checks, Discarded, Sink, SourceId, Target, TargetError};
 use crate::net::{self, DownloadHandle, NetError};
 use crate::signals;
 use crate::size::Human;
@@ -147,8 +147,11 @@ fn write_inner(
     let (sink, body, head_written) = match written {
         Ok(w) => w,
         Err(e) => {
-            if target.discard() {
-                *state = TargetState::Removed;
+            match target.discard() {
+                Discarded::NotCreated => {}
+                Discarded::Removed => *state = TargetState::Removed,
+                Discarded::Moved => *state = TargetState::Moved,
+                Discarded::Failed(why) => *state = TargetState::NotRemoved(why.to_string()),
             }
             return Err(e);
         }

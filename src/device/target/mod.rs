@@ -259,8 +259,20 @@ pub struct Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        self.discard();
+        let _ = self.discard();
     }
+}
+
+/// What [`Target::discard`] did with a file target this run created.
+#[derive(Debug)]
+pub enum Discarded {
+    /// The target was there before (a file or a device), or the write completed: left alone.
+    NotCreated,
+    Removed,
+    /// The path names another file now (renamed or replaced meanwhile): nothing was removed.
+    Moved,
+    /// Removing it failed.
+    Failed(io::Error),
 }
 
 fn file_type_name(m: &std::fs::Metadata) -> &'static str {
@@ -348,15 +360,20 @@ impl Target {
     }
 
     /// Removes a file this run created (unless kept), if its path still names it: a failed write
-    /// leaves nothing behind. Whether it was removed (false for a device or a file that was there).
-    pub fn discard(&mut self) -> bool {
-        if !self.created || self.keep || !self.still_at(&self.path) {
-            return false;
+    /// leaves nothing behind. What became of it, for the failure's message.
+    pub fn discard(&mut self) -> Discarded {
+        if !self.created || self.keep {
+            return Discarded::NotCreated;
         }
-        let removed = std::fs::remove_file(&self.path).is_ok();
         // Once: a later drop must not touch a file someone else put at the path since.
         self.keep = true;
-        removed
+        if !self.still_at(&self.path) {
+            return Discarded::Moved;
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => Discarded::Removed,
+            Err(e) => Discarded::Failed(e),
+        }
     }
 
     /// The target for messages: path, and what the device is.
@@ -493,5 +510,36 @@ mod tests {
         assert!(matches!(r, Err(TargetError::Size { .. })), "{r:?}");
         drop(t);
         assert_eq!(std::fs::read(&p).unwrap(), b"precious");
+    }
+
+    /// A file this run created is removed by `discard` unless kept; one that was there, or one
+    /// whose path names another file now, is left alone, and each outcome says which.
+    #[test]
+    fn discard_removes_only_the_file_this_run_created() {
+        let (d, p) = crate::testutil::scratch("new.img");
+        let mut t = Target::open(&p, false).unwrap();
+        std::fs::write(&p, b"partial").unwrap();
+        assert!(matches!(t.discard(), Discarded::Removed));
+        assert!(!p.exists());
+        assert!(matches!(t.discard(), Discarded::NotCreated), "only once");
+        drop(t);
+
+        let mut t = Target::open(&p, false).unwrap();
+        let moved = d.path().join("moved.img");
+        std::fs::rename(&p, &moved).unwrap();
+        std::fs::write(&p, b"someone else's").unwrap();
+        assert!(matches!(t.discard(), Discarded::Moved));
+        drop(t);
+        assert_eq!(std::fs::read(&p).unwrap(), b"someone else's");
+        assert!(moved.exists());
+
+        let mut t = Target::open(&p, false).unwrap();
+        assert!(matches!(t.discard(), Discarded::NotCreated), "it was there");
+        drop(t);
+        let mut t = Target::open(&moved, false).unwrap();
+        t.keep();
+        assert!(matches!(t.discard(), Discarded::NotCreated));
+        drop(t);
+        assert!(p.exists() && moved.exists());
     }
 }

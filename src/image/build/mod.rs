@@ -545,7 +545,7 @@ impl Assembly<'_> {
 fn hash_image(sink: ImageSink, image_size: u64) -> Result<(Bmap, ImageDigest), BuildError> {
     let (file, written) = sink.into_parts();
     let blocks = written.to_blocks(BMAP_BLOCK, image_size);
-    let ranges: Vec<(u64, u64)> = blocks.iter().collect();
+    let ranges = fit_ranges(blocks.iter().collect(), crate::image::bmap::MAX_RANGES);
     let data = crate::disk::sparse::data_extents(&file, 0, image_size)
         .map_err(io("reading the image layout"))?;
     let digest: ImageDigest =
@@ -565,6 +565,27 @@ fn hash_image(sink: ImageSink, image_size: u64) -> Result<(Bmap, ImageDigest), B
             .collect(),
     };
     Ok((bmap, digest))
+}
+
+/// `ranges` (sorted, disjoint byte ranges) in at most `max` ranges, so that `write` (which accepts
+/// at most [`crate::image::bmap::MAX_RANGES`]) takes the bmap: the narrowest gaps are mapped too,
+/// doubling the gap allowed until the count fits. A mapped gap is only written zeros, checked like
+/// any other range.
+fn fit_ranges(ranges: Vec<(u64, u64)>, max: usize) -> Vec<(u64, u64)> {
+    let mut out = ranges;
+    let mut gap = BMAP_BLOCK;
+    while out.len() > max.max(1) {
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+        for (s, e) in out {
+            match merged.last_mut() {
+                Some(last) if s.saturating_sub(last.1) <= gap => last.1 = e,
+                _ => merged.push((s, e)),
+            }
+        }
+        out = merged;
+        gap = gap.saturating_mul(2);
+    }
+    out
 }
 
 /// A private work directory next to the outputs (mode 0700), removed when dropped or on a stop signal.
@@ -595,4 +616,36 @@ fn tempdir_in(dir: &Path, board: &str) -> std::io::Result<WorkDir> {
         path: p,
         _tracked: tracked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ranges beyond the limit are merged across their narrowest gaps, never dropped: everything
+    /// mapped before is still mapped, and the count fits.
+    #[test]
+    fn too_many_ranges_are_merged_across_the_narrowest_gaps() {
+        let b = BMAP_BLOCK;
+        // Pairs one block apart, the pairs 8 blocks apart.
+        let ranges: Vec<(u64, u64)> = (0..8)
+            .flat_map(|i| {
+                [
+                    (i * 10 * b, (i * 10 + 1) * b),
+                    ((i * 10 + 2) * b, (i * 10 + 3) * b),
+                ]
+            })
+            .collect();
+        assert_eq!(fit_ranges(ranges.clone(), 16), ranges);
+        let fitted = fit_ranges(ranges.clone(), 8);
+        assert_eq!(fitted.len(), 8);
+        assert_eq!(fitted[0], (0, 3 * b));
+        for (s, e) in &ranges {
+            assert!(
+                fitted.iter().any(|(fs, fe)| fs <= s && e <= fe),
+                "{s}..{e} lost"
+            );
+        }
+        assert_eq!(fit_ranges(ranges, 1), vec![(0, 73 * b)]);
+    }
 }
