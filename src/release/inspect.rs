@@ -34,6 +34,14 @@ pub enum InspectError {
         problem: String,
     },
     #[error(
+        "{image}: {file} in the image's root filesystem is larger than {limit} bytes, more than any such file boardsmith writes or reads; rebuild the image from a root filesystem you trust (boardsmith rootfs)"
+    )]
+    TooLarge {
+        image: String,
+        file: String,
+        limit: u64,
+    },
+    #[error(
         "{image}: /etc/boardsmith/manifest.json in the image's root filesystem is not a boardsmith rootfs manifest: {source}; rebuild the image from a root filesystem made by boardsmith rootfs, or correct that file"
     )]
     BadManifest {
@@ -48,7 +56,9 @@ impl InspectError {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            InspectError::Untrusted { .. } | InspectError::BadManifest { .. }
+            InspectError::Untrusted { .. }
+                | InspectError::BadManifest { .. }
+                | InspectError::TooLarge { .. }
         )
     }
 }
@@ -201,14 +211,55 @@ fn debugfs(
         .map_err(InspectError::Debugfs)
 }
 
-/// Reads a file from an ext4 filesystem at `offset` of `image` with debugfs; None if it does not exist.
+/// The most read of one file in the image (a dpkg status of a desktop image is a few MiB): a crafted
+/// image must not make `release` hold gigabytes.
+const MAX_CAT: u64 = 64 << 20;
+
+/// Reads a file from an ext4 filesystem at `offset` of `image` with debugfs; None if it does not
+/// exist. At most [`MAX_CAT`] bytes: a larger file is an error (debugfs is stopped there).
 fn debugfs_cat(image: &Path, offset: u64, file: &str) -> Result<Option<Vec<u8>>, InspectError> {
-    let out = debugfs(image, offset, format!("cat \"{file}\""))?;
+    debugfs_cat_limited(image, offset, file, MAX_CAT)
+}
+
+fn debugfs_cat_limited(
+    image: &Path,
+    offset: u64,
+    file: &str,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, InspectError> {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let mut child = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat \"{file}\""))
+        .arg(format!("{}?offset={offset}", image.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(InspectError::Debugfs)?;
+    let mut data = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        out.take(limit + 1)
+            .read_to_end(&mut data)
+            .map_err(InspectError::Debugfs)?;
+    }
+    if data.len() as u64 > limit {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(InspectError::TooLarge {
+            image: image.display().to_string(),
+            file: file.to_string(),
+            limit,
+        });
+    }
+    // debugfs writes a banner and at most an error line to stderr: read after stdout, no deadlock.
+    let out = child.wait_with_output().map_err(InspectError::Debugfs)?;
     let err = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || err.contains("not found") || err.contains("Bad magic") {
         return Ok(None);
     }
-    Ok(Some(out.stdout))
+    Ok(Some(data))
 }
 
 fn debugfs_ls(image: &Path, offset: u64, dir: &str) -> Result<Vec<String>, InspectError> {
@@ -400,6 +451,35 @@ mod tests {
             Some(("2023.01+dfsg-2".to_string(), 3))
         );
         assert_eq!(dpkg_version(status, "other"), None);
+    }
+
+    /// A file is read from a real ext4 image (mke2fs -d) up to the limit; a larger one is an error,
+    /// a missing one None.
+    #[test]
+    fn files_are_read_from_the_image_up_to_a_limit() {
+        let (d, img) = crate::testutil::scratch("root.ext4");
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        let content = vec![b'x'; 10_000];
+        std::fs::write(tree.join("etc/big"), &content).unwrap();
+        let st = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4", "-d"])
+            .arg(&tree)
+            .arg(&img)
+            .arg("4M")
+            .status()
+            .expect("mke2fs (e2fsprogs) runs");
+        assert!(st.success());
+        let read = |file: &str, limit| debugfs_cat_limited(&img, 0, file, limit);
+        assert_eq!(read("/etc/big", 1 << 20).unwrap(), Some(content));
+        assert!(read("/etc/missing", 1 << 20).unwrap().is_none());
+        let e = read("/etc/big", 4096).unwrap_err();
+        assert!(e.is_input_error());
+        assert!(
+            e.to_string()
+                .contains("/etc/big in the image's root filesystem is larger than 4096 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
