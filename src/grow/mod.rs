@@ -637,16 +637,20 @@ mod tests {
         }
         mbr.encode_into(&mut s0);
         disk[..512].copy_from_slice(&s0);
-        let p = plan(&disk, 64 * MIB_SECTORS).unwrap();
-        let (_, grown) = p.writes.iter().find(|(o, _)| *o == 0).unwrap();
-        let mut g0 = [0u8; 512];
-        g0.copy_from_slice(grown);
+        // Sector 0 as growing to 64 MiB writes it.
+        let sector0_after = |disk: &[u8]| {
+            let p = plan(disk, 64 * MIB_SECTORS).unwrap();
+            let (_, grown) = p.writes.iter().find(|(o, _)| *o == 0).unwrap();
+            let mut g0 = [0u8; 512];
+            g0.copy_from_slice(grown);
+            Mbr::parse(&g0).unwrap()
+        };
         let mut want = Mbr::protective(64 * MIB_SECTORS);
         want.disk_signature = 0x1234_5678;
         if let Some(e) = want.entries[0].as_mut() {
             e.bootable = true;
         }
-        assert_eq!(Mbr::parse(&g0).unwrap(), want);
+        assert_eq!(sector0_after(&disk), want);
 
         mbr.entries[0] = Some(MbrEntry {
             bootable: false,
@@ -654,12 +658,14 @@ mod tests {
             start_lba: 1,
             sectors: 2047,
         });
-        mbr.entries[1] = Some(MbrEntry {
+        // What `sgdisk -h 1` adds: partition 1 as a DOS entry.
+        let dos = Some(MbrEntry {
             bootable: true,
             type_byte: 0x07,
             start_lba: 2048,
             sectors: 2048,
         });
+        mbr.entries[1] = dos;
         mbr.encode_into(&mut s0);
         disk[..512].copy_from_slice(&s0);
         let m = message(plan(&disk, 64 * MIB_SECTORS));
@@ -672,19 +678,11 @@ mod tests {
         mbr.entries[1] = None;
         mbr.encode_into(&mut s0);
         disk[..512].copy_from_slice(&s0);
-        let p = plan(&disk, 64 * MIB_SECTORS).unwrap();
-        let (_, grown) = p.writes.iter().find(|(o, _)| *o == 0).unwrap();
-        g0.copy_from_slice(grown);
         let mut want = Mbr::protective(64 * MIB_SECTORS);
         want.disk_signature = 0x1234_5678;
-        assert_eq!(Mbr::parse(&g0).unwrap(), want);
+        assert_eq!(sector0_after(&disk), want);
         // A hybrid disk already at its full size: nothing to do, so nothing refused.
-        mbr.entries[1] = Some(MbrEntry {
-            bootable: true,
-            type_byte: 0x07,
-            start_lba: 2048,
-            sectors: 2048,
-        });
+        mbr.entries[1] = dos;
         mbr.encode_into(&mut s0);
         let mut full = gpt_disk(sectors, sectors - 33);
         full[..512].copy_from_slice(&s0);
